@@ -1,0 +1,174 @@
+//! Typed, validated configuration for DINO training and evaluation.
+//!
+//! One [`Config`] with a section per concern (data, augmentation, model, head, loss, optim,
+//! schedule, checkpoint, eval, runtime). Every default equals the official DINO default
+//! (`facebookresearch/dino` `main_dino.py` argparse, `eval_knn.py`, `eval_linear.py`) unless its
+//! doc comment says otherwise, and every field documents its meaning where it is declared.
+//! A preset file lists only what differs from the defaults; `--set section.key=value` overrides
+//! any key. Unknown keys, wrong types and out-of-range values are rejected before any work with
+//! the key path and the reason ([`ConfigError`]).
+//!
+//! ```
+//! use dino_config::Config;
+//!
+//! let cfg = Config::from_toml_str("[optim]\nbatch_size = 32\n", &["loss.teacher_temp=0.05"])?;
+//! assert_eq!(cfg.optim.batch_size, 32);
+//! assert_eq!(cfg.loss.teacher_temp, 0.05);
+//! assert_eq!(cfg.head.out_dim, 65536); // official default
+//! // The learning rate actually used follows the linear scaling rule lr * batch / 256.
+//! assert!((cfg.optim.scaled_lr() - 0.0005 * 32.0 / 256.0).abs() < 1e-12);
+//!
+//! let err = Config::from_toml_str("[optim]\nlr = -1.0\n", &[]).unwrap_err();
+//! assert_eq!(err.key(), "optim.lr");
+//! # Ok::<(), dino_config::ConfigError>(())
+//! ```
+
+mod error;
+mod sections;
+mod validate;
+
+pub use error::ConfigError;
+pub use sections::*;
+
+use std::path::Path;
+
+/// The whole run configuration. Each section's defaults are the official DINO values.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the images come from and how bad files are treated.
+    pub data: DataConfig,
+    /// The multi-crop augmentation (`DataAugmentationDINO`).
+    pub augmentation: AugmentationConfig,
+    /// The ViT backbone.
+    pub model: ModelConfig,
+    /// The DINO projection head.
+    pub head: HeadConfig,
+    /// The DINO loss: temperatures and centering.
+    pub loss: LossConfig,
+    /// Optimizer, batch and epochs.
+    pub optim: OptimConfig,
+    /// Per-iteration schedules other than lr / weight decay end points.
+    pub schedule: ScheduleConfig,
+    /// Checkpoint location and frequency.
+    pub checkpoint: CheckpointConfig,
+    /// k-NN, linear probe and online evaluation.
+    pub eval: EvalConfig,
+    /// Seed, device, thread pools, precision, logging.
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data: DataConfig::default(),
+            augmentation: AugmentationConfig::default(),
+            model: ModelConfig::default(),
+            head: HeadConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            schedule: ScheduleConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            eval: EvalConfig::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document (a preset: only what differs from the defaults), applies
+    /// `section.key=value` overrides in order, and validates the result.
+    ///
+    /// Override values are TOML values (`0.05`, `true`, `[0.4, 1.0]`, `"vit_small"`); a value that
+    /// does not parse as TOML is taken as a string, so `--set model.arch=vit_tiny` works unquoted.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key path: TOML syntax, unknown key, wrong type, malformed
+    /// override, or a value out of range (see [`Config::validate`]).
+    pub fn from_toml_str(text: &str, overrides: &[&str]) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            message: e.to_string(),
+        })?;
+        for ov in overrides {
+            apply_override(&mut table, ov)?;
+        }
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                key: if key == "." { String::new() } else { key },
+                reason: e.into_inner().message().trim().to_string(),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a preset file (see [`Config::from_toml_str`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] when the file cannot be read, else as [`Config::from_toml_str`].
+    pub fn from_file(path: impl AsRef<Path>, overrides: &[&str]) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml_str(&text, overrides)
+    }
+
+    /// The defaults with overrides applied (no preset file).
+    ///
+    /// # Errors
+    /// As [`Config::from_toml_str`].
+    pub fn with_overrides(overrides: &[&str]) -> Result<Self, ConfigError> {
+        Self::from_toml_str("", overrides)
+    }
+
+    /// The fully resolved configuration as TOML (every key, defaults included).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serializes to TOML")
+    }
+
+    /// Checks every range and cross-section constraint; called by the constructors above.
+    ///
+    /// # Errors
+    /// The first violation found, as [`ConfigError::Invalid`] with its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML table, creating intermediate tables.
+fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Override {
+        text: ov.to_string(),
+        reason: reason.to_string(),
+    };
+    let (key, raw) = ov.split_once('=').ok_or_else(|| bad("expected section.key=value"))?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(bad("empty key segment"));
+    }
+    let raw = raw.trim();
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let (last, parents) = parts.split_last().expect("non-empty");
+    let mut cur = table;
+    for (i, p) in parents.iter().enumerate() {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| ConfigError::Invalid {
+            key: parts[..=i].join("."),
+            reason: "is not a section, cannot set a key inside it".into(),
+        })?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

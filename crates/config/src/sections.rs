@@ -1,0 +1,478 @@
+//! The config sections. Doc comments are the user documentation of each key (shown by
+//! `dino config show` readers and the README); "official" means `facebookresearch/dino` @ 7c446df.
+
+use serde::{Deserialize, Serialize};
+
+/// Dataset layout on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// Detect from the path: CIFAR-10 `*.bin` batches, gzipped IDX files, class folders, or a
+    /// flat folder of images.
+    #[default]
+    Auto,
+    /// `root/<class>/<image>`, classes sorted, label = class index (torchvision `ImageFolder`).
+    ImageFolder,
+    /// A folder of unlabeled images (label 0), searched recursively.
+    Flat,
+    /// CIFAR-10 binary version: `data_batch_1..5.bin` / `test_batch.bin` (1 label byte + 3072
+    /// bytes of R, G, B 32x32 planes per record).
+    Cifar10Bin,
+    /// The MNIST family's gzipped IDX files (`*-images-idx3-ubyte.gz` + `*-labels-idx1-ubyte.gz`).
+    Idx,
+}
+
+/// `[data]`: where images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training images (official `--data_path`). A folder, a CIFAR-10 batch folder, or an IDX
+    /// folder. Empty means "give it with `--data`".
+    pub path: String,
+    /// Layout of `path` (see [`DataFormat`]).
+    pub format: DataFormat,
+    /// Which split to read for formats that hold several in one folder (`train` or `test` for
+    /// CIFAR-10 binary batches and IDX files; ignored for folders).
+    pub split: String,
+    /// Fraction of samples that may fail to decode before the run stops with an error. Failed
+    /// samples are skipped, counted and replaced, so the batch shape never changes. Not in the
+    /// official code (its `ImageFolder` crashes on the first bad file).
+    pub max_failed_fraction: f64,
+    /// Images whose header declares more pixels than this are rejected before decoding
+    /// (decompression bombs). Default: Pillow's `DecompressionBombError` limit, 2 x 89,478,485.
+    pub max_image_pixels: u64,
+    /// Drop the last incomplete batch of an epoch (official `DataLoader(drop_last=True)`).
+    pub drop_last: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            format: DataFormat::Auto,
+            split: "train".into(),
+            max_failed_fraction: 0.01,
+            max_image_pixels: 178_956_970,
+            drop_last: true,
+        }
+    }
+}
+
+/// `[augmentation]`: DINO multi-crop (`DataAugmentationDINO` in `main_dino.py`). Per image the
+/// output is `[global_1, global_2, local_1 .. local_n]`, each view: RandomResizedCrop (bicubic,
+/// Pillow's kernel) → horizontal flip → ColorJitter (w.p. `color_jitter_p`) → grayscale →
+/// Gaussian blur → solarize (global 2 only) → normalize.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentationConfig {
+    /// Side of the 2 global crops in pixels (official 224).
+    pub global_crops_size: u32,
+    /// RandomResizedCrop area range of the global crops (official `--global_crops_scale 0.4 1.`).
+    pub global_crops_scale: [f64; 2],
+    /// Number of local crops (official `--local_crops_number 8`); 0 disables multi-crop.
+    pub local_crops_number: usize,
+    /// Side of the local crops in pixels (official 96).
+    pub local_crops_size: u32,
+    /// RandomResizedCrop area range of the local crops (official `--local_crops_scale 0.05 0.4`).
+    pub local_crops_scale: [f64; 2],
+    /// RandomResizedCrop aspect-ratio range, sampled log-uniformly (torchvision default 3/4, 4/3).
+    pub crop_ratio: [f64; 2],
+    /// Horizontal flip probability (official `RandomHorizontalFlip(p=0.5)`).
+    pub flip_p: f64,
+    /// Probability of applying ColorJitter (official `RandomApply([ColorJitter], p=0.8)`).
+    pub color_jitter_p: f64,
+    /// ColorJitter brightness: factor ~ U(1 - b, 1 + b) (official 0.4).
+    pub brightness: f64,
+    /// ColorJitter contrast: factor ~ U(1 - c, 1 + c) (official 0.4).
+    pub contrast: f64,
+    /// ColorJitter saturation: factor ~ U(1 - s, 1 + s) (official 0.2).
+    pub saturation: f64,
+    /// ColorJitter hue: shift ~ U(-h, h) turns (official 0.1).
+    pub hue: f64,
+    /// RandomGrayscale probability, ITU-R 601-2 luma (official 0.2).
+    pub grayscale_p: f64,
+    /// Gaussian blur probability on global crop 1 (official `GaussianBlur(1.0)`).
+    pub blur_global1_p: f64,
+    /// Gaussian blur probability on global crop 2 (official `GaussianBlur(0.1)`).
+    pub blur_global2_p: f64,
+    /// Gaussian blur probability on each local crop (official `GaussianBlur(p=0.5)`).
+    pub blur_local_p: f64,
+    /// Blur sigma range in pixels, sigma ~ U(min, max) (official `radius_min 0.1`, `radius_max 2.`).
+    pub blur_sigma: [f64; 2],
+    /// Solarization probability on global crop 2 only (official `Solarization(0.2)`).
+    pub solarize_p: f64,
+    /// Solarization threshold: values >= t become 255 - v (Pillow `ImageOps.solarize` default 128).
+    pub solarize_threshold: u8,
+    /// Per-channel normalization mean, RGB, in [0, 1] units (ImageNet).
+    pub mean: [f64; 3],
+    /// Per-channel normalization std, RGB, in [0, 1] units (ImageNet).
+    pub std: [f64; 3],
+}
+
+impl Default for AugmentationConfig {
+    fn default() -> Self {
+        Self {
+            global_crops_size: 224,
+            global_crops_scale: [0.4, 1.0],
+            local_crops_number: 8,
+            local_crops_size: 96,
+            local_crops_scale: [0.05, 0.4],
+            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
+            flip_p: 0.5,
+            color_jitter_p: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.2,
+            hue: 0.1,
+            grayscale_p: 0.2,
+            blur_global1_p: 1.0,
+            blur_global2_p: 0.1,
+            blur_local_p: 0.5,
+            blur_sigma: [0.1, 2.0],
+            solarize_p: 0.2,
+            solarize_threshold: 128,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+}
+
+/// Named ViT sizes of the official `vision_transformer.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// embed_dim 192, depth 12, heads 3.
+    VitTiny,
+    /// embed_dim 384, depth 12, heads 6 (official default `--arch vit_small`).
+    VitSmall,
+    /// embed_dim 768, depth 12, heads 12.
+    VitBase,
+    /// Sizes from `embed_dim`, `depth` and `num_heads`.
+    Custom,
+}
+
+impl Arch {
+    /// (embed_dim, depth, num_heads) of a named size; `None` for `Custom`.
+    pub fn dims(self) -> Option<(usize, usize, usize)> {
+        match self {
+            Arch::VitTiny => Some((192, 12, 3)),
+            Arch::VitSmall => Some((384, 12, 6)),
+            Arch::VitBase => Some((768, 12, 12)),
+            Arch::Custom => None,
+        }
+    }
+}
+
+/// `[model]`: the Vision Transformer backbone (`vision_transformer.py`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Named size (official `--arch vit_small`); `custom` uses the three keys below.
+    pub arch: Arch,
+    /// Patch side in pixels (official `--patch_size 16`).
+    pub patch_size: usize,
+    /// Token width for `arch = "custom"` (ignored otherwise).
+    pub embed_dim: usize,
+    /// Number of blocks for `arch = "custom"`.
+    pub depth: usize,
+    /// Attention heads for `arch = "custom"`; must divide `embed_dim`.
+    pub num_heads: usize,
+    /// MLP hidden width as a multiple of embed_dim (official 4).
+    pub mlp_ratio: f64,
+    /// Bias in the fused qkv projection (official `qkv_bias=True`).
+    pub qkv_bias: bool,
+    /// Stochastic depth rate of the last block, linear from 0 over the blocks; student only
+    /// (official `--drop_path_rate 0.1`).
+    pub drop_path_rate: f64,
+    /// Image side the position-embedding table is built for, (img_size / patch_size)^2 patches
+    /// (official `img_size=[224]`); other sizes are interpolated bicubically.
+    pub img_size: usize,
+    /// LayerNorm epsilon (official named configs: 1e-6).
+    pub layer_norm_eps: f64,
+}
+
+impl ModelConfig {
+    /// (embed_dim, depth, num_heads) after resolving `arch`.
+    pub fn dims(&self) -> (usize, usize, usize) {
+        self.arch
+            .dims()
+            .unwrap_or((self.embed_dim, self.depth, self.num_heads))
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::VitSmall,
+            patch_size: 16,
+            embed_dim: 384,
+            depth: 12,
+            num_heads: 6,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            drop_path_rate: 0.1,
+            img_size: 224,
+            layer_norm_eps: 1e-6,
+        }
+    }
+}
+
+/// `[head]`: the DINO projection head (`DINOHead`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Number of prototypes K, the softmax width (official `--out_dim 65536`).
+    pub out_dim: usize,
+    /// Hidden width of the MLP (official 2048).
+    pub hidden_dim: usize,
+    /// Width of the L2-normalized bottleneck (official 256).
+    pub bottleneck_dim: usize,
+    /// Number of Linear layers in the MLP (official 3).
+    pub nlayers: usize,
+    /// BatchNorm after each hidden Linear (official `--use_bn_in_head False`).
+    pub use_bn: bool,
+    /// Fix the weight-norm gain of the last layer at 1 (official `--norm_last_layer True`).
+    pub norm_last_layer: bool,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            out_dim: 65536,
+            hidden_dim: 2048,
+            bottleneck_dim: 256,
+            nlayers: 3,
+            use_bn: false,
+            norm_last_layer: true,
+        }
+    }
+}
+
+/// `[loss]`: `DINOLoss`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// Student softmax temperature (official 0.1).
+    pub student_temp: f64,
+    /// Teacher temperature after warm-up (official `--teacher_temp 0.04`).
+    pub teacher_temp: f64,
+    /// Teacher temperature at epoch 0 (official `--warmup_teacher_temp 0.04`).
+    pub warmup_teacher_temp: f64,
+    /// Epochs of linear teacher-temperature warm-up (official code default 0; the paper's
+    /// boosted setting uses 0.04 → 0.07 over 30).
+    pub warmup_teacher_temp_epochs: usize,
+    /// EMA momentum of the teacher center (official 0.9).
+    pub center_momentum: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            student_temp: 0.1,
+            teacher_temp: 0.04,
+            warmup_teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0,
+            center_momentum: 0.9,
+        }
+    }
+}
+
+/// `[optim]`: AdamW, batch and epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Images per step on this process (official `--batch_size_per_gpu 64`).
+    pub batch_size: usize,
+    /// Training epochs (official `--epochs 100`).
+    pub epochs: usize,
+    /// Peak learning rate at batch 256; the rate used is `lr * global_batch / 256`
+    /// (official `--lr 0.0005`, linear scaling rule).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine schedule (official `--min_lr 1e-6`).
+    pub min_lr: f64,
+    /// Weight decay at the start, cosine to `weight_decay_end` (official 0.04).
+    pub weight_decay: f64,
+    /// Weight decay at the end (official 0.4). Biases and 1-D parameters get none.
+    pub weight_decay_end: f64,
+    /// Maximal gradient norm of each parameter, clipped separately; 0 disables
+    /// (official `--clip_grad 3.0`).
+    pub clip_grad: f64,
+    /// AdamW (beta1, beta2) (PyTorch `AdamW` defaults used by the official code).
+    pub betas: [f64; 2],
+    /// AdamW epsilon (PyTorch default).
+    pub eps: f64,
+}
+
+impl OptimConfig {
+    /// `lr * batch_size / 256` for one process (the linear scaling rule of `main_dino.py`).
+    pub fn scaled_lr(&self) -> f64 {
+        self.lr * self.batch_size as f64 / 256.0
+    }
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            epochs: 100,
+            lr: 0.0005,
+            min_lr: 1e-6,
+            weight_decay: 0.04,
+            weight_decay_end: 0.4,
+            clip_grad: 3.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        }
+    }
+}
+
+/// `[schedule]`: warm-up, last-layer freezing and the teacher EMA (per iteration, cosine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Epochs of linear learning-rate warm-up from 0 (official `--warmup_epochs 10`).
+    pub warmup_epochs: usize,
+    /// Epochs during which the head's last layer gets no update at all
+    /// (official `--freeze_last_layer 1`).
+    pub freeze_last_layer: usize,
+    /// Teacher EMA momentum at the start, cosine to `momentum_teacher_end`
+    /// (official `--momentum_teacher 0.996`).
+    pub momentum_teacher: f64,
+    /// Teacher EMA momentum at the end (official 1.0).
+    pub momentum_teacher_end: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            warmup_epochs: 10,
+            freeze_last_layer: 1,
+            momentum_teacher: 0.996,
+            momentum_teacher_end: 1.0,
+        }
+    }
+}
+
+/// `[checkpoint]`: where and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Run folder for checkpoints, metrics and plots (official `--output_dir "."`).
+    pub output_dir: String,
+    /// Keep a numbered checkpoint every this many epochs besides the latest
+    /// (official `--saveckp_freq 20`); 0 keeps only the latest.
+    pub saveckp_freq: usize,
+    /// Also write the latest checkpoint every this many steps within an epoch, so an
+    /// interrupted run loses little (0: only at epoch ends, as the official code).
+    pub every_steps: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            output_dir: "runs/dino".into(),
+            saveckp_freq: 20,
+            every_steps: 0,
+        }
+    }
+}
+
+/// `[eval]`: k-NN (`eval_knn.py`), linear probe (`eval_linear.py`) and online k-NN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Neighbour counts of the weighted k-NN (official `--nb_knn 10 20 100 200`).
+    pub knn_k: Vec<usize>,
+    /// Vote temperature: weight exp(similarity / T) (official `--temperature 0.07`).
+    pub knn_temperature: f64,
+    /// Labeled images for the k-NN memory bank during online evaluation.
+    pub knn_train_path: String,
+    /// Labeled validation images for online k-NN.
+    pub knn_val_path: String,
+    /// Run online k-NN every this many epochs (0: never). Not in the official trainer.
+    pub knn_every_epochs: usize,
+    /// Evaluation resize: shorter side = crop * resize_ratio, then centre crop
+    /// (official Resize(256) + CenterCrop(224), ratio 256/224).
+    pub resize_ratio: f64,
+    /// Side of the evaluation centre crop (official 224).
+    pub crop_size: u32,
+    /// Linear probe: CLS tokens of the last n blocks are concatenated (official 4 for ViT-S).
+    pub n_last_blocks: usize,
+    /// Linear probe: also concatenate the mean patch token (official False for ViT-S).
+    pub avgpool_patchtokens: bool,
+    /// Linear probe epochs (official 100).
+    pub linear_epochs: usize,
+    /// Linear probe lr at batch 256, scaled by batch / 256 (official 0.001).
+    pub linear_lr: f64,
+    /// Linear probe batch size (official 128 per GPU).
+    pub linear_batch_size: usize,
+    /// Batch size when computing features.
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            knn_k: vec![10, 20, 100, 200],
+            knn_temperature: 0.07,
+            knn_train_path: String::new(),
+            knn_val_path: String::new(),
+            knn_every_epochs: 0,
+            resize_ratio: 256.0 / 224.0,
+            crop_size: 224,
+            n_last_blocks: 4,
+            avgpool_patchtokens: false,
+            linear_epochs: 100,
+            linear_lr: 0.001,
+            linear_batch_size: 128,
+            batch_size: 128,
+        }
+    }
+}
+
+/// Numeric precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Full fp32 (default; the only choice on CPU).
+    #[default]
+    Fp32,
+    /// bf16 autocast on CUDA (no loss scaling needed). The official code offers fp16 + GradScaler
+    /// (`--use_fp16 True`) instead.
+    Bf16,
+}
+
+/// `[runtime]`: seed, device and threads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Seed of every random choice: weights, shuffling, every augmentation draw
+    /// (official `--seed 0`). Output does not depend on thread counts.
+    pub seed: u64,
+    /// `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads; 0 = all cores.
+    pub torch_threads: usize,
+    /// Augmentation (rayon) threads; 0 = all cores.
+    pub data_threads: usize,
+    /// Batches the loader may prepare ahead of the trainer (bounded channel capacity).
+    pub prefetch_batches: usize,
+    /// Forward precision (see [`Precision`]).
+    pub precision: Precision,
+    /// Write a metrics line every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            device: "auto".into(),
+            torch_threads: 0,
+            data_threads: 0,
+            prefetch_batches: 2,
+            precision: Precision::Fp32,
+            log_every: 10,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+use super::*;
+
+/// Every default pinned against its source: `facebookresearch/dino` @ 7c446df `main_dino.py`
+/// argparse (MD), `DataAugmentationDINO` (AUG), `vision_transformer.py` (VT), `eval_knn.py` (KNN),
+/// `eval_linear.py` (LIN); see `../shared/reference/DINO_REFERENCE.md`.
+#[test]
+fn defaults_equal_the_official_dino_values() {
+    let c = Config::default();
+    let a = &c.augmentation;
+    // AUG: RandomResizedCrop(224, scale=global_crops_scale) / (96, local_crops_scale)
+    assert_eq!(a.global_crops_size, 224);
+    assert_eq!(a.global_crops_scale, [0.4, 1.0]); // MD --global_crops_scale (0.4, 1.)
+    assert_eq!(a.local_crops_number, 8); // MD --local_crops_number 8
+    assert_eq!(a.local_crops_size, 96);
+    assert_eq!(a.local_crops_scale, [0.05, 0.4]); // MD --local_crops_scale (0.05, 0.4)
+    assert_eq!(a.crop_ratio, [3.0 / 4.0, 4.0 / 3.0]); // torchvision RandomResizedCrop default
+    assert_eq!(a.flip_p, 0.5); // AUG RandomHorizontalFlip(p=0.5)
+    assert_eq!(a.color_jitter_p, 0.8); // AUG RandomApply([ColorJitter(...)], p=0.8)
+    assert_eq!((a.brightness, a.contrast, a.saturation, a.hue), (0.4, 0.4, 0.2, 0.1)); // AUG ColorJitter
+    assert_eq!(a.grayscale_p, 0.2); // AUG RandomGrayscale(p=0.2)
+    assert_eq!((a.blur_global1_p, a.blur_global2_p, a.blur_local_p), (1.0, 0.1, 0.5)); // AUG GaussianBlur
+    assert_eq!(a.blur_sigma, [0.1, 2.0]); // utils.GaussianBlur radius_min/radius_max
+    assert_eq!(a.solarize_p, 0.2); // AUG Solarization(0.2), global 2 only
+    assert_eq!(a.solarize_threshold, 128); // PIL ImageOps.solarize default
+    assert_eq!(a.mean, [0.485, 0.456, 0.406]); // AUG Normalize
+    assert_eq!(a.std, [0.229, 0.224, 0.225]);
+
+    let m = &c.model;
+    assert_eq!(m.arch, Arch::VitSmall); // MD --arch vit_small
+    assert_eq!(m.dims(), (384, 12, 6)); // VT vit_small
+    assert_eq!(Arch::VitTiny.dims(), Some((192, 12, 3))); // VT vit_tiny
+    assert_eq!(Arch::VitBase.dims(), Some((768, 12, 12))); // VT vit_base
+    assert_eq!(m.patch_size, 16); // MD --patch_size 16
+    assert_eq!(m.mlp_ratio, 4.0); // VT mlp_ratio=4
+    assert!(m.qkv_bias); // VT qkv_bias=True
+    assert_eq!(m.drop_path_rate, 0.1); // MD --drop_path_rate 0.1
+    assert_eq!(m.img_size, 224); // VT img_size=[224]
+    assert_eq!(m.layer_norm_eps, 1e-6); // VT partial(nn.LayerNorm, eps=1e-6)
+
+    let h = &c.head;
+    assert_eq!(h.out_dim, 65536); // MD --out_dim 65536
+    assert_eq!((h.hidden_dim, h.bottleneck_dim, h.nlayers), (2048, 256, 3)); // VT DINOHead
+    assert!(!h.use_bn); // MD --use_bn_in_head False
+    assert!(h.norm_last_layer); // MD --norm_last_layer True
+
+    let l = &c.loss;
+    assert_eq!(l.student_temp, 0.1); // MD DINOLoss student_temp=0.1
+    assert_eq!(l.teacher_temp, 0.04); // MD --teacher_temp 0.04
+    assert_eq!(l.warmup_teacher_temp, 0.04); // MD --warmup_teacher_temp 0.04
+    assert_eq!(l.warmup_teacher_temp_epochs, 0); // MD --warmup_teacher_temp_epochs default 0
+    assert_eq!(l.center_momentum, 0.9); // MD DINOLoss center_momentum=0.9
+
+    let o = &c.optim;
+    assert_eq!(o.batch_size, 64); // MD --batch_size_per_gpu 64
+    assert_eq!(o.epochs, 100); // MD --epochs 100
+    assert_eq!(o.lr, 0.0005); // MD --lr 0.0005 (at batch 256)
+    assert_eq!(o.scaled_lr(), 0.0005 * 64.0 / 256.0); // MD lr * batch_size / 256
+    assert_eq!(o.min_lr, 1e-6); // MD --min_lr 1e-6
+    assert_eq!((o.weight_decay, o.weight_decay_end), (0.04, 0.4)); // MD --weight_decay(_end)
+    assert_eq!(o.clip_grad, 3.0); // MD --clip_grad 3.0
+    assert_eq!(o.betas, [0.9, 0.999]); // torch.optim.AdamW defaults
+    assert_eq!(o.eps, 1e-8);
+
+    let s = &c.schedule;
+    assert_eq!(s.warmup_epochs, 10); // MD --warmup_epochs 10
+    assert_eq!(s.freeze_last_layer, 1); // MD --freeze_last_layer 1
+    assert_eq!((s.momentum_teacher, s.momentum_teacher_end), (0.996, 1.0)); // MD cosine_scheduler(m, 1, ...)
+
+    assert_eq!(c.checkpoint.saveckp_freq, 20); // MD --saveckp_freq 20
+
+    let e = &c.eval;
+    assert_eq!(e.knn_k, vec![10, 20, 100, 200]); // KNN --nb_knn
+    assert_eq!(e.knn_temperature, 0.07); // KNN --temperature 0.07
+    assert_eq!(e.resize_ratio * 224.0, 256.0); // KNN Resize(256) + CenterCrop(224)
+    assert_eq!(e.crop_size, 224);
+    assert_eq!(e.n_last_blocks, 4); // LIN --n_last_blocks 4
+    assert!(!e.avgpool_patchtokens); // LIN --avgpool_patchtokens False
+    assert_eq!(e.linear_epochs, 100); // LIN --epochs 100
+    assert_eq!(e.linear_lr, 0.001); // LIN --lr 0.001
+    assert_eq!(e.linear_batch_size, 128); // LIN --batch_size_per_gpu 128
+
+    assert_eq!(c.runtime.seed, 0); // MD --seed 0
+    assert!(c.data.drop_last); // MD DataLoader(drop_last=True)
+    c.validate().expect("defaults are valid");
+}
+
+#[test]
+fn resolved_config_round_trips_through_toml() {
+    let c = Config::with_overrides(&["model.arch=vit_tiny", "augmentation.global_crops_scale=[0.3, 1.0]"]).unwrap();
+    let text = c.to_toml_string();
+    assert!(text.contains("[augmentation]") && text.contains("out_dim = 65536"), "{text}");
+    let back = Config::from_toml_str(&text, &[]).unwrap();
+    assert_eq!(back, c);
+    assert_eq!(back.model.arch, Arch::VitTiny);
+}
+
+#[test]
+fn preset_lists_only_differences_and_overrides_win() {
+    let c = Config::from_toml_str(
+        "[optim]\nbatch_size = 128\nepochs = 5\n[schedule]\nwarmup_epochs = 1\n",
+        &["optim.batch_size=32", "runtime.device=cpu"],
+    )
+    .unwrap();
+    assert_eq!(c.optim.batch_size, 32);
+    assert_eq!(c.optim.epochs, 5);
+    assert_eq!(c.runtime.device, "cpu");
+    assert_eq!(c.loss.teacher_temp, 0.04); // untouched default
+}
+
+fn err(text: &str, overrides: &[&str]) -> ConfigError {
+    Config::from_toml_str(text, overrides).expect_err("must be rejected")
+}
+
+/// Malformed configs: each gives one error naming the key, none panics.
+#[test]
+fn malformed_configs_name_the_key() {
+    let cases: &[(&str, &[&str], &str, &str)] = &[
+        ("[optim]\nlrr = 0.1\n", &[], "optim.lrr", "unknown field"),
+        ("[optimizer]\nlr = 0.1\n", &[], "optimizer", "unknown field"),
+        ("[optim]\nlr = \"fast\"\n", &[], "optim.lr", "invalid type"),
+        ("[optim]\nbatch_size = -3\n", &[], "optim.batch_size", ""),
+        ("[optim]\nlr = -0.001\n", &[], "optim.lr", "> 0"),
+        ("[augmentation]\nglobal_crops_scale = [0.9, 0.4]\n", &[], "augmentation.global_crops_scale", "min <= max"),
+        ("[augmentation]\nlocal_crops_scale = [0.0, 0.4]\n", &[], "augmentation.local_crops_scale", "(0"),
+        ("[augmentation]\nglobal_crops_size = 100\n", &[], "augmentation.global_crops_size", "multiple of model.patch_size"),
+        ("[augmentation]\nflip_p = 1.5\n", &[], "augmentation.flip_p", "probability"),
+        ("[model]\narch = \"vit_huge\"\n", &[], "model.arch", "unknown variant"),
+        ("[model]\narch = \"custom\"\nembed_dim = 100\nnum_heads = 3\n", &[], "model.num_heads", "divide"),
+        ("[loss]\nteacher_temp = 0\n", &[], "loss.teacher_temp", "> 0"),
+        ("[schedule]\nwarmup_epochs = 200\n", &[], "schedule.warmup_epochs", "optim.epochs"),
+        ("[eval]\nknn_k = [20, 0]\n", &[], "eval.knn_k[1]", "at least 1"),
+        ("[runtime]\ndevice = \"gpu\"\n", &[], "runtime.device", "cuda:N"),
+        ("", &["head.out_dimm=10"], "head.out_dimm", "unknown field"),
+        ("", &["optim.clip_grad=-1"], "optim.clip_grad", ">= 0"),
+        ("", &["optim.batch_size=many"], "optim.batch_size", "invalid type"),
+    ];
+    for (text, ov, key, reason) in cases {
+        let e = err(text, ov);
+        assert_eq!(e.key(), *key, "for {text:?} {ov:?}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains(key) && msg.contains(reason), "for {text:?}: message {msg:?} lacks {key:?}/{reason:?}");
+    }
+}
+
+#[test]
+fn syntax_and_override_errors_are_clear() {
+    assert!(matches!(err("[optim\nlr = 1", &[]), ConfigError::Syntax { .. }));
+    let e = err("", &["optim.lr"]);
+    assert!(matches!(e, ConfigError::Override { .. }) && e.to_string().contains("section.key=value"), "{e}");
+    let e = err("", &["optim..lr=1"]);
+    assert!(matches!(e, ConfigError::Override { .. }), "{e}");
+    let e = err("", &["optim.lr.x=1"]);
+    assert_eq!(e.key(), "optim.lr");
+    let e = Config::from_file("/definitely/not/here.toml", &[]).unwrap_err();
+    assert!(matches!(e, ConfigError::Io { .. }) && e.to_string().contains("/definitely/not/here.toml"));
+}
+
+#[test]
+fn k_larger_than_the_bank_is_rejected() {
+    let e = EvalConfig::default();
+    assert!(e.check_k_against(200).is_ok());
+    let err = e.check_k_against(150).unwrap_err();
+    assert_eq!(err.key(), "eval.knn_k[3]");
+    assert!(err.to_string().contains("150"), "{err}");
+}
+
+#[test]
+fn device_spellings() {
+    let mut r = RuntimeConfig::default();
+    assert_eq!(r.device_request(), Ok(None));
+    r.device = "cpu".into();
+    assert_eq!(r.device_request(), Ok(Some(None)));
+    r.device = "cuda:1".into();
+    assert_eq!(r.device_request(), Ok(Some(Some(1))));
+    r.device = "cuda:x".into();
+    assert!(r.device_request().is_err());
+}

@@ -1,0 +1,251 @@
+//! Range and cross-section checks, each error naming its key.
+
+use crate::{Config, ConfigError, EvalConfig};
+
+type R = Result<(), ConfigError>;
+
+fn prob(key: &str, v: f64) -> R {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, format!("is a probability, must be in [0, 1], got {v}")))
+    }
+}
+
+fn positive(key: &str, v: f64) -> R {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, format!("must be a finite number > 0, got {v}")))
+    }
+}
+
+fn non_negative(key: &str, v: f64) -> R {
+    if v >= 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, format!("must be a finite number >= 0, got {v}")))
+    }
+}
+
+fn nonzero(key: &str, v: usize) -> R {
+    if v > 0 {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, "must be at least 1"))
+    }
+}
+
+/// `[min, max]` with `lo <= min <= max <= hi` (and min > lo when `open_lo`).
+fn range(key: &str, r: [f64; 2], lo: f64, hi: f64, open_lo: bool) -> R {
+    let [a, b] = r;
+    if !(a.is_finite() && b.is_finite()) || a > b {
+        return Err(ConfigError::invalid(key, format!("must be [min, max] with min <= max, got [{a}, {b}]")));
+    }
+    if (open_lo && a <= lo) || a < lo || b > hi {
+        let l = if open_lo { "(" } else { "[" };
+        return Err(ConfigError::invalid(key, format!("must lie in {l}{lo}, {hi}], got [{a}, {b}]")));
+    }
+    Ok(())
+}
+
+fn multiple_of_patch(key: &str, size: usize, patch: usize) -> R {
+    if size == 0 || size % patch != 0 {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be a positive multiple of model.patch_size ({patch}), got {size}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn validate(c: &Config) -> R {
+    // [data]
+    prob("data.max_failed_fraction", c.data.max_failed_fraction)?;
+    if c.data.max_image_pixels == 0 {
+        return Err(ConfigError::invalid("data.max_image_pixels", "must be at least 1"));
+    }
+    if !matches!(c.data.split.as_str(), "train" | "test") {
+        return Err(ConfigError::invalid("data.split", format!("must be \"train\" or \"test\", got {:?}", c.data.split)));
+    }
+
+    // [model] first: crop sizes depend on the patch size.
+    let m = &c.model;
+    if !(1..=64).contains(&m.patch_size) {
+        return Err(ConfigError::invalid("model.patch_size", format!("must be in 1..=64, got {}", m.patch_size)));
+    }
+    let (dim, depth, heads) = m.dims();
+    nonzero("model.embed_dim", dim)?;
+    nonzero("model.depth", depth)?;
+    nonzero("model.num_heads", heads)?;
+    if dim % heads != 0 {
+        return Err(ConfigError::invalid(
+            "model.num_heads",
+            format!("must divide model.embed_dim ({dim}), got {heads}"),
+        ));
+    }
+    positive("model.mlp_ratio", m.mlp_ratio)?;
+    if !(0.0..1.0).contains(&m.drop_path_rate) {
+        return Err(ConfigError::invalid("model.drop_path_rate", format!("must be in [0, 1), got {}", m.drop_path_rate)));
+    }
+    multiple_of_patch("model.img_size", m.img_size, m.patch_size)?;
+    positive("model.layer_norm_eps", m.layer_norm_eps)?;
+
+    // [augmentation]
+    let a = &c.augmentation;
+    multiple_of_patch("augmentation.global_crops_size", a.global_crops_size as usize, m.patch_size)?;
+    if a.local_crops_number > 0 {
+        multiple_of_patch("augmentation.local_crops_size", a.local_crops_size as usize, m.patch_size)?;
+    }
+    range("augmentation.global_crops_scale", a.global_crops_scale, 0.0, 1.0, true)?;
+    range("augmentation.local_crops_scale", a.local_crops_scale, 0.0, 1.0, true)?;
+    range("augmentation.crop_ratio", a.crop_ratio, 0.0, f64::MAX, true)?;
+    for (k, v) in [
+        ("augmentation.flip_p", a.flip_p),
+        ("augmentation.color_jitter_p", a.color_jitter_p),
+        ("augmentation.grayscale_p", a.grayscale_p),
+        ("augmentation.blur_global1_p", a.blur_global1_p),
+        ("augmentation.blur_global2_p", a.blur_global2_p),
+        ("augmentation.blur_local_p", a.blur_local_p),
+        ("augmentation.solarize_p", a.solarize_p),
+    ] {
+        prob(k, v)?;
+    }
+    for (k, v) in [
+        ("augmentation.brightness", a.brightness),
+        ("augmentation.contrast", a.contrast),
+        ("augmentation.saturation", a.saturation),
+    ] {
+        non_negative(k, v)?;
+    }
+    if !(0.0..=0.5).contains(&a.hue) {
+        return Err(ConfigError::invalid("augmentation.hue", format!("must be in [0, 0.5], got {}", a.hue)));
+    }
+    range("augmentation.blur_sigma", a.blur_sigma, 0.0, 1e3, true)?;
+    for (i, s) in a.std.iter().enumerate() {
+        positive(&format!("augmentation.std[{i}]"), *s)?;
+    }
+
+    // [head]
+    nonzero("head.out_dim", c.head.out_dim)?;
+    nonzero("head.hidden_dim", c.head.hidden_dim)?;
+    nonzero("head.bottleneck_dim", c.head.bottleneck_dim)?;
+    nonzero("head.nlayers", c.head.nlayers)?;
+
+    // [loss]
+    positive("loss.student_temp", c.loss.student_temp)?;
+    positive("loss.teacher_temp", c.loss.teacher_temp)?;
+    positive("loss.warmup_teacher_temp", c.loss.warmup_teacher_temp)?;
+    prob("loss.center_momentum", c.loss.center_momentum)?;
+    if c.loss.warmup_teacher_temp_epochs > c.optim.epochs {
+        return Err(ConfigError::invalid(
+            "loss.warmup_teacher_temp_epochs",
+            format!("must not exceed optim.epochs ({}), got {}", c.optim.epochs, c.loss.warmup_teacher_temp_epochs),
+        ));
+    }
+
+    // [optim]
+    let o = &c.optim;
+    nonzero("optim.batch_size", o.batch_size)?;
+    nonzero("optim.epochs", o.epochs)?;
+    positive("optim.lr", o.lr)?;
+    non_negative("optim.min_lr", o.min_lr)?;
+    non_negative("optim.weight_decay", o.weight_decay)?;
+    non_negative("optim.weight_decay_end", o.weight_decay_end)?;
+    non_negative("optim.clip_grad", o.clip_grad)?;
+    for (i, b) in o.betas.iter().enumerate() {
+        if !(0.0..1.0).contains(b) {
+            return Err(ConfigError::invalid(&format!("optim.betas[{i}]"), format!("must be in [0, 1), got {b}")));
+        }
+    }
+    positive("optim.eps", o.eps)?;
+
+    // [schedule]
+    let s = &c.schedule;
+    if s.warmup_epochs > o.epochs {
+        return Err(ConfigError::invalid(
+            "schedule.warmup_epochs",
+            format!("must not exceed optim.epochs ({}), got {}", o.epochs, s.warmup_epochs),
+        ));
+    }
+    prob("schedule.momentum_teacher", s.momentum_teacher)?;
+    prob("schedule.momentum_teacher_end", s.momentum_teacher_end)?;
+
+    // [checkpoint]
+    if c.checkpoint.output_dir.trim().is_empty() {
+        return Err(ConfigError::invalid("checkpoint.output_dir", "must not be empty"));
+    }
+
+    // [eval]
+    let e = &c.eval;
+    if e.knn_k.is_empty() {
+        return Err(ConfigError::invalid("eval.knn_k", "must list at least one k"));
+    }
+    for (i, k) in e.knn_k.iter().enumerate() {
+        nonzero(&format!("eval.knn_k[{i}]"), *k)?;
+    }
+    positive("eval.knn_temperature", e.knn_temperature)?;
+    if !(e.resize_ratio >= 1.0 && e.resize_ratio.is_finite()) {
+        return Err(ConfigError::invalid("eval.resize_ratio", format!("must be >= 1, got {}", e.resize_ratio)));
+    }
+    multiple_of_patch("eval.crop_size", e.crop_size as usize, m.patch_size)?;
+    if e.n_last_blocks == 0 || e.n_last_blocks > depth {
+        return Err(ConfigError::invalid(
+            "eval.n_last_blocks",
+            format!("must be in 1..={depth} (the model depth), got {}", e.n_last_blocks),
+        ));
+    }
+    nonzero("eval.linear_epochs", e.linear_epochs)?;
+    positive("eval.linear_lr", e.linear_lr)?;
+    nonzero("eval.linear_batch_size", e.linear_batch_size)?;
+    nonzero("eval.batch_size", e.batch_size)?;
+
+    // [runtime]
+    let r = &c.runtime;
+    parse_device(&r.device).map_err(|reason| ConfigError::invalid("runtime.device", reason))?;
+    nonzero("runtime.prefetch_batches", r.prefetch_batches)?;
+    nonzero("runtime.log_every", r.log_every)?;
+    Ok(())
+}
+
+/// A device request: `None` = auto, `Some(None)` = CPU, `Some(Some(i))` = CUDA device i.
+pub(crate) fn parse_device(s: &str) -> Result<Option<Option<usize>>, String> {
+    match s {
+        "auto" => Ok(None),
+        "cpu" => Ok(Some(None)),
+        "cuda" => Ok(Some(Some(0))),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok())
+            .map(|i| Some(Some(i)))
+            .ok_or_else(|| format!("must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {s:?}")),
+    }
+}
+
+impl EvalConfig {
+    /// Rejects a k larger than the k-NN memory bank, before any feature is computed.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] on `eval.knn_k` naming the offending k and the bank size.
+    pub fn check_k_against(&self, n_train: usize) -> Result<(), ConfigError> {
+        match self.knn_k.iter().position(|&k| k > n_train) {
+            Some(i) => Err(ConfigError::invalid(
+                &format!("eval.knn_k[{i}]"),
+                format!("k = {} exceeds the {} training samples of the k-NN bank", self.knn_k[i], n_train),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl crate::RuntimeConfig {
+    /// The device request: `None` = auto, `Some(None)` = CPU, `Some(Some(i))` = CUDA device `i`.
+    /// Always `Ok` for a validated config.
+    ///
+    /// # Errors
+    /// A message when `device` is not one of the accepted spellings.
+    pub fn device_request(&self) -> Result<Option<Option<usize>>, String> {
+        parse_device(&self.device)
+    }
+}

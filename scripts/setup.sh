@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine, idempotently and quietly:
+#   - a project-local Python virtualenv (.venv) with torch==2.13.0 (the libtorch that tch 0.26
+#     links against), torchvision, pillow and numpy (the parity-test references);
+#   - Debian's `dataset-fashion-mnist` package (the README's main job), when apt is usable.
+# After it, plain `cargo build` / `cargo test` find libtorch through .cargo/config.toml, and every
+# binary carries an rpath to it (see crates/*/build.rs), so no LD_LIBRARY_PATH is needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.13.0
+TORCHVISION_VERSION=0.28.0
+VENV=.venv
+stamp="$VENV/.dino-setup-$TORCH_VERSION-$TORCHVISION_VERSION"
+
+log() { [ "${DINO_SETUP_QUIET:-0}" = 1 ] || echo "setup: $*" >&2; }
+
+if [ ! -f "$stamp" ]; then
+  PY=${PYTHON:-python3}
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtualenv $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  log "installing torch==$TORCH_VERSION, torchvision==$TORCHVISION_VERSION, pillow, numpy (about a minute)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" pillow numpy
+  "$VENV/bin/python" -c "import torch, torchvision, PIL, numpy; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__"
+  touch "$stamp"
+fi
+# A stable path for .cargo/config.toml, whatever the Python minor version.
+[ -e "$VENV/libtorch" ] || ln -sfn "$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')" "$VENV/libtorch"
+
+# Fashion-MNIST (real, labeled 28x28 images) for the main job; optional for the test suite.
+if [ "${DINO_SETUP_DATASETS:-1}" = 1 ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Debian package dataset-fashion-mnist"
+    (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }) ||
+      log "warning: could not install dataset-fashion-mnist (the main job needs it; tests do not)"
+  else
+    log "warning: run as root with apt-get to install dataset-fashion-mnist"
+  fi
+fi
