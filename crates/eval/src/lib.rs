@@ -1,1 +1,5 @@
-//! placeholder
+//! Evaluation of DINO features: weighted k-NN, linear probe, attention maps, feature export.
+
+pub mod attention;
+pub mod knn;
+pub mod linear;
