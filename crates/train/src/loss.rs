@@ -1,1 +1,331 @@
-//! (in progress)
+//! The DINO loss (`DINOLoss` in `main_dino.py`, paper Sec. 3.1 and Alg. 1): cross-entropy
+//! between the centred, sharpened teacher distribution of each global view and the student
+//! distribution of every *other* view, plus the EMA center and collapse diagnostics.
+
+use crate::schedule::{teacher_temp_schedule, ScheduleError};
+use dino_config::LossConfig;
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Errors of the loss: wrong logit shapes, an epoch past the temperature schedule, libtorch.
+#[derive(Debug, thiserror::Error)]
+pub enum LossError {
+    /// A logits tensor does not have the documented shape.
+    #[error("{what}: expected shape {expected}, got {got:?}")]
+    Shape {
+        /// Which input.
+        what: &'static str,
+        /// The expected shape in words.
+        expected: String,
+        /// The actual shape.
+        got: Vec<i64>,
+    },
+    /// `epoch` is not covered by the teacher-temperature schedule.
+    #[error("epoch {epoch} is past the teacher-temperature schedule ({epochs} epochs)")]
+    EpochOutOfRange {
+        /// Requested epoch (0-based).
+        epoch: usize,
+        /// Length of the schedule.
+        epochs: usize,
+    },
+    /// Bad construction arguments.
+    #[error("invalid DINO loss setting: {0}")]
+    Invalid(String),
+    /// The teacher-temperature schedule could not be built.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// A libtorch operation failed.
+    #[error(transparent)]
+    Torch(#[from] TchError),
+}
+
+/// Scalar diagnostics of one loss evaluation, computed from the same tensors as the loss
+/// (paper Sec. 5.3 monitors teacher entropy and KL to tell the two collapse modes apart).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct LossStats {
+    /// The loss value (nats).
+    pub loss: f64,
+    /// Mean over the 2B teacher rows of the entropy H(t) of the teacher distribution (nats).
+    /// Near ln K: teacher uniform; small values are normal for a sharp teacher.
+    pub teacher_entropy: f64,
+    /// Mean over the loss pairs of KL(t_j ‖ s_v) (nats) = loss − teacher_entropy, because
+    /// CE(t, s) = H(t) + KL(t‖s) and each teacher view enters the same number of pairs.
+    /// Near 0 together with an extreme entropy means collapse (paper Fig. 7).
+    pub kl: f64,
+    /// Entropy of the batch-mean teacher distribution (nats): prototype usage. Near 0 means every
+    /// sample picks the same prototype (one-hot collapse).
+    pub teacher_mean_entropy: f64,
+    /// L2 norm of the center used by this evaluation (before its update).
+    pub center_norm: f64,
+    /// Teacher temperature used.
+    pub teacher_temp: f64,
+}
+
+/// One evaluation of the loss.
+#[derive(Debug)]
+pub struct LossOutput {
+    /// Scalar loss tensor (Float), attached to the student graph for `backward`.
+    pub loss: Tensor,
+    /// Diagnostics (one host sync).
+    pub stats: LossStats,
+}
+
+/// DINO loss with its center buffer and teacher-temperature schedule.
+#[derive(Debug)]
+pub struct DinoLoss {
+    out_dim: usize,
+    n_crops: usize,
+    student_temp: f64,
+    center_momentum: f64,
+    teacher_temp_schedule: Vec<f64>,
+    center: Tensor,
+}
+
+impl DinoLoss {
+    /// `out_dim` = K prototypes, `n_crops` = 2 global + local crops (official `ncrops`),
+    /// temperatures and center momentum from `cfg`, `epochs` = length of the per-epoch teacher
+    /// temperature schedule. The center starts as zeros `[1, K]` (Float, CPU; it moves to the
+    /// logits' device at the first [`DinoLoss::update_center`]).
+    pub fn new(
+        out_dim: usize,
+        n_crops: usize,
+        cfg: &LossConfig,
+        epochs: usize,
+    ) -> Result<Self, LossError> {
+        if out_dim == 0 {
+            return Err(LossError::Invalid("out_dim must be positive".into()));
+        }
+        if n_crops < 2 {
+            return Err(LossError::Invalid(format!(
+                "n_crops must count the 2 global crops (got {n_crops})"
+            )));
+        }
+        let teacher_temp_schedule = teacher_temp_schedule(
+            cfg.warmup_teacher_temp,
+            cfg.teacher_temp,
+            cfg.warmup_teacher_temp_epochs,
+            epochs,
+        )?;
+        let center = Tensor::f_zeros([1, out_dim as i64], (Kind::Float, Device::Cpu))?;
+        Ok(Self {
+            out_dim,
+            n_crops,
+            student_temp: cfg.student_temp,
+            center_momentum: cfg.center_momentum,
+            teacher_temp_schedule,
+            center,
+        })
+    }
+
+    /// Number of prototypes K.
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// Number of crops (2 global + locals).
+    pub fn n_crops(&self) -> usize {
+        self.n_crops
+    }
+
+    /// Number of (teacher view, student view) pairs averaged: 2 (n_crops − 1) (18 for 10 crops).
+    pub fn n_loss_terms(&self) -> usize {
+        2 * (self.n_crops - 1)
+    }
+
+    /// Teacher temperature of `epoch` (0-based).
+    pub fn teacher_temp(&self, epoch: usize) -> Result<f64, LossError> {
+        self.teacher_temp_schedule
+            .get(epoch)
+            .copied()
+            .ok_or(LossError::EpochOutOfRange {
+                epoch,
+                epochs: self.teacher_temp_schedule.len(),
+            })
+    }
+
+    /// The center `[1, K]` (Float), for checkpoints.
+    pub fn center(&self) -> &Tensor {
+        &self.center
+    }
+
+    /// Replaces the center (checkpoint restore). Errors unless `center` is `[1, K]`.
+    pub fn set_center(&mut self, center: &Tensor) -> Result<(), LossError> {
+        if center.size() != [1, self.out_dim as i64] {
+            return Err(LossError::Shape {
+                what: "center",
+                expected: format!("[1, {}]", self.out_dim),
+                got: center.size(),
+            });
+        }
+        self.center = center.f_to_kind(Kind::Float)?.f_detach_copy()?;
+        Ok(())
+    }
+
+    /// Moves the center to `device`.
+    pub fn to_device(&mut self, device: Device) -> Result<(), LossError> {
+        self.center = self.center.f_to_device(device)?;
+        Ok(())
+    }
+
+    fn check_shapes(&self, student: &Tensor, teacher: &Tensor) -> Result<i64, LossError> {
+        let k = self.out_dim as i64;
+        let t = teacher.size();
+        if t.len() != 2 || t[1] != k || t[0] == 0 || t[0] % 2 != 0 {
+            return Err(LossError::Shape {
+                what: "teacher logits",
+                expected: format!("[2·B, {k}] with B > 0"),
+                got: t,
+            });
+        }
+        let b = t[0] / 2;
+        let n = self.n_crops as i64;
+        if student.size() != [n * b, k] {
+            return Err(LossError::Shape {
+                what: "student logits",
+                expected: format!("[{n}·{b}, {k}] (n_crops·B, K), view-major"),
+                got: student.size(),
+            });
+        }
+        Ok(b)
+    }
+
+    /// Evaluates the loss without touching the center.
+    ///
+    /// `student`: `[n_crops·B, K]` raw head outputs, view-major (`[g1; g2; l1; …]`, B rows
+    /// each); `teacher`: `[2·B, K]` raw teacher outputs for the two global views. Both are cast
+    /// to Float. Student: `log_softmax(z / τ_s)`; teacher: `softmax((z − c) / τ_t(epoch))`,
+    /// detached. The loss is the mean over the 2 (n_crops − 1) pairs (j ∈ {0, 1}, v ≠ j) of the
+    /// batch mean of −Σ_k t_j[k] · s_v[k], as `DINOLoss.forward`.
+    pub fn forward(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        epoch: usize,
+    ) -> Result<LossOutput, LossError> {
+        self.check_shapes(student, teacher)?;
+        let temp = self.teacher_temp(epoch)?;
+        let student = student.f_to_kind(Kind::Float)?;
+        let center = self.center.f_to_device(teacher.device())?;
+        // log_softmax is row-wise, so taking it once before chunking equals the official
+        // per-pair `F.log_softmax(student_out[v])`.
+        let student_logp = student
+            .f_div_scalar(self.student_temp)?
+            .f_log_softmax(-1, Kind::Float)?;
+        let student_views = student_logp.f_chunk(self.n_crops as i64, 0)?;
+        let teacher_logits = tch::no_grad(|| {
+            teacher
+                .f_to_kind(Kind::Float)?
+                .f_sub(&center)?
+                .f_div_scalar(temp)
+        })?;
+        let teacher_probs = teacher_logits.f_softmax(-1, Kind::Float)?.f_detach()?;
+        let teacher_views = teacher_probs.f_chunk(2, 0)?;
+
+        let mut total: Option<Tensor> = None;
+        let mut n_terms = 0usize;
+        for (j, q) in teacher_views.iter().enumerate() {
+            for (v, s) in student_views.iter().enumerate() {
+                if v == j {
+                    continue;
+                }
+                let term = q
+                    .f_neg()?
+                    .f_mul(s)?
+                    .f_sum_dim_intlist(-1, false, Kind::Float)?
+                    .f_mean(Kind::Float)?;
+                total = Some(match total {
+                    None => term,
+                    Some(t) => t.f_add(&term)?,
+                });
+                n_terms += 1;
+            }
+        }
+        let loss = total
+            .ok_or_else(|| LossError::Invalid("no loss terms".into()))?
+            .f_div_scalar(n_terms as f64)?;
+
+        let stats = tch::no_grad(|| -> Result<LossStats, TchError> {
+            let rows = teacher_probs.size()[0] as f64;
+            let teacher_logp = teacher_logits.f_log_softmax(-1, Kind::Float)?;
+            let entropy = teacher_probs
+                .f_mul(&teacher_logp)?
+                .f_sum(Kind::Float)?
+                .f_div_scalar(-rows)?;
+            let mean_p = teacher_probs.f_mean_dim(0, false, Kind::Float)?;
+            // 0·log 0 = 0: the clamp only guards the log, the product is then exactly 0.
+            let mean_entropy = mean_p
+                .f_mul(&mean_p.f_clamp_min(f64::MIN_POSITIVE)?.f_log()?)?
+                .f_sum(Kind::Float)?
+                .f_neg()?;
+            let center_norm = center.f_norm()?;
+            let all = Tensor::f_stack(&[loss.f_detach()?, entropy, mean_entropy, center_norm], 0)?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(Device::Cpu)?;
+            let v: Vec<f64> = Vec::<f64>::try_from(&all)?;
+            Ok(LossStats {
+                loss: v[0],
+                teacher_entropy: v[1],
+                kl: v[0] - v[1],
+                teacher_mean_entropy: v[2],
+                center_norm: v[3],
+                teacher_temp: temp,
+            })
+        })?;
+        Ok(LossOutput { loss, stats })
+    }
+
+    /// Mean of the raw (uncentred) teacher logits over all `2·B` rows, `[1, K]` Float, no grad.
+    ///
+    /// Official `update_center` sums over rows, all-reduces and divides by `2·B·world_size`; with
+    /// equal per-process batches that is the all-reduce **mean** of this value, so a
+    /// multi-process trainer averages these across processes before [`DinoLoss::update_center`].
+    pub fn batch_center(teacher: &Tensor) -> Result<Tensor, LossError> {
+        let rows = teacher.size().first().copied().unwrap_or(0);
+        if teacher.dim() != 2 || rows == 0 {
+            return Err(LossError::Shape {
+                what: "teacher logits",
+                expected: "[2·B, K] with B > 0".into(),
+                got: teacher.size(),
+            });
+        }
+        Ok(tch::no_grad(|| {
+            teacher
+                .f_to_kind(Kind::Float)?
+                .f_sum_dim_intlist(0, true, Kind::Float)?
+                .f_div_scalar(rows as f64)
+        })?)
+    }
+
+    /// EMA update `c ← m·c + (1 − m)·batch_center` with `m` = `center_momentum` (official 0.9).
+    /// Called after the loss, so each step uses the previous center. The center moves to
+    /// `batch_center`'s device.
+    pub fn update_center(&mut self, batch_center: &Tensor) -> Result<(), LossError> {
+        if batch_center.size() != [1, self.out_dim as i64] {
+            return Err(LossError::Shape {
+                what: "batch center",
+                expected: format!("[1, {}]", self.out_dim),
+                got: batch_center.size(),
+            });
+        }
+        let m = self.center_momentum;
+        self.center = tch::no_grad(|| -> Result<Tensor, TchError> {
+            let c = self.center.f_to_device(batch_center.device())?;
+            c.f_mul_scalar(m)?
+                .f_add(&batch_center.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 - m)?)
+        })?;
+        Ok(())
+    }
+
+    /// One single-process step as the official `forward`: evaluates the loss with the current
+    /// center, then updates the center from this batch's teacher logits.
+    pub fn step(
+        &mut self,
+        student: &Tensor,
+        teacher: &Tensor,
+        epoch: usize,
+    ) -> Result<LossOutput, LossError> {
+        let out = self.forward(student, teacher, epoch)?;
+        let batch_center = Self::batch_center(teacher)?;
+        self.update_center(&batch_center)?;
+        Ok(out)
+    }
+}
