@@ -75,8 +75,10 @@ pub struct CheckpointMeta {
     pub format_version: u32,
     /// Random id shared with the tensor file's `checkpoint.save_id`; set by [`save_checkpoint`].
     pub save_id: u64,
-    /// The resolved run configuration (`dino_config::Config` as JSON).
-    pub config: serde_json::Value,
+    /// The resolved run configuration as TOML (`Config::to_toml_string`; read back with
+    /// `Config::from_toml_str`). TOML text keeps every float exact, which JSON parsing by
+    /// `serde_json` without `float_roundtrip` does not guarantee.
+    pub config_toml: String,
     /// Epoch to resume in (0-based). After a completed epoch `e` this is `e + 1`, as the
     /// official `epoch + 1` in `checkpoint.pth`.
     pub epoch: usize,
@@ -97,7 +99,7 @@ pub struct CheckpointMeta {
 impl CheckpointMeta {
     /// Metadata for a save at (`epoch`, `step_in_epoch`), other fields empty / zero.
     pub fn new(
-        config: serde_json::Value,
+        config_toml: String,
         epoch: usize,
         step_in_epoch: usize,
         global_iter: usize,
@@ -105,7 +107,7 @@ impl CheckpointMeta {
         Self {
             format_version: FORMAT_VERSION,
             save_id: 0,
-            config,
+            config_toml,
             epoch,
             step_in_epoch,
             global_iter,

@@ -52,7 +52,7 @@ fn run(seed: i64, steps: usize) -> Run {
 }
 
 fn save(dir: &std::path::Path, r: &Run, epoch: usize, numbered: Option<&str>) -> CheckpointMeta {
-    let cfg = serde_json::to_value(Config::default()).unwrap();
+    let cfg = Config::default().to_toml_string();
     let mut meta = CheckpointMeta::new(cfg, epoch, 3, epoch * 10 + 3);
     meta.seed = 7;
     meta.data_position = 96;
@@ -83,7 +83,7 @@ fn round_trip_is_bitwise() {
         ),
         (4, 3, 43)
     );
-    let cfg: Config = serde_json::from_value(loaded.meta.config.clone()).unwrap();
+    let cfg = Config::from_toml_str(&loaded.meta.config_toml, &[]).unwrap();
     assert_eq!(cfg, Config::default());
 
     let mut b = run(99, 0);
