@@ -37,7 +37,7 @@ fn run(seed: i64, steps: usize) -> Run {
         opt.zero_grad();
         let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
         for t in student.trainable_variables() {
-            loss = loss + (&t * &t).sum(Kind::Float);
+            loss += (&t * &t).sum(Kind::Float);
         }
         loss.backward();
         opt.step(1e-2, 0.04, &HashSet::new()).unwrap();

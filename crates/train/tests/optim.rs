@@ -170,8 +170,7 @@ fn backward_on(vs: &VarStore, seed: i64) {
     tch::manual_seed(seed);
     let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
     for t in vs.trainable_variables() {
-        loss = loss
-            + (&t * Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 4.0).sum(Kind::Float);
+        loss += (&t * Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 4.0).sum(Kind::Float);
     }
     loss.backward();
 }
