@@ -1,1 +1,522 @@
-//! (in progress)
+//! Weighted k-nearest-neighbour classification of frozen features (DINO paper §4.1, official
+//! `eval_knn.py`, `knn_classifier`).
+//!
+//! Each test feature is compared by cosine similarity with every train feature; its `k` most
+//! similar train features vote for their labels with weight `exp(similarity / T)`; the class with
+//! the largest summed vote is the top-1 prediction and the five largest form the top-5.
+//!
+//! Differences from the official code, all on purpose:
+//! - the test set is cut into chunks of a fixed size ([`KnnConfig::chunk_size`]) instead of 100
+//!   chunks of `⌊N/100⌋` rows, so a validation set with fewer than 100 images works (the official
+//!   loop has a zero step there and crashes);
+//! - all `k` share one top-`max k` search per chunk instead of one pass over the data per `k`;
+//! - ties between summed votes go to the lower class index (what a stable descending sort gives);
+//!   the official `sort` leaves the order of ties unspecified. Ties matter in practice only for
+//!   classes that received no vote at all, which can still fill the top-5 when fewer than five
+//!   classes were voted for.
+//!
+//! Kept from the official code: features are L2-normalised first (eps 1e-12, like
+//! `F.normalize`), and for `k < 5` the "top-5" only looks at the first `k` ranks.
+
+use dino_config::EvalConfig;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Test rows per chunk when none is given: the similarity block is `chunk × n_train` floats,
+/// 1.3 GB for ImageNet's 1.28 M train images, 10 MB for a 10 k memory bank.
+pub const DEFAULT_CHUNK_SIZE: usize = 256;
+
+/// Bad input to the k-NN classifier.
+#[derive(Debug, thiserror::Error)]
+pub enum KnnError {
+    /// Features are not a 2-D `[N, D]` tensor.
+    #[error("{what} features must be a 2-D tensor [N, D], got shape {shape:?}")]
+    FeatureShape {
+        /// Which features ("train" or "test").
+        what: &'static str,
+        /// The shape received.
+        shape: Vec<i64>,
+    },
+    /// Labels are not a 1-D tensor with one entry per feature row.
+    #[error("{what} labels must be a 1-D integer tensor of length {rows}, got shape {shape:?}")]
+    LabelShape {
+        /// Which labels ("train" or "test").
+        what: &'static str,
+        /// Rows of the matching features.
+        rows: i64,
+        /// The shape received.
+        shape: Vec<i64>,
+    },
+    /// Labels are not integers.
+    #[error("{what} labels must be an integer tensor, got {kind:?}")]
+    LabelKind {
+        /// Which labels ("train" or "test").
+        what: &'static str,
+        /// The kind received.
+        kind: Kind,
+    },
+    /// A label is negative.
+    #[error("{what} labels must be >= 0, found {label}")]
+    NegativeLabel {
+        /// Which labels ("train" or "test").
+        what: &'static str,
+        /// The smallest label found.
+        label: i64,
+    },
+    /// Train and test features differ in width.
+    #[error("train features have {train} dimensions but test features have {test}")]
+    DimMismatch {
+        /// Train feature width.
+        train: i64,
+        /// Test feature width.
+        test: i64,
+    },
+    /// The train set (memory bank) or the test set is empty.
+    #[error("the {0} set is empty")]
+    Empty(&'static str),
+    /// No `k` was given.
+    #[error("no neighbour count k given")]
+    NoK,
+    /// `k` is 0 or exceeds the number of train features.
+    #[error("k = {k} must be between 1 and the number of train features ({n_train})")]
+    BadK {
+        /// The offending k.
+        k: usize,
+        /// Number of train features.
+        n_train: usize,
+    },
+    /// The vote temperature is not a positive finite number.
+    #[error("temperature must be finite and > 0, got {0}")]
+    Temperature(f64),
+    /// The chunk size is 0.
+    #[error("chunk size must be at least 1")]
+    ChunkSize,
+    /// libtorch failed (e.g. out of memory).
+    #[error(transparent)]
+    Torch(#[from] TchError),
+}
+
+/// Settings of [`knn_eval`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnnConfig {
+    /// Neighbour counts to evaluate (official `--nb_knn 10 20 100 200`).
+    pub ks: Vec<usize>,
+    /// Vote temperature T: a neighbour with cosine similarity s votes exp(s / T)
+    /// (official `--temperature 0.07`).
+    pub temperature: f64,
+    /// Test rows handled at once; bounds memory at `chunk_size × n_train` similarities.
+    pub chunk_size: usize,
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        Self::from_eval(&EvalConfig::default())
+    }
+}
+
+impl KnnConfig {
+    /// The k list and temperature of the `[eval]` config section, chunk size
+    /// [`DEFAULT_CHUNK_SIZE`].
+    pub fn from_eval(eval: &EvalConfig) -> Self {
+        Self {
+            ks: eval.knn_k.clone(),
+            temperature: eval.knn_temperature,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+/// Accuracy for one neighbour count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnnScore {
+    /// Neighbour count.
+    pub k: usize,
+    /// Top-1 accuracy in percent.
+    pub top1: f64,
+    /// Top-5 accuracy in percent (among the first `min(5, k)` ranks, as the official code).
+    pub top5: f64,
+}
+
+/// Result of [`knn_eval`], one [`KnnScore`] per requested k (in the order given).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnnReport {
+    /// Scores per k.
+    pub scores: Vec<KnnScore>,
+    /// Train features (memory bank size).
+    pub n_train: usize,
+    /// Test features.
+    pub n_test: usize,
+    /// Classes considered: 1 + the largest train or test label.
+    pub num_classes: usize,
+    /// Vote temperature used.
+    pub temperature: f64,
+}
+
+impl KnnReport {
+    /// The score for neighbour count `k`, if it was evaluated.
+    pub fn score(&self, k: usize) -> Option<&KnnScore> {
+        self.scores.iter().find(|s| s.k == k)
+    }
+}
+
+/// Weighted k-NN accuracy of `test_features` against the memory bank `train_features`, for every
+/// k of `cfg` at once.
+///
+/// Shapes: features `[N, D]` (any float kind, any device; computed in f32 on the train features'
+/// device, L2-normalised here), labels `[N]` of an integer kind, values `>= 0`.
+/// Memory: one `[chunk_size, n_train]` similarity block at a time.
+///
+/// # Errors
+/// [`KnnError`] on mismatched shapes, non-integer or negative labels, an empty set, an empty k
+/// list, `k == 0` or `k > n_train`, a non-positive temperature, `chunk_size == 0`, or a libtorch
+/// failure.
+pub fn knn_eval(
+    train_features: &Tensor,
+    train_labels: &Tensor,
+    test_features: &Tensor,
+    test_labels: &Tensor,
+    cfg: &KnnConfig,
+) -> Result<KnnReport, KnnError> {
+    let bank = MemoryBank::new(train_features, train_labels, cfg.temperature)?;
+    let (test, test_labels) = bank.check_queries(test_features, Some(test_labels))?;
+    let test_labels = test_labels.expect("labels were given");
+    let k_max = bank.check_ks(&cfg.ks)?;
+    if cfg.chunk_size == 0 {
+        return Err(KnnError::ChunkSize);
+    }
+    let num_classes = bank.num_classes.max(max_label(&test_labels)? + 1);
+    let n_test = test.size()[0];
+    let classes = Tensor::arange(num_classes, (Kind::Int64, bank.device)).view([1, -1]);
+    let mut top1 = vec![0i64; cfg.ks.len()];
+    let mut top5 = vec![0i64; cfg.ks.len()];
+    let mut start = 0;
+    while start < n_test {
+        let len = (cfg.chunk_size as i64).min(n_test - start);
+        let queries = test.f_narrow(0, start, len)?.f_to_device(bank.device)?;
+        let targets = test_labels
+            .f_narrow(0, start, len)?
+            .f_to_device(bank.device)?
+            .f_view([-1, 1])?;
+        let neighbours = bank.neighbours(&queries, k_max)?;
+        for (i, &k) in cfg.ks.iter().enumerate() {
+            let votes = neighbours.votes(k, num_classes, bank.temperature)?;
+            // Rank of the true class = classes strictly ahead of it in a stable descending sort.
+            let true_vote = votes.f_gather(1, &targets, false)?;
+            let ahead = votes.f_gt_tensor(&true_vote)?.f_logical_or(
+                &votes
+                    .f_eq_tensor(&true_vote)?
+                    .f_logical_and(&classes.f_lt_tensor(&targets)?)?,
+            )?;
+            let rank = ahead.f_sum_dim_intlist(1, false, Kind::Int64)?;
+            top1[i] += rank.f_eq(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+            let top5_ranks = k.min(5) as i64;
+            top5[i] += rank
+                .f_lt(top5_ranks)?
+                .f_sum(Kind::Int64)?
+                .f_int64_value(&[])?;
+        }
+        start += len;
+    }
+    let pct = |hits: i64| hits as f64 * 100.0 / n_test as f64;
+    Ok(KnnReport {
+        scores: cfg
+            .ks
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| KnnScore {
+                k,
+                top1: pct(top1[i]),
+                top5: pct(top5[i]),
+            })
+            .collect(),
+        n_train: bank.n_train as usize,
+        n_test: n_test as usize,
+        num_classes: num_classes as usize,
+        temperature: cfg.temperature,
+    })
+}
+
+/// Weighted k-NN predictions: the top-1 class of every test feature (ties to the lower class
+/// index), chunked by [`DEFAULT_CHUNK_SIZE`].
+///
+/// Shapes as in [`knn_eval`]; returns one class per test row, in row order.
+///
+/// # Errors
+/// As [`knn_eval`].
+pub fn knn_predict(
+    train_features: &Tensor,
+    train_labels: &Tensor,
+    test_features: &Tensor,
+    k: usize,
+    temperature: f64,
+) -> Result<Vec<i64>, KnnError> {
+    let bank = MemoryBank::new(train_features, train_labels, temperature)?;
+    let (test, _) = bank.check_queries(test_features, None)?;
+    bank.check_ks(&[k])?;
+    let n_test = test.size()[0];
+    let mut predictions = Vec::with_capacity(n_test as usize);
+    let mut start = 0;
+    while start < n_test {
+        let len = (DEFAULT_CHUNK_SIZE as i64).min(n_test - start);
+        let queries = test.f_narrow(0, start, len)?.f_to_device(bank.device)?;
+        let votes = bank
+            .neighbours(&queries, k as i64)?
+            .votes(k, bank.num_classes, temperature)?;
+        // argmax returns the first maximum, i.e. the lower class index on ties.
+        let best = votes.f_argmax(1, false)?.f_to_device(Device::Cpu)?;
+        predictions.extend(Vec::<i64>::try_from(&best)?);
+        start += len;
+    }
+    Ok(predictions)
+}
+
+/// Normalised train features, transposed for the similarity product, with their labels.
+struct MemoryBank {
+    features_t: Tensor,
+    labels: Tensor,
+    n_train: i64,
+    dim: i64,
+    num_classes: i64,
+    temperature: f64,
+    device: Device,
+}
+
+/// The `k_max` nearest train features of a chunk of queries, most similar first.
+struct Neighbours {
+    similarities: Tensor,
+    labels: Tensor,
+}
+
+impl MemoryBank {
+    fn new(features: &Tensor, labels: &Tensor, temperature: f64) -> Result<Self, KnnError> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(KnnError::Temperature(temperature));
+        }
+        let (n_train, dim) = feature_dims("train", features)?;
+        if n_train == 0 {
+            return Err(KnnError::Empty("train"));
+        }
+        let labels = check_labels("train", labels, n_train)?;
+        let device = features.device();
+        let features_t = l2_normalize(features)?.f_tr()?;
+        let labels = labels.f_to_device(device)?;
+        let num_classes = max_label(&labels)? + 1;
+        Ok(Self {
+            features_t,
+            labels,
+            n_train,
+            dim,
+            num_classes,
+            temperature,
+            device,
+        })
+    }
+
+    /// Normalised test features and (when given) checked labels.
+    fn check_queries(
+        &self,
+        features: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>), KnnError> {
+        let (n_test, dim) = feature_dims("test", features)?;
+        if dim != self.dim {
+            return Err(KnnError::DimMismatch {
+                train: self.dim,
+                test: dim,
+            });
+        }
+        if n_test == 0 {
+            return Err(KnnError::Empty("test"));
+        }
+        let labels = labels
+            .map(|l| check_labels("test", l, n_test))
+            .transpose()?;
+        Ok((l2_normalize(features)?, labels))
+    }
+
+    /// The largest k, after checking every k lies in `1..=n_train`.
+    fn check_ks(&self, ks: &[usize]) -> Result<i64, KnnError> {
+        let k_max = *ks.iter().max().ok_or(KnnError::NoK)?;
+        for &k in ks {
+            if k == 0 || k as i64 > self.n_train {
+                return Err(KnnError::BadK {
+                    k,
+                    n_train: self.n_train as usize,
+                });
+            }
+        }
+        Ok(k_max as i64)
+    }
+
+    fn neighbours(&self, queries: &Tensor, k_max: i64) -> Result<Neighbours, KnnError> {
+        let similarities = queries.f_matmul(&self.features_t)?;
+        let (similarities, indices) = similarities.f_topk(k_max, 1, true, true)?;
+        let labels = self
+            .labels
+            .f_index_select(0, &indices.f_reshape([-1])?)?
+            .f_view_as(&indices)?;
+        Ok(Neighbours {
+            similarities,
+            labels,
+        })
+    }
+}
+
+impl Neighbours {
+    /// Summed votes `[chunk, num_classes]` of the first `k` neighbours.
+    fn votes(&self, k: usize, num_classes: i64, temperature: f64) -> Result<Tensor, KnnError> {
+        let k = k as i64;
+        let weights = self
+            .similarities
+            .f_narrow(1, 0, k)?
+            .f_div_scalar(temperature)?
+            .f_exp()?;
+        let rows = self.similarities.size()[0];
+        let votes = Tensor::f_zeros([rows, num_classes], (Kind::Float, weights.device()))?;
+        Ok(votes.f_scatter_add(1, &self.labels.f_narrow(1, 0, k)?, &weights)?)
+    }
+}
+
+fn feature_dims(what: &'static str, features: &Tensor) -> Result<(i64, i64), KnnError> {
+    match features.size()[..] {
+        [n, d] if features.is_floating_point() => Ok((n, d)),
+        _ => Err(KnnError::FeatureShape {
+            what,
+            shape: features.size(),
+        }),
+    }
+}
+
+fn check_labels(what: &'static str, labels: &Tensor, rows: i64) -> Result<Tensor, KnnError> {
+    if labels.size() != [rows] {
+        return Err(KnnError::LabelShape {
+            what,
+            rows,
+            shape: labels.size(),
+        });
+    }
+    let kind = labels.kind();
+    if !matches!(
+        kind,
+        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
+    ) {
+        return Err(KnnError::LabelKind { what, kind });
+    }
+    let labels = labels.f_to_kind(Kind::Int64)?;
+    if rows > 0 {
+        let label = labels.f_min()?.f_int64_value(&[])?;
+        if label < 0 {
+            return Err(KnnError::NegativeLabel { what, label });
+        }
+    }
+    Ok(labels)
+}
+
+fn max_label(labels: &Tensor) -> Result<i64, KnnError> {
+    Ok(labels.f_max()?.f_int64_value(&[])?)
+}
+
+/// `x / max(‖x‖₂, 1e-12)` per row in f32, as `torch.nn.functional.normalize(x, dim=1, p=2)`.
+fn l2_normalize(features: &Tensor) -> Result<Tensor, KnnError> {
+    let x = features.f_to_kind(Kind::Float)?;
+    let norm = x
+        .f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?
+        .f_clamp_min(1e-12)?;
+    Ok(x.f_div(&norm)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feats(rows: &[[f32; 2]]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_slice(&flat).view([rows.len() as i64, 2])
+    }
+
+    #[test]
+    fn defaults_are_official() {
+        // eval_knn.py: --nb_knn default [10, 20, 100, 200], --temperature default 0.07.
+        let cfg = KnnConfig::default();
+        assert_eq!(cfg.ks, vec![10, 20, 100, 200]);
+        assert_eq!(cfg.temperature, 0.07);
+        assert_eq!(cfg.chunk_size, DEFAULT_CHUNK_SIZE);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let train = feats(&[[1.0, 0.0], [0.0, 1.0]]);
+        let labels = Tensor::from_slice(&[0i64, 1]);
+        let test = feats(&[[1.0, 0.1]]);
+        let test_labels = Tensor::from_slice(&[0i64]);
+        let cfg = |ks: Vec<usize>| KnnConfig {
+            ks,
+            temperature: 0.07,
+            chunk_size: 4,
+        };
+        let run = |c: &KnnConfig| knn_eval(&train, &labels, &test, &test_labels, c);
+        assert!(matches!(
+            run(&cfg(vec![3])),
+            Err(KnnError::BadK { k: 3, n_train: 2 })
+        ));
+        assert!(matches!(
+            run(&cfg(vec![0])),
+            Err(KnnError::BadK { k: 0, .. })
+        ));
+        assert!(matches!(run(&cfg(vec![])), Err(KnnError::NoK)));
+        let mut c = cfg(vec![1]);
+        c.chunk_size = 0;
+        assert!(matches!(run(&c), Err(KnnError::ChunkSize)));
+        c.chunk_size = 1;
+        c.temperature = 0.0;
+        assert!(matches!(run(&c), Err(KnnError::Temperature(_))));
+        let c = cfg(vec![1]);
+        let wide = Tensor::zeros([1, 3], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            knn_eval(&train, &labels, &wide, &test_labels, &c),
+            Err(KnnError::DimMismatch { train: 2, test: 3 })
+        ));
+        let negative = Tensor::from_slice(&[0i64, -1]);
+        assert!(matches!(
+            knn_eval(&train, &negative, &test, &test_labels, &c),
+            Err(KnnError::NegativeLabel { label: -1, .. })
+        ));
+        let float_labels = Tensor::from_slice(&[0f32, 1.0]);
+        assert!(matches!(
+            knn_eval(&train, &float_labels, &test, &test_labels, &c),
+            Err(KnnError::LabelKind { .. })
+        ));
+        let short = Tensor::from_slice(&[0i64]);
+        assert!(matches!(
+            knn_eval(&train, &short, &test, &test_labels, &c),
+            Err(KnnError::LabelShape { rows: 2, .. })
+        ));
+        let flat = Tensor::from_slice(&[1f32, 0.0]);
+        assert!(matches!(
+            knn_eval(&flat, &labels, &test, &test_labels, &c),
+            Err(KnnError::FeatureShape { what: "train", .. })
+        ));
+        let empty = Tensor::zeros([0, 2], (Kind::Float, Device::Cpu));
+        let no_labels = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
+        assert!(matches!(
+            knn_eval(&train, &labels, &empty, &no_labels, &c),
+            Err(KnnError::Empty("test"))
+        ));
+        assert!(matches!(
+            knn_predict(&train, &labels, &test, 5, 0.07),
+            Err(KnnError::BadK { k: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn features_need_not_be_normalised() {
+        // Scaling a feature must not change anything: cosine similarity only.
+        let train = feats(&[[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]]);
+        let labels = Tensor::from_slice(&[0i64, 1, 2]);
+        let test = feats(&[[0.9, 0.2], [0.1, 0.8]]);
+        let a = knn_predict(&train, &labels, &test, 1, 0.07).unwrap();
+        let b = knn_predict(&(&train * 10.0), &labels, &(&test * 0.01), 1, 0.07).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, vec![0, 1]);
+    }
+}

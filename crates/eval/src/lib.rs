@@ -1,5 +1,6 @@
 //! Evaluation of DINO features: weighted k-NN, linear probe, attention maps, feature export.
 
 pub mod attention;
+pub mod features;
 pub mod knn;
 pub mod linear;
