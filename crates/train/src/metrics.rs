@@ -368,6 +368,46 @@ impl History {
 pub const PANEL_COLORS: [[u8; 3]; 4] =
     [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40]];
 
+/// A 3 × 5 pixel font for the plot's numbers and titles, drawn from code so no font file is
+/// needed. Rows top to bottom, 3 bits each (left = 4).
+fn glyph(ch: char) -> Option<[u8; 5]> {
+    Some(match ch {
+        '0' | 'O' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' | 'S' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 1, 1],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        '.' => [0, 0, 0, 0, 2],
+        '-' => [0, 0, 7, 0, 0],
+        '+' => [0, 2, 7, 2, 0],
+        'e' => [2, 5, 7, 4, 3],
+        'L' => [4, 4, 4, 4, 7],
+        'R' => [6, 5, 6, 5, 5],
+        'H' => [5, 5, 7, 5, 5],
+        'K' => [5, 5, 6, 5, 5],
+        ' ' => [0; 5],
+        _ => return None,
+    })
+}
+
+/// Compact label for an axis value: 4 significant digits, scientific outside [0.01, 10^4).
+fn fmt_value(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if (0.01..10_000.0).contains(&a) {
+        let decimals = (3 - a.log10().floor() as i64).clamp(0, 5) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
 struct Canvas {
     img: image::RgbImage,
 }
@@ -401,6 +441,31 @@ impl Canvas {
         }
     }
 
+    /// Draws `s` with its top-left corner at (x, y) on a white box; `scale` pixels per font dot.
+    fn text(&mut self, x: i64, y: i64, s: &str, scale: i64, c: [u8; 3]) {
+        let n = s.chars().count() as i64;
+        for yy in y - 1..y + 5 * scale + 1 {
+            for xx in x - 1..x + n * 4 * scale {
+                self.put(xx, yy, [255, 255, 255]);
+            }
+        }
+        for (i, ch) in s.chars().enumerate() {
+            let Some(rows) = glyph(ch) else { continue };
+            let gx = x + i as i64 * 4 * scale;
+            for (r, bits) in rows.iter().enumerate() {
+                for col in 0..3 {
+                    if bits & (4 >> col) != 0 {
+                        for dy in 0..scale {
+                            for dx in 0..scale {
+                                self.put(gx + col * scale + dx, y + r as i64 * scale + dy, c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: [u8; 3]) {
         self.line((x0, y0), (x1, y0), c);
         self.line((x1, y0), (x1, y1), c);
@@ -418,6 +483,7 @@ impl Canvas {
         ys: &[f64],
         reference: Option<f64>,
         color: [u8; 3],
+        title: &str,
     ) {
         let grid = [225, 225, 225];
         for i in 1..4 {
@@ -433,7 +499,10 @@ impl Canvas {
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|(x, y)| (*x, *y))
             .collect();
+        let scale = if y1 - y0 >= 160 { 2 } else { 1 };
         if pts.is_empty() {
+            let w = title.chars().count() as i64 * 4 * scale;
+            self.text((x0 + x1 - w) / 2, y0 + 4, title, scale, color);
             return;
         }
         let (mut lo, mut hi) = pts
@@ -471,6 +540,7 @@ impl Canvas {
             for d in -1..=1 {
                 self.line((px - 1, py + d), (px + 1, py + d), color);
             }
+            self.labels((x0, y0, x1, y1), (lo, hi), xmax, title, scale, color);
             return;
         }
         for w in pts.windows(2) {
@@ -480,13 +550,35 @@ impl Canvas {
             // Two pixels thick for legibility.
             self.line((a.0, a.1 + 1), (b.0, b.1 + 1), color);
         }
+        self.labels((x0, y0, x1, y1), (lo, hi), xmax, title, scale, color);
+    }
+
+    /// Title (top centre), y range (top / bottom left) and last step (bottom right).
+    fn labels(
+        &mut self,
+        (x0, y0, x1, y1): (i64, i64, i64, i64),
+        (lo, hi): (f64, f64),
+        last_step: f64,
+        title: &str,
+        scale: i64,
+        color: [u8; 3],
+    ) {
+        let label = [60, 60, 60];
+        let text_w = |s: &str| s.chars().count() as i64 * 4 * scale;
+        let h = 5 * scale;
+        self.text((x0 + x1 - text_w(title)) / 2, y0 + 4, title, scale, color);
+        self.text(x0 + 5, y0 + 4, &fmt_value(hi), scale, label);
+        self.text(x0 + 5, y1 - 4 - h, &fmt_value(lo), scale, label);
+        let steps = format!("{}", last_step.round() as i64);
+        self.text(x1 - 5 - text_w(&steps), y1 - 4 - h, &steps, scale, label);
     }
 }
 
-/// Renders the curves as a `width × height` RGB PNG at `path`, without any text (no font files
-/// needed): a 2 × 2 grid of panels — loss (top left, dashed line at `ln_k` when given), learning
-/// rate (top right), teacher entropy (bottom left, dashed at `ln_k`), KL (bottom right) — each
-/// against the global step, y scaled to its own range, frame and curve in [`PANEL_COLORS`].
+/// Renders the curves as a `width × height` RGB PNG at `path`: a 2 × 2 grid of panels — loss
+/// (top left, "LOSS", dashed line at `ln_k` when given), learning rate (top right, "LR"), teacher
+/// entropy (bottom left, "H", dashed at `ln_k`), KL (bottom right, "KL") — each against the
+/// global step, y scaled to its own range (max / min printed top / bottom left, last step bottom
+/// right), frame and curve in [`PANEL_COLORS`]. Text uses a built-in pixel font: no font files.
 /// Written to a temporary file and renamed, so readers never see a partial image.
 pub fn plot_curves(
     path: &Path,
@@ -512,14 +604,14 @@ pub fn plot_curves(
         (m, h / 2 + m / 2, w / 2 - m / 2, h - 1 - m),
         (w / 2 + m / 2, h / 2 + m / 2, w - 1 - m, h - 1 - m),
     ];
-    let series: [(&[f64], Option<f64>); 4] = [
-        (&history.loss, ln_k),
-        (&history.lr, None),
-        (&history.teacher_entropy, ln_k),
-        (&history.kl, None),
+    let series: [(&[f64], Option<f64>, &str); 4] = [
+        (&history.loss, ln_k, "LOSS"),
+        (&history.lr, None, "LR"),
+        (&history.teacher_entropy, ln_k, "H"),
+        (&history.kl, None, "KL"),
     ];
-    for ((bx, (ys, r)), col) in boxes.iter().zip(series).zip(PANEL_COLORS) {
-        c.panel(*bx, &history.step, ys, r, col);
+    for ((bx, (ys, r, title)), col) in boxes.iter().zip(series).zip(PANEL_COLORS) {
+        c.panel(*bx, &history.step, ys, r, col, title);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
