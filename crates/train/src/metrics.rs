@@ -789,3 +789,22 @@ impl CollapseMonitor {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_labels_are_compact_and_drawable() {
+        assert_eq!(fmt_value(11.090354), "11.09");
+        assert_eq!(fmt_value(0.04), "0.04000");
+        assert_eq!(fmt_value(1.25e-4), "1.25e-4");
+        assert_eq!(fmt_value(-2.5), "-2.500");
+        assert_eq!(fmt_value(0.0), "0");
+        assert_eq!(fmt_value(123456.0), "1.23e5");
+        for v in [11.09, 1.25e-4, -2.5, 123456.0, 0.0] {
+            assert!(fmt_value(v).chars().all(|c| glyph(c).is_some()), "{v}");
+        }
+        assert!("LOSS LR H KL".chars().all(|c| glyph(c).is_some()));
+    }
+}
