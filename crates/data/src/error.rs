@@ -1,1 +1,106 @@
-//! (in progress)
+//! The error type of the data crate.
+//!
+//! Bad input never panics: missing folders, empty datasets, corrupt or hostile image files and
+//! loader failures all come back as a [`DataError`] naming the file (or `file#record`) and the
+//! reason, so the trainer can print it and stop before any work is wasted.
+
+use std::path::PathBuf;
+
+use crate::decode::DecodeError;
+use crate::transforms::TransformError;
+
+/// Everything that can go wrong while opening, reading or batching a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The dataset path does not exist.
+    #[error("dataset path {path:?} does not exist")]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The path exists but holds nothing usable.
+    #[error("dataset {path:?} is empty: {reason}")]
+    Empty {
+        /// The path given.
+        path: PathBuf,
+        /// What was looked for.
+        reason: String,
+    },
+    /// A file system error.
+    #[error("{path:?}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image that cannot be turned into RGB8.
+    #[error("{what}: {source}")]
+    Decode {
+        /// The file path or `file#record`.
+        what: String,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// A binary dataset file (CIFAR-10, IDX) whose layout is wrong.
+    #[error("{path:?}: bad {format} file: {reason}")]
+    BadFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format expected.
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A dataset layout that cannot be used with the options given.
+    #[error("{0}")]
+    Layout(String),
+    /// An index past the end of the dataset.
+    #[error("index {index} out of range for a dataset of {len} samples")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The dataset size.
+        len: usize,
+    },
+    /// Invalid loader or benchmark options.
+    #[error("invalid loader option `{name}`: {reason}")]
+    BadOption {
+        /// The option.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// More distinct samples failed than `max_failed_fraction` allows.
+    #[error(
+        "{failed} distinct samples failed to load, more than max_failed_fraction = {fraction} of \
+         {len} allows (last: {last})"
+    )]
+    TooManyFailures {
+        /// Distinct failed samples so far.
+        failed: usize,
+        /// The allowed fraction.
+        fraction: f64,
+        /// Dataset size.
+        len: usize,
+        /// The last failure, `path: reason`.
+        last: String,
+    },
+    /// The augmentation could not be built.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// The loader's worker pool could not be created.
+    #[error("cannot start the loader: {0}")]
+    Spawn(String),
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

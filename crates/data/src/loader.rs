@@ -1,1 +1,545 @@
-//! (in progress)
+//! The parallel, deterministic multi-crop loader.
+//!
+//! One producer thread builds batches in order and sends them through a bounded crossbeam
+//! channel (capacity = `prefetch`; a full channel blocks the producer, which is the
+//! back-pressure). Within a batch the samples are decoded and augmented in parallel on a
+//! dedicated rayon pool of `threads` threads, each writing its crops straight into its slots of
+//! the batch buffers.
+//!
+//! Determinism: the epoch order is a Fisher-Yates shuffle driven by
+//! `rng_for(seed, epoch, 0, Shuffle)`; sample `index` of epoch `e` is augmented with
+//! `rng_for(seed, e, index, Augment)`. Nothing depends on which thread runs what, so one
+//! thread and N threads give byte-identical batches, and starting at `(epoch, step)` gives the
+//! same batches as an uninterrupted run (exact resume).
+//!
+//! Bad samples: a sample that fails to load is replaced by a uniformly drawn other sample from
+//! `rng_for(seed, e, position, Replace)` (whose augmentation draws then come from the same
+//! stream, so a replacement never duplicates that image's regular crops). Each failure is
+//! counted; each distinct bad file is logged once with `tracing::warn!`. When more than
+//! `max_failed_fraction × len` distinct samples have failed the loader sends a
+//! [`DataError::TooManyFailures`] and stops. The official code has no such path (torchvision's
+//! `ImageFolder` raises on the first bad file and the run dies).
+//!
+//! Shutdown: dropping the [`Loader`] stops the producer between samples and joins it; a
+//! producer blocked on a full channel is woken by a stop channel, so drop never hangs.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use rand::{RngCore, SeedableRng};
+use rayon::prelude::*;
+
+use crate::batch::{write_chw, MultiCropBatch};
+use crate::dataset::Dataset;
+use crate::error::DataError;
+use crate::multicrop::MultiCrop;
+use crate::rng::{rng_for, ChaCha8Rng, Stream};
+
+/// How many replacement draws one position gets before the batch fails (a dataset that is
+/// almost entirely unreadable would otherwise spin).
+const MAX_ATTEMPTS: usize = 64;
+
+/// What the loader produces and in which order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderOptions {
+    /// Images per batch (official `--batch_size_per_gpu 64`).
+    pub batch_size: usize,
+    /// Seed of the shuffles, augmentations and replacements (official `--seed 0`).
+    pub seed: u64,
+    /// Epochs to produce, e.g. `0..100`, or `e..100` to resume at epoch `e`.
+    pub epochs: Range<u64>,
+    /// Batches of the first epoch of `epochs` to skip (resume within an epoch).
+    pub start_step: u64,
+    /// Worker threads of the dedicated pool; 0 = all cores.
+    pub threads: usize,
+    /// Batches prepared ahead of the consumer (channel capacity).
+    pub prefetch: usize,
+    /// Drop an epoch's last incomplete batch (official `drop_last=True`).
+    pub drop_last: bool,
+    /// Distinct failed samples allowed, as a fraction of the dataset, before an error.
+    pub max_failed_fraction: f64,
+}
+
+impl Default for LoaderOptions {
+    /// The official batch size, seed and `drop_last`, one epoch, all cores, the config's
+    /// prefetch and failure fraction.
+    fn default() -> Self {
+        Self::from_config(&dino_config::Config::default())
+    }
+}
+
+impl LoaderOptions {
+    /// Options from a run config: `optim.batch_size`, `runtime.seed`, `0..optim.epochs`,
+    /// `runtime.data_threads`, `runtime.prefetch_batches`, `data.drop_last`,
+    /// `data.max_failed_fraction`.
+    pub fn from_config(cfg: &dino_config::Config) -> Self {
+        Self {
+            batch_size: cfg.optim.batch_size,
+            seed: cfg.runtime.seed,
+            epochs: 0..cfg.optim.epochs as u64,
+            start_step: 0,
+            threads: cfg.runtime.data_threads,
+            prefetch: cfg.runtime.prefetch_batches,
+            drop_last: cfg.data.drop_last,
+            max_failed_fraction: cfg.data.max_failed_fraction,
+        }
+    }
+}
+
+/// Batches per epoch: `len / batch` with `drop_last`, else rounded up.
+pub fn batches_per_epoch(len: usize, batch_size: usize, drop_last: bool) -> u64 {
+    if batch_size == 0 {
+        return 0;
+    }
+    (if drop_last {
+        len / batch_size
+    } else {
+        len.div_ceil(batch_size)
+    }) as u64
+}
+
+/// The order in which epoch `epoch` visits the `len` samples (a permutation of `0..len`).
+///
+/// Fisher-Yates with indices drawn as `(u64 × n) >> 64` from `rng_for(seed, epoch, 0, Shuffle)`;
+/// written out here rather than `SliceRandom::shuffle` so the order cannot change with the
+/// `rand` version.
+pub fn epoch_order(seed: u64, epoch: u64, len: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = rng_for(seed, epoch, 0, Stream::Shuffle);
+    for i in (1..len).rev() {
+        order.swap(i, below(&mut rng, i + 1));
+    }
+    order
+}
+
+/// A uniform draw in `0..n` (n ≥ 1), bias below 2^-40 for any dataset size.
+fn below(rng: &mut ChaCha8Rng, n: usize) -> usize {
+    ((rng.next_u64() as u128 * n as u128) >> 64) as usize
+}
+
+/// Counters shared by the producer, the workers and whoever holds the [`Loader`].
+/// Times are summed over threads, in nanoseconds.
+#[derive(Debug, Default)]
+pub struct LoaderStats {
+    failed_samples: AtomicU64,
+    failed_indices: Mutex<HashSet<usize>>,
+    batches: AtomicU64,
+    samples: AtomicU64,
+    load_ns: AtomicU64,
+    augment_ns: AtomicU64,
+    batch_ns: AtomicU64,
+    send_wait_ns: AtomicU64,
+}
+
+/// A copy of the [`LoaderStats`] counters.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Failed load attempts (a bad file counts once per time it was drawn).
+    pub failed_samples: u64,
+    /// Distinct dataset indices that failed.
+    pub distinct_failed: u64,
+    /// Batches produced.
+    pub batches: u64,
+    /// Images written into batches.
+    pub samples: u64,
+    /// Seconds spent reading and decoding, summed over worker threads.
+    pub load_s: f64,
+    /// Seconds spent in the multi-crop transform and CHW packing, summed over worker threads.
+    pub augment_s: f64,
+    /// Wall seconds the producer spent building batches.
+    pub batch_s: f64,
+    /// Wall seconds the producer waited on a full channel (consumer slower than the loader).
+    pub send_wait_s: f64,
+}
+
+impl LoaderStats {
+    /// Current values.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 * 1e-9;
+        StatsSnapshot {
+            failed_samples: self.failed_samples.load(Ordering::Relaxed),
+            distinct_failed: self.distinct_failed() as u64,
+            batches: self.batches.load(Ordering::Relaxed),
+            samples: self.samples.load(Ordering::Relaxed),
+            load_s: s(&self.load_ns),
+            augment_s: s(&self.augment_ns),
+            batch_s: s(&self.batch_ns),
+            send_wait_s: s(&self.send_wait_ns),
+        }
+    }
+
+    fn distinct_failed(&self) -> usize {
+        self.failed_indices.lock().map_or(0, |s| s.len())
+    }
+
+    fn record_failure(&self, index: usize, what: &str, err: &DataError) {
+        self.failed_samples.fetch_add(1, Ordering::Relaxed);
+        let new = self
+            .failed_indices
+            .lock()
+            .map(|mut s| s.insert(index))
+            .unwrap_or(false);
+        if new {
+            tracing::warn!(path = what, reason = %err, "skipping a sample that failed to load");
+        }
+    }
+}
+
+fn add_ns(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// A running loader: receive batches with [`Loader::recv`] or by iterating.
+///
+/// Each message is `Ok(batch)` or one final `Err` after which the stream ends. The stream also
+/// ends after the last batch of the last epoch.
+pub struct Loader {
+    rx: Receiver<Result<MultiCropBatch, DataError>>,
+    stop: Arc<AtomicBool>,
+    stop_tx: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    stats: Arc<LoaderStats>,
+    batches_per_epoch: u64,
+    total_batches: u64,
+}
+
+struct Producer {
+    dataset: Arc<dyn Dataset>,
+    transform: MultiCrop,
+    opts: LoaderOptions,
+    pool: rayon::ThreadPool,
+    stats: Arc<LoaderStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Loader {
+    /// Validates the options, starts the worker pool and the producer thread.
+    ///
+    /// Errors (before any work): `batch_size` 0, a `start_step` past the epoch, a
+    /// `max_failed_fraction` outside `[0, 1]`, an empty dataset or one smaller than a batch with
+    /// `drop_last`, zero-sized crops, or a pool that cannot start.
+    pub fn spawn(
+        dataset: Arc<dyn Dataset>,
+        transform: MultiCrop,
+        opts: LoaderOptions,
+    ) -> Result<Self, DataError> {
+        let bad = |name, reason: String| Err(DataError::BadOption { name, reason });
+        let len = dataset.len();
+        if opts.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&opts.max_failed_fraction) {
+            return bad(
+                "max_failed_fraction",
+                format!("{} not in [0, 1]", opts.max_failed_fraction),
+            );
+        }
+        if transform.global_size() == 0 || (transform.n_local() > 0 && transform.local_size() == 0)
+        {
+            return bad("crop size", "crops must be at least 1 pixel".into());
+        }
+        let per_epoch = batches_per_epoch(len, opts.batch_size, opts.drop_last);
+        if per_epoch == 0 {
+            return bad(
+                "batch_size",
+                format!(
+                    "dataset of {len} samples gives no batch of {} (drop_last = {})",
+                    opts.batch_size, opts.drop_last
+                ),
+            );
+        }
+        if opts.start_step > per_epoch {
+            return bad(
+                "start_step",
+                format!(
+                    "{} past the {per_epoch} batches of an epoch",
+                    opts.start_step
+                ),
+            );
+        }
+        let n_epochs = opts.epochs.end.saturating_sub(opts.epochs.start);
+        let total_batches =
+            (n_epochs * per_epoch).saturating_sub(if n_epochs > 0 { opts.start_step } else { 0 });
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads)
+            .thread_name(|i| format!("dino-data-{i}"))
+            .build()
+            .map_err(|e| DataError::Spawn(e.to_string()))?;
+        let (tx, rx) = bounded(opts.prefetch);
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let stats = Arc::new(LoaderStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer = Producer {
+            dataset,
+            transform,
+            opts,
+            pool,
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("dino-data-producer".into())
+            .spawn(move || producer.run(&tx, &stop_rx))
+            .map_err(|e| DataError::Spawn(e.to_string()))?;
+        Ok(Self {
+            rx,
+            stop,
+            stop_tx: Some(stop_tx),
+            handle: Some(handle),
+            stats,
+            batches_per_epoch: per_epoch,
+            total_batches,
+        })
+    }
+
+    /// The next batch; `None` once the stream has ended.
+    pub fn recv(&self) -> Option<Result<MultiCropBatch, DataError>> {
+        self.rx.recv().ok()
+    }
+
+    /// The receiving end, e.g. for `crossbeam_channel::select!`. Receiving through it is the
+    /// same as [`Loader::recv`]; the producer still stops when the `Loader` is dropped.
+    pub fn receiver(&self) -> &Receiver<Result<MultiCropBatch, DataError>> {
+        &self.rx
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<LoaderStats> {
+        self.stats.clone()
+    }
+
+    /// Batches in one full epoch.
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.batches_per_epoch
+    }
+
+    /// Batches this loader will send in total (fewer if it stops on an error).
+    pub fn total_batches(&self) -> u64 {
+        self.total_batches
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<MultiCropBatch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.recv()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        drop(self.stop_tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Producer {
+    fn run(self, tx: &Sender<Result<MultiCropBatch, DataError>>, stop_rx: &Receiver<()>) {
+        let len = self.dataset.len();
+        let b = self.opts.batch_size;
+        let per_epoch = batches_per_epoch(len, b, self.opts.drop_last);
+        for epoch in self.opts.epochs.clone() {
+            let order = epoch_order(self.opts.seed, epoch, len);
+            let first = if epoch == self.opts.epochs.start {
+                self.opts.start_step
+            } else {
+                0
+            };
+            for step in first..per_epoch {
+                if self.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let t0 = Instant::now();
+                let start = step as usize * b;
+                let positions = start..(start + b).min(len);
+                let msg = self.build(epoch, step, positions, &order);
+                add_ns(&self.stats.batch_ns, t0);
+                if self.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let failed = msg.is_err();
+                if !failed {
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                let t1 = Instant::now();
+                select! {
+                    send(tx, msg) -> r => if r.is_err() { return },
+                    recv(stop_rx) -> _ => return,
+                }
+                add_ns(&self.stats.send_wait_ns, t1);
+                if failed {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        epoch: u64,
+        step: u64,
+        positions: Range<usize>,
+        order: &[usize],
+    ) -> Result<MultiCropBatch, DataError> {
+        let bs = positions.len();
+        let t = &self.transform;
+        let mut batch = MultiCropBatch::zeroed(
+            epoch,
+            step,
+            bs,
+            t.global_size(),
+            t.local_size(),
+            t.n_local(),
+        );
+        let (glen, llen) = (batch.global_crop_len(), batch.local_crop_len().max(1));
+        // View-major buffers: chunk k of a view block belongs to image k % bs.
+        let mut slots: Vec<Vec<&mut [u8]>> =
+            (0..bs).map(|_| Vec::with_capacity(t.n_crops())).collect();
+        for (k, c) in batch.globals.chunks_exact_mut(glen).enumerate() {
+            slots[k % bs].push(c);
+        }
+        for (k, c) in batch.locals.chunks_exact_mut(llen).enumerate() {
+            slots[k % bs].push(c);
+        }
+        let results: Vec<Result<(i64, u64), DataError>> = self.pool.install(|| {
+            slots
+                .into_par_iter()
+                .zip(positions.clone())
+                .map(|(mut dst, pos)| self.sample(epoch, pos, order[pos], &mut dst))
+                .collect()
+        });
+        for (b, r) in results.into_iter().enumerate() {
+            let (label, index) = r?;
+            batch.labels[b] = label;
+            batch.indices[b] = index;
+        }
+        let len = self.dataset.len();
+        let distinct = self.stats.distinct_failed();
+        if distinct as f64 > self.opts.max_failed_fraction * len as f64 {
+            return Err(DataError::TooManyFailures {
+                failed: distinct,
+                fraction: self.opts.max_failed_fraction,
+                len,
+                last: format!("epoch {epoch} step {step}"),
+            });
+        }
+        self.stats.samples.fetch_add(bs as u64, Ordering::Relaxed);
+        Ok(batch)
+    }
+
+    /// Loads, augments and packs the sample at `pos` of the epoch (dataset index `index`),
+    /// replacing it if it fails; returns (label, index used).
+    fn sample(
+        &self,
+        epoch: u64,
+        pos: usize,
+        index: usize,
+        dst: &mut [&mut [u8]],
+    ) -> Result<(i64, u64), DataError> {
+        let seed = self.opts.seed;
+        let mut index = index;
+        let mut rng = rng_for(seed, epoch, index as u64, Stream::Augment);
+        let mut replace: Option<ChaCha8Rng> = None;
+        let mut last_err = String::new();
+        for _ in 0..MAX_ATTEMPTS {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(DataError::Spawn("loader stopped".into()));
+            }
+            let t0 = Instant::now();
+            let loaded = self.dataset.load(index);
+            add_ns(&self.stats.load_ns, t0);
+            match loaded {
+                Ok(sample) => {
+                    let t1 = Instant::now();
+                    let crops = self.transform.apply(&sample.image, &mut rng);
+                    self.pack(&crops, dst)?;
+                    add_ns(&self.stats.augment_ns, t1);
+                    return Ok((sample.label, index as u64));
+                }
+                Err(e) => {
+                    let what = self.dataset.describe(index);
+                    self.stats.record_failure(index, &what, &e);
+                    last_err = format!("{what}: {e}");
+                    let r = replace
+                        .get_or_insert_with(|| rng_for(seed, epoch, pos as u64, Stream::Replace));
+                    index = below(r, self.dataset.len());
+                    rng = ChaCha8Rng::from_rng(r);
+                }
+            }
+        }
+        Err(DataError::TooManyFailures {
+            failed: self.stats.distinct_failed(),
+            fraction: self.opts.max_failed_fraction,
+            len: self.dataset.len(),
+            last: format!(
+                "{MAX_ATTEMPTS} draws for one batch position all failed; last {last_err}"
+            ),
+        })
+    }
+
+    fn pack(&self, crops: &[image::RgbImage], dst: &mut [&mut [u8]]) -> Result<(), DataError> {
+        let t = &self.transform;
+        if crops.len() != dst.len() {
+            return Err(DataError::Layout(format!(
+                "transform returned {} crops, expected {}",
+                crops.len(),
+                dst.len()
+            )));
+        }
+        for (v, (crop, out)) in crops.iter().zip(dst.iter_mut()).enumerate() {
+            let side = if v < 2 {
+                t.global_size()
+            } else {
+                t.local_size()
+            };
+            if crop.dimensions() != (side, side) {
+                return Err(DataError::Layout(format!(
+                    "transform returned a {:?} crop for view {v}, expected {side}x{side}",
+                    crop.dimensions()
+                )));
+            }
+            write_chw(crop, out);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(0, 3, 100);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(0, 3, 100));
+        assert_ne!(a, epoch_order(0, 4, 100));
+        assert_ne!(a, epoch_order(1, 3, 100));
+        assert_eq!(epoch_order(0, 0, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn batch_counts() {
+        assert_eq!(batches_per_epoch(10, 3, true), 3);
+        assert_eq!(batches_per_epoch(10, 3, false), 4);
+        assert_eq!(batches_per_epoch(2, 3, true), 0);
+    }
+
+    #[test]
+    fn defaults_follow_the_official_values() {
+        let o = LoaderOptions::default();
+        // main_dino.py: --batch_size_per_gpu 64, --seed 0, DataLoader(drop_last=True).
+        assert_eq!((o.batch_size, o.seed, o.drop_last), (64, 0, true));
+        assert_eq!(o.epochs, 0..100);
+    }
+}

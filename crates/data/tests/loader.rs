@@ -1,0 +1,263 @@
+//! The loader on small generated PNG folders: determinism across thread counts, exact resume,
+//! failure replacement, errors as messages, clean shutdown.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dino_config::{AugmentationConfig, DataConfig, DataFormat};
+use dino_data::batch::MultiCropBatch;
+use dino_data::dataset::{open_dataset, Dataset};
+use dino_data::error::DataError;
+use dino_data::loader::{epoch_order, Loader, LoaderOptions};
+use dino_data::multicrop::MultiCrop;
+use dino_data::rng::{rng_for, Stream};
+
+/// Small crops keep the test fast; everything else is the official augmentation.
+fn aug() -> AugmentationConfig {
+    AugmentationConfig {
+        global_crops_size: 32,
+        local_crops_size: 16,
+        local_crops_number: 3,
+        ..Default::default()
+    }
+}
+
+fn opts(threads: usize) -> LoaderOptions {
+    LoaderOptions {
+        batch_size: 6,
+        seed: 7,
+        epochs: 0..2,
+        start_step: 0,
+        threads,
+        prefetch: 2,
+        drop_last: false,
+        max_failed_fraction: 0.0,
+    }
+}
+
+fn open(root: &Path) -> Arc<dyn Dataset> {
+    open_dataset(root, DataFormat::Auto, "train", &DataConfig::default())
+        .unwrap()
+        .into()
+}
+
+fn run(ds: &Arc<dyn Dataset>, o: LoaderOptions) -> Vec<MultiCropBatch> {
+    let loader = Loader::spawn(ds.clone(), MultiCrop::new(&aug()).unwrap(), o).unwrap();
+    loader.map(|b| b.unwrap()).collect()
+}
+
+fn folder() -> (tempfile::TempDir, Arc<dyn Dataset>) {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(common::make_png_folder(dir.path(), &["a", "b"], 8), 16);
+    let ds = open(dir.path());
+    (dir, ds)
+}
+
+#[test]
+fn same_seed_gives_identical_batches_with_1_and_3_threads() {
+    let (_dir, ds) = folder();
+    let one = run(&ds, opts(1));
+    let three = run(&ds, opts(3));
+    // 16 images, batch 6, no drop_last: 3 batches per epoch (6, 6, 4), 2 epochs.
+    assert_eq!(one.len(), 6);
+    assert_eq!(
+        one.iter().map(|b| b.batch_size).collect::<Vec<_>>(),
+        [6, 6, 4, 6, 6, 4]
+    );
+    assert!(one == three, "thread count changed the bytes");
+    let other_seed = run(&ds, LoaderOptions { seed: 8, ..opts(1) });
+    assert_ne!(one[0].globals, other_seed[0].globals);
+    // Each epoch visits every image once, in the seeded order.
+    for e in 0..2u64 {
+        let idx: Vec<u64> = one
+            .iter()
+            .filter(|b| b.epoch == e)
+            .flat_map(|b| b.indices.clone())
+            .collect();
+        let order: Vec<u64> = epoch_order(7, e, 16)
+            .into_iter()
+            .map(|i| i as u64)
+            .collect();
+        assert_eq!(idx, order);
+    }
+    assert_ne!(one[0].indices, one[3].indices, "epochs are reshuffled");
+}
+
+#[test]
+fn batches_hold_each_samples_own_crops_and_labels() {
+    let (_dir, ds) = folder();
+    let batches = run(
+        &ds,
+        LoaderOptions {
+            epochs: 1..2,
+            ..opts(2)
+        },
+    );
+    let mc = MultiCrop::new(&aug()).unwrap();
+    let b = &batches[1];
+    assert_eq!((b.epoch, b.step), (1, 1));
+    for i in 0..b.batch_size {
+        let index = b.indices[i] as usize;
+        let sample = ds.load(index).unwrap();
+        assert_eq!(b.labels[i], sample.label);
+        assert_eq!(sample.label, (index / 8) as i64, "class a then b, 8 each");
+        let crops = mc.apply(
+            &sample.image,
+            &mut rng_for(7, 1, index as u64, Stream::Augment),
+        );
+        for (v, crop) in crops.iter().enumerate() {
+            assert_eq!(&b.crop_image(v, i).unwrap(), crop, "view {v} of image {i}");
+        }
+    }
+}
+
+#[test]
+fn resuming_at_an_epoch_and_step_repeats_the_uninterrupted_run() {
+    let (_dir, ds) = folder();
+    let full = run(&ds, opts(2));
+    let resumed = run(
+        &ds,
+        LoaderOptions {
+            epochs: 1..2,
+            start_step: 2,
+            ..opts(1)
+        },
+    );
+    assert_eq!(resumed.len(), 1);
+    assert!(resumed[0] == full[5]);
+    let resumed = run(
+        &ds,
+        LoaderOptions {
+            start_step: 1,
+            ..opts(2)
+        },
+    );
+    assert!(resumed[..] == full[1..]);
+}
+
+#[test]
+fn failed_samples_are_replaced_counted_and_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    common::make_png_folder(dir.path(), &["a", "b"], 8);
+    std::fs::write(dir.path().join("a/bad_empty.jpg"), b"").unwrap();
+    std::fs::write(dir.path().join("b/bad_text.png"), b"not an image at all").unwrap();
+    let ds = open(dir.path());
+    assert_eq!(ds.len(), 18);
+    let bad: Vec<usize> = (0..18)
+        .filter(|&i| ds.describe(i).contains("bad_"))
+        .collect();
+    assert_eq!(bad.len(), 2);
+    let o = LoaderOptions {
+        max_failed_fraction: 0.2,
+        ..opts(1)
+    };
+    let loader = Loader::spawn(ds.clone(), MultiCrop::new(&aug()).unwrap(), o.clone()).unwrap();
+    let stats = loader.stats();
+    let one: Vec<MultiCropBatch> = loader.map(|b| b.unwrap()).collect();
+    let s = stats.snapshot();
+    assert_eq!(s.distinct_failed, 2);
+    // Each bad file is drawn once per epoch; a replacement may hit a bad file again.
+    assert!(s.failed_samples >= 4, "{s:?}");
+    assert_eq!(
+        one.iter().map(|b| b.batch_size).sum::<usize>(),
+        36,
+        "shapes never change"
+    );
+    for b in &one {
+        assert!(b.indices.iter().all(|i| !bad.contains(&(*i as usize))));
+    }
+    let three = run(&ds, LoaderOptions { threads: 3, ..o });
+    assert!(one == three);
+}
+
+#[test]
+fn too_many_failures_arrive_as_an_error_message() {
+    let dir = tempfile::tempdir().unwrap();
+    common::make_png_folder(dir.path(), &["a"], 5);
+    std::fs::write(
+        dir.path().join("a/broken.jpg"),
+        [0xFF, 0xD8, 0xFF, 0xE0, 0, 16],
+    )
+    .unwrap();
+    let ds = open(dir.path());
+    let loader = Loader::spawn(
+        ds,
+        MultiCrop::new(&aug()).unwrap(),
+        LoaderOptions {
+            batch_size: 3,
+            ..opts(2)
+        },
+    )
+    .unwrap();
+    let msgs: Vec<_> = loader.collect();
+    let last = msgs.last().expect("a message");
+    match last {
+        Err(DataError::TooManyFailures {
+            failed: 1, len: 6, ..
+        }) => {}
+        other => panic!("expected TooManyFailures, got {other:?}"),
+    }
+    assert!(msgs[..msgs.len() - 1].iter().all(|m| m.is_ok()));
+    let text = last.as_ref().unwrap_err().to_string();
+    assert!(text.contains("max_failed_fraction"), "{text}");
+}
+
+#[test]
+fn dropping_the_loader_stops_the_producer_without_hanging() {
+    let (_dir, ds) = folder();
+    let long = LoaderOptions {
+        epochs: 0..1_000_000,
+        prefetch: 1,
+        ..opts(2)
+    };
+    let t0 = Instant::now();
+    // Dropped while the producer is blocked on the full channel.
+    let loader = Loader::spawn(ds.clone(), MultiCrop::new(&aug()).unwrap(), long.clone()).unwrap();
+    let first = loader.recv().unwrap().unwrap();
+    assert_eq!(first.step, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(loader);
+    // Dropped right away, mid-batch.
+    drop(Loader::spawn(ds, MultiCrop::new(&aug()).unwrap(), long).unwrap());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "drop took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn bad_options_fail_before_any_work() {
+    let (_dir, ds) = folder();
+    let mc = || MultiCrop::new(&aug()).unwrap();
+    let err = |o| {
+        Loader::spawn(ds.clone(), mc(), o)
+            .err()
+            .expect("an error")
+            .to_string()
+    };
+    assert!(err(LoaderOptions {
+        batch_size: 0,
+        ..opts(1)
+    })
+    .contains("batch_size"));
+    let e = err(LoaderOptions {
+        batch_size: 17,
+        drop_last: true,
+        ..opts(1)
+    });
+    assert!(e.contains("16 samples"), "{e}");
+    assert!(err(LoaderOptions {
+        start_step: 4,
+        ..opts(1)
+    })
+    .contains("start_step"));
+    assert!(err(LoaderOptions {
+        max_failed_fraction: 1.5,
+        ..opts(1)
+    })
+    .contains("max_failed"));
+}
