@@ -14,6 +14,7 @@
 //! previous JSON (detected by the save id; [`load_latest`] then finishes the interrupted save
 //! from `checkpoint.json.tmp`). Leftover temporary files are otherwise ignored.
 
+use dino_config::{Config, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
@@ -97,25 +98,26 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
-    /// Metadata for a save at (`epoch`, `step_in_epoch`), other fields empty / zero.
-    pub fn new(
-        config_toml: String,
-        epoch: usize,
-        step_in_epoch: usize,
-        global_iter: usize,
-    ) -> Self {
+    /// Metadata for a save at (`epoch`, `step_in_epoch`) of the run configured by `config`
+    /// (stored as TOML; `seed` taken from `runtime.seed`); the other fields empty / zero.
+    pub fn new(config: &Config, epoch: usize, step_in_epoch: usize, global_iter: usize) -> Self {
         Self {
             format_version: FORMAT_VERSION,
             save_id: 0,
-            config_toml,
+            config_toml: config.to_toml_string(),
             epoch,
             step_in_epoch,
             global_iter,
             data_position: 0,
-            seed: 0,
+            seed: config.runtime.seed,
             versions: BTreeMap::new(),
             metrics: serde_json::Value::Null,
         }
+    }
+
+    /// The saved configuration, parsed and validated.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        Config::from_toml_str(&self.config_toml, &[])
     }
 }
 
