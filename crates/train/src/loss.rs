@@ -194,7 +194,7 @@ impl DinoLoss {
     /// each); `teacher`: `[2·B, K]` raw teacher outputs for the two global views. Both are cast
     /// to Float. Student: `log_softmax(z / τ_s)`; teacher: `softmax((z − c) / τ_t(epoch))`,
     /// detached. The loss is the mean over the 2 (n_crops − 1) pairs (j ∈ {0, 1}, v ≠ j) of the
-    /// batch mean of −Σ_k t_j[k] · s_v[k], as `DINOLoss.forward`.
+    /// batch mean of `−Σ_k t_j[k] · s_v[k]`, as `DINOLoss.forward`.
     pub fn forward(
         &self,
         student: &Tensor,
