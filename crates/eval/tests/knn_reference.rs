@@ -1,0 +1,82 @@
+//! Agreement of the weighted k-NN with a PyTorch re-implementation of the official
+//! `eval_knn.py` classifier (`tests/reference/knn_reference.py`) on fixed random features.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dino_eval::knn::{knn_eval, knn_predict, KnnConfig};
+use serde_json::Value;
+use tch::Tensor;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs the reference script into a temporary folder; fails with a setup hint without the venv.
+fn run_reference() -> (tempfile::TempDir, Value) {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(&python)
+        .arg(repo_root().join("tests/reference/knn_reference.py"))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "knn_reference.py failed");
+    let results = std::fs::read_to_string(dir.path().join("results.json")).unwrap();
+    (dir, serde_json::from_str(&results).unwrap())
+}
+
+fn load(dir: &Path, case: &str, what: &str) -> Tensor {
+    Tensor::read_npy(dir.join(format!("{case}_{what}.npy"))).unwrap()
+}
+
+#[test]
+fn agrees_with_pytorch_reference() {
+    let (dir, results) = run_reference();
+    let cases = results.as_object().unwrap();
+    assert_eq!(cases.len(), 3);
+    for (case, expected) in cases {
+        let train_x = load(dir.path(), case, "train_x");
+        let train_y = load(dir.path(), case, "train_y");
+        let test_x = load(dir.path(), case, "test_x");
+        let test_y = load(dir.path(), case, "test_y");
+        let ks: Vec<usize> = serde_json::from_value(expected["ks"].clone()).unwrap();
+        let top1: Vec<f64> = serde_json::from_value(expected["top1"].clone()).unwrap();
+        let top5: Vec<f64> = serde_json::from_value(expected["top5"].clone()).unwrap();
+        let temperature = expected["T"].as_f64().unwrap();
+        // Chunking must not change anything: one row, an odd size, and all rows at once.
+        for chunk_size in [1, 37, 100_000] {
+            let cfg = KnnConfig {
+                ks: ks.clone(),
+                temperature,
+                chunk_size,
+            };
+            let report = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg).unwrap();
+            for (i, score) in report.scores.iter().enumerate() {
+                assert_eq!(score.k, ks[i]);
+                assert!(
+                    (score.top1 - top1[i]).abs() < 1e-9 && (score.top5 - top5[i]).abs() < 1e-9,
+                    "{case} k={}: ours {:.4}/{:.4}, reference {:.4}/{:.4}",
+                    score.k,
+                    score.top1,
+                    score.top5,
+                    top1[i],
+                    top5[i]
+                );
+            }
+            eprintln!(
+                "{case} chunk {chunk_size}: {}",
+                serde_json::to_string(&report).unwrap()
+            );
+        }
+        let pred_k = expected["pred_k"].as_u64().unwrap() as usize;
+        let want: Vec<i64> = serde_json::from_value(expected["predictions"].clone()).unwrap();
+        let got = knn_predict(&train_x, &train_y, &test_x, pred_k, temperature).unwrap();
+        assert_eq!(got, want, "{case}: predictions at k = {pred_k}");
+    }
+}
