@@ -86,19 +86,22 @@ impl Config {
     /// [`ConfigError`] naming the key path: TOML syntax, unknown key, wrong type, malformed
     /// override, or a value out of range (see [`Config::validate`]).
     pub fn from_toml_str(text: &str, overrides: &[&str]) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            message: e.to_string(),
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    message: e.to_string(),
+                })?;
         for ov in overrides {
             apply_override(&mut table, ov)?;
         }
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            ConfigError::Invalid {
-                key: if key == "." { String::new() } else { key },
-                reason: e.into_inner().message().trim().to_string(),
-            }
-        })?;
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Invalid {
+                    key: if key == "." { String::new() } else { key },
+                    reason: e.into_inner().message().trim().to_string(),
+                }
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -144,7 +147,9 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), ConfigError> 
         text: ov.to_string(),
         reason: reason.to_string(),
     };
-    let (key, raw) = ov.split_once('=').ok_or_else(|| bad("expected section.key=value"))?;
+    let (key, raw) = ov
+        .split_once('=')
+        .ok_or_else(|| bad("expected section.key=value"))?;
     let key = key.trim();
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {

@@ -16,9 +16,15 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(a.crop_ratio, [3.0 / 4.0, 4.0 / 3.0]); // torchvision RandomResizedCrop default
     assert_eq!(a.flip_p, 0.5); // AUG RandomHorizontalFlip(p=0.5)
     assert_eq!(a.color_jitter_p, 0.8); // AUG RandomApply([ColorJitter(...)], p=0.8)
-    assert_eq!((a.brightness, a.contrast, a.saturation, a.hue), (0.4, 0.4, 0.2, 0.1)); // AUG ColorJitter
+    assert_eq!(
+        (a.brightness, a.contrast, a.saturation, a.hue),
+        (0.4, 0.4, 0.2, 0.1)
+    ); // AUG ColorJitter
     assert_eq!(a.grayscale_p, 0.2); // AUG RandomGrayscale(p=0.2)
-    assert_eq!((a.blur_global1_p, a.blur_global2_p, a.blur_local_p), (1.0, 0.1, 0.5)); // AUG GaussianBlur
+    assert_eq!(
+        (a.blur_global1_p, a.blur_global2_p, a.blur_local_p),
+        (1.0, 0.1, 0.5)
+    ); // AUG GaussianBlur
     assert_eq!(a.blur_sigma, [0.1, 2.0]); // utils.GaussianBlur radius_min/radius_max
     assert_eq!(a.solarize_p, 0.2); // AUG Solarization(0.2), global 2 only
     assert_eq!(a.solarize_threshold, 128); // PIL ImageOps.solarize default
@@ -86,9 +92,16 @@ fn defaults_equal_the_official_dino_values() {
 
 #[test]
 fn resolved_config_round_trips_through_toml() {
-    let c = Config::with_overrides(&["model.arch=vit_tiny", "augmentation.global_crops_scale=[0.3, 1.0]"]).unwrap();
+    let c = Config::with_overrides(&[
+        "model.arch=vit_tiny",
+        "augmentation.global_crops_scale=[0.3, 1.0]",
+    ])
+    .unwrap();
     let text = c.to_toml_string();
-    assert!(text.contains("[augmentation]") && text.contains("out_dim = 65536"), "{text}");
+    assert!(
+        text.contains("[augmentation]") && text.contains("out_dim = 65536"),
+        "{text}"
+    );
     let back = Config::from_toml_str(&text, &[]).unwrap();
     assert_eq!(back, c);
     assert_eq!(back.model.arch, Arch::VitTiny);
@@ -120,39 +133,105 @@ fn malformed_configs_name_the_key() {
         ("[optim]\nlr = \"fast\"\n", &[], "optim.lr", "invalid type"),
         ("[optim]\nbatch_size = -3\n", &[], "optim.batch_size", ""),
         ("[optim]\nlr = -0.001\n", &[], "optim.lr", "> 0"),
-        ("[augmentation]\nglobal_crops_scale = [0.9, 0.4]\n", &[], "augmentation.global_crops_scale", "min <= max"),
-        ("[augmentation]\nlocal_crops_scale = [0.0, 0.4]\n", &[], "augmentation.local_crops_scale", "(0"),
-        ("[augmentation]\nglobal_crops_size = 100\n", &[], "augmentation.global_crops_size", "multiple of model.patch_size"),
-        ("[augmentation]\nflip_p = 1.5\n", &[], "augmentation.flip_p", "probability"),
-        ("[model]\narch = \"vit_huge\"\n", &[], "model.arch", "unknown variant"),
-        ("[model]\narch = \"custom\"\nembed_dim = 100\nnum_heads = 3\n", &[], "model.num_heads", "divide"),
-        ("[loss]\nteacher_temp = 0\n", &[], "loss.teacher_temp", "> 0"),
-        ("[schedule]\nwarmup_epochs = 200\n", &[], "schedule.warmup_epochs", "optim.epochs"),
-        ("[eval]\nknn_k = [20, 0]\n", &[], "eval.knn_k[1]", "at least 1"),
-        ("[runtime]\ndevice = \"gpu\"\n", &[], "runtime.device", "cuda:N"),
+        (
+            "[augmentation]\nglobal_crops_scale = [0.9, 0.4]\n",
+            &[],
+            "augmentation.global_crops_scale",
+            "min <= max",
+        ),
+        (
+            "[augmentation]\nlocal_crops_scale = [0.0, 0.4]\n",
+            &[],
+            "augmentation.local_crops_scale",
+            "(0",
+        ),
+        (
+            "[augmentation]\nglobal_crops_size = 100\n",
+            &[],
+            "augmentation.global_crops_size",
+            "multiple of model.patch_size",
+        ),
+        (
+            "[augmentation]\nflip_p = 1.5\n",
+            &[],
+            "augmentation.flip_p",
+            "probability",
+        ),
+        (
+            "[model]\narch = \"vit_huge\"\n",
+            &[],
+            "model.arch",
+            "unknown variant",
+        ),
+        (
+            "[model]\narch = \"custom\"\nembed_dim = 100\nnum_heads = 3\n",
+            &[],
+            "model.num_heads",
+            "divide",
+        ),
+        (
+            "[loss]\nteacher_temp = 0\n",
+            &[],
+            "loss.teacher_temp",
+            "> 0",
+        ),
+        (
+            "[schedule]\nwarmup_epochs = 200\n",
+            &[],
+            "schedule.warmup_epochs",
+            "optim.epochs",
+        ),
+        (
+            "[eval]\nknn_k = [20, 0]\n",
+            &[],
+            "eval.knn_k[1]",
+            "at least 1",
+        ),
+        (
+            "[runtime]\ndevice = \"gpu\"\n",
+            &[],
+            "runtime.device",
+            "cuda:N",
+        ),
         ("", &["head.out_dimm=10"], "head.out_dimm", "unknown field"),
         ("", &["optim.clip_grad=-1"], "optim.clip_grad", ">= 0"),
-        ("", &["optim.batch_size=many"], "optim.batch_size", "invalid type"),
+        (
+            "",
+            &["optim.batch_size=many"],
+            "optim.batch_size",
+            "invalid type",
+        ),
     ];
     for (text, ov, key, reason) in cases {
         let e = err(text, ov);
         assert_eq!(e.key(), *key, "for {text:?} {ov:?}: {e}");
         let msg = e.to_string();
-        assert!(msg.contains(key) && msg.contains(reason), "for {text:?}: message {msg:?} lacks {key:?}/{reason:?}");
+        assert!(
+            msg.contains(key) && msg.contains(reason),
+            "for {text:?}: message {msg:?} lacks {key:?}/{reason:?}"
+        );
     }
 }
 
 #[test]
 fn syntax_and_override_errors_are_clear() {
-    assert!(matches!(err("[optim\nlr = 1", &[]), ConfigError::Syntax { .. }));
+    assert!(matches!(
+        err("[optim\nlr = 1", &[]),
+        ConfigError::Syntax { .. }
+    ));
     let e = err("", &["optim.lr"]);
-    assert!(matches!(e, ConfigError::Override { .. }) && e.to_string().contains("section.key=value"), "{e}");
+    assert!(
+        matches!(e, ConfigError::Override { .. }) && e.to_string().contains("section.key=value"),
+        "{e}"
+    );
     let e = err("", &["optim..lr=1"]);
     assert!(matches!(e, ConfigError::Override { .. }), "{e}");
     let e = err("", &["optim.lr.x=1"]);
     assert_eq!(e.key(), "optim.lr");
     let e = Config::from_file("/definitely/not/here.toml", &[]).unwrap_err();
-    assert!(matches!(e, ConfigError::Io { .. }) && e.to_string().contains("/definitely/not/here.toml"));
+    assert!(
+        matches!(e, ConfigError::Io { .. }) && e.to_string().contains("/definitely/not/here.toml")
+    );
 }
 
 #[test]
@@ -174,4 +253,31 @@ fn device_spellings() {
     assert_eq!(r.device_request(), Ok(Some(Some(1))));
     r.device = "cuda:x".into();
     assert!(r.device_request().is_err());
+}
+
+/// Every preset shipped in configs/ parses and validates.
+#[test]
+fn shipped_presets_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::from_file(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected the shipped presets in {dir}");
+}
+
+/// The official ViT-S/16 preset changes no default: it only names the data.
+#[test]
+fn official_preset_is_all_defaults() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/vit_small16_imagenet.toml"
+    );
+    let mut c = Config::from_file(path, &[]).unwrap();
+    c.data = DataConfig::default();
+    assert_eq!(c, Config::default());
 }

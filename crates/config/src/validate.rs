@@ -8,7 +8,10 @@ fn prob(key: &str, v: f64) -> R {
     if (0.0..=1.0).contains(&v) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(key, format!("is a probability, must be in [0, 1], got {v}")))
+        Err(ConfigError::invalid(
+            key,
+            format!("is a probability, must be in [0, 1], got {v}"),
+        ))
     }
 }
 
@@ -16,7 +19,10 @@ fn positive(key: &str, v: f64) -> R {
     if v > 0.0 && v.is_finite() {
         Ok(())
     } else {
-        Err(ConfigError::invalid(key, format!("must be a finite number > 0, got {v}")))
+        Err(ConfigError::invalid(
+            key,
+            format!("must be a finite number > 0, got {v}"),
+        ))
     }
 }
 
@@ -24,7 +30,10 @@ fn non_negative(key: &str, v: f64) -> R {
     if v >= 0.0 && v.is_finite() {
         Ok(())
     } else {
-        Err(ConfigError::invalid(key, format!("must be a finite number >= 0, got {v}")))
+        Err(ConfigError::invalid(
+            key,
+            format!("must be a finite number >= 0, got {v}"),
+        ))
     }
 }
 
@@ -40,11 +49,17 @@ fn nonzero(key: &str, v: usize) -> R {
 fn range(key: &str, r: [f64; 2], lo: f64, hi: f64, open_lo: bool) -> R {
     let [a, b] = r;
     if !(a.is_finite() && b.is_finite()) || a > b {
-        return Err(ConfigError::invalid(key, format!("must be [min, max] with min <= max, got [{a}, {b}]")));
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be [min, max] with min <= max, got [{a}, {b}]"),
+        ));
     }
     if (open_lo && a <= lo) || a < lo || b > hi {
         let l = if open_lo { "(" } else { "[" };
-        return Err(ConfigError::invalid(key, format!("must lie in {l}{lo}, {hi}], got [{a}, {b}]")));
+        return Err(ConfigError::invalid(
+            key,
+            format!("must lie in {l}{lo}, {hi}], got [{a}, {b}]"),
+        ));
     }
     Ok(())
 }
@@ -64,16 +79,25 @@ pub(crate) fn validate(c: &Config) -> R {
     // [data]
     prob("data.max_failed_fraction", c.data.max_failed_fraction)?;
     if c.data.max_image_pixels == 0 {
-        return Err(ConfigError::invalid("data.max_image_pixels", "must be at least 1"));
+        return Err(ConfigError::invalid(
+            "data.max_image_pixels",
+            "must be at least 1",
+        ));
     }
     if !matches!(c.data.split.as_str(), "train" | "test") {
-        return Err(ConfigError::invalid("data.split", format!("must be \"train\" or \"test\", got {:?}", c.data.split)));
+        return Err(ConfigError::invalid(
+            "data.split",
+            format!("must be \"train\" or \"test\", got {:?}", c.data.split),
+        ));
     }
 
     // [model] first: crop sizes depend on the patch size.
     let m = &c.model;
     if !(1..=64).contains(&m.patch_size) {
-        return Err(ConfigError::invalid("model.patch_size", format!("must be in 1..=64, got {}", m.patch_size)));
+        return Err(ConfigError::invalid(
+            "model.patch_size",
+            format!("must be in 1..=64, got {}", m.patch_size),
+        ));
     }
     let (dim, depth, heads) = m.dims();
     nonzero("model.embed_dim", dim)?;
@@ -87,19 +111,42 @@ pub(crate) fn validate(c: &Config) -> R {
     }
     positive("model.mlp_ratio", m.mlp_ratio)?;
     if !(0.0..1.0).contains(&m.drop_path_rate) {
-        return Err(ConfigError::invalid("model.drop_path_rate", format!("must be in [0, 1), got {}", m.drop_path_rate)));
+        return Err(ConfigError::invalid(
+            "model.drop_path_rate",
+            format!("must be in [0, 1), got {}", m.drop_path_rate),
+        ));
     }
     multiple_of_patch("model.img_size", m.img_size, m.patch_size)?;
     positive("model.layer_norm_eps", m.layer_norm_eps)?;
 
     // [augmentation]
     let a = &c.augmentation;
-    multiple_of_patch("augmentation.global_crops_size", a.global_crops_size as usize, m.patch_size)?;
+    multiple_of_patch(
+        "augmentation.global_crops_size",
+        a.global_crops_size as usize,
+        m.patch_size,
+    )?;
     if a.local_crops_number > 0 {
-        multiple_of_patch("augmentation.local_crops_size", a.local_crops_size as usize, m.patch_size)?;
+        multiple_of_patch(
+            "augmentation.local_crops_size",
+            a.local_crops_size as usize,
+            m.patch_size,
+        )?;
     }
-    range("augmentation.global_crops_scale", a.global_crops_scale, 0.0, 1.0, true)?;
-    range("augmentation.local_crops_scale", a.local_crops_scale, 0.0, 1.0, true)?;
+    range(
+        "augmentation.global_crops_scale",
+        a.global_crops_scale,
+        0.0,
+        1.0,
+        true,
+    )?;
+    range(
+        "augmentation.local_crops_scale",
+        a.local_crops_scale,
+        0.0,
+        1.0,
+        true,
+    )?;
     range("augmentation.crop_ratio", a.crop_ratio, 0.0, f64::MAX, true)?;
     for (k, v) in [
         ("augmentation.flip_p", a.flip_p),
@@ -120,7 +167,10 @@ pub(crate) fn validate(c: &Config) -> R {
         non_negative(k, v)?;
     }
     if !(0.0..=0.5).contains(&a.hue) {
-        return Err(ConfigError::invalid("augmentation.hue", format!("must be in [0, 0.5], got {}", a.hue)));
+        return Err(ConfigError::invalid(
+            "augmentation.hue",
+            format!("must be in [0, 0.5], got {}", a.hue),
+        ));
     }
     range("augmentation.blur_sigma", a.blur_sigma, 0.0, 1e3, true)?;
     for (i, s) in a.std.iter().enumerate() {
@@ -141,7 +191,10 @@ pub(crate) fn validate(c: &Config) -> R {
     if c.loss.warmup_teacher_temp_epochs > c.optim.epochs {
         return Err(ConfigError::invalid(
             "loss.warmup_teacher_temp_epochs",
-            format!("must not exceed optim.epochs ({}), got {}", c.optim.epochs, c.loss.warmup_teacher_temp_epochs),
+            format!(
+                "must not exceed optim.epochs ({}), got {}",
+                c.optim.epochs, c.loss.warmup_teacher_temp_epochs
+            ),
         ));
     }
 
@@ -156,7 +209,10 @@ pub(crate) fn validate(c: &Config) -> R {
     non_negative("optim.clip_grad", o.clip_grad)?;
     for (i, b) in o.betas.iter().enumerate() {
         if !(0.0..1.0).contains(b) {
-            return Err(ConfigError::invalid(&format!("optim.betas[{i}]"), format!("must be in [0, 1), got {b}")));
+            return Err(ConfigError::invalid(
+                &format!("optim.betas[{i}]"),
+                format!("must be in [0, 1), got {b}"),
+            ));
         }
     }
     positive("optim.eps", o.eps)?;
@@ -166,7 +222,10 @@ pub(crate) fn validate(c: &Config) -> R {
     if s.warmup_epochs > o.epochs {
         return Err(ConfigError::invalid(
             "schedule.warmup_epochs",
-            format!("must not exceed optim.epochs ({}), got {}", o.epochs, s.warmup_epochs),
+            format!(
+                "must not exceed optim.epochs ({}), got {}",
+                o.epochs, s.warmup_epochs
+            ),
         ));
     }
     prob("schedule.momentum_teacher", s.momentum_teacher)?;
@@ -174,26 +233,38 @@ pub(crate) fn validate(c: &Config) -> R {
 
     // [checkpoint]
     if c.checkpoint.output_dir.trim().is_empty() {
-        return Err(ConfigError::invalid("checkpoint.output_dir", "must not be empty"));
+        return Err(ConfigError::invalid(
+            "checkpoint.output_dir",
+            "must not be empty",
+        ));
     }
 
     // [eval]
     let e = &c.eval;
     if e.knn_k.is_empty() {
-        return Err(ConfigError::invalid("eval.knn_k", "must list at least one k"));
+        return Err(ConfigError::invalid(
+            "eval.knn_k",
+            "must list at least one k",
+        ));
     }
     for (i, k) in e.knn_k.iter().enumerate() {
         nonzero(&format!("eval.knn_k[{i}]"), *k)?;
     }
     positive("eval.knn_temperature", e.knn_temperature)?;
     if !(e.resize_ratio >= 1.0 && e.resize_ratio.is_finite()) {
-        return Err(ConfigError::invalid("eval.resize_ratio", format!("must be >= 1, got {}", e.resize_ratio)));
+        return Err(ConfigError::invalid(
+            "eval.resize_ratio",
+            format!("must be >= 1, got {}", e.resize_ratio),
+        ));
     }
     multiple_of_patch("eval.crop_size", e.crop_size as usize, m.patch_size)?;
     if e.n_last_blocks == 0 || e.n_last_blocks > depth {
         return Err(ConfigError::invalid(
             "eval.n_last_blocks",
-            format!("must be in 1..={depth} (the model depth), got {}", e.n_last_blocks),
+            format!(
+                "must be in 1..={depth} (the model depth), got {}",
+                e.n_last_blocks
+            ),
         ));
     }
     nonzero("eval.linear_epochs", e.linear_epochs)?;
@@ -232,7 +303,10 @@ impl EvalConfig {
         match self.knn_k.iter().position(|&k| k > n_train) {
             Some(i) => Err(ConfigError::invalid(
                 &format!("eval.knn_k[{i}]"),
-                format!("k = {} exceeds the {} training samples of the k-NN bank", self.knn_k[i], n_train),
+                format!(
+                    "k = {} exceeds the {} training samples of the k-NN bank",
+                    self.knn_k[i], n_train
+                ),
             )),
             None => Ok(()),
         }

@@ -5,5 +5,7 @@ pub mod checkpoint;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod runtime;
 pub mod schedule;
 pub mod teacher;
+pub mod trainer;

@@ -1,1 +1,47 @@
-fn main() {}
+//! `dino`: the command-line front of the DINO trainer. Thin by design: it parses the CLI and the
+//! config and calls library functions of the dino crates.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// DINO (self-DIstillation with NO labels, Caron et al. 2021) in Rust.
+#[derive(Parser, Debug)]
+#[command(name = "dino", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Versions of dino and libtorch, the device found, CUDA devices, thread counts.
+    Env(cli::env::EnvArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(cli::config::ConfigCmd),
+    /// Train DINO on a folder of images (CUDA when available, CPU otherwise).
+    Train(cli::train::TrainArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Env(a) => cli::env::run(a),
+        Command::Config(c) => cli::config::run(c),
+        Command::Train(a) => cli::train::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

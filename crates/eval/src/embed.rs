@@ -1,0 +1,184 @@
+//! Features of a whole dataset through a frozen backbone (official `extract_features` in
+//! `eval_knn.py`): evaluation transform (resize the shorter side, centre crop, normalize), then
+//! the backbone in eval mode under no-grad, batch by batch. Decoding and the transform run in
+//! parallel on the rayon pool; the forward pass on the caller's thread.
+
+use crate::features::FeatureSet;
+use dino_data::dataset::Dataset;
+use dino_data::transforms::eval::EvalTransform;
+use dino_model::VisionTransformer;
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+/// What [`embed_dataset`] computes per image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeatureKind {
+    /// The normalized CLS token `[D]` (official k-NN feature).
+    #[default]
+    Cls,
+    /// The linear-probe feature: CLS tokens of the last `n` blocks concatenated, optionally with
+    /// the last block's mean patch token (official `eval_linear.py`).
+    LastBlocks {
+        /// Number of blocks.
+        n: usize,
+        /// Append the mean patch token.
+        avgpool: bool,
+    },
+}
+
+/// Settings of [`embed_dataset`].
+#[derive(Debug, Clone)]
+pub struct EmbedOptions {
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Evaluation resize + centre crop.
+    pub transform: EvalTransform,
+    /// Normalization mean (RGB, [0, 1] units).
+    pub mean: [f64; 3],
+    /// Normalization std.
+    pub std: [f64; 3],
+    /// Which feature.
+    pub kind: FeatureKind,
+    /// Also keep the last block's patch tokens `[N, P, D]` (after the final norm).
+    pub patch_tokens: bool,
+    /// Embed at most this many images (the first ones), e.g. for quick checks.
+    pub limit: Option<usize>,
+}
+
+/// Errors of [`embed_dataset`].
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// Every image failed to decode.
+    #[error("no image of the dataset could be decoded ({failed} failures; first: {first})")]
+    NothingDecoded {
+        /// Number of failures.
+        failed: usize,
+        /// The first failure.
+        first: String,
+    },
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] dino_model::ModelError),
+    /// libtorch failed.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    /// Bad feature shapes.
+    #[error(transparent)]
+    Features(#[from] crate::features::FeaturesError),
+    /// Bad linear-probe feature request.
+    #[error(transparent)]
+    Linear(#[from] crate::linear::LinearError),
+}
+
+/// Features of `dataset` (in index order) and how many images were skipped because they failed
+/// to decode (each skipped image is logged with its path; it gets no row).
+///
+/// Output: [`FeatureSet`] with `features` `[N, F]` f32 on the CPU (F = D for
+/// [`FeatureKind::Cls`]), `labels` `[N]`, `paths` from [`Dataset::describe`].
+///
+/// # Errors
+/// [`EmbedError::NothingDecoded`] when no image decodes; model and libtorch errors.
+pub fn embed_dataset(
+    backbone: &VisionTransformer,
+    dataset: &dyn Dataset,
+    opts: &EmbedOptions,
+    device: Device,
+) -> Result<(FeatureSet, usize), EmbedError> {
+    let n = opts.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
+    let crop = opts.transform.crop_size() as i64;
+    let mean = Tensor::f_from_slice(&opts.mean.map(|v| v as f32))?
+        .f_view([1, 3, 1, 1])?
+        .f_to_device(device)?;
+    let std = Tensor::f_from_slice(&opts.std.map(|v| v as f32))?
+        .f_view([1, 3, 1, 1])?
+        .f_to_device(device)?;
+    let (mut feats, mut patches, mut labels, mut paths) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut failed, mut first_failure) = (0usize, String::new());
+    let _guard = tch::no_grad_guard();
+    for start in (0..n).step_by(opts.batch_size.max(1)) {
+        let end = (start + opts.batch_size.max(1)).min(n);
+        let decoded: Vec<(usize, Result<(Vec<u8>, i64), String>)> = (start..end)
+            .into_par_iter()
+            .map(|i| {
+                let r = dataset.load(i).map_err(|e| e.to_string()).map(|s| {
+                    let img = opts.transform.apply(&s.image);
+                    let mut chw = vec![0u8; img.as_raw().len()];
+                    dino_data::batch::write_chw(&img, &mut chw);
+                    (chw, s.label)
+                });
+                (i, r)
+            })
+            .collect();
+        let mut bytes = Vec::with_capacity(decoded.len() * (3 * crop * crop) as usize);
+        let mut count = 0i64;
+        for (i, r) in decoded {
+            match r {
+                Ok((chw, label)) => {
+                    bytes.extend_from_slice(&chw);
+                    labels.push(label);
+                    paths.push(dataset.describe(i));
+                    count += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %dataset.describe(i), reason = %e, "skipping an image that failed to decode");
+                    if failed == 0 {
+                        first_failure = format!("{}: {e}", dataset.describe(i));
+                    }
+                    failed += 1;
+                }
+            }
+        }
+        if count == 0 {
+            continue;
+        }
+        let x = Tensor::f_from_slice(&bytes)?
+            .f_view([count, 3, crop, crop])?
+            .f_to_device(device)?
+            .f_to_kind(Kind::Float)?
+            .f_div_scalar(255.0)?
+            .f_sub(&mean)?
+            .f_div(&std)?;
+        let f = match opts.kind {
+            FeatureKind::Cls if !opts.patch_tokens => backbone.forward_t(&x, false)?,
+            FeatureKind::Cls => {
+                let tokens = backbone.forward_tokens(&x, false)?;
+                patches.push(
+                    tokens
+                        .f_narrow(1, 1, tokens.size()[1] - 1)?
+                        .f_to_device(Device::Cpu)?,
+                );
+                tokens.f_select(1, 0)?
+            }
+            FeatureKind::LastBlocks { n, avgpool } => {
+                let layers = backbone.intermediate_layers(&x, n)?;
+                if opts.patch_tokens {
+                    let last = layers.last().expect("n >= 1");
+                    patches.push(
+                        last.f_narrow(1, 1, last.size()[1] - 1)?
+                            .f_to_device(Device::Cpu)?,
+                    );
+                }
+                crate::linear::concat_last_blocks(&layers, avgpool)?
+            }
+        };
+        feats.push(f.f_to_device(Device::Cpu)?);
+    }
+    if feats.is_empty() {
+        return Err(EmbedError::NothingDecoded {
+            failed,
+            first: first_failure,
+        });
+    }
+    let set = FeatureSet::new(
+        Tensor::f_cat(&feats, 0)?,
+        Tensor::f_from_slice(&labels)?,
+        if opts.patch_tokens {
+            Some(Tensor::f_cat(&patches, 0)?)
+        } else {
+            None
+        },
+        paths,
+    )?;
+    Ok((set, failed))
+}

@@ -1,0 +1,39 @@
+//! One module per subcommand; each parses its arguments and calls the library.
+
+pub mod config;
+pub mod env;
+pub mod train;
+
+use anyhow::Context;
+use dino_config::Config;
+use std::path::PathBuf;
+
+/// `--config FILE` and `--set key=value` shared by every command that reads a config.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// A preset TOML file (only what differs from the official defaults), e.g. configs/cifar10_cpu.toml.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Override any key: `--set optim.lr=0.001 --set model.arch=vit_tiny` (repeatable, applied in order).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The resolved, validated config (defaults ← file ← overrides).
+    pub fn load(&self, extra: &[String]) -> anyhow::Result<Config> {
+        let sets: Vec<&str> = extra
+            .iter()
+            .chain(self.set.iter())
+            .map(String::as_str)
+            .collect();
+        let cfg = match &self.config {
+            Some(p) => Config::from_file(p, &sets),
+            None => Config::with_overrides(&sets),
+        };
+        cfg.with_context(|| match &self.config {
+            Some(p) => format!("invalid configuration ({})", p.display()),
+            None => "invalid configuration".to_string(),
+        })
+    }
+}

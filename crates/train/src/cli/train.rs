@@ -1,0 +1,85 @@
+//! `dino train`: the self-distillation loop.
+
+use super::ConfigArgs;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Training images (overrides data.path).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run folder for checkpoints and metrics (overrides checkpoint.output_dir).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Continue the run in DIR from its latest checkpoint, with the configuration stored there.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Stop after this many iterations (smoke tests); the schedules still span the epochs.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Print plain log lines instead of a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let mut sets = Vec::new();
+    if let Some(d) = &a.data {
+        sets.push(format!("data.path={}", toml_str(d)));
+    }
+    let cfg = if let Some(dir) = &a.resume {
+        anyhow::ensure!(
+            a.config.config.is_none() && a.data.is_none(),
+            "--resume takes the configuration stored in the run folder; drop --config/--data"
+        );
+        let text = std::fs::read_to_string(dir.join("config.toml")).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e} (not a dino run folder?)",
+                dir.join("config.toml").display()
+            )
+        })?;
+        sets.push(format!("checkpoint.output_dir={}", toml_str(dir)));
+        let sets: Vec<&str> = sets
+            .iter()
+            .chain(a.config.set.iter())
+            .map(String::as_str)
+            .collect();
+        dino_config::Config::from_toml_str(&text, &sets)?
+    } else {
+        if let Some(o) = &a.output {
+            sets.push(format!("checkpoint.output_dir={}", toml_str(o)));
+        }
+        a.config.load(&sets)?
+    };
+    let opts = dino_train::trainer::TrainOptions {
+        resume: a.resume.is_some(),
+        max_steps: a.max_steps,
+        progress: !a.no_progress,
+    };
+    let summary = dino_train::trainer::train(&cfg, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprintln!(
+            "trained {} steps on {}: loss {:.4} → {:.4}, {:.1} images/s, data wait {:.1}%, run folder {}",
+            summary.steps,
+            summary.device,
+            summary.first_loss,
+            summary.last_loss,
+            summary.images_per_s,
+            100.0 * summary.data_wait_fraction,
+            summary.output_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// A path as a TOML string value for `--set`.
+fn toml_str(p: &std::path::Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}

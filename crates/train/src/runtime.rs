@@ -1,0 +1,138 @@
+//! Process-wide runtime set-up: thread pools and the environment report of `dino env`.
+
+use dino_config::RuntimeConfig;
+use serde::Serialize;
+use std::fmt;
+
+/// libtorch version this binary was linked against (read from the install at build time).
+pub const LIBTORCH_VERSION: &str = env!("DINO_LIBTORCH_VERSION");
+/// CUDA version of that libtorch build (`unknown`/`None` for a CPU-only build).
+pub const LIBTORCH_CUDA: &str = env!("DINO_LIBTORCH_CUDA");
+/// The libtorch `lib/` folder baked into the binary's rpath.
+pub const LIBTORCH_LIB: &str = env!("DINO_LIBTORCH_LIB");
+
+/// Thread counts actually in force after [`apply_threads`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Threads {
+    /// Logical cores seen by the process.
+    pub cores: usize,
+    /// libtorch intra-op threads.
+    pub torch: usize,
+    /// Augmentation (rayon) threads the data loader will use.
+    pub data: usize,
+}
+
+/// Sets libtorch's intra-op pool from `runtime.torch_threads` (0 = all cores) and resolves the
+/// augmentation pool size from `runtime.data_threads` (0 = all cores). Call once at start-up:
+/// both pools default to the core count and would otherwise oversubscribe small machines.
+pub fn apply_threads(rt: &RuntimeConfig) -> Threads {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let torch = if rt.torch_threads == 0 {
+        cores
+    } else {
+        rt.torch_threads
+    };
+    tch::set_num_threads(torch as i32);
+    let data = if rt.data_threads == 0 {
+        cores
+    } else {
+        rt.data_threads
+    };
+    Threads {
+        cores,
+        torch: tch::get_num_threads().max(1) as usize,
+        data,
+    }
+}
+
+/// Whether `libtorch_cuda.so` is mapped into this process: false on a CUDA build of libtorch
+/// means the linker dropped it (see the build script), and CUDA would silently be unavailable.
+pub fn libtorch_cuda_loaded() -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.contains("libtorch_cuda.so"))
+        .unwrap_or(false)
+}
+
+/// What `dino env` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvReport {
+    /// Version of the dino crates.
+    pub dino_version: String,
+    /// libtorch version (e.g. `2.13.0+cu130`).
+    pub libtorch_version: String,
+    /// CUDA version libtorch was built with, if any.
+    pub libtorch_cuda: String,
+    /// libtorch library folder (rpath).
+    pub libtorch_lib: String,
+    /// `libtorch_cuda.so` mapped into the process (CUDA support linked in).
+    pub cuda_linked: bool,
+    /// CUDA runtime usable (a driver and at least one device).
+    pub cuda_available: bool,
+    /// Number of CUDA devices.
+    pub cuda_devices: i64,
+    /// cuDNN usable.
+    pub cudnn_available: bool,
+    /// The device the config's `runtime.device` resolves to.
+    pub device: String,
+    /// Thread counts.
+    pub threads: Threads,
+}
+
+impl EnvReport {
+    /// Gathers the report, applying the thread settings of `rt` first.
+    ///
+    /// # Errors
+    /// When `runtime.device` asks for a CUDA device that does not exist.
+    pub fn collect(rt: &RuntimeConfig) -> anyhow::Result<Self> {
+        let threads = apply_threads(rt);
+        let device = dino_model::select_device(rt.device_request().map_err(anyhow::Error::msg)?)?;
+        Ok(Self {
+            dino_version: env!("CARGO_PKG_VERSION").into(),
+            libtorch_version: LIBTORCH_VERSION.into(),
+            libtorch_cuda: LIBTORCH_CUDA.into(),
+            libtorch_lib: LIBTORCH_LIB.into(),
+            cuda_linked: libtorch_cuda_loaded(),
+            cuda_available: tch::Cuda::is_available(),
+            cuda_devices: tch::Cuda::device_count(),
+            cudnn_available: tch::Cuda::cudnn_is_available(),
+            device: format!("{device:?}"),
+            threads,
+        })
+    }
+}
+
+impl fmt::Display for EnvReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "dino            {}", self.dino_version)?;
+        writeln!(
+            f,
+            "libtorch        {} (CUDA build: {})",
+            self.libtorch_version, self.libtorch_cuda
+        )?;
+        writeln!(f, "libtorch lib    {}", self.libtorch_lib)?;
+        writeln!(f, "CUDA linked     {}", yes(self.cuda_linked))?;
+        writeln!(
+            f,
+            "CUDA available  {} ({} device(s), cuDNN {})",
+            yes(self.cuda_available),
+            self.cuda_devices,
+            yes(self.cudnn_available)
+        )?;
+        writeln!(f, "device          {}", self.device)?;
+        writeln!(
+            f,
+            "threads         {} cores, libtorch {}, augmentation {}",
+            self.threads.cores, self.threads.torch, self.threads.data
+        )
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}

@@ -1,0 +1,444 @@
+//! The DINO training loop (official `train_dino` + `train_one_epoch`, `main_dino.py`), read top to
+//! bottom: build student and teacher, resume if asked, then per iteration: schedules → teacher
+//! forward on the 2 global crops (no grad) → student forward on all crops → loss and center →
+//! backward → per-parameter clipping → AdamW (last layer frozen in the first epochs) → EMA
+//! teacher → metrics; a checkpoint at each epoch end (and every `checkpoint.every_steps`).
+
+use crate::checkpoint::{self, CheckpointMeta, CheckpointTensors};
+use crate::loss::DinoLoss;
+use crate::metrics::{
+    self, CollapseConfig, CollapseMonitor, EpochAccumulator, MetricsWriter, StepRecord,
+};
+use crate::optim::{frozen_last_layer, AdamW};
+use crate::runtime::{apply_threads, Threads};
+use crate::schedule::Schedules;
+use crate::teacher::{ema_update, init_teacher_from_student};
+use anyhow::{bail, Context};
+use dino_config::Config;
+use dino_data::batch::MultiCropBatch;
+use dino_data::dataset::open_configured;
+use dino_data::loader::{batches_per_epoch, Loader, LoaderOptions};
+use dino_data::multicrop::MultiCrop;
+use dino_model::{select_device, with_precision, MultiCropWrapper, VitConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Options of one `dino train` invocation that are not part of the run configuration.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the latest checkpoint in `checkpoint.output_dir`.
+    pub resume: bool,
+    /// Stop after this many iterations of this invocation (tests, smoke runs); the schedules
+    /// still span the configured epochs.
+    pub max_steps: Option<usize>,
+    /// Show an interactive progress bar (plain log lines when false or not a terminal).
+    pub progress: bool,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainSummary {
+    /// Run folder.
+    pub output_dir: PathBuf,
+    /// Epoch and step-in-epoch where the run stopped (the resume position).
+    pub epoch: usize,
+    /// Step within `epoch`.
+    pub step_in_epoch: usize,
+    /// Iterations done by this invocation.
+    pub steps: usize,
+    /// Mean loss over the last epoch (or the steps done).
+    pub last_loss: f64,
+    /// First logged loss of this invocation.
+    pub first_loss: f64,
+    /// Images per second over this invocation (an image = all its crops).
+    pub images_per_s: f64,
+    /// Fraction of the wall time spent waiting for the data loader.
+    pub data_wait_fraction: f64,
+    /// Collapse warnings that fired.
+    pub collapse_warnings: Vec<String>,
+    /// Samples skipped because they failed to decode.
+    pub failed_samples: u64,
+    /// Threads in force.
+    pub threads: Threads,
+    /// Device used.
+    pub device: String,
+}
+
+/// Seeds libtorch's generator for iteration `it`, so stochastic depth draws depend only on
+/// (seed, iteration): a resumed run sees the same masks as an uninterrupted one.
+fn seed_iteration(seed: u64, it: usize) {
+    let mixed = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    tch::manual_seed((mixed >> 1) as i64);
+}
+
+/// u8 crops `[V·B, 3, H, W]` → normalized float on `device` (official `ToTensor + Normalize`).
+fn to_input(
+    bytes: &[u8],
+    shape: [i64; 4],
+    mean: &Tensor,
+    std: &Tensor,
+    device: Device,
+) -> anyhow::Result<Tensor> {
+    let t = Tensor::f_from_slice(bytes)?
+        .f_view(shape)?
+        .f_to_device(device)?;
+    Ok(t.f_to_kind(Kind::Float)?
+        .f_div_scalar(255.0)?
+        .f_sub(mean)?
+        .f_div(std)?)
+}
+
+/// The student and teacher networks with their variable stores.
+pub struct Networks {
+    /// Student variables (`backbone.*`, `head.*`).
+    pub student_vs: nn::VarStore,
+    /// Student network.
+    pub student: MultiCropWrapper,
+    /// Teacher variables, same names.
+    pub teacher_vs: nn::VarStore,
+    /// Teacher network (no stochastic depth, never gets gradients).
+    pub teacher: MultiCropWrapper,
+}
+
+impl Networks {
+    /// Builds the student from `tch::manual_seed(runtime.seed)` and the teacher as its copy
+    /// (official: `teacher.load_state_dict(student.state_dict())`, teacher without drop-path).
+    ///
+    /// # Errors
+    /// Model configuration errors.
+    pub fn new(cfg: &Config, device: Device) -> anyhow::Result<Self> {
+        let vit = VitConfig::from_model(&cfg.model)?;
+        tch::manual_seed(cfg.runtime.seed as i64);
+        let student_vs = nn::VarStore::new(device);
+        let student = MultiCropWrapper::new(&student_vs.root(), &vit, &cfg.head)?;
+        let mut teacher_vs = nn::VarStore::new(device);
+        let teacher = MultiCropWrapper::new(
+            &teacher_vs.root(),
+            &vit.clone().with_drop_path(0.0),
+            &cfg.head,
+        )?;
+        init_teacher_from_student(&mut teacher_vs, &student_vs)?;
+        Ok(Self {
+            student_vs,
+            student,
+            teacher_vs,
+            teacher,
+        })
+    }
+}
+
+/// Trains DINO as configured; see the module doc for the order of operations.
+///
+/// # Errors
+/// A dataset that cannot be opened, a checkpoint that cannot be read or written, too many
+/// undecodable images, or a non-finite loss (the last good checkpoint stays intact).
+pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> {
+    let threads = apply_threads(&cfg.runtime);
+    let device = select_device(cfg.runtime.device_request().map_err(anyhow::Error::msg)?)?;
+    let out_dir = PathBuf::from(&cfg.checkpoint.output_dir);
+
+    // Data first: a missing or empty dataset fails before any model is built.
+    anyhow::ensure!(
+        !cfg.data.path.is_empty(),
+        "no training data: set data.path or pass --data DIR"
+    );
+    let dataset: Arc<dyn dino_data::dataset::Dataset> = Arc::from(
+        open_configured(&cfg.data).with_context(|| format!("opening {}", cfg.data.path))?,
+    );
+    let niter = batches_per_epoch(dataset.len(), cfg.optim.batch_size, cfg.data.drop_last) as usize;
+    anyhow::ensure!(
+        niter > 0,
+        "data.path: {} samples give no full batch of optim.batch_size = {}",
+        dataset.len(),
+        cfg.optim.batch_size
+    );
+    let transform = MultiCrop::new(&cfg.augmentation)?;
+    let n_crops = transform.n_crops();
+
+    let nets = Networks::new(cfg, device)?;
+    let mut optimizer = AdamW::from_var_store(&nets.student_vs, &cfg.optim)?;
+    let mut loss_fn = DinoLoss::new(cfg.head.out_dim, n_crops, &cfg.loss, cfg.optim.epochs)?;
+    let schedules = Schedules::new(cfg, niter, 1)?;
+    let param_names: Vec<String> = optimizer.param_names().map(str::to_string).collect();
+
+    let (mut epoch, mut step) = (0usize, 0usize);
+    if opts.resume {
+        let ck = checkpoint::load_latest(&out_dir)
+            .with_context(|| format!("resuming from {}", out_dir.display()))?;
+        ck.restore_student(&nets.student_vs)?;
+        ck.restore_teacher(&nets.teacher_vs)?;
+        optimizer.load_state(&ck.optim_state())?;
+        loss_fn.set_center(ck.center()?)?;
+        epoch = ck.meta.epoch;
+        step = ck.meta.step_in_epoch;
+        tracing::info!(epoch, step, dir = %out_dir.display(), "resumed");
+    } else if checkpoint::load_latest(&out_dir).is_ok() {
+        bail!(
+            "{} already holds a checkpoint: pass --resume to continue it, or choose another \
+             checkpoint.output_dir / --output",
+            out_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    std::fs::write(out_dir.join("config.toml"), cfg.to_toml_string())?;
+    if epoch >= cfg.optim.epochs {
+        tracing::info!("training already finished ({} epochs)", cfg.optim.epochs);
+    }
+
+    let loader = Loader::spawn(
+        dataset,
+        transform,
+        LoaderOptions {
+            epochs: epoch as u64..cfg.optim.epochs as u64,
+            start_step: step as u64,
+            ..LoaderOptions::from_config(cfg)
+        },
+    )?;
+    let loader_stats = loader.stats();
+
+    let mean = Tensor::f_from_slice(&cfg.augmentation.mean.map(|v| v as f32))?
+        .f_view([1, 3, 1, 1])?
+        .f_to_device(device)?;
+    let std = Tensor::f_from_slice(&cfg.augmentation.std.map(|v| v as f32))?
+        .f_view([1, 3, 1, 1])?
+        .f_to_device(device)?;
+    let mut metrics_out = MetricsWriter::append(&out_dir.join("metrics.jsonl"))?;
+    let mut collapse = CollapseMonitor::new(cfg.head.out_dim, CollapseConfig::default());
+    let mut warnings = Vec::new();
+    let bar = progress_bar(
+        opts.progress,
+        (cfg.optim.epochs * niter).saturating_sub(epoch * niter + step),
+    );
+
+    let run_start = Instant::now();
+    let (mut steps_done, mut images, mut wait_total) = (0usize, 0usize, Duration::ZERO);
+    let mut first_loss = f64::NAN;
+    let mut acc = EpochAccumulator::default();
+    let mut epoch_start = Instant::now();
+    let mut last_epoch_loss = f64::NAN;
+
+    loop {
+        if opts.max_steps.is_some_and(|m| steps_done >= m) {
+            break;
+        }
+        let t_wait = Instant::now();
+        let Some(msg) = loader.recv() else { break };
+        let wait = t_wait.elapsed();
+        let batch: MultiCropBatch = msg.context("data loader")?;
+        let t_step = Instant::now();
+        (epoch, step) = (batch.epoch as usize, batch.step as usize);
+        let it = epoch * niter + step;
+        let sv = schedules.at(it).context("iteration past the schedules")?;
+        let b = batch.batch_size as i64;
+
+        let (g, l) = (batch.global_size as i64, batch.local_size as i64);
+        let globals = to_input(&batch.globals, [2 * b, 3, g, g], &mean, &std, device)?;
+        let mut crops = vec![globals.shallow_clone()];
+        if batch.n_local > 0 {
+            crops.push(to_input(
+                &batch.locals,
+                [batch.n_local as i64 * b, 3, l, l],
+                &mean,
+                &std,
+                device,
+            )?);
+        }
+
+        seed_iteration(cfg.runtime.seed, it);
+        let precision = cfg.runtime.precision;
+        let teacher_out = tch::no_grad(|| {
+            with_precision(precision, || nets.teacher.forward_t(&[globals], true))
+        })?;
+        let student_out = with_precision(precision, || nets.student.forward_t(&crops, true))?;
+        let out = loss_fn.step(&student_out, &teacher_out, epoch)?;
+        if let Err(e) = metrics::check_finite(out.stats.loss, epoch, step) {
+            bail!(
+                "{e}; stopping. The last good checkpoint in {} is intact.",
+                out_dir.display()
+            );
+        }
+
+        optimizer.zero_grad();
+        out.loss.f_backward()?;
+        if cfg.optim.clip_grad > 0.0 {
+            optimizer.clip_gradients(cfg.optim.clip_grad)?;
+        }
+        let frozen = frozen_last_layer(
+            param_names.iter().map(String::as_str),
+            epoch,
+            cfg.schedule.freeze_last_layer,
+        );
+        optimizer.step(sv.lr, sv.wd, &frozen)?;
+        ema_update(&nets.teacher_vs, &nets.student_vs, sv.momentum)?;
+
+        // Bookkeeping: everything below reads host scalars only.
+        let step_time = t_step.elapsed() + wait;
+        steps_done += 1;
+        images += batch.batch_size;
+        wait_total += wait;
+        if first_loss.is_nan() {
+            first_loss = out.stats.loss;
+        }
+        let record = StepRecord {
+            epoch,
+            step,
+            global_step: it,
+            lr: sv.lr,
+            wd: sv.wd,
+            momentum: sv.momentum,
+            images_per_s: batch.batch_size as f64 / step_time.as_secs_f64(),
+            data_wait_fraction: wait.as_secs_f64() / step_time.as_secs_f64(),
+            ..StepRecord::default()
+        }
+        .with_loss_stats(&out.stats);
+        acc.push(&record);
+        if step % cfg.runtime.log_every == 0 || step + 1 == niter {
+            metrics_out.write_step(&record)?;
+            if bar.is_hidden() {
+                tracing::info!(
+                    "epoch {epoch} step {step}/{niter} loss {:.4} lr {:.2e} {:.1} img/s wait {:.0}%",
+                    record.loss,
+                    record.lr,
+                    images as f64 / run_start.elapsed().as_secs_f64(),
+                    100.0 * wait_total.as_secs_f64() / run_start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        if let Some(w) = collapse.observe(it, &out.stats) {
+            let msg = w.to_string();
+            tracing::warn!("{msg}");
+            warnings.push(msg);
+        }
+        bar.set_message(format!(
+            "epoch {epoch} loss {:.4} lr {:.2e} {:.1} img/s",
+            record.loss,
+            record.lr,
+            images as f64 / run_start.elapsed().as_secs_f64()
+        ));
+        bar.inc(1);
+
+        let epoch_done = step + 1 == niter;
+        let (next_epoch, next_step) = if epoch_done {
+            (epoch + 1, 0)
+        } else {
+            (epoch, step + 1)
+        };
+        let every = cfg.checkpoint.every_steps;
+        if epoch_done || (every > 0 && (step + 1) % every == 0) {
+            let numbered = if epoch_done {
+                checkpoint::numbered_name(epoch, cfg.checkpoint.saveckp_freq)
+            } else {
+                None
+            };
+            save(
+                &out_dir,
+                &nets,
+                &optimizer,
+                &loss_fn,
+                cfg,
+                next_epoch,
+                next_step,
+                niter,
+                numbered.as_deref(),
+            )?;
+        }
+        if epoch_done {
+            let rec = acc.finish(epoch, epoch_start.elapsed().as_secs_f64());
+            last_epoch_loss = rec.loss;
+            metrics_out.write_epoch(&rec)?;
+            let records = metrics::read_jsonl(metrics_out.path())?;
+            let history = metrics::History::from_records(&records);
+            let ln_k = Some((cfg.head.out_dim as f64).ln());
+            if let Err(e) =
+                metrics::plot_curves(&out_dir.join("curves.png"), &history, ln_k, 900, 600)
+            {
+                tracing::warn!("could not draw curves.png: {e}");
+            }
+            tracing::info!(
+                "epoch {epoch} done: loss {:.4}, teacher entropy {:.3}, KL {:.3}, {:.1} img/s",
+                rec.loss,
+                rec.teacher_entropy,
+                rec.kl,
+                rec.images_per_s
+            );
+            acc = EpochAccumulator::default();
+            epoch_start = Instant::now();
+        }
+        (epoch, step) = (next_epoch, next_step);
+    }
+    bar.finish_and_clear();
+    // A stop inside an epoch (max_steps) keeps its position, so --resume continues from there.
+    if step != 0 && steps_done > 0 {
+        save(
+            &out_dir, &nets, &optimizer, &loss_fn, cfg, epoch, step, niter, None,
+        )?;
+    }
+    let wall = run_start.elapsed().as_secs_f64();
+    let last_loss = if acc.is_empty() {
+        last_epoch_loss
+    } else {
+        acc.finish(epoch, 0.0).loss
+    };
+    Ok(TrainSummary {
+        output_dir: out_dir,
+        epoch,
+        step_in_epoch: step,
+        steps: steps_done,
+        last_loss,
+        first_loss,
+        images_per_s: images as f64 / wall.max(1e-9),
+        data_wait_fraction: wait_total.as_secs_f64() / wall.max(1e-9),
+        collapse_warnings: warnings,
+        failed_samples: loader_stats.snapshot().failed_samples,
+        threads,
+        device: format!("{device:?}"),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save(
+    dir: &Path,
+    nets: &Networks,
+    optimizer: &AdamW,
+    loss_fn: &DinoLoss,
+    cfg: &Config,
+    epoch: usize,
+    step_in_epoch: usize,
+    niter: usize,
+    numbered: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut meta = CheckpointMeta::new(cfg, epoch, step_in_epoch, epoch * niter + step_in_epoch);
+    meta.data_position = (step_in_epoch * cfg.optim.batch_size) as u64;
+    meta.seed = cfg.runtime.seed;
+    meta.versions
+        .insert("dino".into(), env!("CARGO_PKG_VERSION").into());
+    meta.versions
+        .insert("libtorch".into(), crate::runtime::LIBTORCH_VERSION.into());
+    let parts = CheckpointTensors {
+        student: &nets.student_vs,
+        teacher: &nets.teacher_vs,
+        optim: optimizer.state_tensors()?,
+        center: loss_fn.center(),
+    };
+    checkpoint::save_checkpoint(dir, &parts, &meta, numbered)?;
+    Ok(())
+}
+
+fn progress_bar(enabled: bool, total: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Convert an official DINO PyTorch checkpoint to safetensors under `MultiCropWrapper` names.
+
+Usage: import_checkpoint.py --from model.pth --out model.safetensors [--key teacher]
+
+Accepted inputs (facebookresearch/dino):
+  * backbone-only weights, e.g. the released `dino_deitsmall16_pretrain.pth`
+    (keys `cls_token`, `blocks.0.attn.qkv.weight`, ...);
+  * full training checkpoints `checkpoint.pth` with `student` / `teacher` entries, whose keys carry
+    `module.` (DistributedDataParallel) and `backbone.` / `head.` (MultiCropWrapper) prefixes;
+  * any bare state dict in either naming.
+
+Output keys are those of the Rust `MultiCropWrapper`: `backbone.<official ViT key>` and, when the
+source has a head, `head.<official DINOHead key>`. Floating tensors are written as float32.
+Without --key, a checkpoint with a `teacher` entry yields the teacher (the official evaluation
+default `--checkpoint_key teacher`). The file is read with `torch.load(weights_only=True)`
+(only `argparse.Namespace` is allowed in addition, for the official `args` entry), so a
+checkpoint cannot run code while being read.
+
+Prints one JSON line describing what was converted; exits 2 with a message on bad input.
+Writes safetensors itself (8-byte header length, JSON header, raw little-endian data) so the
+`safetensors` Python package is not needed.
+"""
+import argparse
+import json
+import struct
+import sys
+
+import torch
+
+DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8",
+          torch.bool: "BOOL"}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    header, chunks, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in DTYPES:
+            raise ValueError(f"{name}: unsupported dtype {t.dtype}")
+        data = t.numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for c in chunks:
+            f.write(c)
+
+
+def fail(msg):
+    print(f"import_checkpoint: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def is_state_dict(obj):
+    return isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values())
+
+
+def select(ckpt, key):
+    if not isinstance(ckpt, dict):
+        fail(f"expected a dict, found {type(ckpt).__name__}")
+    if key is not None:
+        if key not in ckpt:
+            fail(f"no entry {key!r}; top-level keys: {sorted(map(str, ckpt))}")
+        return ckpt[key], key
+    if is_state_dict(ckpt):
+        return ckpt, None
+    for k in ("teacher", "state_dict", "model"):
+        if k in ckpt and isinstance(ckpt[k], dict):
+            return ckpt[k], k
+    fail(f"cannot find a state dict; top-level keys: {sorted(map(str, ckpt))} (use --key)")
+
+
+def convert(sd):
+    tensors, skipped, stripped = {}, [], set()
+    for k, v in sd.items():
+        if not torch.is_tensor(v):
+            skipped.append(k)
+            continue
+        if k.startswith("module."):
+            k = k[len("module."):]
+            stripped.add("module.")
+        if v.is_floating_point():
+            v = v.float()
+        tensors[k] = v
+    if not tensors:
+        fail("the selected entry holds no tensors")
+    if any(k.startswith(("backbone.", "head.")) for k in tensors):
+        layout = "multicrop"
+        other = sorted(k for k in tensors if not k.startswith(("backbone.", "head.")))
+        if other:
+            fail(f"mixed naming: {other[:5]} beside backbone./head. keys")
+    else:
+        layout = "backbone"
+        tensors = {f"backbone.{k}": v for k, v in tensors.items()}
+    return tensors, layout, sorted(stripped), sorted(skipped)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--from", dest="src", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--key", default=None)
+    a = ap.parse_args(argv)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(a.src, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        fail(f"{a.src}: no such file")
+    except Exception as e:  # noqa: BLE001 - report any unpickling failure as bad input
+        fail(f"{a.src}: cannot be read as a PyTorch checkpoint with weights_only=True: {e}")
+    sd, used = select(ckpt, a.key)
+    if not isinstance(sd, dict):
+        fail(f"entry {used!r} is a {type(sd).__name__}, not a state dict")
+    tensors, layout, stripped, skipped = convert(sd)
+    write_safetensors(a.out, tensors, {"format": "pt", "dino_source_key": used or "",
+                                       "dino_layout": layout})
+    print(json.dumps({
+        "key": used, "layout": layout, "tensors": len(tensors),
+        "backbone": sum(k.startswith("backbone.") for k in tensors),
+        "head": sum(k.startswith("head.") for k in tensors),
+        "stripped": stripped, "skipped": skipped,
+    }))
+
+
+if __name__ == "__main__":
+    main()
