@@ -1,1 +1,260 @@
-//! (in progress)
+//! Feature files: frozen features with their labels and image paths, for k-NN, linear probes and
+//! outside tools (NumPy, `safetensors` in Python). The official code keeps features in memory
+//! (or `torch.save`s them with `--dump_features`); a standard format lets a run be evaluated
+//! again without recomputing the backbone.
+//!
+//! The format follows the extension of the path:
+//! - `<stem>.npy`: features `[N, D]` f32, plus `<stem>.labels.npy` (`[N]` i64),
+//!   `<stem>.patch_tokens.npy` (`[N, P, D]` f32, when present) and `<stem>.paths.json`;
+//! - `<stem>.safetensors`: tensors `features`, `labels` and optionally `patch_tokens`, plus
+//!   `<stem>.paths.json`.
+//!
+//! `<stem>.paths.json` is a JSON array of the image paths, one per row (may be empty when
+//! unknown).
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Bad feature data or a failure reading or writing a features file.
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    /// The path ends neither in `.npy` nor in `.safetensors`.
+    #[error("{0}: features files end in .npy or .safetensors")]
+    Extension(PathBuf),
+    /// Tensors or paths disagree in shape, kind or count.
+    #[error("features: {0}")]
+    Shape(String),
+    /// A tensor is missing from a safetensors file.
+    #[error("{path}: no tensor named {name:?}")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        name: &'static str,
+    },
+    /// The paths sidecar could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The paths sidecar is not a JSON array of strings.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// libtorch failed to read or write a tensor file.
+    #[error(transparent)]
+    Torch(#[from] TchError),
+}
+
+/// Features of a data set, one row per image.
+#[derive(Debug)]
+pub struct FeatureSet {
+    /// `[N, D]` f32 (e.g. the CLS token after the final norm).
+    pub features: Tensor,
+    /// `[N]` i64 class indices (-1 where unknown is a convention of the caller).
+    pub labels: Tensor,
+    /// Optional `[N, P, D']` f32 patch tokens.
+    pub patch_tokens: Option<Tensor>,
+    /// Image paths, one per row, or empty when unknown.
+    pub paths: Vec<String>,
+}
+
+impl FeatureSet {
+    /// Checks the shapes and converts to the stored kinds (f32, i64) on the CPU.
+    ///
+    /// # Errors
+    /// [`FeaturesError::Shape`] when the shapes or the number of paths disagree.
+    pub fn new(
+        features: Tensor,
+        labels: Tensor,
+        patch_tokens: Option<Tensor>,
+        paths: Vec<String>,
+    ) -> Result<Self, FeaturesError> {
+        let shape = |m: String| Err(FeaturesError::Shape(m));
+        let n = match features.size()[..] {
+            [n, _] if features.is_floating_point() => n,
+            _ => {
+                return shape(format!(
+                    "features must be a float [N, D] tensor, got {:?} {:?}",
+                    features.kind(),
+                    features.size()
+                ))
+            }
+        };
+        if labels.size() != [n] || labels.is_floating_point() {
+            return shape(format!(
+                "labels must be an integer [{n}] tensor, got {:?} {:?}",
+                labels.kind(),
+                labels.size()
+            ));
+        }
+        if let Some(p) = &patch_tokens {
+            if p.dim() != 3 || p.size()[0] != n || !p.is_floating_point() {
+                return shape(format!(
+                    "patch tokens must be a float [{n}, P, D] tensor, got {:?} {:?}",
+                    p.kind(),
+                    p.size()
+                ));
+            }
+        }
+        if !paths.is_empty() && paths.len() as i64 != n {
+            return shape(format!("{} paths for {n} feature rows", paths.len()));
+        }
+        let cpu = |t: Tensor, kind: Kind| -> Result<Tensor, TchError> {
+            t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()
+        };
+        Ok(Self {
+            features: cpu(features, Kind::Float)?,
+            labels: cpu(labels, Kind::Int64)?,
+            patch_tokens: patch_tokens.map(|p| cpu(p, Kind::Float)).transpose()?,
+            paths,
+        })
+    }
+
+    /// Number of rows N.
+    pub fn len(&self) -> usize {
+        self.features.size()[0] as usize
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes `set` to `path` (format by extension, see the module doc) and returns every file
+/// written.
+///
+/// # Errors
+/// [`FeaturesError`] for an unknown extension, inconsistent shapes, or an I/O failure.
+pub fn write_features(path: &Path, set: &FeatureSet) -> Result<Vec<PathBuf>, FeaturesError> {
+    let format = Format::of(path)?;
+    let set = FeatureSet::new(
+        set.features.shallow_clone(),
+        set.labels.shallow_clone(),
+        set.patch_tokens.as_ref().map(Tensor::shallow_clone),
+        set.paths.clone(),
+    )?;
+    let mut written = vec![path.to_path_buf()];
+    match format {
+        Format::Npy => {
+            set.features.write_npy(path)?;
+            let labels = sidecar(path, "labels.npy");
+            set.labels.write_npy(&labels)?;
+            written.push(labels);
+            if let Some(p) = &set.patch_tokens {
+                let tokens = sidecar(path, "patch_tokens.npy");
+                p.write_npy(&tokens)?;
+                written.push(tokens);
+            }
+        }
+        Format::Safetensors => {
+            let mut named = vec![("features", &set.features), ("labels", &set.labels)];
+            if let Some(p) = &set.patch_tokens {
+                named.push(("patch_tokens", p));
+            }
+            Tensor::write_safetensors(&named, path)?;
+        }
+    }
+    let paths_file = sidecar(path, "paths.json");
+    let json = serde_json::to_string_pretty(&set.paths).map_err(|source| FeaturesError::Json {
+        path: paths_file.clone(),
+        source,
+    })?;
+    std::fs::write(&paths_file, json).map_err(|source| FeaturesError::Io {
+        path: paths_file.clone(),
+        source,
+    })?;
+    written.push(paths_file);
+    Ok(written)
+}
+
+/// Reads a features file written by [`write_features`] (or by NumPy / `safetensors` with the
+/// same names). A missing `<stem>.paths.json` gives empty paths; a missing patch-token file gives
+/// `None`.
+///
+/// # Errors
+/// [`FeaturesError`] for an unknown extension, a missing file or tensor, or inconsistent shapes.
+pub fn read_features(path: &Path) -> Result<FeatureSet, FeaturesError> {
+    let (features, labels, patch_tokens) = match Format::of(path)? {
+        Format::Npy => {
+            let tokens = sidecar(path, "patch_tokens.npy");
+            (
+                Tensor::read_npy(path)?,
+                Tensor::read_npy(sidecar(path, "labels.npy"))?,
+                tokens
+                    .exists()
+                    .then(|| Tensor::read_npy(&tokens))
+                    .transpose()?,
+            )
+        }
+        Format::Safetensors => {
+            let mut named = Tensor::read_safetensors(path)?;
+            let mut take = |name: &'static str| {
+                named
+                    .iter()
+                    .position(|(n, _)| n == name)
+                    .map(|i| named.swap_remove(i).1)
+            };
+            let features = take("features");
+            let labels = take("labels");
+            let tokens = take("patch_tokens");
+            let missing = |name| FeaturesError::Missing {
+                path: path.to_path_buf(),
+                name,
+            };
+            (
+                features.ok_or_else(|| missing("features"))?,
+                labels.ok_or_else(|| missing("labels"))?,
+                tokens,
+            )
+        }
+    };
+    let paths_file = sidecar(path, "paths.json");
+    let paths = if paths_file.exists() {
+        let text = std::fs::read_to_string(&paths_file).map_err(|source| FeaturesError::Io {
+            path: paths_file.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| FeaturesError::Json {
+            path: paths_file.clone(),
+            source,
+        })?
+    } else {
+        Vec::new()
+    };
+    FeatureSet::new(features, labels, patch_tokens, paths)
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Npy,
+    Safetensors,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Self, FeaturesError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => Ok(Self::Npy),
+            Some("safetensors") => Ok(Self::Safetensors),
+            _ => Err(FeaturesError::Extension(path.to_path_buf())),
+        }
+    }
+}
+
+/// `<dir>/<stem>.<suffix>` for `<dir>/<stem>.<ext>`.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}.{suffix}"))
+}
