@@ -1,0 +1,125 @@
+//! The pre-norm transformer block with stochastic depth (official `Block`, `Mlp`, `DropPath`).
+
+use crate::attention::Attention;
+use crate::layers::{LayerNorm, Linear};
+use tch::{nn, TchError, Tensor};
+
+/// `Linear(D, hidden) → GELU (exact erf) → Linear(hidden, D)`; names `fc1`, `fc2`.
+#[derive(Debug)]
+pub(crate) struct Mlp {
+    pub(crate) fc1: Linear,
+    pub(crate) fc2: Linear,
+}
+
+impl Mlp {
+    pub(crate) fn new(p: &nn::Path, dim: i64, hidden: i64) -> Result<Self, TchError> {
+        Ok(Self {
+            fc1: Linear::new(&(p / "fc1"), dim, hidden, true)?,
+            fc2: Linear::new(&(p / "fc2"), hidden, dim, true)?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        self.fc2.forward(&self.fc1.forward(x)?.f_gelu("none")?)
+    }
+}
+
+/// Stochastic depth (Huang et al. 2016) per sample: in training, each sample's residual branch
+/// is zeroed with probability `rate` and the survivors are scaled by 1/(1 − rate), so the
+/// expectation is unchanged (official `drop_path`). Identity when not training or `rate == 0`.
+/// `x` is `[B, ...]`; the Bernoulli draw uses libtorch's generator on `x`'s device.
+pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Result<Tensor, TchError> {
+    if !train || rate == 0.0 {
+        return Ok(x.shallow_clone());
+    }
+    let keep = 1.0 - rate;
+    let mut shape = vec![1i64; x.dim()];
+    shape[0] = x.size()[0];
+    // floor(keep + U[0,1)) is 1 with probability keep, exactly as the official code draws it.
+    let mask = (Tensor::f_rand(&shape, (x.kind(), x.device()))? + keep).f_floor()?;
+    x.f_div_scalar(keep)?.f_mul(&mask)
+}
+
+/// `x + DropPath(Attn(LN₁(x)))`, then `x + DropPath(MLP(LN₂(x)))`.
+#[derive(Debug)]
+pub(crate) struct Block {
+    norm1: LayerNorm,
+    pub(crate) attn: Attention,
+    norm2: LayerNorm,
+    pub(crate) mlp: Mlp,
+    drop_path: f64,
+}
+
+impl Block {
+    /// Variables are created in PyTorch's registration order (norm1, attn, norm2, mlp) so the
+    /// default-init draws line up with the official module.
+    pub(crate) fn new(
+        p: &nn::Path,
+        dim: i64,
+        num_heads: i64,
+        mlp_hidden: i64,
+        qkv_bias: bool,
+        eps: f64,
+        drop_path: f64,
+    ) -> Result<Self, TchError> {
+        Ok(Self {
+            norm1: LayerNorm::new(&(p / "norm1"), dim, eps)?,
+            attn: Attention::new(&(p / "attn"), dim, num_heads, qkv_bias)?,
+            norm2: LayerNorm::new(&(p / "norm2"), dim, eps)?,
+            mlp: Mlp::new(&(p / "mlp"), dim, mlp_hidden)?,
+            drop_path,
+        })
+    }
+
+    /// `[B, N, D]` → `[B, N, D]` (fused attention kernel).
+    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let y = self.attn.forward(&self.norm1.forward(x)?)?;
+        let x = x.f_add(&drop_path(&y, self.drop_path, train)?)?;
+        self.mlp_residual(&x, train)
+    }
+
+    /// Inference forward through the explicit attention path; also returns the attention
+    /// probabilities `[B, heads, N, N]`.
+    pub(crate) fn forward_with_attn(&self, x: &Tensor) -> Result<(Tensor, Tensor), TchError> {
+        let (y, attn) = self.attn.forward_with_attn(&self.norm1.forward(x)?)?;
+        let x = x.f_add(&y)?;
+        Ok((self.mlp_residual(&x, false)?, attn))
+    }
+
+    fn mlp_residual(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let y = self.mlp.forward(&self.norm2.forward(x)?)?;
+        x.f_add(&drop_path(&y, self.drop_path, train)?)
+    }
+
+    /// Drop-path rate of this block.
+    pub(crate) fn drop_path_rate(&self) -> f64 {
+        self.drop_path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn drop_path_zeroes_or_rescales_whole_samples() {
+        tch::manual_seed(0);
+        let x = Tensor::ones([4000, 3, 5], (Kind::Float, Device::Cpu));
+        let y = drop_path(&x, 0.25, true).unwrap();
+        let per_sample = y.view([4000, 15]);
+        let mins = per_sample.min_dim(1, false).0;
+        let maxs = per_sample.max_dim(1, false).0;
+        assert!(mins.equal(&maxs), "a sample is dropped or kept as a whole");
+        let kept = maxs.gt(0.0).to_kind(Kind::Float);
+        let frac = kept.mean(Kind::Float).double_value(&[]);
+        assert!((frac - 0.75).abs() < 0.03, "keep fraction {frac}");
+        let scale = maxs.max().double_value(&[]);
+        assert!(
+            (scale - 1.0 / 0.75).abs() < 1e-6,
+            "survivors scaled by 1/keep: {scale}"
+        );
+        assert!(drop_path(&x, 0.25, false).unwrap().equal(&x));
+        assert!(drop_path(&x, 0.0, true).unwrap().equal(&x));
+    }
+}

@@ -1,0 +1,110 @@
+//! Error types of the model crate.
+
+use tch::TchError;
+
+/// Errors from building or running the networks.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A size in the configuration cannot describe a network.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    /// The input is not a float tensor `[B, 3, H, W]`.
+    #[error("expected a float image batch [B, 3, H, W], got {kind:?} tensor of shape {shape:?}")]
+    BadInput {
+        /// Shape of the tensor that was passed.
+        shape: Vec<i64>,
+        /// Element kind of the tensor that was passed.
+        kind: tch::Kind,
+    },
+    /// Height or width is not a whole number of patches.
+    #[error("image size {height}x{width} is not a multiple of the patch size {patch}")]
+    NotPatchMultiple {
+        /// Image height in pixels.
+        height: i64,
+        /// Image width in pixels.
+        width: i64,
+        /// Patch side in pixels.
+        patch: i64,
+    },
+    /// The official scale-factor interpolation produced a grid other than the image's.
+    #[error(
+        "scale-factor interpolation of the position embedding gave a {got_h}x{got_w} grid for a \
+         {want_h}x{want_w} patch grid (use the exact-size mode)"
+    )]
+    PosEmbedRounding {
+        /// Rows wanted.
+        want_h: i64,
+        /// Columns wanted.
+        want_w: i64,
+        /// Rows produced.
+        got_h: i64,
+        /// Columns produced.
+        got_w: i64,
+    },
+    /// `intermediate_layers` asked for more blocks than the network has.
+    #[error("asked for the last {n} blocks of a {depth}-block network")]
+    BadLayerCount {
+        /// Blocks requested.
+        n: usize,
+        /// Blocks in the network.
+        depth: usize,
+    },
+    /// `MultiCropWrapper::forward_t` got no crops, or crops with different batch layouts.
+    #[error("bad crop list: {0}")]
+    BadCrops(String),
+    /// A device string or index that this machine cannot provide.
+    #[error("device: {0}")]
+    Device(String),
+    /// An error raised by libtorch.
+    #[error(transparent)]
+    Torch(#[from] TchError),
+}
+
+/// Errors from reading, writing or importing weights.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file names and the network's variables differ (strict loading).
+    #[error(
+        "weights in {path} do not match the network: {} missing {:?}, {} unexpected {:?}",
+        missing.len(), missing, unexpected.len(), unexpected
+    )]
+    KeyMismatch {
+        /// The file.
+        path: String,
+        /// Network variables absent from the file.
+        missing: Vec<String>,
+        /// File tensors the network has no variable for.
+        unexpected: Vec<String>,
+    },
+    /// A tensor exists under the right name with the wrong shape.
+    #[error("weight {name} in {path} has shape {found:?}, the network expects {expected:?}")]
+    Shape {
+        /// The file.
+        path: String,
+        /// The variable name.
+        name: String,
+        /// The network's shape.
+        expected: Vec<i64>,
+        /// The file's shape.
+        found: Vec<i64>,
+    },
+    /// Running the Python import script failed.
+    #[error("import of {from} failed: {reason}")]
+    Import {
+        /// The checkpoint being imported.
+        from: String,
+        /// What went wrong (the script's message, or why it could not start).
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An error raised by libtorch (including safetensors parsing).
+    #[error(transparent)]
+    Torch(#[from] TchError),
+}

@@ -1,0 +1,82 @@
+//! Backbone + head over a list of crops of several resolutions (official
+//! `utils.MultiCropWrapper`, paper §3.1 "multi-crop").
+
+use crate::error::ModelError;
+use crate::head::DinoHead;
+use crate::vit::{VisionTransformer, VitConfig};
+use dino_config::HeadConfig;
+use tch::{nn, Tensor};
+
+/// A student or teacher network: [`VisionTransformer`] at `backbone.*` and [`DinoHead`] at
+/// `head.*`, so a [`nn::VarStore`] holding it has exactly the official `MultiCropWrapper`
+/// state-dict keys (`backbone.blocks.0.attn.qkv.weight`, `head.mlp.0.weight`,
+/// `head.last_layer.weight_v`, …).
+#[derive(Debug)]
+pub struct MultiCropWrapper {
+    /// The ViT.
+    pub backbone: VisionTransformer,
+    /// The DINO head.
+    pub head: DinoHead,
+}
+
+impl MultiCropWrapper {
+    /// Builds backbone then head under `p / "backbone"` and `p / "head"` (the official order,
+    /// so the same seed gives PyTorch's weights).
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::new`] and [`DinoHead::new`].
+    pub fn new(p: &nn::Path, vit: &VitConfig, head: &HeadConfig) -> Result<Self, ModelError> {
+        let backbone = VisionTransformer::new(&(p / "backbone"), vit)?;
+        let head = DinoHead::new(&(p / "head"), backbone.embed_dim(), head)?;
+        Ok(Self { backbone, head })
+    }
+
+    /// CLS features `[ΣB, D]` of all crops, in input order. Consecutive crops of the same
+    /// height and width are concatenated and go through the backbone in one pass (the official
+    /// wrapper groups by width only; grouping by both sizes also handles non-square crops).
+    /// Each crop tensor is `[B_i, 3, H_i, W_i]`; `B_i` may differ between tensors (e.g. the data
+    /// loader's `[2B, 3, 224, 224]` globals and `[8B, 3, 96, 96]` locals).
+    ///
+    /// # Errors
+    /// [`ModelError::BadCrops`] on an empty list; backbone errors.
+    pub fn backbone_features(&self, crops: &[Tensor], train: bool) -> Result<Tensor, ModelError> {
+        if crops.is_empty() {
+            return Err(ModelError::BadCrops("no crops".into()));
+        }
+        let mut feats = Vec::new();
+        let mut start = 0;
+        while start < crops.len() {
+            let hw = |t: &Tensor| {
+                let s = t.size();
+                (s.len() == 4).then(|| (s[2], s[3]))
+            };
+            let key = hw(&crops[start]);
+            let mut end = start + 1;
+            while end < crops.len() && key.is_some() && hw(&crops[end]) == key {
+                end += 1;
+            }
+            let group = if end - start == 1 {
+                crops[start].shallow_clone()
+            } else {
+                Tensor::f_cat(&crops[start..end], 0)?
+            };
+            feats.push(self.backbone.forward_t(&group, train)?);
+            start = end;
+        }
+        Ok(if feats.len() == 1 {
+            feats.pop().expect("one group")
+        } else {
+            Tensor::f_cat(&feats, 0)?
+        })
+    }
+
+    /// Head logits `[ΣB, K]` of all crops, in input order: the backbone once per group of
+    /// same-resolution crops, then the head once on all features.
+    ///
+    /// # Errors
+    /// As [`MultiCropWrapper::backbone_features`].
+    pub fn forward_t(&self, crops: &[Tensor], train: bool) -> Result<Tensor, ModelError> {
+        let f = self.backbone_features(crops, train)?;
+        self.head.forward_t(&f, train)
+    }
+}

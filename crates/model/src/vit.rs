@@ -1,0 +1,385 @@
+//! The Vision Transformer backbone of DINO (Dosovitskiy et al. 2021; official
+//! `vision_transformer.py`, `VisionTransformer` with `num_classes = 0`).
+//!
+//! Patch embedding (Conv2d, kernel = stride = patch) → prepend CLS → add the learned absolute
+//! position embedding (bicubically resized for other grids, see [`crate::pos_embed`]) → `depth`
+//! pre-norm blocks → final LayerNorm. Variable names equal the official state-dict keys
+//! (`patch_embed.proj.weight`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv.weight`, …,
+//! `norm.bias`).
+
+use crate::block::Block;
+use crate::error::ModelError;
+use crate::init::{default_bias, default_weight, trunc_normal_, TRUNC_NORMAL_STD};
+use crate::layers::LayerNorm;
+use crate::pos_embed::{interpolate_pos_embed, PosInterp};
+use dino_config::ModelConfig;
+use tch::{nn, Tensor};
+
+/// Sizes of a [`VisionTransformer`]. Build it from the run configuration with
+/// [`VitConfig::from_model`], or from a preset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitConfig {
+    /// Patch side in pixels (official `--patch_size`, default 16; 4, 8, 14, 16 are all fine).
+    pub patch_size: i64,
+    /// Token width D.
+    pub embed_dim: i64,
+    /// Number of blocks.
+    pub depth: i64,
+    /// Attention heads; must divide `embed_dim`.
+    pub num_heads: i64,
+    /// MLP hidden width = ⌊embed_dim · mlp_ratio⌋ (official 4).
+    pub mlp_ratio: f64,
+    /// Bias in the fused qkv projection (official True).
+    pub qkv_bias: bool,
+    /// Stochastic-depth rate of the last block; block i gets `rate · i / (depth − 1)`.
+    pub drop_path_rate: f64,
+    /// Side of the square image the position table is sized for, (img_size / patch)² entries
+    /// (official 224; ⌊img_size / patch⌋ as in the official `PatchEmbed`).
+    pub img_size: i64,
+    /// LayerNorm epsilon (official named configs: 1e-6).
+    pub layer_norm_eps: f64,
+    /// How the position table is resized to other grids (default exact size).
+    pub pos_interp: PosInterp,
+}
+
+impl VitConfig {
+    /// The backbone described by the `[model]` section (arch presets resolved by
+    /// [`ModelConfig::dims`]). The teacher is built with [`VitConfig::with_drop_path`]`(0.0)`:
+    /// the official code gives stochastic depth to the student only.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] on zero sizes, heads not dividing the width, a rate outside [0, 1)
+    /// or an image smaller than a patch.
+    pub fn from_model(m: &ModelConfig) -> Result<Self, ModelError> {
+        let (embed_dim, depth, num_heads) = m.dims();
+        let cfg = Self {
+            patch_size: m.patch_size as i64,
+            embed_dim: embed_dim as i64,
+            depth: depth as i64,
+            num_heads: num_heads as i64,
+            mlp_ratio: m.mlp_ratio,
+            qkv_bias: m.qkv_bias,
+            drop_path_rate: m.drop_path_rate,
+            img_size: m.img_size as i64,
+            layer_norm_eps: m.layer_norm_eps,
+            pos_interp: PosInterp::ExactSize,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// `vit_tiny` (192 wide, 12 blocks, 3 heads) at the official defaults otherwise.
+    pub fn vit_tiny(patch_size: i64) -> Self {
+        Self::preset(patch_size, 192, 12, 3)
+    }
+
+    /// `vit_small` (384, 12, 6), the official default arch.
+    pub fn vit_small(patch_size: i64) -> Self {
+        Self::preset(patch_size, 384, 12, 6)
+    }
+
+    /// `vit_base` (768, 12, 12).
+    pub fn vit_base(patch_size: i64) -> Self {
+        Self::preset(patch_size, 768, 12, 12)
+    }
+
+    fn preset(patch_size: i64, embed_dim: i64, depth: i64, num_heads: i64) -> Self {
+        let d = ModelConfig::default();
+        Self {
+            patch_size,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio: d.mlp_ratio,
+            qkv_bias: d.qkv_bias,
+            drop_path_rate: d.drop_path_rate,
+            img_size: d.img_size as i64,
+            layer_norm_eps: d.layer_norm_eps,
+            pos_interp: PosInterp::ExactSize,
+        }
+    }
+
+    /// The same network with another stochastic-depth rate (0 for the teacher).
+    pub fn with_drop_path(mut self, rate: f64) -> Self {
+        self.drop_path_rate = rate;
+        self
+    }
+
+    /// Side of the stored position grid, ⌊img_size / patch⌋.
+    pub fn grid_size(&self) -> i64 {
+        self.img_size / self.patch_size
+    }
+
+    /// MLP hidden width, `int(embed_dim * mlp_ratio)` as in the official code.
+    pub fn mlp_hidden(&self) -> i64 {
+        (self.embed_dim as f64 * self.mlp_ratio) as i64
+    }
+
+    /// Per-block stochastic-depth rates, linear from 0 to `drop_path_rate`
+    /// (official `torch.linspace(0, drop_path_rate, depth)`).
+    pub fn drop_path_rates(&self) -> Vec<f64> {
+        let n = self.depth;
+        (0..n)
+            .map(|i| {
+                if n > 1 {
+                    self.drop_path_rate * i as f64 / (n - 1) as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// Checks the sizes.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] naming the first bad value.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        if self.patch_size < 1 || self.embed_dim < 1 || self.depth < 1 || self.num_heads < 1 {
+            return bad(format!(
+                "patch, width, depth and heads must be positive: {self:?}"
+            ));
+        }
+        if self.embed_dim % self.num_heads != 0 {
+            return bad(format!(
+                "{} heads do not divide width {}",
+                self.num_heads, self.embed_dim
+            ));
+        }
+        if !(0.0..1.0).contains(&self.drop_path_rate) {
+            return bad(format!(
+                "drop_path_rate {} outside [0, 1)",
+                self.drop_path_rate
+            ));
+        }
+        if self.grid_size() < 1 {
+            return bad(format!(
+                "img_size {} below patch {}",
+                self.img_size, self.patch_size
+            ));
+        }
+        if !(self.mlp_ratio > 0.0) || self.mlp_hidden() < 1 {
+            return bad(format!(
+                "mlp_ratio {} gives no hidden units",
+                self.mlp_ratio
+            ));
+        }
+        if !(self.layer_norm_eps > 0.0) {
+            return bad(format!(
+                "layer_norm_eps {} must be positive",
+                self.layer_norm_eps
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The DINO ViT backbone. Input: float `[B, 3, H, W]`, already normalised, H and W multiples of
+/// the patch size (square or not).
+#[derive(Debug)]
+pub struct VisionTransformer {
+    cfg: VitConfig,
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+}
+
+impl VisionTransformer {
+    /// Creates the variables under `p` and initialises them as the official code does, drawing
+    /// from libtorch's default generator (seed with [`tch::manual_seed`]); with the same seed
+    /// the weights equal PyTorch's `vit_*()` bit for bit (see `tests/init_parity.rs`).
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] from [`VitConfig::validate`]; [`ModelError::Torch`].
+    pub fn new(p: &nn::Path, cfg: &VitConfig) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        let (d, ps) = (cfg.embed_dim, cfg.patch_size);
+        let g = cfg.grid_size();
+        // Registration order of the official module: patch_embed, cls_token, pos_embed, blocks, norm.
+        let pe = p / "patch_embed" / "proj";
+        let patch_weight = default_weight(&pe, "weight", &[d, 3, ps, ps])?;
+        let patch_bias = default_bias(&pe, "bias", d, 3 * ps * ps)?;
+        let mut cls_token = p.f_zeros("cls_token", &[1, 1, d])?;
+        let mut pos_embed = p.f_zeros("pos_embed", &[1, 1 + g * g, d])?;
+        let blocks_p = p / "blocks";
+        let mut blocks = cfg
+            .drop_path_rates()
+            .into_iter()
+            .enumerate()
+            .map(|(i, dp)| {
+                Block::new(
+                    &(&blocks_p / i),
+                    d,
+                    cfg.num_heads,
+                    cfg.mlp_hidden(),
+                    cfg.qkv_bias,
+                    cfg.layer_norm_eps,
+                    dp,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let norm = LayerNorm::new(&(p / "norm"), d, cfg.layer_norm_eps)?;
+        // Then the official re-initialisation, in its order: pos_embed, cls_token, and
+        // `self.apply(_init_weights)` over the Linear layers in module order.
+        trunc_normal_(&mut pos_embed, TRUNC_NORMAL_STD)?;
+        trunc_normal_(&mut cls_token, TRUNC_NORMAL_STD)?;
+        for b in blocks.iter_mut() {
+            b.attn.qkv.init_trunc_normal()?;
+            b.attn.proj.init_trunc_normal()?;
+            b.mlp.fc1.init_trunc_normal()?;
+            b.mlp.fc2.init_trunc_normal()?;
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_weight,
+            patch_bias,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+        })
+    }
+
+    /// The sizes this network was built with.
+    pub fn config(&self) -> &VitConfig {
+        &self.cfg
+    }
+
+    /// Switches how the position table is resized for other grids (e.g. to
+    /// [`PosInterp::OfficialScaleFactor`] to reproduce official v1 numbers).
+    pub fn set_pos_interp(&mut self, mode: PosInterp) {
+        self.cfg.pos_interp = mode;
+    }
+
+    /// Token width D (the CLS feature size).
+    pub fn embed_dim(&self) -> i64 {
+        self.cfg.embed_dim
+    }
+
+    /// Per-block stochastic-depth rates actually used.
+    pub fn drop_path_rates(&self) -> Vec<f64> {
+        self.blocks.iter().map(|b| b.drop_path_rate()).collect()
+    }
+
+    /// The `[1, 1 + gh·gw, D]` position embedding for an `H × W` input (the stored table when
+    /// the grid matches, else bicubically resized; differentiable).
+    ///
+    /// # Errors
+    /// [`ModelError::NotPatchMultiple`]; see [`interpolate_pos_embed`].
+    pub fn pos_embed_for(&self, height: i64, width: i64) -> Result<Tensor, ModelError> {
+        let (gh, gw) = self.grid_for(height, width)?;
+        interpolate_pos_embed(&self.pos_embed, gh, gw, self.cfg.pos_interp)
+    }
+
+    fn grid_for(&self, height: i64, width: i64) -> Result<(i64, i64), ModelError> {
+        let p = self.cfg.patch_size;
+        if height < p || width < p || height % p != 0 || width % p != 0 {
+            return Err(ModelError::NotPatchMultiple {
+                height,
+                width,
+                patch: p,
+            });
+        }
+        Ok((height / p, width / p))
+    }
+
+    /// Patch embedding + CLS + position embedding: `[B, 3, H, W]` → `[B, 1 + N, D]`.
+    fn prepare_tokens(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let size = x.size();
+        if size.len() != 4 || size[1] != 3 || !crate::init::is_float(x.kind()) {
+            return Err(ModelError::BadInput {
+                shape: size,
+                kind: x.kind(),
+            });
+        }
+        let (b, h, w) = (size[0], size[2], size[3]);
+        let pos = self.pos_embed_for(h, w)?;
+        let p = self.cfg.patch_size;
+        let patches = x
+            .f_conv2d(
+                &self.patch_weight,
+                Some(&self.patch_bias),
+                [p, p],
+                [0, 0],
+                [1, 1],
+                1,
+            )?
+            .f_flatten(2, 3)?
+            .f_transpose(1, 2)?;
+        let cls = self.cls_token.f_expand([b, 1, self.cfg.embed_dim], false)?;
+        Ok(Tensor::f_cat(&[cls, patches], 1)?.f_add(&pos)?)
+    }
+
+    /// All tokens after the final LayerNorm: `[B, 3, H, W]` → `[B, 1 + N, D]`, CLS first, then
+    /// the patches row by row. `train` enables stochastic depth.
+    ///
+    /// # Errors
+    /// [`ModelError::BadInput`], [`ModelError::NotPatchMultiple`], [`ModelError::Torch`].
+    pub fn forward_tokens(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        let mut t = self.prepare_tokens(x)?;
+        for b in &self.blocks {
+            t = b.forward(&t, train)?;
+        }
+        Ok(self.norm.forward(&t)?)
+    }
+
+    /// The normalised CLS token `[B, D]` (the official `forward`; DINO's feature).
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::forward_tokens`].
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        Ok(self.forward_tokens(x, train)?.f_select(1, 0)?)
+    }
+
+    /// Attention probabilities of the last block, `[B, heads, 1 + N, 1 + N]`, computed in
+    /// inference mode through the explicit softmax path (official `get_last_selfattention`).
+    /// Row 0 is the CLS query; columns 1.. are the patches row by row.
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::forward_tokens`].
+    pub fn last_selfattention(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let mut t = self.prepare_tokens(x)?;
+        let (last, rest) = self.blocks.split_last().expect("depth >= 1 is validated");
+        for b in rest {
+            t = b.forward(&t, false)?;
+        }
+        Ok(last.forward_with_attn(&t)?.1)
+    }
+
+    /// The token sequences `[B, 1 + N, D]` output by each of the last `n` blocks, each passed
+    /// through the final LayerNorm (official `get_intermediate_layers`), oldest first; inference
+    /// mode. The linear probe concatenates their CLS tokens.
+    ///
+    /// # Errors
+    /// [`ModelError::BadLayerCount`] unless 1 ≤ n ≤ depth; as [`VisionTransformer::forward_tokens`].
+    pub fn intermediate_layers(&self, x: &Tensor, n: usize) -> Result<Vec<Tensor>, ModelError> {
+        let depth = self.blocks.len();
+        if n == 0 || n > depth {
+            return Err(ModelError::BadLayerCount { n, depth });
+        }
+        let mut t = self.prepare_tokens(x)?;
+        let mut out = Vec::with_capacity(n);
+        for (i, b) in self.blocks.iter().enumerate() {
+            t = b.forward(&t, false)?;
+            if i >= depth - n {
+                out.push(self.norm.forward(&t)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every block's output through the explicit attention path, with its attention
+    /// probabilities; used to check the fused kernel against the explicit one.
+    #[doc(hidden)]
+    pub fn forward_tokens_explicit(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let mut t = self.prepare_tokens(x)?;
+        for b in &self.blocks {
+            t = b.forward_with_attn(&t)?.0;
+        }
+        Ok(self.norm.forward(&t)?)
+    }
+}

@@ -1,0 +1,130 @@
+//! Reading and writing weights as safetensors under the official PyTorch state-dict names.
+//!
+//! A [`VarStore`] built with [`crate::MultiCropWrapper::new`] at the root has exactly the keys
+//! of the official `MultiCropWrapper.state_dict()` (`backbone.…`, `head.…`); a bare
+//! [`crate::VisionTransformer`] at the root has the keys of the official backbone's state dict
+//! (`cls_token`, `blocks.0.norm1.weight`, …). A PyTorch state dict written as safetensors
+//! therefore loads with no renaming table. Official `.pth` checkpoints are converted first by
+//! [`crate::import_official`].
+
+use crate::error::WeightsError;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tch::{nn::VarStore, Tensor};
+
+/// What a load did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Variables copied from the file.
+    pub loaded: usize,
+    /// Network variables the file lacks (left unchanged). Empty after a strict load.
+    pub missing: Vec<String>,
+    /// File tensors (under the selected prefix) with no variable. Empty after a strict load.
+    pub unexpected: Vec<String>,
+}
+
+/// Loads every variable of `vs` from the safetensors file `path` (names must match exactly).
+/// Values are copied into the existing variables, keeping their kind and device (a bf16 or
+/// fp64 file loads into an fp32 network as fp32).
+///
+/// With `strict`, any missing or unexpected name is an error listing all of them and nothing is
+/// changed; without it, matching names are loaded and the rest reported.
+///
+/// # Errors
+/// [`WeightsError::KeyMismatch`] (strict), [`WeightsError::Shape`] when a matching name has
+/// another shape (always, before anything is copied), [`WeightsError::Torch`] when the file
+/// cannot be read or parsed.
+pub fn load_safetensors(
+    vs: &mut VarStore,
+    path: &Path,
+    strict: bool,
+) -> Result<LoadReport, WeightsError> {
+    load_safetensors_with_prefix(vs, path, "", strict)
+}
+
+/// As [`load_safetensors`], considering only the file's tensors whose name starts with
+/// `prefix`, with the prefix removed: e.g. `prefix = "backbone."` loads the backbone of a
+/// `MultiCropWrapper` file into a bare [`crate::VisionTransformer`] store, ignoring `head.*`.
+///
+/// # Errors
+/// As [`load_safetensors`].
+pub fn load_safetensors_with_prefix(
+    vs: &mut VarStore,
+    path: &Path,
+    prefix: &str,
+    strict: bool,
+) -> Result<LoadReport, WeightsError> {
+    let file: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)?
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix(prefix).map(|k| (k.to_string(), t)))
+        .collect();
+    let vars = vs.variables();
+    let names: BTreeSet<&String> = vars.keys().collect();
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| !file.contains_key(n.as_str()))
+        .map(|n| n.to_string())
+        .collect();
+    let unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !vars.contains_key(k.as_str()))
+        .map(|k| format!("{prefix}{k}"))
+        .collect();
+    let shown = path.display().to_string();
+    if strict && !(missing.is_empty() && unexpected.is_empty()) {
+        return Err(WeightsError::KeyMismatch {
+            path: shown,
+            missing,
+            unexpected,
+        });
+    }
+    for (name, var) in &vars {
+        if let Some(src) = file.get(name) {
+            if src.size() != var.size() {
+                return Err(WeightsError::Shape {
+                    path: shown,
+                    name: name.clone(),
+                    expected: var.size(),
+                    found: src.size(),
+                });
+            }
+        }
+    }
+    let mut loaded = 0;
+    tch::no_grad(|| -> Result<(), WeightsError> {
+        for (name, var) in &vars {
+            if let Some(src) = file.get(name) {
+                let mut v = var.shallow_clone();
+                v.f_copy_(src)?;
+                loaded += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(LoadReport {
+        loaded,
+        missing,
+        unexpected,
+    })
+}
+
+/// Writes every variable of `vs` (trainable or not, e.g. a frozen `last_layer.weight_g` and
+/// BatchNorm running statistics) to `path` as safetensors, on the CPU, under its name.
+///
+/// # Errors
+/// [`WeightsError::Torch`] when the file cannot be written.
+pub fn save_safetensors(vs: &VarStore, path: &Path) -> Result<(), WeightsError> {
+    let vars = vs.variables();
+    let mut named: Vec<(String, Tensor)> = Vec::with_capacity(vars.len());
+    for (k, v) in vars {
+        named.push((
+            k,
+            v.f_detach()?
+                .f_to_device(tch::Device::Cpu)?
+                .f_contiguous()?,
+        ));
+    }
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::write_safetensors(&named, path)?;
+    Ok(())
+}
