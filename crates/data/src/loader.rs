@@ -263,8 +263,9 @@ impl Loader {
             );
         }
         let n_epochs = opts.epochs.end.saturating_sub(opts.epochs.start);
-        let total_batches =
-            (n_epochs * per_epoch).saturating_sub(if n_epochs > 0 { opts.start_step } else { 0 });
+        let total_batches = n_epochs
+            .saturating_mul(per_epoch)
+            .saturating_sub(if n_epochs > 0 { opts.start_step } else { 0 });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads)
             .thread_name(|i| format!("dino-data-{i}"))
