@@ -1,7 +1,38 @@
-//! Evaluation of DINO features: weighted k-NN, linear probe, attention maps, feature export.
+//! Evaluation of DINO features (Caron et al. 2021, §4.1–4.2; official `eval_knn.py`,
+//! `eval_linear.py`, `visualize_attention.py`): how good is a frozen backbone?
+//!
+//! Everything here works on tensors, not on the model: [`embed`] turns a dataset into features
+//! through a backbone, and the other modules take those features (or an attention tensor) and
+//! return serialisable reports or files. Devices follow the input tensors.
+//!
+//! Weighted k-NN on a few hand-made features:
+//!
+//! ```
+//! use dino_eval::knn::{knn_eval, knn_predict, KnnConfig};
+//! use tch::Tensor;
+//!
+//! // Memory bank: two features of class 0 near the x axis, two of class 1 near the y axis.
+//! let train = Tensor::from_slice(&[1.0f32, 0.1, 0.9, 0.0, 0.0, 1.0, 0.2, 0.9]).view([4, 2]);
+//! let train_labels = Tensor::from_slice(&[0i64, 0, 1, 1]);
+//! let test = Tensor::from_slice(&[0.8f32, 0.3, 0.1, 1.0]).view([2, 2]);
+//! let test_labels = Tensor::from_slice(&[0i64, 1]);
+//!
+//! let cfg = KnnConfig { ks: vec![1, 3], temperature: 0.07, chunk_size: 256 };
+//! let report = knn_eval(&train, &train_labels, &test, &test_labels, &cfg)?;
+//! assert_eq!(report.score(1).unwrap().top1, 100.0);
+//! println!("{}", serde_json::to_string(&report)?);
+//!
+//! assert_eq!(knn_predict(&train, &train_labels, &test, 3, 0.07)?, [0, 1]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+/// CLS self-attention heat maps and threshold masks (`visualize_attention.py`).
 pub mod attention;
+/// Features of a whole dataset through a frozen backbone (the official `extract_features`).
 pub mod embed;
+/// Feature files: `.npy` or `.safetensors` with labels and image paths.
 pub mod features;
+/// Weighted k-NN classification of features (`eval_knn.py`).
 pub mod knn;
+/// Linear probe on frozen features and the official ViT probe feature (`eval_linear.py`).
 pub mod linear;
