@@ -84,6 +84,53 @@ pub fn embed_dataset(
     opts: &EmbedOptions,
     device: Device,
 ) -> Result<(FeatureSet, usize), EmbedError> {
+    embed_with(dataset, opts, device, |x| {
+        Ok(match opts.kind {
+            FeatureKind::Cls if !opts.patch_tokens => (backbone.forward_t(x, false)?, None),
+            FeatureKind::Cls => {
+                let tokens = backbone.forward_tokens(x, false)?;
+                let patches = tokens.f_narrow(1, 1, tokens.size()[1] - 1)?;
+                (tokens.f_select(1, 0)?, Some(patches))
+            }
+            FeatureKind::LastBlocks { n, avgpool } => {
+                let layers = backbone.intermediate_layers(x, n)?;
+                let patches = match (opts.patch_tokens, layers.last()) {
+                    (true, Some(last)) => Some(last.f_narrow(1, 1, last.size()[1] - 1)?),
+                    _ => None,
+                };
+                (
+                    crate::linear::concat_last_blocks(&layers, avgpool)?,
+                    patches,
+                )
+            }
+        })
+    })
+}
+
+/// Raw-pixel features: the normalized evaluation crop, flattened to `[N, 3·H·W]` (the
+/// baseline a learned feature must beat).
+///
+/// # Errors
+/// As [`embed_dataset`].
+pub fn embed_pixels(
+    dataset: &dyn Dataset,
+    opts: &EmbedOptions,
+    device: Device,
+) -> Result<(FeatureSet, usize), EmbedError> {
+    embed_with(dataset, opts, device, |x| Ok((x.f_flatten(1, -1)?, None)))
+}
+
+/// The decode → transform → normalize loop of [`embed_dataset`] with any feature function
+/// `f(x [B, 3, H, W] normalized) -> (features [B, F], optional patch tokens [B, P, D])`.
+///
+/// # Errors
+/// As [`embed_dataset`], plus whatever `f` returns.
+pub fn embed_with(
+    dataset: &dyn Dataset,
+    opts: &EmbedOptions,
+    device: Device,
+    mut f: impl FnMut(&Tensor) -> Result<(Tensor, Option<Tensor>), EmbedError>,
+) -> Result<(FeatureSet, usize), EmbedError> {
     let n = opts.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
     let crop = opts.transform.crop_size() as i64;
     let mean = Tensor::f_from_slice(&opts.mean.map(|v| v as f32))?
@@ -139,30 +186,11 @@ pub fn embed_dataset(
             .f_div_scalar(255.0)?
             .f_sub(&mean)?
             .f_div(&std)?;
-        let f = match opts.kind {
-            FeatureKind::Cls if !opts.patch_tokens => backbone.forward_t(&x, false)?,
-            FeatureKind::Cls => {
-                let tokens = backbone.forward_tokens(&x, false)?;
-                patches.push(
-                    tokens
-                        .f_narrow(1, 1, tokens.size()[1] - 1)?
-                        .f_to_device(Device::Cpu)?,
-                );
-                tokens.f_select(1, 0)?
-            }
-            FeatureKind::LastBlocks { n, avgpool } => {
-                let layers = backbone.intermediate_layers(&x, n)?;
-                if opts.patch_tokens {
-                    let last = layers.last().expect("n >= 1");
-                    patches.push(
-                        last.f_narrow(1, 1, last.size()[1] - 1)?
-                            .f_to_device(Device::Cpu)?,
-                    );
-                }
-                crate::linear::concat_last_blocks(&layers, avgpool)?
-            }
-        };
-        feats.push(f.f_to_device(Device::Cpu)?);
+        let (feat, patch) = f(&x)?;
+        if let Some(p) = patch {
+            patches.push(p.f_to_device(Device::Cpu)?);
+        }
+        feats.push(feat.f_to_device(Device::Cpu)?);
     }
     if feats.is_empty() {
         return Err(EmbedError::NothingDecoded {
@@ -173,10 +201,10 @@ pub fn embed_dataset(
     let set = FeatureSet::new(
         Tensor::f_cat(&feats, 0)?,
         Tensor::f_from_slice(&labels)?,
-        if opts.patch_tokens {
-            Some(Tensor::f_cat(&patches, 0)?)
-        } else {
+        if patches.is_empty() {
             None
+        } else {
+            Some(Tensor::f_cat(&patches, 0)?)
         },
         paths,
     )?;

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod pretrained;
 pub mod runtime;
 pub mod schedule;
 pub mod teacher;

@@ -22,6 +22,24 @@ enum Command {
     Config(cli::config::ConfigCmd),
     /// Train DINO on a folder of images (CUDA when available, CPU otherwise).
     Train(cli::train::TrainArgs),
+    /// Evaluate frozen features: weighted k-NN or linear probe.
+    #[command(subcommand)]
+    Eval(cli::eval::EvalCmd),
+    /// Write features (normalized CLS, optionally patch tokens) with labels and paths.
+    Embed(cli::eval::EmbedArgs),
+    /// Attention maps of the last block's CLS token, per head, with threshold masks.
+    Attention(cli::attention::AttentionArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(cli::tools::BenchCmd),
+    /// Look at the augmentation.
+    #[command(subcommand)]
+    Augment(cli::tools::AugmentCmd),
+    /// Dataset preparation.
+    #[command(subcommand)]
+    Data(cli::tools::DataCmd),
+    /// Convert an official DINO PyTorch checkpoint to safetensors (uses the project's PyTorch).
+    Import(cli::tools::ImportArgs),
 }
 
 fn main() {
@@ -39,6 +57,13 @@ fn main() {
         Command::Env(a) => cli::env::run(a),
         Command::Config(c) => cli::config::run(c),
         Command::Train(a) => cli::train::run(a),
+        Command::Eval(c) => cli::eval::run(c),
+        Command::Embed(a) => cli::eval::embed(a),
+        Command::Attention(a) => cli::attention::run(a),
+        Command::Bench(c) => cli::tools::bench(c),
+        Command::Augment(c) => cli::tools::augment(c),
+        Command::Data(c) => cli::tools::data(c),
+        Command::Import(a) => cli::tools::import(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

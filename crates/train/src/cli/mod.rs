@@ -1,7 +1,10 @@
 //! One module per subcommand; each parses its arguments and calls the library.
 
+pub mod attention;
 pub mod config;
 pub mod env;
+pub mod eval;
+pub mod tools;
 pub mod train;
 
 use anyhow::Context;

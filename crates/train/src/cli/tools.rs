@@ -1,0 +1,141 @@
+//! Data and weight tools: `dino bench data`, `dino augment preview`, `dino data cifar10`,
+//! `dino import`.
+
+use super::ConfigArgs;
+use anyhow::Context;
+use dino_config::DataFormat;
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Throughput of the multi-crop data pipeline (decode + augmentation), images/s and crops/s.
+    Data(BenchDataArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchDataArgs {
+    /// Image folder (or CIFAR-10 / IDX folder).
+    #[arg(long)]
+    data: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed batches.
+    #[arg(long, default_value_t = 20)]
+    batches: usize,
+    /// Augmentation threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Crop settings and the rest from a config (default: the official ones).
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
+    let BenchCmd::Data(a) = cmd;
+    let cfg = a.config.load(&[])?;
+    let mut opts = dino_data::bench::BenchOptions::new(&a.data);
+    opts.batch_size = a.batch;
+    opts.batches = a.batches;
+    opts.threads = a.threads;
+    opts.seed = cfg.runtime.seed;
+    opts.augmentation = cfg.augmentation.clone();
+    opts.data_config = cfg.data.clone();
+    let report = dino_data::bench::run_bench(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{:.1} images/s, {:.1} crops/s ({} batches of {}, {} threads, {:.2} s, {} failed)",
+            report.images_per_s,
+            report.crops_per_s,
+            report.batches,
+            report.batch_size,
+            report.threads,
+            report.wall_s,
+            report.failed
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AugmentCmd {
+    /// Save a grid of a few images with all their crops.
+    Preview(PreviewArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PreviewArgs {
+    /// Image folder.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output PNG.
+    #[arg(long, default_value = "crops.png")]
+    out: PathBuf,
+    /// Number of images (rows).
+    #[arg(long, default_value_t = 4)]
+    images: usize,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+pub fn augment(cmd: AugmentCmd) -> anyhow::Result<()> {
+    let AugmentCmd::Preview(a) = cmd;
+    let cfg = a.config.load(&[])?;
+    let ds =
+        dino_data::dataset::open_dataset(&a.data, DataFormat::Auto, &cfg.data.split, &cfg.data)?;
+    let t = dino_data::multicrop::MultiCrop::new(&cfg.augmentation)?;
+    let grid = dino_data::preview::render_grid(ds.as_ref(), &t, a.images, cfg.runtime.seed)?;
+    grid.save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "wrote {} ({}x{})",
+        a.out.display(),
+        grid.width(),
+        grid.height()
+    );
+    Ok(())
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DataCmd {
+    /// Extract the CIFAR-10 JPEG tarball into an ImageFolder (`OUT/train`, `OUT/test`).
+    Cifar10 {
+        /// `cifar-10-jpeg.tar.gz`.
+        #[arg(long = "from")]
+        from: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn data(cmd: DataCmd) -> anyhow::Result<()> {
+    let DataCmd::Cifar10 { from, out } = cmd;
+    let n = dino_data::dataset::extract_cifar10_tarball(&from, &out)?;
+    eprintln!("extracted {n} images into {}", out.display());
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// An official DINO `.pth` (backbone-only, or a full checkpoint with student/teacher).
+    #[arg(long = "from")]
+    from: PathBuf,
+    /// Output `.safetensors`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Entry of a full checkpoint (default: teacher when present).
+    #[arg(long)]
+    key: Option<String>,
+}
+
+pub fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let r = dino_model::import_official(&a.from, &a.out, a.key.as_deref())?;
+    eprintln!("{r:?}");
+    Ok(())
+}
