@@ -1,10 +1,11 @@
 //! The parallel, deterministic multi-crop loader.
 //!
-//! One producer thread builds batches in order and sends them through a bounded crossbeam
-//! channel (capacity = `prefetch`; a full channel blocks the producer, which is the
-//! back-pressure). Within a batch the samples are decoded and augmented in parallel on a
-//! dedicated rayon pool of `threads` threads, each writing its crops straight into its slots of
-//! the batch buffers.
+//! Batches are built as jobs on a dedicated rayon pool of `threads` threads, two in flight so
+//! threads that finish their part of one batch start on the next; within a batch the samples
+//! are decoded and augmented in parallel, each writing its crops straight into its slots of
+//! the batch buffers. A producer thread sends finished batches in order through a bounded
+//! crossbeam channel (capacity = `prefetch`; a full channel blocks it: back-pressure). A
+//! panicking transform becomes an error message, not a silently ended stream.
 //!
 //! Determinism: the epoch order is a Fisher-Yates shuffle driven by
 //! `rng_for(seed, epoch, 0, Shuffle)`; sample `index` of epoch `e` is augmented with
@@ -151,7 +152,8 @@ pub struct StatsSnapshot {
     pub load_s: f64,
     /// Seconds spent in the multi-crop transform and CHW packing, summed over worker threads.
     pub augment_s: f64,
-    /// Wall seconds the producer spent building batches.
+    /// Wall seconds of batch jobs, start to finish (two run at once, so this can exceed the
+    /// elapsed time).
     pub batch_s: f64,
     /// Wall seconds the producer waited on a full channel (consumer slower than the loader).
     pub send_wait_s: f64,
@@ -208,14 +210,22 @@ pub struct Loader {
     total_batches: u64,
 }
 
+/// The producer thread's state: the pool, and what batch jobs on the pool share.
 struct Producer {
+    pool: rayon::ThreadPool,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     dataset: Arc<dyn Dataset>,
     transform: MultiCrop,
     opts: LoaderOptions,
-    pool: rayon::ThreadPool,
     stats: Arc<LoaderStats>,
     stop: Arc<AtomicBool>,
 }
+
+/// A finished batch with the dataset indices that failed while building it.
+type Built = Result<(MultiCropBatch, Vec<usize>), DataError>;
 
 impl Loader {
     /// Validates the options, starts the worker pool and the producer thread.
@@ -276,12 +286,14 @@ impl Loader {
         let stats = Arc::new(LoaderStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let producer = Producer {
-            dataset,
-            transform,
-            opts,
             pool,
-            stats: stats.clone(),
-            stop: stop.clone(),
+            shared: Arc::new(Shared {
+                dataset,
+                transform,
+                opts,
+                stats: stats.clone(),
+                stop: stop.clone(),
+            }),
         };
         let handle = std::thread::Builder::new()
             .name("dino-data-producer".into())
@@ -343,53 +355,100 @@ impl Drop for Loader {
 }
 
 impl Producer {
+    /// Keeps `PIPELINE` batch jobs on the pool, so threads that finish their share of batch k
+    /// start on batch k + 1 instead of idling at the end of k; sends results in order.
     fn run(self, tx: &Sender<Result<MultiCropBatch, DataError>>, stop_rx: &Receiver<()>) {
-        let len = self.dataset.len();
-        let b = self.opts.batch_size;
-        let per_epoch = batches_per_epoch(len, b, self.opts.drop_last);
-        for epoch in self.opts.epochs.clone() {
-            let order = epoch_order(self.opts.seed, epoch, len);
-            let first = if epoch == self.opts.epochs.start {
-                self.opts.start_step
-            } else {
-                0
+        const PIPELINE: usize = 2;
+        let sh = &self.shared;
+        let len = sh.dataset.len();
+        let per_epoch = batches_per_epoch(len, sh.opts.batch_size, sh.opts.drop_last);
+        let first = sh.opts.start_step;
+        let start = sh.opts.epochs.start;
+        let mut plan = sh.opts.epochs.clone().flat_map(move |e| {
+            (if e == start { first } else { 0 }..per_epoch).map(move |s| (e, s))
+        });
+        let mut order: Option<(u64, Arc<Vec<usize>>)> = None;
+        let mut in_flight = std::collections::VecDeque::new();
+        // Counted here, in batch order, so the batch that trips the limit is deterministic.
+        let mut failed = HashSet::new();
+        loop {
+            while in_flight.len() < PIPELINE {
+                let Some((epoch, step)) = plan.next() else {
+                    break;
+                };
+                let ord = match &order {
+                    Some((e, o)) if *e == epoch => o.clone(),
+                    _ => {
+                        let o = Arc::new(epoch_order(sh.opts.seed, epoch, len));
+                        order = Some((epoch, o.clone()));
+                        o
+                    }
+                };
+                let (btx, brx) = bounded::<Built>(1);
+                let job = self.shared.clone();
+                self.pool.spawn(move || {
+                    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job.build(epoch, step, &ord)
+                    }))
+                    .unwrap_or_else(|p| Err(DataError::Spawn(panic_message(&*p))));
+                    let _ = btx.send(built);
+                });
+                in_flight.push_back(brx);
+            }
+            let Some(brx) = in_flight.pop_front() else {
+                return;
             };
-            for step in first..per_epoch {
-                if self.stop.load(Ordering::SeqCst) {
-                    return;
+            let Ok(built) = brx.recv() else {
+                return;
+            };
+            if sh.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let msg = built.and_then(|(batch, fails)| {
+                failed.extend(fails);
+                if failed.len() as f64 > sh.opts.max_failed_fraction * len as f64 {
+                    return Err(DataError::TooManyFailures {
+                        failed: failed.len(),
+                        fraction: sh.opts.max_failed_fraction,
+                        len,
+                        last: format!("epoch {} step {}", batch.epoch, batch.step),
+                    });
                 }
-                let t0 = Instant::now();
-                let start = step as usize * b;
-                let positions = start..(start + b).min(len);
-                let msg = self.build(epoch, step, positions, &order);
-                add_ns(&self.stats.batch_ns, t0);
-                if self.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let failed = msg.is_err();
-                if !failed {
-                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                }
-                let t1 = Instant::now();
-                select! {
-                    send(tx, msg) -> r => if r.is_err() { return },
-                    recv(stop_rx) -> _ => return,
-                }
-                add_ns(&self.stats.send_wait_ns, t1);
-                if failed {
-                    return;
-                }
+                Ok(batch)
+            });
+            let is_err = msg.is_err();
+            if !is_err {
+                sh.stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            let t1 = Instant::now();
+            select! {
+                send(tx, msg) -> r => if r.is_err() { return },
+                recv(stop_rx) -> _ => return,
+            }
+            add_ns(&sh.stats.send_wait_ns, t1);
+            if is_err {
+                return;
             }
         }
     }
+}
 
-    fn build(
-        &self,
-        epoch: u64,
-        step: u64,
-        positions: Range<usize>,
-        order: &[usize],
-    ) -> Result<MultiCropBatch, DataError> {
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("a loader worker panicked: {what}")
+}
+
+impl Shared {
+    /// Builds batch `step` of `epoch` on the pool (called from a pool thread).
+    fn build(&self, epoch: u64, step: u64, order: &[usize]) -> Built {
+        let t0 = Instant::now();
+        let b = self.opts.batch_size;
+        let start = step as usize * b;
+        let positions = start..(start + b).min(order.len());
         let bs = positions.len();
         let t = &self.transform;
         let mut batch = MultiCropBatch::zeroed(
@@ -410,46 +469,38 @@ impl Producer {
         for (k, c) in batch.locals.chunks_exact_mut(llen).enumerate() {
             slots[k % bs].push(c);
         }
-        let results: Vec<Result<(i64, u64), DataError>> = self.pool.install(|| {
-            slots
-                .into_par_iter()
-                .zip(positions.clone())
-                .map(|(mut dst, pos)| self.sample(epoch, pos, order[pos], &mut dst))
-                .collect()
-        });
+        let results: Vec<Result<(i64, u64, Vec<usize>), DataError>> = slots
+            .into_par_iter()
+            .zip(positions)
+            .map(|(mut dst, pos)| self.sample(epoch, pos, order[pos], &mut dst))
+            .collect();
+        let mut failed = Vec::new();
         for (b, r) in results.into_iter().enumerate() {
-            let (label, index) = r?;
+            let (label, index, fails) = r?;
             batch.labels[b] = label;
             batch.indices[b] = index;
-        }
-        let len = self.dataset.len();
-        let distinct = self.stats.distinct_failed();
-        if distinct as f64 > self.opts.max_failed_fraction * len as f64 {
-            return Err(DataError::TooManyFailures {
-                failed: distinct,
-                fraction: self.opts.max_failed_fraction,
-                len,
-                last: format!("epoch {epoch} step {step}"),
-            });
+            failed.extend(fails);
         }
         self.stats.samples.fetch_add(bs as u64, Ordering::Relaxed);
-        Ok(batch)
+        add_ns(&self.stats.batch_ns, t0);
+        Ok((batch, failed))
     }
 
     /// Loads, augments and packs the sample at `pos` of the epoch (dataset index `index`),
-    /// replacing it if it fails; returns (label, index used).
+    /// replacing it if it fails; returns (label, index used, indices that failed).
     fn sample(
         &self,
         epoch: u64,
         pos: usize,
         index: usize,
         dst: &mut [&mut [u8]],
-    ) -> Result<(i64, u64), DataError> {
+    ) -> Result<(i64, u64, Vec<usize>), DataError> {
         let seed = self.opts.seed;
         let mut index = index;
         let mut rng = rng_for(seed, epoch, index as u64, Stream::Augment);
         let mut replace: Option<ChaCha8Rng> = None;
         let mut last_err = String::new();
+        let mut failed = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(DataError::Spawn("loader stopped".into()));
@@ -463,11 +514,12 @@ impl Producer {
                     let crops = self.transform.apply(&sample.image, &mut rng);
                     self.pack(&crops, dst)?;
                     add_ns(&self.stats.augment_ns, t1);
-                    return Ok((sample.label, index as u64));
+                    return Ok((sample.label, index as u64, failed));
                 }
                 Err(e) => {
                     let what = self.dataset.describe(index);
                     self.stats.record_failure(index, &what, &e);
+                    failed.push(index);
                     last_err = format!("{what}: {e}");
                     let r = replace
                         .get_or_insert_with(|| rng_for(seed, epoch, pos as u64, Stream::Replace));

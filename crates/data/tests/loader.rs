@@ -261,3 +261,45 @@ fn bad_options_fail_before_any_work() {
     })
     .contains("max_failed"));
 }
+
+/// A dataset whose sample 3 panics while loading.
+struct Panicky;
+
+impl Dataset for Panicky {
+    fn len(&self) -> usize {
+        8
+    }
+    fn load(&self, index: usize) -> Result<dino_data::dataset::Sample, DataError> {
+        assert!(index != 3, "sample three is cursed");
+        Ok(dino_data::dataset::Sample {
+            image: image::RgbImage::from_pixel(20, 20, image::Rgb([index as u8; 3])),
+            label: 0,
+        })
+    }
+    fn describe(&self, index: usize) -> String {
+        format!("panicky#{index}")
+    }
+    fn classes(&self) -> &[String] {
+        &[]
+    }
+}
+
+#[test]
+fn a_panicking_worker_becomes_an_error_message_not_a_silent_end() {
+    let loader = Loader::spawn(
+        Arc::new(Panicky),
+        MultiCrop::new(&aug()).unwrap(),
+        LoaderOptions {
+            batch_size: 8,
+            ..opts(2)
+        },
+    )
+    .unwrap();
+    let msgs: Vec<_> = loader.collect();
+    assert_eq!(msgs.len(), 1);
+    let text = msgs[0].as_ref().unwrap_err().to_string();
+    assert!(
+        text.contains("panicked") && text.contains("cursed"),
+        "{text}"
+    );
+}
