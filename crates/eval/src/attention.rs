@@ -151,9 +151,19 @@ pub fn threshold_mask(map: &[f32], threshold: f64) -> Result<Vec<bool>, Attentio
     Ok(keep)
 }
 
-/// The image with a heat map of `map` (`h × w` weights) blended over it; each patch covers
-/// `patch × patch` pixels (nearest upsampling). Colours: VIRIDIS over the min-max range.
-pub fn heatmap_overlay(image: &RgbImage, map: &[f32], w: usize, patch: u32) -> RgbImage {
+/// The image with a heat map of `map` blended over it. `map`: row-major weights of the
+/// `(height / patch) × (width / patch)` patch grid; each patch covers `patch × patch` pixels
+/// (nearest upsampling). Colours: VIRIDIS over the map's min-max range.
+///
+/// # Errors
+/// [`AttentionError::ImageSize`] or [`AttentionError::Shape`] when the image, the patch size and
+/// the map length disagree.
+pub fn heatmap_overlay(
+    image: &RgbImage,
+    map: &[f32],
+    patch: u32,
+) -> Result<RgbImage, AttentionError> {
+    let (_, w) = patch_grid(image, patch, map.len())?;
     let (lo, hi) = map
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
@@ -172,18 +182,22 @@ pub fn heatmap_overlay(image: &RgbImage, map: &[f32], w: usize, patch: u32) -> R
         let colour = colours[(y / patch) as usize * w + (x / patch) as usize];
         *px = blend(*px, colour, HEAT_ALPHA);
     }
-    out
+    Ok(out)
 }
 
-/// The image with `mask` (`h × w` flags) tinted in `colour` (alpha 0.5, as the official
-/// `apply_mask`) and its outline drawn solid (the official script draws the mask contour).
+/// The image with `mask` (row-major flags of the patch grid, as [`heatmap_overlay`]) tinted in
+/// `colour` (alpha 0.5, as the official `apply_mask`) and its outline drawn solid (the official
+/// script draws the mask contour).
+///
+/// # Errors
+/// As [`heatmap_overlay`].
 pub fn mask_overlay(
     image: &RgbImage,
     mask: &[bool],
-    w: usize,
     patch: u32,
     colour: Rgb<u8>,
-) -> RgbImage {
+) -> Result<RgbImage, AttentionError> {
+    let (_, w) = patch_grid(image, patch, mask.len())?;
     let (width, height) = image.dimensions();
     let inside = |x: i64, y: i64| {
         x >= 0
@@ -206,7 +220,32 @@ pub fn mask_overlay(
             blend(*px, colour, MASK_ALPHA)
         };
     }
-    out
+    Ok(out)
+}
+
+/// The patch grid `(h, w)` of an image whose sides must be multiples of `patch`.
+fn grid(image: &RgbImage, patch: u32) -> Result<(usize, usize), AttentionError> {
+    let (width, height) = image.dimensions();
+    if patch == 0 || width == 0 || height == 0 || width % patch != 0 || height % patch != 0 {
+        return Err(AttentionError::ImageSize {
+            width,
+            height,
+            patch,
+        });
+    }
+    Ok(((height / patch) as usize, (width / patch) as usize))
+}
+
+/// [`grid`], checked against the number of map entries.
+fn patch_grid(image: &RgbImage, patch: u32, len: usize) -> Result<(usize, usize), AttentionError> {
+    let (h, w) = grid(image, patch)?;
+    if h * w != len {
+        return Err(AttentionError::Shape(format!(
+            "a {h}×{w} patch grid needs {} map entries, got {len}",
+            h * w
+        )));
+    }
+    Ok((h, w))
 }
 
 /// Writes the attention figures of one image into `out_dir` and returns their paths:
@@ -228,15 +267,7 @@ pub fn write_attention_maps(
     patch: u32,
     threshold: f64,
 ) -> Result<Vec<PathBuf>, AttentionError> {
-    let (width, height) = image.dimensions();
-    if patch == 0 || width == 0 || height == 0 || width % patch != 0 || height % patch != 0 {
-        return Err(AttentionError::ImageSize {
-            width,
-            height,
-            patch,
-        });
-    }
-    let (h, w) = ((height / patch) as usize, (width / patch) as usize);
+    let (h, w) = grid(image, patch)?;
     let maps = AttentionMaps::from_last_block(attn, h, w)?;
     // Validate before writing anything.
     threshold_mask(&maps.heads[0], threshold)?;
@@ -266,7 +297,7 @@ pub fn write_attention_maps(
     for (name, map) in &named {
         save(
             format!("attn-{name}.png"),
-            &heatmap_overlay(image, map, w, patch),
+            &heatmap_overlay(image, map, patch)?,
         )?;
     }
     for (i, (name, map)) in named.iter().enumerate() {
@@ -275,7 +306,7 @@ pub fn write_attention_maps(
         let colour = Rgb([c.r, c.g, c.b]);
         save(
             format!("mask_th{threshold}_{name}.png"),
-            &mask_overlay(image, &mask, w, patch, colour),
+            &mask_overlay(image, &mask, patch, colour)?,
         )?;
     }
     Ok(written)

@@ -1,7 +1,8 @@
 //! Attention figures written to disk: names, sizes, and what the mask keeps.
 
 use dino_eval::attention::{
-    write_attention_maps, AttentionError, AttentionMaps, DEFAULT_THRESHOLD,
+    heatmap_overlay, mask_overlay, write_attention_maps, AttentionError, AttentionMaps,
+    DEFAULT_THRESHOLD,
 };
 use image::{Rgb, RgbImage};
 use tch::Tensor;
@@ -91,6 +92,16 @@ fn bad_sizes_are_errors() {
         write_attention_maps(dir.path(), &image, &attention(), 4, 1.5),
         Err(AttentionError::Threshold(_))
     ));
+    // Overlays check the map length against the patch grid (2 × 3 here) instead of panicking.
+    assert!(matches!(
+        heatmap_overlay(&image, &[0.5; 5], 4),
+        Err(AttentionError::Shape(_))
+    ));
+    assert!(matches!(
+        mask_overlay(&image, &[true; 7], 4, Rgb([255, 0, 0])),
+        Err(AttentionError::Shape(_))
+    ));
+    assert!(heatmap_overlay(&image, &[0.5; 6], 4).is_ok());
     let big = RgbImage::new(16, 8);
     assert!(matches!(
         write_attention_maps(dir.path(), &big, &attention(), 4, 0.6),
