@@ -191,7 +191,7 @@ pub struct VisionTransformer {
 impl VisionTransformer {
     /// Creates the variables under `p` and initialises them as the official code does, drawing
     /// from libtorch's default generator (seed with [`tch::manual_seed`]); with the same seed
-    /// the weights equal PyTorch's `vit_*()` bit for bit (see `tests/init_parity.rs`).
+    /// the weights equal PyTorch's `vit_*()` bit for bit (checked in `tests/parity.rs`).
     ///
     /// # Errors
     /// [`ModelError::Config`] from [`VitConfig::validate`]; [`ModelError::Torch`].
