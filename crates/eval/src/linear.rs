@@ -550,6 +550,46 @@ mod tests {
     }
 
     #[test]
+    fn sgd_matches_torch_semantics() {
+        // torch.optim.SGD(momentum=0.9, dampening=0, weight_decay=0): v1 = g, p1 = p0 - lr·g;
+        // v2 = 0.9·v1 + g = 1.9·g, p2 = p1 - lr·1.9·g. With g = (1, -2), lr = 0.1, p0 = (1, 1):
+        // p1 = (0.9, 1.2), p2 = (0.71, 1.58). Bias gradient 3: 0 → -0.3 → -0.87.
+        let classifier = LinearClassifier {
+            weight: Tensor::from_slice(&[1f32, 1.0])
+                .view([1, 2])
+                .set_requires_grad(true),
+            bias: Tensor::zeros([1], (Kind::Float, Device::Cpu)).set_requires_grad(true),
+        };
+        let mut velocity = [
+            Tensor::zeros_like(&classifier.weight),
+            Tensor::zeros_like(&classifier.bias),
+        ];
+        let g = Tensor::from_slice(&[1f32, -2.0]).view([1, 2]);
+        let mut expected = vec![(vec![0.9f32, 1.2], -0.3f32), (vec![0.71, 1.58], -0.87)];
+        expected.reverse();
+        for _ in 0..2 {
+            for p in [&classifier.weight, &classifier.bias] {
+                let mut grad = p.grad();
+                if grad.defined() {
+                    let _ = grad.zero_();
+                }
+            }
+            ((&classifier.weight * &g).sum(Kind::Float) + &classifier.bias * 3.0)
+                .sum(Kind::Float)
+                .backward();
+            sgd_step(&classifier, &mut velocity, 0.1, 0.9).unwrap();
+            let (w, b) = expected.pop().unwrap();
+            let got = Vec::<f32>::try_from(classifier.weight.view([-1])).unwrap();
+            assert!(
+                got.iter().zip(&w).all(|(a, b)| (a - b).abs() < 1e-6),
+                "{got:?}"
+            );
+            let got_b = classifier.bias.double_value(&[0]) as f32;
+            assert!((got_b - b).abs() < 1e-6, "{got_b}");
+        }
+    }
+
+    #[test]
     fn concat_layouts() {
         // Two blocks, B = 1, 1 + 2 tokens, D = 2; values encode (block, token, channel).
         let block = |b: f32| {
