@@ -4,15 +4,15 @@
 //! bounded channel to the trainer, which turns them into tensors on its own thread.
 //!
 //! Modules, in pipeline order:
-//! - [`dataset`]: the [`Dataset`](dataset::Dataset) trait, ImageFolder / flat folders / CIFAR-10
+//! - [`dataset`] — the [`Dataset`](dataset::Dataset) trait, ImageFolder / flat folders / CIFAR-10
 //!   binary / IDX, [`open_dataset`](dataset::open_dataset), and the CIFAR-10 tarball extractor;
-//! - [`decode`]: bytes → upright RGB8 (format by magic bytes, pixel limit, EXIF, truncation);
-//! - [`transforms`], [`multicrop`]: the augmentation ops and the per-image multi-crop;
-//! - [`rng`]: the per-sample random streams that make everything seed-determined;
-//! - [`batch`]: [`MultiCropBatch`](batch::MultiCropBatch), view-major `u8` CHW crops;
-//! - [`loader`]: [`Loader`](loader::Loader), the producer thread + rayon pool + channel;
-//! - [`bench`], [`preview`]: throughput report and crop picture for the CLI;
-//! - [`error`]: [`DataError`](error::DataError).
+//! - [`decode`] — bytes → upright RGB8 (format by magic bytes, pixel limit, EXIF, truncation);
+//! - [`transforms`], [`multicrop`] — the augmentation ops and the per-image multi-crop;
+//! - [`rng`] — the per-sample random streams that make everything seed-determined;
+//! - [`batch`] — [`MultiCropBatch`](batch::MultiCropBatch), view-major `u8` CHW crops;
+//! - [`loader`] — [`Loader`](loader::Loader), the producer thread + rayon pool + channel;
+//! - [`bench`], [`preview`] — throughput report and crop picture for the CLI;
+//! - [`error`] — [`DataError`](error::DataError).
 //!
 //! Open a folder, spawn the loader and receive a batch:
 //!

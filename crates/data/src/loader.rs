@@ -227,6 +227,9 @@ struct Shared {
 /// A finished batch with the dataset indices that failed while building it.
 type Built = Result<(MultiCropBatch, Vec<usize>), DataError>;
 
+/// One packed sample: (label, dataset index used, dataset indices that failed before it).
+type Packed = (i64, u64, Vec<usize>);
+
 impl Loader {
     /// Validates the options, starts the worker pool and the producer thread.
     ///
@@ -469,7 +472,7 @@ impl Shared {
         for (k, c) in batch.locals.chunks_exact_mut(llen).enumerate() {
             slots[k % bs].push(c);
         }
-        let results: Vec<Result<(i64, u64, Vec<usize>), DataError>> = slots
+        let results: Vec<Result<Packed, DataError>> = slots
             .into_par_iter()
             .zip(positions)
             .map(|(mut dst, pos)| self.sample(epoch, pos, order[pos], &mut dst))
@@ -494,7 +497,7 @@ impl Shared {
         pos: usize,
         index: usize,
         dst: &mut [&mut [u8]],
-    ) -> Result<(i64, u64, Vec<usize>), DataError> {
+    ) -> Result<Packed, DataError> {
         let seed = self.opts.seed;
         let mut index = index;
         let mut rng = rng_for(seed, epoch, index as u64, Stream::Augment);
