@@ -4,14 +4,15 @@
 //!
 //! One pass with float box radius `r = l + a` (`l` integer part): every output is
 //! `(ww·Σ_{|k|<=l} x[i+k] + fw·(x[i−l−1] + x[i+l+1]) + 2^23) >> 24` with indices clamped to the
-//! edge, `ww = floor(2^24 / (2r + 1))` and `fw = (2^24 − (2l + 1)·ww) / 2`. We keep running sums
-//! so a pass costs O(pixels) whatever sigma is; the vertical passes run over whole rows at once
-//! (vectorisable) instead of transposing the image as Pillow does (same arithmetic).
+//! edge, `ww = floor(2^24 / (2r + 1))` and `fw = (2^24 − (2l + 1)·ww) / 2`. Running sums make a
+//! pass O(pixels) whatever sigma is; every pass runs down whole rows at once (vectorisable), the
+//! horizontal ones on the transposed image (same arithmetic as Pillow's per-line loop).
 
 /// Reusable buffers for [`gaussian_blur_with`].
 #[derive(Debug, Default, Clone)]
 pub struct BlurScratch {
     tmp: Vec<u8>,
+    tmp2: Vec<u8>,
     acc: Vec<u32>,
 }
 
@@ -60,95 +61,53 @@ pub fn gaussian_blur_with(
         return;
     }
     let (r, ww, fw) = box_weights(radius);
-    scratch.tmp.resize(img.len(), 0);
-    scratch.acc.resize(3 * w, 0);
-    let tmp = &mut scratch.tmp[..];
-    for _ in 0..3 {
-        for (src, dst) in img.chunks_exact(3 * w).zip(tmp.chunks_exact_mut(3 * w)) {
-            horizontal_line(src, dst, r, ww, fw);
-        }
-        img.copy_from_slice(tmp);
-    }
-    for pass in 0..3 {
-        // Ping-pong: img -> tmp -> img -> tmp, then copy back.
-        if pass % 2 == 0 {
-            vertical(img, tmp, w, h, r, ww, fw, &mut scratch.acc);
-        } else {
-            vertical(tmp, img, w, h, r, ww, fw, &mut scratch.acc);
-        }
-    }
-    img.copy_from_slice(tmp);
+    let BlurScratch { tmp, tmp2, acc } = scratch;
+    tmp.resize(img.len(), 0);
+    tmp2.resize(img.len(), 0);
+    acc.resize(3 * w.max(h), 0);
+    // Horizontal passes = vertical passes on the transposed image (Pillow transposes too, for
+    // the vertical ones); the vertical kernel runs over whole rows and vectorises.
+    transpose(img, w, h, tmp);
+    three_vertical_passes(tmp, tmp2, h, w, r, ww, fw, acc);
+    transpose(tmp, h, w, img);
+    three_vertical_passes(img, tmp, w, h, r, ww, fw, acc);
 }
 
-#[inline(always)]
-fn save(bulk: u32) -> u8 {
-    (bulk.wrapping_add(1 << 23) >> 24) as u8
-}
-
-/// One horizontal pass over one RGB row (clamped edges).
-fn horizontal_line(src: &[u8], dst: &mut [u8], r: usize, ww: u32, fw: u32) {
-    let n = src.len() / 3;
-    let last = n - 1;
-    let at = |i: isize, c: usize| -> u32 {
-        let i = i.clamp(0, last as isize) as usize;
-        u32::from(src[3 * i + c])
-    };
-    let ri = r as isize;
-    let mut acc = [0u32; 3];
-    for (c, a) in acc.iter_mut().enumerate() {
-        for k in (-ri - 1)..ri {
-            *a += at(k, c);
+/// Transposes a packed RGB8 `w`x`h` image into `dst` (`h`x`w`).
+fn transpose(src: &[u8], w: usize, h: usize, dst: &mut [u8]) {
+    const B: usize = 16;
+    for y0 in (0..h).step_by(B) {
+        for x0 in (0..w).step_by(B) {
+            for y in y0..(y0 + B).min(h) {
+                for x in x0..(x0 + B).min(w) {
+                    let (s, d) = (3 * (y * w + x), 3 * (x * h + y));
+                    dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+                }
+            }
         }
-    }
-    // Interior positions need no clamping: [x-r-1, x+r+1] inside [0, last].
-    let lo = (r + 1).min(n);
-    let hi = n.saturating_sub(r + 1).max(lo);
-    let mut x = 0usize;
-    while x < lo {
-        step_clamped(&mut acc, x as isize, ri, &at, dst, ww, fw);
-        x += 1;
-    }
-    while x < hi {
-        let (sub, add, far) = (3 * (x - r - 1), 3 * (x + r), 3 * (x + r + 1));
-        for c in 0..3 {
-            acc[c] = acc[c]
-                .wrapping_add(u32::from(src[add + c]))
-                .wrapping_sub(u32::from(src[sub + c]));
-            let bulk = acc[c]
-                .wrapping_mul(ww)
-                .wrapping_add((u32::from(src[sub + c]) + u32::from(src[far + c])) * fw);
-            dst[3 * x + c] = save(bulk);
-        }
-        x += 1;
-    }
-    while x < n {
-        step_clamped(&mut acc, x as isize, ri, &at, dst, ww, fw);
-        x += 1;
     }
 }
 
-#[inline(always)]
-fn step_clamped(
-    acc: &mut [u32; 3],
-    x: isize,
-    r: isize,
-    at: &impl Fn(isize, usize) -> u32,
-    dst: &mut [u8],
+/// Three vertical box passes; the result ends in `a` (`b` is scratch of the same size).
+#[allow(clippy::too_many_arguments)]
+fn three_vertical_passes(
+    a: &mut [u8],
+    b: &mut [u8],
+    w: usize,
+    h: usize,
+    r: usize,
     ww: u32,
     fw: u32,
+    acc: &mut [u32],
 ) {
-    for c in 0..3 {
-        acc[c] = acc[c]
-            .wrapping_add(at(x + r, c))
-            .wrapping_sub(at(x - r - 1, c));
-        let bulk = acc[c]
-            .wrapping_mul(ww)
-            .wrapping_add((at(x - r - 1, c) + at(x + r + 1, c)) * fw);
-        dst[3 * x as usize + c] = save(bulk);
-    }
+    vertical(a, b, w, h, r, ww, fw, acc);
+    vertical(b, a, w, h, r, ww, fw, acc);
+    vertical(a, b, w, h, r, ww, fw, acc);
+    a.copy_from_slice(b);
 }
 
-/// One vertical pass from `src` to `dst`, all columns at once with a row of running sums.
+/// One vertical pass from `src` to `dst`, all columns at once with a row of running sums:
+/// `out = (ww·Σ_{|k|<=r} x[y+k] + fw·(x[y−r−1] + x[y+r+1]) + 2^23) >> 24`, rows clamped.
 #[allow(clippy::too_many_arguments)]
 fn vertical(
     src: &[u8],
@@ -160,34 +119,32 @@ fn vertical(
     fw: u32,
     acc: &mut [u32],
 ) {
-    let row_len = 3 * w;
+    let n = 3 * w;
     let last = h as isize - 1;
     let row = |y: isize| -> &[u8] {
         let y = y.clamp(0, last) as usize;
-        &src[y * row_len..(y + 1) * row_len]
+        &src[y * n..(y + 1) * n]
     };
     let ri = r as isize;
+    let acc = &mut acc[..n];
     acc.fill(0);
     for k in (-ri - 1)..ri {
         for (a, &v) in acc.iter_mut().zip(row(k)) {
             *a += u32::from(v);
         }
     }
-    for (y, out) in dst.chunks_exact_mut(row_len).enumerate() {
+    for (y, out) in dst.chunks_exact_mut(n).enumerate().take(h) {
         let y = y as isize;
         let (sub, add, far) = (row(y - ri - 1), row(y + ri), row(y + ri + 1));
-        for ((((a, o), &s), &ad), &f) in acc
-            .iter_mut()
-            .zip(out.iter_mut())
-            .zip(sub)
-            .zip(add)
-            .zip(far)
-        {
-            *a = a.wrapping_add(u32::from(ad)).wrapping_sub(u32::from(s));
+        let (sub, add, far, out) = (&sub[..n], &add[..n], &far[..n], &mut out[..n]);
+        for i in 0..n {
+            let s = u32::from(sub[i]);
+            let a = acc[i].wrapping_add(u32::from(add[i])).wrapping_sub(s);
+            acc[i] = a;
             let bulk = a
                 .wrapping_mul(ww)
-                .wrapping_add((u32::from(s) + u32::from(f)) * fw);
-            *o = save(bulk);
+                .wrapping_add((s + u32::from(far[i])) * fw);
+            out[i] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
         }
     }
 }

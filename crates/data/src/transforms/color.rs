@@ -86,19 +86,12 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
 }
 
-/// `Image.blend(d, x, alpha)` for one value, in C float arithmetic (Pillow `Blend.c`).
-#[inline]
+/// `Image.blend(d, x, alpha)` for one value, in C float arithmetic (Pillow `Blend.c`). Rust's
+/// saturating float-to-u8 cast is exactly Pillow's clip-then-truncate (and plain truncation
+/// when `alpha` is in [0, 1], where the value cannot leave [0, 255]).
+#[inline(always)]
 fn blend_one(d: u8, x: u8, alpha: f32) -> u8 {
-    let v = f32::from(d) + alpha * (i32::from(x) - i32::from(d)) as f32;
-    if (0.0..=1.0).contains(&alpha) {
-        v as u8
-    } else if v <= 0.0 {
-        0
-    } else if v >= 255.0 {
-        255
-    } else {
-        v as u8
-    }
+    (f32::from(d) + alpha * (i32::from(x) - i32::from(d)) as f32) as u8
 }
 
 fn blend_lut(d: u8, alpha: f32) -> [u8; 256] {
@@ -135,23 +128,10 @@ pub fn adjust_contrast(img: &mut [u8], factor: f64) {
 /// converted to L and back to RGB). `img` is packed RGB8.
 pub fn adjust_saturation(img: &mut [u8], factor: f64) {
     let alpha = factor as f32;
-    // alpha·(x − d) depends only on x − d in [−255, 255]; the add and the cast stay per pixel
-    // so the C float rounding is reproduced exactly.
-    let mut prod = [0f32; 511];
-    for (i, p) in prod.iter_mut().enumerate() {
-        *p = alpha * (i as i32 - 255) as f32;
-    }
-    let inside = (0.0..=1.0).contains(&alpha);
     for px in img.chunks_exact_mut(3) {
         let d = luma(px[0], px[1], px[2]);
-        let df = f32::from(d);
         for c in px.iter_mut() {
-            let v = df + prod[(i32::from(*c) - i32::from(d) + 255) as usize];
-            *c = if inside {
-                v as u8
-            } else {
-                v.clamp(0.0, 255.0) as u8
-            };
+            *c = blend_one(d, *c, alpha);
         }
     }
 }
@@ -176,7 +156,10 @@ fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     } else {
         (4.0 + f64::from(gc) - f64::from(rc)) as f32
     };
-    let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
+    // fmod(h/6 + 1, 1) for an argument in [5/6, 11/6]: subtracting 1 is exact there and avoids
+    // a libm call.
+    let x = f64::from(h) / 6.0 + 1.0;
+    let h = (if x >= 1.0 { x - 1.0 } else { x }) as f32;
     let uh = ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8;
     let us = ((f64::from(s) * 255.0) as i32).clamp(0, 255) as u8;
     (uh, us, maxc)
@@ -217,7 +200,11 @@ fn hsv_to_rgb(h: u8, s: u8, v: u8, t: &HueTables) -> [u8; 3] {
     let f = t.frac[h as usize];
     let fs = t.fs[s as usize];
     let vf = f64::from(v);
-    let c8 = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
+    // C `round` (half away from zero) of a value in [0, 255], without a libm call.
+    let c8 = |x: f64| {
+        let i = x as i32;
+        (if x - f64::from(i) >= 0.5 { i + 1 } else { i }).clamp(0, 255) as u8
+    };
     let p = c8(vf * (1.0 - f64::from(fs)));
     let q = c8(vf * (1.0 - f64::from(fs * f)));
     let tt = c8(vf * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
