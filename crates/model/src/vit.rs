@@ -159,13 +159,13 @@ impl VitConfig {
                 self.img_size, self.patch_size
             ));
         }
-        if !(self.mlp_ratio > 0.0) || self.mlp_hidden() < 1 {
+        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 || self.mlp_hidden() < 1 {
             return bad(format!(
                 "mlp_ratio {} gives no hidden units",
                 self.mlp_ratio
             ));
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return bad(format!(
                 "layer_norm_eps {} must be positive",
                 self.layer_norm_eps
