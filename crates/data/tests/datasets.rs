@@ -84,6 +84,15 @@ fn flat_folder_is_recursive_and_unlabeled() {
     assert!(ds.classes().is_empty());
     assert!((0..5).all(|i| ds.load(i).unwrap().label == 0));
     assert!(ds.describe(0).ends_with("top.png"));
+    // A link back to the root neither loops nor lists files twice.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("x/loop")).unwrap();
+        assert_eq!(
+            open(dir.path(), DataFormat::Flat, "train").unwrap().len(),
+            5
+        );
+    }
 }
 
 #[test]

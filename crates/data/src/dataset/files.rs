@@ -1,5 +1,6 @@
 //! Image files in folders: torchvision's `ImageFolder` layout and a flat (unlabeled) folder.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{check_index, Dataset, Sample};
@@ -10,7 +11,7 @@ use crate::error::DataError;
 /// decoder, so a mislabeled file still decodes (see [`crate::decode`]).
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
 
-/// Link cycles cannot make the walk run forever.
+/// Nesting depth beyond which folders are not searched.
 const MAX_DEPTH: usize = 32;
 
 /// A sorted list of image files with a label each.
@@ -51,7 +52,7 @@ impl ImageFiles {
         for (label, class) in classes.iter().enumerate() {
             let dir = root.join(class);
             let before = files.len();
-            walk(&dir, 0, &mut files)?;
+            walk(&dir, &mut files)?;
             if files.len() == before {
                 return Err(DataError::Empty {
                     path: dir,
@@ -75,7 +76,7 @@ impl ImageFiles {
     /// Every image under `root`, recursively, sorted by path, all with label 0 and no classes.
     pub fn flat(root: &Path, max_pixels: u64) -> Result<Self, DataError> {
         let mut files = Vec::new();
-        walk(root, 0, &mut files)?;
+        walk(root, &mut files)?;
         if files.is_empty() {
             return Err(DataError::Empty {
                 path: root.into(),
@@ -132,9 +133,21 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Appends the image files under `dir` (following links, skipping hidden entries).
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    if depth > MAX_DEPTH {
+/// Appends the image files under `dir`, following links but entering each real folder once
+/// (a link back to an ancestor would otherwise list the same files again and again).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let mut seen = HashSet::new();
+    walk_inner(dir, 0, &mut seen, out)
+}
+
+fn walk_inner(
+    dir: &Path,
+    depth: usize,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), DataError> {
+    let real = std::fs::canonicalize(dir).map_err(|e| DataError::io(dir, e))?;
+    if depth > MAX_DEPTH || !seen.insert(real) {
         return Ok(());
     }
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
@@ -144,7 +157,7 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataErro
         }
         let path = entry.path();
         if path.is_dir() {
-            walk(&path, depth + 1, out)?;
+            walk_inner(&path, depth + 1, seen, out)?;
         } else if is_image(&path) {
             out.push(path);
         }
