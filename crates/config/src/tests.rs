@@ -194,6 +194,12 @@ fn malformed_configs_name_the_key() {
             "cuda:N",
         ),
         ("", &["head.out_dimm=10"], "head.out_dimm", "unknown field"),
+        (
+            "[eval]\nknn_every_epochs = 1\n",
+            &[],
+            "eval.knn_train_path",
+            "labeled dataset",
+        ),
         ("", &["optim.clip_grad=-1"], "optim.clip_grad", ">= 0"),
         (
             "",

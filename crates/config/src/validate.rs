@@ -251,6 +251,19 @@ pub(crate) fn validate(c: &Config) -> R {
         nonzero(&format!("eval.knn_k[{i}]"), *k)?;
     }
     positive("eval.knn_temperature", e.knn_temperature)?;
+    if e.knn_every_epochs > 0 {
+        for (k, v) in [
+            ("eval.knn_train_path", &e.knn_train_path),
+            ("eval.knn_val_path", &e.knn_val_path),
+        ] {
+            if v.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    k,
+                    "must name a labeled dataset when eval.knn_every_epochs > 0",
+                ));
+            }
+        }
+    }
     if !(e.resize_ratio >= 1.0 && e.resize_ratio.is_finite()) {
         return Err(ConfigError::invalid(
             "eval.resize_ratio",

@@ -347,7 +347,23 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             )?;
         }
         if epoch_done {
-            let rec = acc.finish(epoch, epoch_start.elapsed().as_secs_f64());
+            let mut rec = acc.finish(epoch, epoch_start.elapsed().as_secs_f64());
+            let every = cfg.eval.knn_every_epochs;
+            if every > 0 && (epoch + 1) % every == 0 {
+                let report = online_knn(cfg, &nets.teacher.backbone, device)?;
+                for s in &report.scores {
+                    rec.extra.insert(format!("knn_top1_k{}", s.k), s.top1);
+                }
+                tracing::info!(
+                    "epoch {epoch} online k-NN (teacher): {}",
+                    report
+                        .scores
+                        .iter()
+                        .map(|s| format!("{}-NN {:.2}%", s.k, s.top1))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             last_epoch_loss = rec.loss;
             metrics_out.write_epoch(&rec)?;
             let records = metrics::read_jsonl(metrics_out.path())?;
@@ -397,6 +413,53 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         threads,
         device: format!("{device:?}"),
     })
+}
+
+/// Weighted k-NN of the teacher's CLS features on `eval.knn_train_path` (bank) and
+/// `eval.knn_val_path` (official eval_knn.py protocol), run inside training.
+fn online_knn(
+    cfg: &Config,
+    backbone: &dino_model::VisionTransformer,
+    device: Device,
+) -> anyhow::Result<dino_eval::knn::KnnReport> {
+    use dino_eval::embed::{embed_dataset, EmbedOptions, FeatureKind};
+    let e = &cfg.eval;
+    anyhow::ensure!(
+        !e.knn_train_path.is_empty() && !e.knn_val_path.is_empty(),
+        "eval.knn_every_epochs is set but eval.knn_train_path / eval.knn_val_path are empty"
+    );
+    let open = |p: &str, split: &str| {
+        dino_data::dataset::open_dataset(
+            Path::new(p),
+            dino_config::DataFormat::Auto,
+            split,
+            &cfg.data,
+        )
+        .with_context(|| format!("online k-NN data {p}"))
+    };
+    let (bank, val) = (
+        open(&e.knn_train_path, "train")?,
+        open(&e.knn_val_path, "test")?,
+    );
+    e.check_k_against(bank.len())?;
+    let opts = EmbedOptions {
+        batch_size: e.batch_size,
+        transform: dino_data::transforms::EvalTransform::new(e.crop_size, e.resize_ratio)?,
+        mean: cfg.augmentation.mean,
+        std: cfg.augmentation.std,
+        kind: FeatureKind::Cls,
+        patch_tokens: false,
+        limit: None,
+    };
+    let (train, _) = embed_dataset(backbone, bank.as_ref(), &opts, device)?;
+    let (test, _) = embed_dataset(backbone, val.as_ref(), &opts, device)?;
+    Ok(dino_eval::knn::knn_eval(
+        &train.features,
+        &train.labels,
+        &test.features,
+        &test.labels,
+        &dino_eval::knn::KnnConfig::from_eval(e),
+    )?)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -12,8 +12,14 @@ pub struct AttentionArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Image files (repeatable).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "data")]
     image: Vec<PathBuf>,
+    /// Or the first `--count` images of a dataset folder (test split for CIFAR-10 / IDX).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Images taken from `--data`.
+    #[arg(long, default_value_t = 4)]
+    count: usize,
     /// Side the image is resized to before cropping to a multiple of the patch size
     /// (official --image_size 480).
     #[arg(long, default_value_t = 480)]
@@ -35,9 +41,28 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     let backbone = emb.backbone();
     let patch = emb.cfg.model.patch_size as u32;
     let (mean, std) = (emb.cfg.augmentation.mean, emb.cfg.augmentation.std);
+    let mut images = Vec::new();
     for path in &a.image {
         let img = dino_data::decode::decode_file(path, emb.cfg.data.max_image_pixels)
             .with_context(|| format!("reading {}", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        images.push((stem, img));
+    }
+    if let Some(dir) = &a.data {
+        let ds = dino_data::dataset::open_dataset(
+            dir,
+            dino_config::DataFormat::Auto,
+            "test",
+            &emb.cfg.data,
+        )?;
+        for i in 0..a.count.min(ds.len()) {
+            images.push((format!("{i:04}"), ds.load(i)?.image));
+        }
+    }
+    for (stem, img) in images {
         // Official: Resize((image_size, image_size)), then crop to a multiple of the patch size.
         let side = a.image_size.max(patch) / patch * patch;
         let resized = dino_data::transforms::resize(&img, side, side)?; // Pillow bicubic
@@ -48,11 +73,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             .f_to_kind(Kind::Float)?;
         let x = x.f_to_device(emb.device())?;
         let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let dir = a.out.join(stem);
+        let dir = a.out.join(&stem);
         let files = write_attention_maps(
             &dir,
             &resized,
@@ -60,12 +81,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             patch,
             a.threshold,
         )?;
-        eprintln!(
-            "{}: {} files in {}",
-            path.display(),
-            files.len(),
-            dir.display()
-        );
+        eprintln!("{stem}: {} files in {}", files.len(), dir.display());
     }
     Ok(())
 }
