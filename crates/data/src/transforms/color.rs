@@ -137,8 +137,7 @@ pub fn adjust_saturation(img: &mut [u8], factor: f64) {
 }
 
 /// Pillow `rgb2hsv_row`: 8-bit (H, S, V); float/double steps as in the C source.
-#[inline]
-fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+fn rgb_to_hsv_exact(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     let maxc = r.max(g).max(b);
     let minc = r.min(g).min(b);
     if maxc == minc {
@@ -156,13 +155,76 @@ fn rgb_to_hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
     } else {
         (4.0 + f64::from(gc) - f64::from(rc)) as f32
     };
-    // fmod(h/6 + 1, 1) for an argument in [5/6, 11/6]: subtracting 1 is exact there and avoids
-    // a libm call.
+    // fmod(h/6 + 1, 1) for an argument in [5/6, 11/6]: subtracting 1 is exact there.
     let x = f64::from(h) / 6.0 + 1.0;
     let h = (if x >= 1.0 { x - 1.0 } else { x }) as f32;
     let uh = ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8;
     let us = ((f64::from(s) * 255.0) as i32).clamp(0, 255) as u8;
     (uh, us, maxc)
+}
+
+/// [`rgb_to_hsv_exact`] results tabulated: H depends only on which channel is the maximum
+/// (Pillow's r, g, b precedence) and the other two channels' distances to it; S on
+/// (max − min, max). Built once per process (4 × 64 Ki entries) from the exact function.
+struct HsvTables {
+    /// `[case][d1][d2]`: case 0 = R max (d1 = max−G, d2 = max−B), 1 = G max (max−R, max−B),
+    /// 2 = B max (max−G, max−R).
+    hue: Vec<u8>,
+    /// `[max − min][max]`.
+    sat: Vec<u8>,
+}
+
+fn hsv_tables() -> &'static HsvTables {
+    static T: std::sync::OnceLock<HsvTables> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let mut hue = vec![0u8; 3 << 16];
+        let mut sat = vec![0u8; 1 << 16];
+        for d1 in 0..256usize {
+            for d2 in 0..256usize {
+                let (a, b) = (255 - d1 as u8, 255 - d2 as u8);
+                let i = (d1 << 8) | d2;
+                hue[i] = rgb_to_hsv_exact(255, a, b).0;
+                // G max requires R < G (R ties go to the R case), B max requires R, G < B.
+                hue[(1 << 16) | i] = if d1 > 0 {
+                    rgb_to_hsv_exact(a, 255, b).0
+                } else {
+                    0
+                };
+                hue[(2 << 16) | i] = if d1 > 0 && d2 > 0 {
+                    rgb_to_hsv_exact(b, a, 255).0
+                } else {
+                    0
+                };
+            }
+        }
+        for cr in 0..256usize {
+            for mx in cr.max(1)..256usize {
+                sat[(cr << 8) | mx] =
+                    rgb_to_hsv_exact(mx as u8, (mx - cr) as u8, (mx - cr) as u8).1;
+            }
+        }
+        HsvTables { hue, sat }
+    })
+}
+
+/// Pillow `rgb2hsv_row` for one pixel, via [`HsvTables`].
+#[inline(always)]
+fn rgb_to_hsv(r: u8, g: u8, b: u8, t: &HsvTables) -> (u8, u8, u8) {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    if maxc == minc {
+        return (0, 0, maxc);
+    }
+    let (case, d1, d2) = if r == maxc {
+        (0usize, maxc - g, maxc - b)
+    } else if g == maxc {
+        (1, maxc - r, maxc - b)
+    } else {
+        (2, maxc - g, maxc - r)
+    };
+    let h = t.hue[(case << 16) | (usize::from(d1) << 8) | usize::from(d2)];
+    let s = t.sat[(usize::from(maxc - minc) << 8) | usize::from(maxc)];
+    (h, s, maxc)
 }
 
 /// Per-H constants of Pillow's `hsv2rgb`: sector `i` and remainder `f` (float).
@@ -224,8 +286,9 @@ fn hsv_to_rgb(h: u8, s: u8, v: u8, t: &HueTables) -> [u8; 3] {
 pub fn adjust_hue(img: &mut [u8], hue_factor: f64) {
     let shift = (hue_factor * 255.0) as i32 as u8;
     let t = hue_tables();
+    let ht = hsv_tables();
     for px in img.chunks_exact_mut(3) {
-        let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
+        let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2], ht);
         px.copy_from_slice(&hsv_to_rgb(h.wrapping_add(shift), s, v, t));
     }
 }
@@ -270,13 +333,30 @@ mod tests {
             (90, 90, 90),
             (1, 2, 3),
         ] {
-            let (h, s, v) = rgb_to_hsv(r, g, b);
+            let (h, s, v) = rgb_to_hsv(r, g, b, hsv_tables());
             let back = hsv_to_rgb(h, s, v, t);
             for (a, b) in back.iter().zip([r, g, b]) {
                 assert!(
                     (i32::from(*a) - i32::from(b)).abs() <= 3,
                     "{r},{g},{b} -> {back:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn hsv_tables_equal_the_exact_conversion() {
+        let t = hsv_tables();
+        for r in (0..256).step_by(3) {
+            for g in (0..256).step_by(5) {
+                for b in 0..256 {
+                    let (r, g, b) = (r as u8, g as u8, b as u8);
+                    assert_eq!(
+                        rgb_to_hsv(r, g, b, t),
+                        rgb_to_hsv_exact(r, g, b),
+                        "{r},{g},{b}"
+                    );
+                }
             }
         }
     }
