@@ -299,7 +299,8 @@ fn rendering_follows_the_sampled_parameters() {
             assert_eq!(*c, mc.render_view(&img, p), "render_view reproduces apply");
         }
     }
-    let _ = ViewKind::Local;
+    let local = mc.sample_view(ViewKind::Local, img.width(), img.height(), &mut rng);
+    assert_eq!((local.size, local.solarize), (96, false));
 }
 
 #[test]

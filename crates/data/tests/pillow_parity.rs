@@ -1,7 +1,8 @@
 //! Parity of every augmentation op with torchvision 0.28 + Pillow (the official DINO
 //! backend): `tests/reference/pillow_ops.py` applies each op with fixed parameters to real
 //! photos (hymenoptera, CIFAR-10 samples) and we require max |Δ| <= 2 levels per op, exact for
-//! flip and solarize. The measured max / mean |Δ| per op are printed (`--nocapture`).
+//! flip and solarize. The measured max / mean |Δ| per op are printed (`--nocapture`);
+//! `PARITY_DUMP=<dir>` also writes each case's ours/Pillow raw RGB there for inspection.
 
 use dino_data::transforms::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, hflip,
