@@ -22,10 +22,19 @@ fn main() {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().trim_start_matches('=').trim().trim_matches('\'').to_string())
+            .map(|v| {
+                v.trim()
+                    .trim_start_matches('=')
+                    .trim()
+                    .trim_matches('\'')
+                    .to_string()
+            })
             .unwrap_or_else(|| "unknown".into())
     };
-    println!("cargo:rustc-env=DINO_LIBTORCH_VERSION={}", field("__version__"));
+    println!(
+        "cargo:rustc-env=DINO_LIBTORCH_VERSION={}",
+        field("__version__")
+    );
     let cuda = field("cuda: Optional[str]");
     println!("cargo:rustc-env=DINO_LIBTORCH_CUDA={}", cuda);
 }

@@ -47,10 +47,21 @@ mod tests {
 
     #[test]
     fn same_tuple_same_stream_different_tuple_different_stream() {
-        let a: Vec<u64> = (0..4).map(|_| 0).scan(rng_for(0, 1, 2, Stream::Augment), |r, _| Some(r.random())).collect();
-        let b: Vec<u64> = (0..4).map(|_| 0).scan(rng_for(0, 1, 2, Stream::Augment), |r, _| Some(r.random())).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| 0)
+            .scan(rng_for(0, 1, 2, Stream::Augment), |r, _| Some(r.random()))
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map(|_| 0)
+            .scan(rng_for(0, 1, 2, Stream::Augment), |r, _| Some(r.random()))
+            .collect();
         assert_eq!(a, b);
-        for (s, e, i, st) in [(1, 1, 2, Stream::Augment), (0, 2, 2, Stream::Augment), (0, 1, 3, Stream::Augment), (0, 1, 2, Stream::Shuffle)] {
+        for (s, e, i, st) in [
+            (1, 1, 2, Stream::Augment),
+            (0, 2, 2, Stream::Augment),
+            (0, 1, 3, Stream::Augment),
+            (0, 1, 2, Stream::Shuffle),
+        ] {
             let c: u64 = rng_for(s, e, i, st).random();
             assert_ne!(c, a[0]);
         }
