@@ -131,16 +131,32 @@ pub enum EvalCmd {
     Linear(LinearArgs),
 }
 
+/// The labeled train / validation pair of `dino eval`.
+#[derive(clap::Args, Debug)]
+pub struct TrainVal {
+    /// Labeled training images (the k-NN memory bank; the probe's training set).
+    #[arg(long)]
+    train: PathBuf,
+    /// Labeled validation images (test split for CIFAR-10 binary / IDX folders).
+    #[arg(long)]
+    val: PathBuf,
+}
+
+impl TrainVal {
+    fn open(&self, cfg: &Config) -> anyhow::Result<(Box<dyn Dataset>, Box<dyn Dataset>)> {
+        Ok((
+            open(&self.train, "train", cfg)?,
+            open(&self.val, "test", cfg)?,
+        ))
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct KnnArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Labeled training images: the k-NN memory bank.
-    #[arg(long)]
-    train: PathBuf,
-    /// Labeled validation images.
-    #[arg(long)]
-    val: PathBuf,
+    #[command(flatten)]
+    data: TrainVal,
     /// Neighbour counts (default eval.knn_k: 10,20,100,200).
     #[arg(long, value_delimiter = ',')]
     k: Option<Vec<usize>>,
@@ -156,12 +172,8 @@ pub struct KnnArgs {
 pub struct LinearArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Labeled training images.
-    #[arg(long)]
-    train: PathBuf,
-    /// Labeled validation images.
-    #[arg(long)]
-    val: PathBuf,
+    #[command(flatten)]
+    data: TrainVal,
     /// Epochs (default eval.linear_epochs: 100).
     #[arg(long)]
     epochs: Option<usize>,
@@ -189,10 +201,7 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
     let mut model = a.model;
     model.config.set.extend(sets);
     let emb = Embedder::new(&model)?;
-    let (train_ds, val_ds) = (
-        open(&a.train, "train", &emb.cfg)?,
-        open(&a.val, "test", &emb.cfg)?,
-    );
+    let (train_ds, val_ds) = a.data.open(&emb.cfg)?;
     emb.cfg.eval.check_k_against(train_ds.len())?;
     let opts = emb.options(FeatureKind::Cls, false)?;
     let train = emb.embed(train_ds.as_ref(), &opts)?;
@@ -237,10 +246,7 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         }
     };
     let opts = emb.options(kind, false)?;
-    let (train_ds, val_ds) = (
-        open(&a.train, "train", &emb.cfg)?,
-        open(&a.val, "test", &emb.cfg)?,
-    );
+    let (train_ds, val_ds) = a.data.open(&emb.cfg)?;
     let train = emb.embed(train_ds.as_ref(), &opts)?;
     let val = emb.embed(val_ds.as_ref(), &opts)?;
     let probe = LinearProbeConfig::from_eval(e, emb.cfg.runtime.seed);
