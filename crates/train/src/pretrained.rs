@@ -29,10 +29,29 @@ pub struct Pretrained {
     pub config: Config,
 }
 
+/// The resolved configuration stored in a run folder's `checkpoint.json`, with `key=value`
+/// overrides applied on top (validated again).
+///
+/// # Errors
+/// No `checkpoint.json` in `dir`, an unreadable one, or an override that is invalid for the run.
+pub fn run_config(dir: &Path, overrides: &[&str]) -> anyhow::Result<Config> {
+    let ck_json = dir.join("checkpoint.json");
+    anyhow::ensure!(
+        ck_json.exists(),
+        "{} holds no checkpoint.json (not a dino run folder?)",
+        dir.display()
+    );
+    let meta: checkpoint::CheckpointMeta = serde_json::from_slice(&std::fs::read(&ck_json)?)
+        .with_context(|| format!("reading {}", ck_json.display()))?;
+    Config::from_toml_str(&meta.config_toml, overrides)
+        .with_context(|| format!("configuration stored in {}", ck_json.display()))
+}
+
 /// Loads a backbone. `path` is a run folder (holding `checkpoint.json`) or a `.safetensors`
 /// file with backbone keys at the root or under `backbone.` / `teacher.backbone.` /
-/// `student.backbone.`; `fallback` gives the architecture for files, the run's own config is used
-/// for folders (its `[eval]` and `[runtime]` sections are taken from `fallback`).
+/// `student.backbone.`. For files, `fallback` gives the architecture and every other setting.
+/// For folders the run's own configuration is used (so a CIFAR-10 run is evaluated at its
+/// own crop size), with the `key=value` `overrides` (the CLI's `--set`) applied on top.
 ///
 /// # Errors
 /// A missing or unreadable checkpoint, or weights that do not fit the architecture (the error
@@ -41,6 +60,7 @@ pub fn load_backbone(
     path: &Path,
     which: Which,
     fallback: &Config,
+    overrides: &[&str],
     device: Device,
 ) -> anyhow::Result<Pretrained> {
     let prefix_of = |w: Which| match w {
@@ -48,19 +68,7 @@ pub fn load_backbone(
         Which::Student => "student.backbone.",
     };
     let (config, file, prefix) = if path.is_dir() {
-        let ck_json = path.join("checkpoint.json");
-        anyhow::ensure!(
-            ck_json.exists(),
-            "{} holds no checkpoint.json (not a dino run folder?)",
-            path.display()
-        );
-        let meta: checkpoint::CheckpointMeta = serde_json::from_slice(&std::fs::read(&ck_json)?)
-            .with_context(|| format!("reading {}", ck_json.display()))?;
-        let mut cfg = meta
-            .config()
-            .with_context(|| format!("configuration stored in {}", ck_json.display()))?;
-        cfg.eval = fallback.eval.clone();
-        cfg.runtime = fallback.runtime.clone();
+        let cfg = run_config(path, overrides)?;
         (
             cfg,
             path.join("checkpoint.safetensors"),

@@ -30,7 +30,8 @@ pub enum Source {
 /// Arguments shared by every command that embeds images.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// A run folder of `dino train`, or a `.safetensors` backbone (architecture from --config).
+    /// A run folder of `dino train` (evaluated with the run's own configuration, `--set`
+    /// applied on top), or a `.safetensors` backbone (architecture from --config).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Which features.
@@ -57,7 +58,14 @@ pub struct Embedder {
 
 impl Embedder {
     pub fn new(a: &ModelArgs) -> anyhow::Result<Self> {
-        let fallback = a.config.load(&[])?;
+        let overrides: Vec<&str> = a.config.set.iter().map(String::as_str).collect();
+        // A run folder carries its own configuration (crop size, architecture); --config then
+        // only matters for bare .safetensors files.
+        let fallback = if a.checkpoint.is_dir() && a.config.config.is_none() {
+            dino_train::pretrained::run_config(&a.checkpoint, &overrides)?
+        } else {
+            a.config.load(&[])?
+        };
         apply_threads(&fallback.runtime);
         let device = dino_model::select_device(
             fallback
@@ -70,7 +78,7 @@ impl Embedder {
         } else {
             Which::Teacher
         };
-        let mut p = load_backbone(&a.checkpoint, which, &fallback, device)?;
+        let mut p = load_backbone(&a.checkpoint, which, &fallback, &overrides, device)?;
         if a.which == Source::Random {
             // Same architecture, fresh weights from the run's seed.
             tch::manual_seed(p.config.runtime.seed as i64);
