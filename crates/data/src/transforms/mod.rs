@@ -14,6 +14,7 @@ pub mod eval;
 pub mod flip;
 pub mod normalize;
 pub mod resize;
+mod simd;
 
 pub use blur::{gaussian_blur, gaussian_blur_with, pillow_box_radius, BlurScratch};
 pub use color::{
