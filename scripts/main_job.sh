@@ -26,7 +26,7 @@ echo "== k-NN on Fashion-MNIST (train 60k bank, test 10k), 20-NN, T = 0.07 =="
 for which in teacher random pixels; do
   printf '%-8s ' "$which"
   $DINO eval knn --checkpoint "$RUN" --which "$which" --train "$DATA" --val "$DATA" --k 20 --json |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); s=r["scores"][0]; print(f"20-NN top-1 {s[\"top1\"]:.2f}%  top-5 {s[\"top5\"]:.2f}%")'
+    python3 -c 'import json,sys; s=json.load(sys.stdin)["scores"][0]; print("20-NN top-1 %.2f%%  top-5 %.2f%%" % (s["top1"], s["top5"]))'
 done
 
 $DINO attention --checkpoint "$RUN" --data "$DATA" --count 4 --image-size 112 --out "$RUN/attention"
