@@ -64,6 +64,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let summary = dino_train::trainer::train(&cfg, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if summary.steps == 0 {
+        // A resumed run that had already finished: no loss to report.
+        eprintln!(
+            "nothing left to train: run folder {} has finished its schedule",
+            summary.output_dir.display()
+        );
     } else {
         eprintln!(
             "trained {} steps on {}: loss {:.4} → {:.4}, {:.1} images/s, data wait {:.1}%, run folder {}",
