@@ -65,22 +65,18 @@ pub fn gaussian_blur_with(
         return;
     }
     let (r, ww, fw) = box_weights(radius);
-    let BlurScratch { tmp, tmp2, acc } = scratch;
-    tmp.resize(img.len(), 0);
-    tmp2.resize(img.len(), 0);
-    acc.resize(3 * w.max(h), 0);
-    blur_passes(img, tmp, tmp2, acc, w, h, (r, ww, fw));
+    scratch.tmp.resize(img.len(), 0);
+    scratch.tmp2.resize(img.len(), 0);
+    scratch.acc.resize(3 * w.max(h), 0);
+    blur_passes(img, scratch, (w, h), (r, ww, fw));
 }
 
 avx2_dispatch! {
     /// The six box passes (see the module doc), result in `img`.
     fn blur_passes(
         img: &mut [u8],
-        tmp: &mut [u8],
-        tmp2: &mut [u8],
-        acc: &mut [u32],
-        w: usize,
-        h: usize,
+        scratch: &mut BlurScratch,
+        size: (usize, usize),
         weights: (usize, u32, u32),
     ) = blur_passes_impl;
 }
@@ -88,13 +84,11 @@ avx2_dispatch! {
 #[inline(always)]
 fn blur_passes_impl(
     img: &mut [u8],
-    tmp: &mut [u8],
-    tmp2: &mut [u8],
-    acc: &mut [u32],
-    w: usize,
-    h: usize,
+    scratch: &mut BlurScratch,
+    (w, h): (usize, usize),
     (r, ww, fw): (usize, u32, u32),
 ) {
+    let BlurScratch { tmp, tmp2, acc } = scratch;
     // Horizontal passes = vertical passes on the transposed image (Pillow transposes too, for
     // the vertical ones); the vertical kernel runs over whole rows and vectorises.
     transpose(img, w, h, tmp);
