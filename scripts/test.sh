@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DINO_SETUP_DATASETS=${DINO_SETUP_DATASETS:-0} bash scripts/setup.sh
+# A CI machine builds once: incremental caches would only take disk (it has little to spare).
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 cargo test --workspace --locked "$@"
