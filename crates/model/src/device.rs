@@ -32,45 +32,88 @@ pub fn select_device(req: Option<Option<usize>>) -> Result<Device, ModelError> {
     }
 }
 
-// libtorch's C++ `at::autocast::{get,set}_autocast_dtype(DeviceType, ScalarType)`; tch binds
-// only `set_enabled`, which uses CUDA's default autocast dtype, fp16. Both enums are int8 in
-// c10 (`DeviceType::CUDA = 1`, `ScalarType::Half = 5`, `BFloat16 = 15`); plain functions with
-// integer arguments share the C calling convention under the Itanium C++ ABI.
+// libtorch's C++ autocast state (`at::autocast::*`, all thread-local). tch binds only the
+// CUDA-only `set_enabled`, which also uses CUDA's default autocast dtype, fp16. `DeviceType` and
+// `ScalarType` are int8 enums in c10 (`CPU = 0`, `CUDA = 1`; `Half = 5`, `BFloat16 = 15`); plain
+// functions with integer and bool arguments share the C calling convention under the Itanium C++
+// ABI.
 unsafe extern "C" {
     #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
     fn at_set_autocast_dtype(device_type: i8, dtype: i8);
     #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
     fn at_get_autocast_dtype(device_type: i8) -> i8;
+    #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+    fn at_set_autocast_enabled(device_type: i8, enabled: bool);
+    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+    fn at_is_autocast_enabled(device_type: i8) -> bool;
+    #[link_name = "_ZN2at8autocast17increment_nestingEv"]
+    fn at_increment_nesting() -> i32;
+    #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
+    fn at_decrement_nesting() -> i32;
+    #[link_name = "_ZN2at8autocast11clear_cacheEv"]
+    fn at_clear_cache();
 }
+const DEVICE_CPU: i8 = 0;
 const DEVICE_CUDA: i8 = 1;
 const SCALAR_HALF: i8 = 5;
 const SCALAR_BF16: i8 = 15;
 
-/// The dtype CUDA autocast casts to (thread-local libtorch state): `Kind::BFloat16` or
-/// `Kind::Half`.
-pub fn cuda_autocast_kind() -> tch::Kind {
+fn device_type(device: Device) -> i8 {
+    if device.is_cuda() {
+        DEVICE_CUDA
+    } else {
+        DEVICE_CPU
+    }
+}
+
+/// The dtype autocast casts to on `device`'s type (thread-local libtorch state):
+/// `Kind::BFloat16`, `Kind::Half`, or `Kind::Float` for anything else.
+pub fn autocast_kind(device: Device) -> tch::Kind {
     // SAFETY: reads a thread-local enum value; no pointers involved.
-    match unsafe { at_get_autocast_dtype(DEVICE_CUDA) } {
+    match unsafe { at_get_autocast_dtype(device_type(device)) } {
         SCALAR_BF16 => tch::Kind::BFloat16,
         SCALAR_HALF => tch::Kind::Half,
         _ => tch::Kind::Float,
     }
 }
 
-/// Runs `f` under CUDA autocast in bf16 when `precision` is `Bf16` (matmuls, convolutions and
-/// attention in bf16; LayerNorm, softmax and reductions in fp32; no loss scaling needed), and
-/// plainly otherwise. On a machine without CUDA this is a no-op (tch's `autocast` is CUDA-only),
-/// so CPU runs stay fp32. The previous autocast dtype is restored afterwards. Call
-/// `backward()` outside the closure, as PyTorch recommends.
-pub fn with_precision<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
+/// Whether autocast is on for `device`'s type on this thread.
+pub fn autocast_enabled(device: Device) -> bool {
+    // SAFETY: reads a thread-local flag.
+    unsafe { at_is_autocast_enabled(device_type(device)) }
+}
+
+/// Runs `f` under bf16 autocast for `device` when `precision` is `Bf16`, plainly otherwise.
+///
+/// Autocast runs matmuls, linear layers, convolutions and attention in bf16 and keeps
+/// LayerNorm, softmax and reductions in fp32 (PyTorch's per-op lists); bf16 has fp32's range, so
+/// no loss scaling is needed. On CUDA this is `torch.autocast("cuda", torch.bfloat16)`; on CPU it
+/// is `torch.autocast("cpu", torch.bfloat16)`, which pays off on CPUs with native bf16 dot
+/// products (AVX512-BF16 or AMX: about 1.4x per DINO step for a small ViT, docs/BENCHMARKS.md)
+/// and is slower elsewhere. Outputs of autocast ops are bf16: cast to fp32 before a loss. The
+/// previous autocast state is restored afterwards, and the cast-weight cache is cleared when the
+/// outermost region ends. Call `backward()` outside the closure, as PyTorch recommends.
+pub fn with_precision<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> T {
     match precision {
         Precision::Fp32 => f(),
         Precision::Bf16 => {
-            // SAFETY: sets a thread-local enum value; no pointers involved.
-            let prev = unsafe { at_get_autocast_dtype(DEVICE_CUDA) };
-            unsafe { at_set_autocast_dtype(DEVICE_CUDA, SCALAR_BF16) };
-            let out = tch::autocast(true, f);
-            unsafe { at_set_autocast_dtype(DEVICE_CUDA, prev) };
+            let dt = device_type(device);
+            // SAFETY: thread-local flags and enum values; no pointers involved.
+            let (prev_on, prev_dtype) =
+                unsafe { (at_is_autocast_enabled(dt), at_get_autocast_dtype(dt)) };
+            unsafe {
+                at_set_autocast_dtype(dt, SCALAR_BF16);
+                at_set_autocast_enabled(dt, true);
+                at_increment_nesting();
+            }
+            let out = f();
+            unsafe {
+                if at_decrement_nesting() == 0 {
+                    at_clear_cache();
+                }
+                at_set_autocast_enabled(dt, prev_on);
+                at_set_autocast_dtype(dt, prev_dtype);
+            }
             out
         }
     }
@@ -94,17 +137,57 @@ mod tests {
     }
 
     #[test]
-    fn autocast_dtype_is_bf16_inside_and_restored_after() {
-        // The dtype setting is thread-local state that exists without a GPU, so the FFI is
-        // checked on every machine.
-        let before = cuda_autocast_kind();
-        assert_eq!(before, tch::Kind::Half, "libtorch's CUDA autocast default");
-        let inside = with_precision(Precision::Bf16, || {
-            // tch::autocast skips its body's setup without CUDA, the dtype is still set.
-            cuda_autocast_kind()
+    fn autocast_state_is_bf16_inside_and_restored_after() {
+        // The autocast state is thread-local and exists without a GPU, so the FFI is checked on
+        // every machine, for both device types.
+        let cuda = Device::Cuda(0);
+        assert_eq!(
+            autocast_kind(cuda),
+            tch::Kind::Half,
+            "libtorch's CUDA autocast default"
+        );
+        assert!(!autocast_enabled(cuda));
+        let inside = with_precision(Precision::Bf16, cuda, || {
+            (autocast_kind(cuda), autocast_enabled(cuda))
         });
-        assert_eq!(inside, tch::Kind::BFloat16);
-        assert_eq!(cuda_autocast_kind(), before);
-        assert_eq!(with_precision(Precision::Fp32, || 7), 7);
+        assert_eq!(inside, (tch::Kind::BFloat16, true));
+        assert_eq!(
+            (autocast_kind(cuda), autocast_enabled(cuda)),
+            (tch::Kind::Half, false)
+        );
+
+        let cpu = Device::Cpu;
+        assert!(!autocast_enabled(cpu));
+        let before = autocast_kind(cpu);
+        let inside = with_precision(Precision::Bf16, cpu, || {
+            (autocast_kind(cpu), autocast_enabled(cpu))
+        });
+        assert_eq!(inside, (tch::Kind::BFloat16, true));
+        assert_eq!((autocast_kind(cpu), autocast_enabled(cpu)), (before, false));
+        assert_eq!(with_precision(Precision::Fp32, cpu, || 7), 7);
+    }
+
+    #[test]
+    fn cpu_autocast_runs_linear_layers_in_bf16_and_stays_close_to_fp32() {
+        let x = tch::Tensor::randn([64, 96], (tch::Kind::Float, Device::Cpu));
+        let w = tch::Tensor::randn([32, 96], (tch::Kind::Float, Device::Cpu));
+        let fp32 = x.linear::<tch::Tensor>(&w, None);
+        let bf = with_precision(Precision::Bf16, Device::Cpu, || {
+            x.linear::<tch::Tensor>(&w, None)
+        });
+        assert_eq!(fp32.kind(), tch::Kind::Float);
+        assert_eq!(
+            bf.kind(),
+            tch::Kind::BFloat16,
+            "autocast did not reach the CPU linear"
+        );
+        // bf16 keeps 8 significant bits: relative error of a 96-term dot product is ~1 %.
+        let rel = (bf.to_kind(tch::Kind::Float) - &fp32)
+            .norm()
+            .double_value(&[])
+            / fp32.norm().double_value(&[]);
+        assert!(rel < 0.02, "relative error {rel}");
+        // Outside the region the same op is fp32 again.
+        assert_eq!(x.linear::<tch::Tensor>(&w, None).kind(), tch::Kind::Float);
     }
 }

@@ -44,7 +44,7 @@ fn cuda_forward_matches_cpu_and_bf16_autocast_runs_in_bf16() {
         .double_value(&[]);
     assert!(d < 1e-3, "fp32 CUDA vs CPU: {d}");
 
-    let bf = with_precision(Precision::Bf16, || {
+    let bf = with_precision(Precision::Bf16, Device::Cuda(0), || {
         m.forward_t(&[xg.shallow_clone()], true).unwrap()
     });
     assert_eq!(

@@ -250,10 +250,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
 
         seed_iteration(cfg.runtime.seed, it);
         let precision = cfg.runtime.precision;
+        // Under bf16 autocast the logits come out bf16; the loss (softmax over out_dim
+        // prototypes at temperature 0.04-0.1) and the center run in fp32.
         let teacher_out = tch::no_grad(|| {
-            with_precision(precision, || nets.teacher.forward_t(&[globals], true))
-        })?;
-        let student_out = with_precision(precision, || nets.student.forward_t(&crops, true))?;
+            with_precision(precision, device, || {
+                nets.teacher.forward_t(&[globals], true)
+            })
+        })?
+        .to_kind(tch::Kind::Float);
+        let student_out =
+            with_precision(precision, device, || nets.student.forward_t(&crops, true))?
+                .to_kind(tch::Kind::Float);
         let out = loss_fn.step(&student_out, &teacher_out, epoch)?;
         if let Err(e) = metrics::check_finite(out.stats.loss, epoch, step) {
             bail!(
