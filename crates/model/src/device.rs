@@ -83,6 +83,22 @@ pub fn autocast_enabled(device: Device) -> bool {
     unsafe { at_is_autocast_enabled(device_type(device)) }
 }
 
+/// Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16), which is what makes
+/// CPU bf16 autocast faster than fp32; without it libtorch emulates bf16 and autocast is slower.
+pub fn cpu_has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            || std::fs::read_to_string("/proc/cpuinfo")
+                .map(|c| c.contains(" amx_bf16"))
+                .unwrap_or(false)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Runs `f` under bf16 autocast for `device` when `precision` is `Bf16`, plainly otherwise.
 ///
 /// Autocast runs matmuls, linear layers, convolutions and attention in bf16 and keeps

@@ -65,7 +65,9 @@ pub mod vit;
 /// safetensors I/O under the official names.
 pub mod weights;
 
-pub use device::{autocast_enabled, autocast_kind, select_device, with_precision};
+pub use device::{
+    autocast_enabled, autocast_kind, cpu_has_native_bf16, select_device, with_precision,
+};
 pub use error::{ModelError, WeightsError};
 pub use head::{is_last_layer, is_regularized, DinoHead};
 pub use import::{find_python, import_official, ImportReport};

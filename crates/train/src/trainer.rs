@@ -140,6 +140,15 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let threads = apply_threads(&cfg.runtime);
     let device = select_device(cfg.runtime.device_request().map_err(anyhow::Error::msg)?)?;
     let out_dir = PathBuf::from(&cfg.checkpoint.output_dir);
+    if cfg.runtime.precision == dino_config::Precision::Bf16
+        && device == Device::Cpu
+        && !dino_model::cpu_has_native_bf16()
+    {
+        tracing::warn!(
+            "runtime.precision = \"bf16\" on a CPU without AVX512-BF16/AMX: libtorch emulates \
+             bf16 here and a step is slower than in fp32; set runtime.precision = \"fp32\""
+        );
+    }
 
     // Data first: a missing or empty dataset fails before any model is built.
     anyhow::ensure!(
