@@ -113,24 +113,46 @@ pub fn with_precision<T>(precision: Precision, device: Device, f: impl FnOnce() 
     match precision {
         Precision::Fp32 => f(),
         Precision::Bf16 => {
-            let dt = device_type(device);
-            // SAFETY: thread-local flags and enum values; no pointers involved.
-            let (prev_on, prev_dtype) =
-                unsafe { (at_is_autocast_enabled(dt), at_get_autocast_dtype(dt)) };
-            unsafe {
-                at_set_autocast_dtype(dt, SCALAR_BF16);
-                at_set_autocast_enabled(dt, true);
-                at_increment_nesting();
+            let _region = AutocastRegion::enter(device_type(device));
+            f()
+        }
+    }
+}
+
+/// The autocast state of one device type, set to bf16 for as long as the value lives and put
+/// back on drop, so a panic inside the region does not leave autocast on for the thread.
+struct AutocastRegion {
+    device_type: i8,
+    prev_enabled: bool,
+    prev_dtype: i8,
+}
+
+impl AutocastRegion {
+    fn enter(device_type: i8) -> Self {
+        // SAFETY: thread-local flags and enum values; no pointers involved.
+        unsafe {
+            let region = Self {
+                device_type,
+                prev_enabled: at_is_autocast_enabled(device_type),
+                prev_dtype: at_get_autocast_dtype(device_type),
+            };
+            at_set_autocast_dtype(device_type, SCALAR_BF16);
+            at_set_autocast_enabled(device_type, true);
+            at_increment_nesting();
+            region
+        }
+    }
+}
+
+impl Drop for AutocastRegion {
+    fn drop(&mut self) {
+        // SAFETY: as in `enter`.
+        unsafe {
+            if at_decrement_nesting() == 0 {
+                at_clear_cache();
             }
-            let out = f();
-            unsafe {
-                if at_decrement_nesting() == 0 {
-                    at_clear_cache();
-                }
-                at_set_autocast_enabled(dt, prev_on);
-                at_set_autocast_dtype(dt, prev_dtype);
-            }
-            out
+            at_set_autocast_enabled(self.device_type, self.prev_enabled);
+            at_set_autocast_dtype(self.device_type, self.prev_dtype);
         }
     }
 }
@@ -205,5 +227,14 @@ mod tests {
         assert!(rel < 0.02, "relative error {rel}");
         // Outside the region the same op is fp32 again.
         assert_eq!(x.linear::<tch::Tensor>(&w, None).kind(), tch::Kind::Float);
+    }
+
+    #[test]
+    fn a_panic_inside_the_region_leaves_autocast_off() {
+        let r = std::panic::catch_unwind(|| {
+            with_precision(Precision::Bf16, Device::Cpu, || panic!("inside"))
+        });
+        assert!(r.is_err());
+        assert!(!autocast_enabled(Device::Cpu));
     }
 }

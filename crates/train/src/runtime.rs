@@ -161,3 +161,12 @@ fn yes(b: bool) -> &'static str {
         "no"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn glibc_accepts_the_allocator_settings() {
+        assert!(super::keep_freed_memory());
+    }
+}

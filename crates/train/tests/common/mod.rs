@@ -2,6 +2,8 @@
 //! project virtualenv's Python and read its `.npy` outputs.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::Tensor;
