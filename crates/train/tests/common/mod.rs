@@ -1,5 +1,6 @@
-//! Helpers shared by the parity tests: run a reference script of `tests/reference/` with the
-//! project virtualenv's Python and read its `.npy` outputs.
+//! Helpers shared by the integration tests: run a reference script of `tests/reference/` with
+//! the project virtualenv's Python and read its `.npy` outputs (parity tests), and a tiny
+//! training run for the `dino` binary (`tiny`).
 #![allow(dead_code)]
 
 pub mod tiny;
