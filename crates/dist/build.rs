@@ -1,0 +1,69 @@
+//! Compiles the C++ shim (`csrc/dist.cpp`) against the project's libtorch and sets the link
+//! arguments every binary, test and example of this crate needs.
+//!
+//! libtorch is the one `torch-sys` found: its `lib/` folder comes as `DEP_TCH_LIBTORCH_LIB`
+//! (exported by `torch-sys`, `links = "tch"`, which is why this crate depends on it directly),
+//! and the headers sit beside it in `include/`. The flags match how `torch-sys` compiles its own
+//! wrapper: C++17 and the C++11 ABI of PyPI's wheels (`LIBTORCH_CXX11_ABI`, default 1).
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=csrc");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+
+    let lib_dir = libtorch_lib_dir();
+    let root = lib_dir
+        .parent()
+        .expect("libtorch lib/ folder has a parent")
+        .to_path_buf();
+    let include = root.join("include");
+    assert!(
+        include
+            .join("torch/csrc/distributed/c10d/TCPStore.hpp")
+            .exists(),
+        "dino-dist: no c10d headers under {} (is libtorch installed? run scripts/setup.sh)",
+        include.display()
+    );
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        // libtorch's own headers warn under C++17; our code is small enough to read.
+        .warnings(false)
+        .include("csrc")
+        // Declaration-only stand-ins for the Gloo headers PyPI's libtorch omits (see dist.cpp).
+        .include("csrc/gloo_decl")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        .define("USE_C10D_GLOO", None)
+        .file("csrc/dist.cpp")
+        .compile("dino_dist_shim");
+
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+
+    // Same as crates/model/build.rs: `rustc-link-arg` from tch's build script does not reach
+    // dependants, so without this `--as-needed` drops libtorch_cuda.so and binaries need
+    // LD_LIBRARY_PATH to start.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib_dir.display());
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch");
+    }
+}
+
+/// libtorch's `lib/` folder: from torch-sys, else from `$LIBTORCH` (set by .cargo/config.toml).
+fn libtorch_lib_dir() -> PathBuf {
+    if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
+        return PathBuf::from(lib);
+    }
+    let root = std::env::var_os("LIBTORCH")
+        .expect("dino-dist: neither DEP_TCH_LIBTORCH_LIB (from torch-sys) nor LIBTORCH is set");
+    PathBuf::from(root).join("lib")
+}

@@ -1,0 +1,2 @@
+// Declaration-only stand-in (see csrc/gloo_decl/gloo/README.md): nothing from it is needed.
+#pragma once
