@@ -8,6 +8,13 @@
 //   2. a c10d::ProcessGroupGloo over that store, which uses it only to exchange addresses and then
 //      connects every pair of ranks directly over TCP.
 //
+// CUDA tensors (cargo feature `nccl`, which defines DINO_DIST_NCCL): like torch.distributed's
+// "cpu:gloo,cuda:nccl" default group, collectives on CUDA tensors go to a c10d::ProcessGroupNCCL
+// sharing the same store (under the prefix "nccl/"), created by the first such collective; every
+// rank reaches it at the same point because all ranks issue the same collectives in order.
+// NCCL's own communicator set-up happens inside that first collective. Barriers stay on Gloo.
+// Without the feature, CUDA tensors go to Gloo, which stages them through host memory.
+//
 // Timeouts: one value bounds the store connection, the Gloo rendezvous and every collective
 // (Gloo's context timeout, plus the collective's own option). A peer that died closes its sockets
 // and the collective fails at once; a peer that is alive but never joins makes it fail when the
@@ -32,6 +39,10 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef DINO_DIST_NCCL
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -52,6 +63,9 @@
 struct dino_dist_group {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#ifdef DINO_DIST_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
   int32_t rank;
   int32_t world_size;
   std::chrono::milliseconds timeout;
@@ -105,6 +119,29 @@ std::shared_ptr<gloo::transport::Device> make_device(const std::string& master_a
 // Waits for `work`, bounded by the group's timeout as well as by Gloo's own.
 void wait(const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds timeout) {
   work->wait(timeout);
+}
+
+// The backend that runs collectives on `t`: NCCL for CUDA tensors when built with it, else Gloo.
+c10d::Backend& backend_for(dino_dist_group* group, const at::Tensor& t) {
+#ifdef DINO_DIST_NCCL
+  if (t.is_cuda()) {
+    if (!group->nccl) {
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = group->timeout;
+      auto store = c10::make_intrusive<c10d::PrefixStore>(
+          "nccl", c10::static_intrusive_pointer_cast<c10d::Store>(group->store));
+      group->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::static_intrusive_pointer_cast<c10d::Store>(store),
+          group->rank,
+          group->world_size,
+          opts);
+    }
+    return *group->nccl;
+  }
+#else
+  (void)t;
+#endif
+  return *group->gloo;
 }
 
 at::Tensor& as_tensor(void* tensor) {
@@ -185,7 +222,7 @@ char* dino_dist_all_reduce(dino_dist_group* group, void* tensor, int32_t op) {
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
     opts.timeout = group->timeout;
-    wait(group->gloo->allreduce(tensors, opts), group->timeout);
+    wait(backend_for(group, t).allreduce(tensors, opts), group->timeout);
     if (op == DINO_DIST_AVG) {
       work_tensor.div_(group->world_size);
     }
@@ -209,7 +246,7 @@ char* dino_dist_broadcast(dino_dist_group* group, void* tensor, int32_t root) {
     opts.rootRank = root;
     opts.rootTensor = 0;
     opts.timeout = group->timeout;
-    wait(group->gloo->broadcast(tensors, opts), group->timeout);
+    wait(backend_for(group, t).broadcast(tensors, opts), group->timeout);
     if (!work_tensor.is_same(t)) {
       t.copy_(work_tensor);
     }
@@ -230,6 +267,9 @@ void dino_dist_destroy(dino_dist_group* group) {
   // process is tearing the group down anyway.
   try {
     if (group != nullptr) {
+#ifdef DINO_DIST_NCCL
+      group->nccl.reset();
+#endif
       group->gloo.reset();
       group->store.reset();
     }

@@ -26,10 +26,17 @@
 //! # }
 //! ```
 //!
-//! Not yet: NCCL (CUDA tensors). The `nccl` backend would be a second shim path built on
-//! `c10d::ProcessGroupNCCL` behind a cargo feature, against the CUDA and NCCL headers of PyPI's
-//! `nvidia-*` wheels; until then CUDA tensors must be copied to the CPU (Gloo may also accept
-//! CUDA tensors itself, by staging them through host memory, which is slow).
+//! # CUDA tensors
+//!
+//! With the cargo feature `nccl` (off by default), collectives on CUDA tensors run on NCCL
+//! (c10d's `ProcessGroupNCCL`, created by the first such collective and sharing the rendezvous),
+//! CPU tensors and barriers stay on Gloo: torch.distributed's `"cpu:gloo,cuda:nccl"` group. Each
+//! rank must use its own GPU (`tch::Device::Cuda(env.local_rank)`). Building it needs the CUDA and
+//! NCCL headers (see `build.rs`): PyPI's `nvidia-nccl-cu13` and `nvidia-cuda-runtime` wheels
+//! (installed with torch) plus `nvidia-cuda-crt` and `nvidia-cuda-cccl` of the same CUDA version
+//! (not installed by `scripts/setup.sh`; `DINO_DIST_CUDA_INCLUDE` may name their `include/`).
+//! This path builds and links here, but has not yet run on GPUs (its test needs two). Without the
+//! feature, CUDA tensors go to Gloo, which stages them through host memory (slow but correct).
 
 pub mod env;
 mod ffi;

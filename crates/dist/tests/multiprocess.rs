@@ -41,6 +41,8 @@ fn worker() {
         "broadcast" => broadcast_worker(&ProcessGroup::new(&env, timeout).unwrap()),
         "barrier" => barrier_worker(&ProcessGroup::new(&env, timeout).unwrap()),
         "peer_exits" | "peer_hangs" => peer_failure_worker(&role, &env, timeout),
+        #[cfg(feature = "nccl")]
+        "nccl" => nccl_worker(&ProcessGroup::new(&env, timeout).unwrap(), env.local_rank),
         "alone" => {
             let start = Instant::now();
             let err = ProcessGroup::new(&env, timeout).expect_err("joined without its peer");
@@ -168,6 +170,32 @@ fn barrier_worker(group: &ProcessGroup) {
             start.elapsed()
         );
     }
+    group.barrier().unwrap();
+}
+
+/// CUDA tensors through NCCL: one GPU per rank.
+#[cfg(feature = "nccl")]
+fn nccl_worker(group: &ProcessGroup, local_rank: usize) {
+    let (r, w) = (group.rank() as f64, group.world_size() as f64);
+    let gpu = Device::Cuda(local_rank);
+    let mut t = Tensor::from_slice(&[r + 1.0, 2.0]).to_device(gpu);
+    group.all_reduce(&mut t, ReduceOp::Avg).unwrap();
+    assert_eq!(t.device(), gpu);
+    assert_close(
+        &t.to_device(Device::Cpu),
+        &cpu(&[((w + 1.0) / 2.0) as f32, 2.0]),
+    );
+    let mut ts: Vec<Tensor> = (1..=5i64)
+        .map(|n| Tensor::ones([n], (Kind::Float, gpu)) * (r + 1.0))
+        .collect();
+    assert!(group.all_reduce_many(&mut ts, ReduceOp::Sum, 16).unwrap() > 1);
+    for t in &ts {
+        let expected = Tensor::ones(t.size(), (Kind::Float, Device::Cpu)) * (w * (w + 1.0) / 2.0);
+        assert_close(&t.to_device(Device::Cpu), &expected);
+    }
+    let mut t = Tensor::full([3], r, (Kind::Float, gpu));
+    group.broadcast(&mut t, 1).unwrap();
+    assert_close(&t.to_device(Device::Cpu), &cpu(&[1.0, 1.0, 1.0]));
     group.barrier().unwrap();
 }
 
@@ -328,6 +356,20 @@ fn broadcast_from_every_root() {
 #[test]
 fn barrier_waits_for_the_last_rank() {
     run_all("barrier", 2);
+}
+
+/// Needs two CUDA devices (NCCL refuses two ranks on one GPU); passes vacuously otherwise.
+#[cfg(feature = "nccl")]
+#[test]
+fn nccl_collectives_on_two_gpus() {
+    if tch::Cuda::device_count() < 2 {
+        eprintln!(
+            "skipped: needs 2 CUDA devices, found {}",
+            tch::Cuda::device_count()
+        );
+        return;
+    }
+    run_all("nccl", 2);
 }
 
 #[test]
