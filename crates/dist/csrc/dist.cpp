@@ -13,7 +13,8 @@
 // sharing the same store (under the prefix "nccl/"), created by the first such collective; every
 // rank reaches it at the same point because all ranks issue the same collectives in order.
 // NCCL's own communicator set-up happens inside that first collective. Barriers stay on Gloo.
-// Without the feature, CUDA tensors go to Gloo, which stages them through host memory.
+// Without the feature, CUDA tensors go to Gloo, whose c10d backend copies them through host
+// memory (not tested: no GPU where this was written).
 //
 // Timeouts: one value bounds the store connection, the Gloo rendezvous and every collective
 // (Gloo's context timeout, plus the collective's own option). A peer that died closes its sockets

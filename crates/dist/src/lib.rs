@@ -36,7 +36,8 @@
 //! (installed with torch) plus `nvidia-cuda-crt` and `nvidia-cuda-cccl` of the same CUDA version
 //! (not installed by `scripts/setup.sh`; `DINO_DIST_CUDA_INCLUDE` may name their `include/`).
 //! This path builds and links here, but has not yet run on GPUs (its test needs two). Without the
-//! feature, CUDA tensors go to Gloo, which stages them through host memory (slow but correct).
+//! feature, CUDA tensors go to Gloo, whose c10d backend copies them through host memory (slow;
+//! not tested here, there being no GPU).
 
 pub mod env;
 mod ffi;
