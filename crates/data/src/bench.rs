@@ -22,7 +22,7 @@ use dino_config::{AugmentationConfig, DataConfig, DataFormat};
 
 use crate::dataset::open_dataset;
 use crate::error::DataError;
-use crate::loader::{Loader, LoaderOptions};
+use crate::loader::{Loader, LoaderOptions, Shard};
 use crate::multicrop::MultiCrop;
 
 /// What to measure.
@@ -130,6 +130,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport, DataError> {
             prefetch: 2,
             drop_last: true,
             max_failed_fraction: opts.data_config.max_failed_fraction,
+            shard: Shard::WHOLE,
         },
     )?;
     let next = || {

@@ -64,6 +64,55 @@ pub struct LoaderOptions {
     pub drop_last: bool,
     /// Distinct failed samples allowed, as a fraction of the dataset, before an error.
     pub max_failed_fraction: f64,
+    /// Which part of every epoch this process reads in data-parallel training
+    /// ([`Shard::WHOLE`] on one process).
+    pub shard: Shard,
+}
+
+/// One rank's share of every epoch, as `torch.utils.data.DistributedSampler` deals it: the
+/// epoch's shuffled order is cut to a length divisible by `world_size` (dropping the tail with
+/// `drop_last`, else padding by repeating its start), and rank `r` takes positions
+/// `r, r + world_size, r + 2·world_size, …`.
+///
+/// Consequence relied on by data-parallel training: step `s` of all ranks together covers the
+/// same positions `[s·b·W, (s+1)·b·W)` of the epoch order as step `s` of one process with batch
+/// `b·W`, and each image's crops depend only on (seed, epoch, dataset index), so the union of
+/// the ranks' batches equals the single-process batch, crop for crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's rank, `0..world_size`.
+    pub rank: usize,
+    /// Number of processes sharing every epoch (≥ 1).
+    pub world_size: usize,
+}
+
+impl Shard {
+    /// The whole epoch: one process.
+    pub const WHOLE: Shard = Shard {
+        rank: 0,
+        world_size: 1,
+    };
+
+    /// Positions of the epoch order this rank reads, for a dataset of `len` samples
+    /// (`DistributedSampler.num_samples`): `len / W` with `drop_last`, else `⌈len / W⌉`.
+    pub fn len(&self, len: usize, drop_last: bool) -> usize {
+        let w = self.world_size.max(1);
+        if drop_last {
+            len / w
+        } else {
+            len.div_ceil(w)
+        }
+    }
+
+    /// Whether this shard reads nothing.
+    pub fn is_empty(&self, len: usize, drop_last: bool) -> bool {
+        self.len(len, drop_last) == 0
+    }
+
+    /// The epoch-order position of this rank's `q`-th sample (padding wraps to the start).
+    pub fn position(&self, q: usize, len: usize) -> usize {
+        (q * self.world_size.max(1) + self.rank) % len.max(1)
+    }
 }
 
 impl Default for LoaderOptions {
@@ -88,6 +137,7 @@ impl LoaderOptions {
             prefetch: cfg.runtime.prefetch_batches,
             drop_last: cfg.data.drop_last,
             max_failed_fraction: cfg.data.max_failed_fraction,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -256,13 +306,24 @@ impl Loader {
         {
             return bad("crop size", "crops must be at least 1 pixel".into());
         }
-        let per_epoch = batches_per_epoch(len, opts.batch_size, opts.drop_last);
+        if opts.shard.world_size == 0 || opts.shard.rank >= opts.shard.world_size {
+            return bad(
+                "shard",
+                format!(
+                    "rank {} of world size {}: need 0 <= rank < world size",
+                    opts.shard.rank, opts.shard.world_size
+                ),
+            );
+        }
+        let shard_len = opts.shard.len(len, opts.drop_last);
+        let per_epoch = batches_per_epoch(shard_len, opts.batch_size, opts.drop_last);
         if per_epoch == 0 {
             return bad(
                 "batch_size",
                 format!(
-                    "dataset of {len} samples gives no batch of {} (drop_last = {})",
-                    opts.batch_size, opts.drop_last
+                    "dataset of {len} samples ({shard_len} per rank of {}) gives no batch of {} \
+                     (drop_last = {})",
+                    opts.shard.world_size, opts.batch_size, opts.drop_last
                 ),
             );
         }
@@ -364,7 +425,8 @@ impl Producer {
         const PIPELINE: usize = 2;
         let sh = &self.shared;
         let len = sh.dataset.len();
-        let per_epoch = batches_per_epoch(len, sh.opts.batch_size, sh.opts.drop_last);
+        let shard_len = sh.opts.shard.len(len, sh.opts.drop_last);
+        let per_epoch = batches_per_epoch(shard_len, sh.opts.batch_size, sh.opts.drop_last);
         let first = sh.opts.start_step;
         let start = sh.opts.epochs.start;
         let mut plan = sh.opts.epochs.clone().flat_map(move |e| {
@@ -450,8 +512,12 @@ impl Shared {
     fn build(&self, epoch: u64, step: u64, order: &[usize]) -> Built {
         let t0 = Instant::now();
         let b = self.opts.batch_size;
+        let shard = self.opts.shard;
         let start = step as usize * b;
-        let positions = start..(start + b).min(order.len());
+        let end = (start + b).min(shard.len(order.len(), self.opts.drop_last));
+        let positions: Vec<usize> = (start..end)
+            .map(|q| shard.position(q, order.len()))
+            .collect();
         let bs = positions.len();
         let t = &self.transform;
         let mut batch = MultiCropBatch::zeroed(

@@ -11,7 +11,7 @@ use dino_config::{AugmentationConfig, DataConfig, DataFormat};
 use dino_data::batch::MultiCropBatch;
 use dino_data::dataset::{open_dataset, Dataset};
 use dino_data::error::DataError;
-use dino_data::loader::{epoch_order, Loader, LoaderOptions};
+use dino_data::loader::{epoch_order, Loader, LoaderOptions, Shard};
 use dino_data::multicrop::MultiCrop;
 use dino_data::rng::{rng_for, Stream};
 
@@ -35,6 +35,7 @@ fn opts(threads: usize) -> LoaderOptions {
         prefetch: 2,
         drop_last: false,
         max_failed_fraction: 0.0,
+        shard: Shard::WHOLE,
     }
 }
 
@@ -302,4 +303,111 @@ fn a_panicking_worker_becomes_an_error_message_not_a_silent_end() {
         text.contains("panicked") && text.contains("cursed"),
         "{text}"
     );
+}
+
+/// Every image of a batch with all its crops, keyed by dataset index.
+fn crops_by_index(b: &MultiCropBatch) -> std::collections::BTreeMap<u64, Vec<Vec<u8>>> {
+    (0..b.batch_size)
+        .map(|i| {
+            let crops = (0..b.n_crops())
+                .map(|v| b.crop(v, i).unwrap().to_vec())
+                .collect();
+            (b.indices[i], crops)
+        })
+        .collect()
+}
+
+#[test]
+fn shards_together_give_the_single_process_batches_crop_for_crop() {
+    // 16 images, drop_last: one process with batch 4 vs two ranks with batch 2, and three
+    // ranks (16 / 3 = 5 per rank, one image dropped per epoch) with batch 2 vs batch 6.
+    let (_dir, ds) = folder();
+    let base = LoaderOptions {
+        drop_last: true,
+        ..opts(2)
+    };
+    for (world, b) in [(2usize, 2usize), (3, 2)] {
+        let whole = run(
+            &ds,
+            LoaderOptions {
+                batch_size: b * world,
+                ..base.clone()
+            },
+        );
+        let ranks: Vec<Vec<MultiCropBatch>> = (0..world)
+            .map(|rank| {
+                run(
+                    &ds,
+                    LoaderOptions {
+                        batch_size: b,
+                        shard: Shard {
+                            rank,
+                            world_size: world,
+                        },
+                        ..base.clone()
+                    },
+                )
+            })
+            .collect();
+        for r in &ranks {
+            assert_eq!(r.len(), whole.len(), "same steps per epoch on every rank");
+        }
+        for (s, single) in whole.iter().enumerate() {
+            let mut union = std::collections::BTreeMap::new();
+            for r in &ranks {
+                assert_eq!(r[s].batch_size, b);
+                union.extend(crops_by_index(&r[s]));
+            }
+            assert_eq!(union, crops_by_index(single), "world {world} step {s}");
+        }
+    }
+}
+
+#[test]
+fn shards_are_disjoint_and_padded_like_distributed_sampler() {
+    // 16 images over 3 ranks without drop_last: ⌈16/3⌉ = 6 each, 18 in all, so the first two
+    // positions of the epoch order are read twice (DistributedSampler pads from the start).
+    let (_dir, ds) = folder();
+    let mut seen = Vec::new();
+    for rank in 0..3 {
+        let got = run(
+            &ds,
+            LoaderOptions {
+                batch_size: 4,
+                epochs: 0..1,
+                shard: Shard {
+                    rank,
+                    world_size: 3,
+                },
+                ..opts(1)
+            },
+        );
+        assert_eq!(got.iter().map(|b| b.batch_size).collect::<Vec<_>>(), [4, 2]);
+        seen.extend(got.iter().flat_map(|b| b.indices.clone()));
+    }
+    let order = epoch_order(7, 0, 16);
+    let mut expected: Vec<u64> = order.iter().map(|&i| i as u64).collect();
+    expected.extend([order[0] as u64, order[1] as u64]);
+    seen.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn a_rank_outside_the_world_is_rejected() {
+    let (_dir, ds) = folder();
+    let e = Loader::spawn(
+        ds,
+        MultiCrop::new(&aug()).unwrap(),
+        LoaderOptions {
+            shard: Shard {
+                rank: 2,
+                world_size: 2,
+            },
+            ..opts(1)
+        },
+    )
+    .err()
+    .expect("an error");
+    assert!(e.to_string().contains("shard"), "{e}");
 }
