@@ -462,6 +462,10 @@ pub struct RuntimeConfig {
     pub precision: Precision,
     /// Write a metrics line every this many steps.
     pub log_every: usize,
+    /// Multi-process training: seconds the rendezvous and each collective may wait for a peer
+    /// before the run stops with an error (a dead or missing worker never hangs the others).
+    /// torch.distributed's default for Gloo and NCCL: 30 minutes.
+    pub dist_timeout_s: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -474,6 +478,7 @@ impl Default for RuntimeConfig {
             prefetch_batches: 2,
             precision: Precision::Fp32,
             log_every: 10,
+            dist_timeout_s: 1800,
         }
     }
 }

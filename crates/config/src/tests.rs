@@ -86,6 +86,8 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(e.linear_batch_size, 128); // LIN --batch_size_per_gpu 128
 
     assert_eq!(c.runtime.seed, 0); // MD --seed 0
+                                   // torch.distributed.constants.default_pg_timeout = timedelta(minutes=30)
+    assert_eq!(c.runtime.dist_timeout_s, 1800);
     assert!(c.data.drop_last); // MD DataLoader(drop_last=True)
     c.validate().expect("defaults are valid");
 }

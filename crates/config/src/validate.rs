@@ -290,6 +290,7 @@ pub(crate) fn validate(c: &Config) -> R {
     parse_device(&r.device).map_err(|reason| ConfigError::invalid("runtime.device", reason))?;
     nonzero("runtime.prefetch_batches", r.prefetch_batches)?;
     nonzero("runtime.log_every", r.log_every)?;
+    nonzero("runtime.dist_timeout_s", r.dist_timeout_s as usize)?;
     Ok(())
 }
 
