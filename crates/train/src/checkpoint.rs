@@ -87,14 +87,22 @@ pub struct CheckpointMeta {
     pub step_in_epoch: usize,
     /// Global iteration to resume at, `epoch * niter_per_epoch + step_in_epoch` (schedule index).
     pub global_iter: usize,
-    /// Samples of `epoch` already consumed by the data loader (its resume position).
+    /// Samples of `epoch` already consumed by the data loader over all ranks (its resume
+    /// position): `step_in_epoch · batch_size · world_size`.
     pub data_position: u64,
+    /// Processes that trained the run (1 for checkpoints written before multi-process runs).
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// Run seed.
     pub seed: u64,
     /// Software versions (e.g. `dino`, `libtorch`), free-form.
     pub versions: BTreeMap<String, String>,
     /// Summary metrics (e.g. the last epoch's means), free-form.
     pub metrics: serde_json::Value,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl CheckpointMeta {
@@ -109,6 +117,7 @@ impl CheckpointMeta {
             step_in_epoch,
             global_iter,
             data_position: 0,
+            world_size: 1,
             seed: config.runtime.seed,
             versions: BTreeMap::new(),
             metrics: serde_json::Value::Null,

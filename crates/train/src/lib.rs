@@ -28,6 +28,8 @@
 //! the paper lives.
 
 pub mod checkpoint;
+pub mod distributed;
+pub mod launch;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

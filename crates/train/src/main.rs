@@ -22,6 +22,8 @@ enum Command {
     Config(cli::config::ConfigCmd),
     /// Train DINO on a folder of images (CUDA when available, CPU otherwise).
     Train(cli::train::TrainArgs),
+    /// Start N worker processes of a data-parallel job: `dino launch --nproc-per-node 2 -- train ...`.
+    Launch(cli::launch::LaunchArgs),
     /// Evaluate frozen features: weighted k-NN or linear probe.
     #[command(subcommand)]
     Eval(cli::eval::EvalCmd),
@@ -58,6 +60,7 @@ fn main() {
         Command::Env(a) => cli::env::run(a),
         Command::Config(c) => cli::config::run(c),
         Command::Train(a) => cli::train::run(a),
+        Command::Launch(a) => cli::launch::run(a),
         Command::Eval(c) => cli::eval::run(c),
         Command::Embed(a) => cli::eval::embed(a),
         Command::Attention(a) => cli::attention::run(a),

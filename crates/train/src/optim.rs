@@ -133,6 +133,20 @@ impl AdamW {
         self.params.iter().find(|p| p.name == name).map(|p| p.step)
     }
 
+    /// The defined gradients of the optimized parameters, in [`AdamW::param_names`] order,
+    /// sharing storage with them (an in-place change, e.g. a cross-rank average, is what the next
+    /// [`AdamW::clip_gradients`] and [`AdamW::step`] see).
+    pub fn grads(&self) -> Result<Vec<Tensor>, OptimError> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let g = p.param.f_grad()?;
+            if g.defined() {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
     /// Sets every gradient to zero (tch cannot set a gradient to `None`; a zero gradient still
     /// gets an update, so every parameter must receive a gradient each step, as in DINO).
     pub fn zero_grad(&mut self) {

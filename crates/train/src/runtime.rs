@@ -25,18 +25,23 @@ pub struct Threads {
 /// Sets libtorch's intra-op pool from `runtime.torch_threads` (0 = all cores) and resolves the
 /// augmentation pool size from `runtime.data_threads` (0 = all cores). Call once at start-up:
 /// both pools default to the core count and would otherwise oversubscribe small machines.
+///
+/// Under a launcher that sets `LOCAL_WORLD_SIZE` (`dino launch`, torchrun) "all cores" means
+/// this process's share, `cores / LOCAL_WORLD_SIZE` (at least 1): N processes each spinning up
+/// a pool of every core slow each other down several times over on a CPU machine.
 pub fn apply_threads(rt: &RuntimeConfig) -> Threads {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let share = (cores / local_world_size()).max(1);
     let torch = if rt.torch_threads == 0 {
-        cores
+        share
     } else {
         rt.torch_threads
     };
     tch::set_num_threads(torch as i32);
     let data = if rt.data_threads == 0 {
-        cores
+        share
     } else {
         rt.data_threads
     };
@@ -45,6 +50,16 @@ pub fn apply_threads(rt: &RuntimeConfig) -> Threads {
         torch: tch::get_num_threads().max(1) as usize,
         data,
     }
+}
+
+/// Processes of this job on this machine: `LOCAL_WORLD_SIZE` (set by `dino launch` and
+/// torchrun), 1 when unset or malformed.
+pub fn local_world_size() -> usize {
+    std::env::var("LOCAL_WORLD_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
 }
 
 /// Keeps freed tensor memory in the process instead of handing it back to the kernel.

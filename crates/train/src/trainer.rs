@@ -5,6 +5,7 @@
 //! teacher → metrics; a checkpoint at each epoch end (and every `checkpoint.every_steps`).
 
 use crate::checkpoint::{self, CheckpointMeta, CheckpointTensors};
+use crate::distributed::Dist;
 use crate::loss::DinoLoss;
 use crate::metrics::{
     self, CollapseConfig, CollapseMonitor, EpochAccumulator, MetricsWriter, StepRecord,
@@ -52,8 +53,12 @@ pub struct TrainSummary {
     pub last_loss: f64,
     /// First logged loss of this invocation.
     pub first_loss: f64,
-    /// Images per second over this invocation (an image = all its crops).
+    /// Images per second of this process over this invocation (an image = all its crops).
     pub images_per_s: f64,
+    /// Processes that trained together (the whole job sees `images_per_s · world_size`).
+    pub world_size: usize,
+    /// This process's rank (0 reports for the job).
+    pub rank: usize,
     /// Fraction of the wall time spent waiting for the data loader.
     pub data_wait_fraction: f64,
     /// Collapse warnings that fired.
@@ -66,12 +71,14 @@ pub struct TrainSummary {
     pub device: String,
 }
 
-/// Seeds libtorch's generator for iteration `it`, so stochastic depth draws depend only on
-/// (seed, iteration): a resumed run sees the same masks as an uninterrupted one.
-fn seed_iteration(seed: u64, it: usize) {
+/// Seeds libtorch's generator for iteration `it` of rank `rank`, so stochastic depth draws
+/// depend only on (seed, iteration, rank): a resumed run sees the same masks as an uninterrupted
+/// one, and ranks draw different masks for their different images.
+fn seed_iteration(seed: u64, it: usize, rank: usize) {
     let mixed = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add((it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        .wrapping_add((it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .wrapping_add((rank as u64).wrapping_mul(0x8CB9_2BA7_2F3D_8DD7));
     tch::manual_seed((mixed >> 1) as i64);
 }
 
@@ -138,7 +145,21 @@ impl Networks {
 /// undecodable images, or a non-finite loss (the last good checkpoint stays intact).
 pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> {
     let threads = apply_threads(&cfg.runtime);
-    let device = select_device(cfg.runtime.device_request().map_err(anyhow::Error::msg)?)?;
+    // Under a launcher (`dino launch`, torchrun) the job's variables are set: join it first, so
+    // a bad variable or an unreachable rank 0 fails before any work.
+    let dist = Dist::from_env(Duration::from_secs(cfg.runtime.dist_timeout_s))?;
+    let mut device = select_device(cfg.runtime.device_request().map_err(anyhow::Error::msg)?)?;
+    if dist.world_size > 1 && matches!(device, Device::Cuda(_)) {
+        // One GPU per process (official: torch.cuda.set_device(args.gpu) with LOCAL_RANK).
+        device = Device::Cuda(dist.local_rank);
+    }
+    if dist.world_size > 1 {
+        tracing::info!(
+            rank = dist.rank,
+            world_size = dist.world_size,
+            "joined the process group"
+        );
+    }
     let out_dir = PathBuf::from(&cfg.checkpoint.output_dir);
     if cfg.runtime.precision == dino_config::Precision::Bf16
         && device == Device::Cpu
@@ -158,20 +179,32 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let dataset: Arc<dyn dino_data::dataset::Dataset> = Arc::from(
         open_configured(&cfg.data).with_context(|| format!("opening {}", cfg.data.path))?,
     );
-    let niter = batches_per_epoch(dataset.len(), cfg.optim.batch_size, cfg.data.drop_last) as usize;
+    let shard = dist.shard();
+    let niter = batches_per_epoch(
+        shard.len(dataset.len(), cfg.data.drop_last),
+        cfg.optim.batch_size,
+        cfg.data.drop_last,
+    ) as usize;
     anyhow::ensure!(
         niter > 0,
-        "data.path: {} samples give no full batch of optim.batch_size = {}",
+        "data.path: {} samples give no full batch of optim.batch_size = {} per process ({} \
+         processes)",
         dataset.len(),
-        cfg.optim.batch_size
+        cfg.optim.batch_size,
+        dist.world_size
     );
     let transform = MultiCrop::new(&cfg.augmentation)?;
     let n_crops = transform.n_crops();
 
-    let nets = Networks::new(cfg, device)?;
+    let mut nets = Networks::new(cfg, device)?;
+    if dist.world_size > 1 {
+        dist.broadcast_from_main(&nets.student_vs)?;
+        init_teacher_from_student(&mut nets.teacher_vs, &nets.student_vs)?;
+    }
     let mut optimizer = AdamW::from_var_store(&nets.student_vs, &cfg.optim)?;
     let mut loss_fn = DinoLoss::new(cfg.head.out_dim, n_crops, &cfg.loss, cfg.optim.epochs)?;
-    let schedules = Schedules::new(cfg, niter, 1)?;
+    // The official lr rule uses the global batch: lr · batch_size_per_gpu · world_size / 256.
+    let schedules = Schedules::new(cfg, niter, dist.world_size)?;
     let param_names: Vec<String> = optimizer.param_names().map(str::to_string).collect();
 
     let (mut epoch, mut step) = (0usize, 0usize);
@@ -183,7 +216,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         optimizer.load_state(&ck.optim_state())?;
         loss_fn.set_center(ck.center()?)?;
         epoch = ck.meta.epoch;
-        step = ck.meta.step_in_epoch;
+        step = resume_step(&ck.meta, cfg.optim.batch_size, dist.world_size, niter);
         tracing::info!(epoch, step, dir = %out_dir.display(), "resumed");
     } else if checkpoint::load_latest(&out_dir).is_ok() {
         bail!(
@@ -192,8 +225,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             out_dir.display()
         );
     }
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    std::fs::write(out_dir.join("config.toml"), cfg.to_toml_string())?;
+    if dist.is_main() {
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        std::fs::write(out_dir.join("config.toml"), cfg.to_toml_string())?;
+    }
     if epoch >= cfg.optim.epochs {
         tracing::info!("training already finished ({} epochs)", cfg.optim.epochs);
     }
@@ -204,6 +240,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         LoaderOptions {
             epochs: epoch as u64..cfg.optim.epochs as u64,
             start_step: step as u64,
+            shard,
             ..LoaderOptions::from_config(cfg)
         },
     )?;
@@ -215,11 +252,15 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let std = Tensor::f_from_slice(&cfg.augmentation.std.map(|v| v as f32))?
         .f_view([1, 3, 1, 1])?
         .f_to_device(device)?;
-    let mut metrics_out = MetricsWriter::append(&out_dir.join("metrics.jsonl"))?;
+    let mut metrics_out = if dist.is_main() {
+        Some(MetricsWriter::append(&out_dir.join("metrics.jsonl"))?)
+    } else {
+        None
+    };
     let mut collapse = CollapseMonitor::new(cfg.head.out_dim, CollapseConfig::default());
     let mut warnings = Vec::new();
     let bar = progress_bar(
-        opts.progress,
+        opts.progress && dist.is_main(),
         (cfg.optim.epochs * niter).saturating_sub(epoch * niter + step),
     );
 
@@ -257,7 +298,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             )?);
         }
 
-        seed_iteration(cfg.runtime.seed, it);
+        seed_iteration(cfg.runtime.seed, it, dist.rank);
         let precision = cfg.runtime.precision;
         // Under bf16 autocast the logits come out bf16; the loss (softmax over out_dim
         // prototypes at temperature 0.04-0.1) and the center run in fp32.
@@ -270,7 +311,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         let student_out =
             with_precision(precision, device, || nets.student.forward_t(&crops, true))?
                 .to_kind(tch::Kind::Float);
-        let out = loss_fn.step(&student_out, &teacher_out, epoch)?;
+        let mut out = loss_fn.forward(&student_out, &teacher_out, epoch)?;
+        // Official update_center: all-reduce of the teacher logits' sum / (2 · global batch),
+        // i.e. the mean over ranks of each rank's mean (equal per-rank batches).
+        let mut batch_center = DinoLoss::batch_center(&teacher_out)?;
+        dist.average(&mut batch_center)?;
+        loss_fn.update_center(&batch_center)?;
+        // Every rank logs, checks and stops on the loss of the global batch.
+        out.stats.loss = dist.mean_scalar(out.stats.loss)?;
         if let Err(e) = metrics::check_finite(out.stats.loss, epoch, step) {
             bail!(
                 "{e}; stopping. The last good checkpoint in {} is intact.",
@@ -280,6 +328,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
 
         optimizer.zero_grad();
         out.loss.f_backward()?;
+        // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
+        dist.average_grads(&mut optimizer.grads()?)?;
         if cfg.optim.clip_grad > 0.0 {
             optimizer.clip_gradients(cfg.optim.clip_grad)?;
         }
@@ -312,8 +362,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         }
         .with_loss_stats(&out.stats);
         acc.push(&record);
-        if step % cfg.runtime.log_every == 0 || step + 1 == niter {
-            metrics_out.write_step(&record)?;
+        if let Some(m) = metrics_out
+            .as_mut()
+            .filter(|_| step % cfg.runtime.log_every == 0 || step + 1 == niter)
+        {
+            m.write_step(&record)?;
             if bar.is_hidden() {
                 tracing::info!(
                     "epoch {epoch} step {step}/{niter} loss {:.4} lr {:.2e} {:.1} img/s wait {:.0}%",
@@ -324,7 +377,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
                 );
             }
         }
-        if let Some(w) = collapse.observe(it, &out.stats) {
+        if let Some(w) = collapse.observe(it, &out.stats).filter(|_| dist.is_main()) {
             let msg = w.to_string();
             tracing::warn!("{msg}");
             warnings.push(msg);
@@ -344,7 +397,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             (epoch, step + 1)
         };
         let every = cfg.checkpoint.every_steps;
-        if epoch_done || (every > 0 && (step + 1) % every == 0) {
+        if dist.is_main() && (epoch_done || (every > 0 && (step + 1) % every == 0)) {
             let numbered = if epoch_done {
                 checkpoint::numbered_name(epoch, cfg.checkpoint.saveckp_freq)
             } else {
@@ -359,10 +412,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
                 next_epoch,
                 next_step,
                 niter,
+                dist.world_size,
                 numbered.as_deref(),
             )?;
         }
-        if epoch_done {
+        if epoch_done && dist.is_main() {
             let mut rec = acc.finish(epoch, epoch_start.elapsed().as_secs_f64());
             let every = cfg.eval.knn_every_epochs;
             if every > 0 && (epoch + 1) % every == 0 {
@@ -381,8 +435,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
                 );
             }
             last_epoch_loss = rec.loss;
-            metrics_out.write_epoch(&rec)?;
-            let records = metrics::read_jsonl(metrics_out.path())?;
+            let m = metrics_out.as_mut().expect("rank 0 writes metrics");
+            m.write_epoch(&rec)?;
+            let records = metrics::read_jsonl(m.path())?;
             let history = metrics::History::from_records(&records);
             let ln_k = Some((cfg.head.out_dim as f64).ln());
             if let Err(e) =
@@ -399,16 +454,31 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             );
             acc = EpochAccumulator::default();
             epoch_start = Instant::now();
+        } else if epoch_done {
+            last_epoch_loss = acc.finish(epoch, 0.0).loss;
+            acc = EpochAccumulator::default();
+            epoch_start = Instant::now();
         }
         (epoch, step) = (next_epoch, next_step);
     }
     bar.finish_and_clear();
     // A stop inside an epoch (max_steps) keeps its position, so --resume continues from there.
-    if step != 0 && steps_done > 0 {
+    if step != 0 && steps_done > 0 && dist.is_main() {
         save(
-            &out_dir, &nets, &optimizer, &loss_fn, cfg, epoch, step, niter, None,
+            &out_dir,
+            &nets,
+            &optimizer,
+            &loss_fn,
+            cfg,
+            epoch,
+            step,
+            niter,
+            dist.world_size,
+            None,
         )?;
     }
+    // Nobody leaves while rank 0 may still be writing the checkpoint the others would resume.
+    dist.barrier()?;
     let wall = run_start.elapsed().as_secs_f64();
     let last_loss = if acc.is_empty() {
         last_epoch_loss
@@ -423,6 +493,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         last_loss,
         first_loss,
         images_per_s: images as f64 / wall.max(1e-9),
+        world_size: dist.world_size,
+        rank: dist.rank,
         data_wait_fraction: wait_total.as_secs_f64() / wall.max(1e-9),
         collapse_warnings: warnings,
         failed_samples: loader_stats.snapshot().failed_samples,
@@ -478,6 +550,30 @@ fn online_knn(
     )?)
 }
 
+/// The step within the resumed epoch for this run's world size: the checkpoint's position in
+/// samples over all ranks, divided by the new global batch. The same world size resumes exactly;
+/// another one continues from the last whole global batch at or before the saved position (a
+/// few images of that epoch may be seen twice or skipped: logged).
+fn resume_step(meta: &CheckpointMeta, batch_size: usize, world_size: usize, niter: usize) -> usize {
+    if meta.world_size == world_size {
+        return meta.step_in_epoch;
+    }
+    let global_batch = (batch_size * world_size) as u64;
+    let step = (meta.data_position / global_batch) as usize;
+    if meta.data_position % global_batch != 0 {
+        tracing::warn!(
+            "the checkpoint was written by {} processes and this run has {}: resuming epoch {} \
+             at step {step} (sample {} of {} saved)",
+            meta.world_size,
+            world_size,
+            meta.epoch,
+            step as u64 * global_batch,
+            meta.data_position
+        );
+    }
+    step.min(niter)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn save(
     dir: &Path,
@@ -488,10 +584,12 @@ fn save(
     epoch: usize,
     step_in_epoch: usize,
     niter: usize,
+    world_size: usize,
     numbered: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut meta = CheckpointMeta::new(cfg, epoch, step_in_epoch, epoch * niter + step_in_epoch);
-    meta.data_position = (step_in_epoch * cfg.optim.batch_size) as u64;
+    meta.data_position = (step_in_epoch * cfg.optim.batch_size * world_size) as u64;
+    meta.world_size = world_size;
     meta.seed = cfg.runtime.seed;
     meta.versions
         .insert("dino".into(), env!("CARGO_PKG_VERSION").into());

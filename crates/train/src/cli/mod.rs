@@ -4,6 +4,7 @@ pub mod attention;
 pub mod config;
 pub mod env;
 pub mod eval;
+pub mod launch;
 pub mod tools;
 pub mod train;
 

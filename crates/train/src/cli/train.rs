@@ -62,6 +62,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         progress: !a.no_progress,
     };
     let summary = dino_train::trainer::train(&cfg, &opts)?;
+    if summary.rank != 0 {
+        // Rank 0 reports for the whole job.
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else if summary.steps == 0 {
@@ -72,12 +76,22 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     } else {
         eprintln!(
-            "trained {} steps on {}: loss {:.4} → {:.4}, {:.1} images/s, data wait {:.1}%, run folder {}",
+            "trained {} steps on {}{}: loss {:.4} → {:.4}, {:.1} images/s{}, data wait {:.1}%, run folder {}",
             summary.steps,
             summary.device,
+            if summary.world_size > 1 {
+                format!(" × {} processes", summary.world_size)
+            } else {
+                String::new()
+            },
             summary.first_loss,
             summary.last_loss,
             summary.images_per_s,
+            if summary.world_size > 1 {
+                " per process"
+            } else {
+                ""
+            },
             100.0 * summary.data_wait_fraction,
             summary.output_dir.display()
         );
