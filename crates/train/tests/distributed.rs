@@ -58,22 +58,11 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-#[test]
-fn two_processes_with_batch_b_match_one_process_with_batch_2b() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_images(&data);
-    // No stochastic depth (its masks depend on how images are split), log every step.
-    let cfg = write_config(tmp.path(), &data, "log_every = 1");
-    let cfg = cfg.to_str().unwrap();
-    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    let common = ["--no-progress", "--set", "model.drop_path_rate=0.0"];
+/// No stochastic depth (its masks depend on how images are split between processes).
+const COMMON: [&str; 3] = ["--no-progress", "--set", "model.drop_path_rate=0.0"];
 
-    let mut args = vec!["train", "--config", cfg, "--output", one.to_str().unwrap()];
-    args.extend(common);
-    args.extend(["--set", "optim.batch_size=8"]);
-    ok(dino(&args), "single process, batch 8");
-
+/// `dino launch --nproc-per-node 2 -- train` of `cfg` into `out`, batch 4 per process.
+fn launch_two(cfg: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "launch",
         "--nproc-per-node",
@@ -83,10 +72,35 @@ fn two_processes_with_batch_b_match_one_process_with_batch_2b() {
         "--config",
         cfg,
     ];
-    args.extend(["--output", two.to_str().unwrap()]);
-    args.extend(common);
+    args.extend(["--output", out.to_str().unwrap()]);
+    args.extend(COMMON);
     args.extend(["--set", "optim.batch_size=4"]);
-    ok(dino(&args), "dino launch, 2 processes of batch 4");
+    args.extend(extra);
+    dino(&args)
+}
+
+fn checkpoint_meta(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn two_processes_with_batch_b_match_one_process_with_batch_2b() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_images(&data);
+    let cfg = write_config(tmp.path(), &data, "log_every = 1");
+    let cfg = cfg.to_str().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+
+    let mut args = vec!["train", "--config", cfg, "--output", one.to_str().unwrap()];
+    args.extend(COMMON);
+    args.extend(["--set", "optim.batch_size=8"]);
+    ok(dino(&args), "single process, batch 8");
+
+    ok(
+        launch_two(cfg, &two, &[]),
+        "dino launch, 2 processes of batch 4",
+    );
 
     let (l1, l2) = (losses(&one), losses(&two));
     assert_eq!(l1.len(), 18, "48 images / 8 = 6 steps × 3 epochs");
@@ -137,31 +151,18 @@ fn two_processes_with_batch_b_match_one_process_with_batch_2b() {
     assert!(c1.allclose(&c2, 0.0, 5e-5, false), "centers differ");
 
     // Only rank 0 wrote: one set of checkpoints and metrics, and one config.
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(two.join("checkpoint.json")).unwrap())
-            .unwrap();
+    let meta = checkpoint_meta(&two);
     assert_eq!(meta["world_size"], 2);
     assert_eq!(meta["data_position"], 0);
 
     // Resume with another world size: 2 processes stop after 3 steps (sample 24 of epoch 0),
     // one process of batch 8 resumes at step 3 and ends where the single run ended.
     let mixed = tmp.path().join("mixed");
-    let mut args = vec![
-        "launch",
-        "--nproc-per-node",
-        "2",
-        "--",
-        "train",
-        "--config",
-        cfg,
-    ];
-    args.extend(["--output", mixed.to_str().unwrap(), "--max-steps", "3"]);
-    args.extend(common);
-    args.extend(["--set", "optim.batch_size=4"]);
-    ok(dino(&args), "2 processes, stopped after 3 steps");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(mixed.join("checkpoint.json")).unwrap())
-            .unwrap();
+    ok(
+        launch_two(cfg, &mixed, &["--max-steps", "3"]),
+        "2 processes, stopped after 3 steps",
+    );
+    let meta = checkpoint_meta(&mixed);
     assert_eq!(
         (
             meta["step_in_epoch"].as_u64(),
