@@ -329,7 +329,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         optimizer.zero_grad();
         out.loss.f_backward()?;
         // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
-        dist.average_grads(&mut optimizer.grads()?)?;
+        if dist.world_size > 1 {
+            dist.average_grads(&mut optimizer.grads()?)?;
+        }
         if cfg.optim.clip_grad > 0.0 {
             optimizer.clip_gradients(cfg.optim.clip_grad)?;
         }
