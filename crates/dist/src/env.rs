@@ -23,7 +23,7 @@ impl DistEnv {
     /// environment.
     ///
     /// Returns `Ok(None)` when `WORLD_SIZE` is unset (not launched by `torchrun`: a single-process
-    /// run). Errors name the variable when one is missing or malformed (see [`DistEnv::from_vars`]).
+    /// run), unless `RANK` is set to something other than 0 (an error). Errors name the variable when one is missing or malformed (see [`DistEnv::from_vars`]).
     pub fn from_env() -> anyhow::Result<Option<DistEnv>> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -35,6 +35,11 @@ impl DistEnv {
     /// `WORLD_SIZE`, `MASTER_ADDR` is empty, or `MASTER_PORT` is not in `1..=65535`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<DistEnv>> {
         let Some(world_size) = var("WORLD_SIZE") else {
+            // A rank other than 0 without a world size is a half-set-up launch: training alone
+            // would write rank 0's files from a process meant to be a follower.
+            if let Some(rank) = var("RANK").filter(|r| r.trim() != "0") {
+                bail!("RANK={rank} is set but WORLD_SIZE is not: set both (as torchrun does) or neither");
+            }
             return Ok(None);
         };
         let world_size = parse_usize("WORLD_SIZE", &world_size)?;
@@ -113,7 +118,10 @@ mod tests {
 
     #[test]
     fn unset_world_size_is_single_process() {
+        assert_eq!(env(&[]).unwrap(), None);
         assert_eq!(env(&[("RANK", "0")]).unwrap(), None);
+        let err = env(&[("RANK", "1")]).unwrap_err();
+        assert!(format!("{err:#}").contains("WORLD_SIZE"), "{err:#}");
     }
 
     #[test]

@@ -55,12 +55,8 @@ impl Dist {
         if env.world_size == 1 {
             return Ok(Self::single());
         }
-        let group = ProcessGroup::new(&env, timeout).with_context(|| {
-            format!(
-                "joining the process group at {}:{} as rank {} of {}",
-                env.master_addr, env.master_port, env.rank, env.world_size
-            )
-        })?;
+        // The error already names the address, the rank and the timeout.
+        let group = ProcessGroup::new(&env, timeout)?;
         Ok(Self {
             rank: env.rank,
             world_size: env.world_size,

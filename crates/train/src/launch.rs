@@ -71,6 +71,9 @@ pub fn launch(o: &LaunchOptions) -> anyhow::Result<()> {
             o.nnodes
         );
     }
+    if o.args.first().map(String::as_str) == Some("launch") {
+        bail!("the workers' command is `launch` again: give the command each worker runs, e.g. `-- train --config ...`");
+    }
     let port = match o.master_port {
         Some(p) => p,
         None if o.nnodes == 1 => free_port()?,
@@ -84,9 +87,24 @@ pub fn launch(o: &LaunchOptions) -> anyhow::Result<()> {
     );
     let mut children: Vec<(usize, Child)> = Vec::new();
     for local in 0..o.nproc_per_node {
-        let child = Command::new(&o.program)
-            .args(&o.args)
-            .envs(worker_env(o, port, local))
+        let mut cmd = Command::new(&o.program);
+        cmd.args(&o.args).envs(worker_env(o, port, local));
+        // Workers get SIGTERM when the launcher dies, however it dies (kill -9, a scheduler's
+        // SIGTERM, Ctrl-C): no worker keeps training unsupervised, as with torchrun's agent.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .spawn()
             .with_context(|| format!("starting worker {local}: {}", o.program.display()));
         match child {
@@ -209,6 +227,11 @@ mod tests {
     #[test]
     fn bad_options_are_rejected() {
         assert!(launch(&opts(0, 1, 0)).is_err());
+        let nested = LaunchOptions {
+            args: vec!["launch".into(), "--".into(), "train".into()],
+            ..opts(2, 1, 0)
+        };
+        assert!(launch(&nested).unwrap_err().to_string().contains("launch"));
         assert!(launch(&opts(2, 2, 2)).is_err());
         let o = LaunchOptions {
             master_port: None,

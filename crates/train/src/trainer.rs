@@ -216,8 +216,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         optimizer.load_state(&ck.optim_state())?;
         loss_fn.set_center(ck.center()?)?;
         epoch = ck.meta.epoch;
-        step = resume_step(&ck.meta, cfg.optim.batch_size, dist.world_size, niter);
-        tracing::info!(epoch, step, dir = %out_dir.display(), "resumed");
+        step = resume_step(&ck.meta, cfg.optim.batch_size, &dist, niter);
+        if dist.is_main() {
+            tracing::info!(epoch, step, dir = %out_dir.display(), "resumed");
+        }
     } else if checkpoint::load_latest(&out_dir).is_ok() {
         bail!(
             "{} already holds a checkpoint: pass --resume to continue it, or choose another \
@@ -556,15 +558,16 @@ fn online_knn(
 /// samples over all ranks, divided by the new global batch. The same world size resumes exactly;
 /// another one continues from the last whole global batch at or before the saved position (a
 /// few images of that epoch may be seen twice or skipped: logged).
-fn resume_step(meta: &CheckpointMeta, batch_size: usize, world_size: usize, niter: usize) -> usize {
+fn resume_step(meta: &CheckpointMeta, batch_size: usize, dist: &Dist, niter: usize) -> usize {
+    let world_size = dist.world_size;
     if meta.world_size == world_size {
         return meta.step_in_epoch;
     }
     let global_batch = (batch_size * world_size) as u64;
     let step = (meta.data_position / global_batch) as usize;
-    if meta.data_position % global_batch != 0 {
+    if meta.data_position % global_batch != 0 && dist.is_main() {
         tracing::warn!(
-            "the checkpoint was written by {} processes and this run has {}: resuming epoch {} \
+            "the checkpoint was written by {} process(es) and this run has {}: resuming epoch {} \
              at step {step} (sample {} of {} saved)",
             meta.world_size,
             world_size,

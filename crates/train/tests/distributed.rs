@@ -253,3 +253,80 @@ fn a_dead_worker_stops_the_other_with_a_clear_error() {
     );
     eprintln!("rank 0 stopped {:?} after its peer died", killed.elapsed());
 }
+
+/// State letter of process `pid` (`None` once it is gone).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim().chars().next()
+}
+
+/// Children of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn workers_stop_when_the_launcher_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_images(&data);
+    let cfg = write_config(tmp.path(), &data, "");
+    let run = tmp.path().join("run");
+    let mut launcher = Command::new(DINO)
+        .args([
+            "launch",
+            "--nproc-per-node",
+            "2",
+            "--",
+            "train",
+            "--no-progress",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--output")
+        .arg(&run)
+        .args(["--set", "optim.epochs=500", "--set", "optim.batch_size=4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !run.join("checkpoint.json").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no step in 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let workers = children(launcher.id());
+    assert_eq!(workers.len(), 2, "two workers under the launcher");
+    launcher.kill().unwrap(); // SIGKILL: the launcher cannot clean up itself
+    launcher.wait().unwrap();
+    let killed = Instant::now();
+    for w in workers {
+        while matches!(process_state(w), Some(s) if s != 'Z') {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "worker {w} still running 30 s after its launcher died"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
