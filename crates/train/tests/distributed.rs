@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::tiny::{make_images, tensors, write_config};
+use common::tiny::{tensors, tiny_run};
 
 const DINO: &str = env!("CARGO_BIN_EXE_dino");
 
@@ -85,10 +85,7 @@ fn checkpoint_meta(run: &Path) -> serde_json::Value {
 
 #[test]
 fn two_processes_with_batch_b_match_one_process_with_batch_2b() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_images(&data);
-    let cfg = write_config(tmp.path(), &data, "log_every = 1");
+    let (tmp, cfg) = tiny_run("log_every = 1");
     let cfg = cfg.to_str().unwrap();
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
 
@@ -190,10 +187,7 @@ fn two_processes_with_batch_b_match_one_process_with_batch_2b() {
 
 #[test]
 fn a_dead_worker_stops_the_other_with_a_clear_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_images(&data);
-    let cfg = write_config(tmp.path(), &data, "dist_timeout_s = 20");
+    let (tmp, cfg) = tiny_run("dist_timeout_s = 20");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -284,10 +278,7 @@ fn children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn workers_stop_when_the_launcher_is_killed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_images(&data);
-    let cfg = write_config(tmp.path(), &data, "");
+    let (tmp, cfg) = tiny_run("");
     let run = tmp.path().join("run");
     let mut launcher = Command::new(DINO)
         .args([

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::tiny::{make_images, tensors, write_config};
+use common::tiny::{tensors, tiny_run};
 
 const DINO: &str = env!("CARGO_BIN_EXE_dino");
 
@@ -32,10 +32,7 @@ fn train(args: &[&str]) {
 
 #[test]
 fn killed_and_resumed_run_matches_uninterrupted_run_bitwise() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_images(&data);
-    let cfg = write_config(tmp.path(), &data, "");
+    let (tmp, cfg) = tiny_run("");
     let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));
 
     train(&[
@@ -99,10 +96,7 @@ fn killed_and_resumed_run_matches_uninterrupted_run_bitwise() {
 
 #[test]
 fn a_second_run_into_a_used_folder_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_images(&data);
-    let cfg = write_config(tmp.path(), &data, "");
+    let (tmp, cfg) = tiny_run("");
     let run = tmp.path().join("run");
     train(&[
         "train",

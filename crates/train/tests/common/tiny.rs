@@ -67,6 +67,16 @@ data_threads = 2
     path
 }
 
+/// A temporary folder holding the images of [`make_images`] (in `data/`) and their `tiny.toml`
+/// (see [`write_config`]); returns the folder (kept alive by the caller) and the config path.
+pub fn tiny_run(runtime_extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_images(&data);
+    let cfg = write_config(tmp.path(), &data, runtime_extra);
+    (tmp, cfg)
+}
+
 /// The checkpoint's tensors by name (the save id left out).
 pub fn tensors(run: &Path) -> Vec<(String, tch::Tensor)> {
     let mut t = tch::Tensor::read_safetensors(run.join("checkpoint.safetensors")).unwrap();
