@@ -73,6 +73,7 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!((s.momentum_teacher, s.momentum_teacher_end), (0.996, 1.0)); // MD cosine_scheduler(m, 1, ...)
 
     assert_eq!(c.checkpoint.saveckp_freq, 20); // MD --saveckp_freq 20
+    assert_eq!(c.checkpoint.latest_every_epochs, 1); // MD saves checkpoint.pth every epoch
 
     let e = &c.eval;
     assert_eq!(e.knn_k, vec![10, 20, 100, 200]); // KNN --nb_knn

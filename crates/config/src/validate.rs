@@ -238,6 +238,10 @@ pub(crate) fn validate(c: &Config) -> R {
             "must not be empty",
         ));
     }
+    nonzero(
+        "checkpoint.latest_every_epochs",
+        c.checkpoint.latest_every_epochs,
+    )?;
 
     // [eval]
     let e = &c.eval;

@@ -272,6 +272,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let mut acc = EpochAccumulator::default();
     let mut epoch_start = Instant::now();
     let mut last_epoch_loss = f64::NAN;
+    // The resume position (epoch, step) of the last checkpoint written by this invocation.
+    let mut saved_at: Option<(usize, usize)> = None;
 
     loop {
         if opts.max_steps.is_some_and(|m| steps_done >= m) {
@@ -401,12 +403,13 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             (epoch, step + 1)
         };
         let every = cfg.checkpoint.every_steps;
-        if dist.is_main() && (epoch_done || (every > 0 && (step + 1) % every == 0)) {
-            let numbered = if epoch_done {
-                checkpoint::numbered_name(epoch, cfg.checkpoint.saveckp_freq)
-            } else {
-                None
-            };
+        let numbered = if epoch_done {
+            checkpoint::numbered_name(epoch, cfg.checkpoint.saveckp_freq)
+        } else {
+            None
+        };
+        let epoch_save = epoch_done && epoch_end_save_due(epoch, cfg, numbered.is_some());
+        if dist.is_main() && (epoch_save || (every > 0 && (step + 1) % every == 0)) {
             save(
                 &out_dir,
                 &nets,
@@ -419,6 +422,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
                 dist.world_size,
                 numbered.as_deref(),
             )?;
+            saved_at = Some((next_epoch, next_step));
         }
         if epoch_done && dist.is_main() {
             let mut rec = acc.finish(epoch, epoch_start.elapsed().as_secs_f64());
@@ -466,8 +470,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         (epoch, step) = (next_epoch, next_step);
     }
     bar.finish_and_clear();
-    // A stop inside an epoch (max_steps) keeps its position, so --resume continues from there.
-    if step != 0 && steps_done > 0 && dist.is_main() {
+    // A stop before the end (max_steps, inside an epoch or after an epoch whose save was skipped
+    // by checkpoint.latest_every_epochs) keeps its position, so --resume continues from there.
+    if steps_done > 0 && saved_at != Some((epoch, step)) && dist.is_main() {
         save(
             &out_dir,
             &nets,
@@ -579,6 +584,15 @@ fn resume_step(meta: &CheckpointMeta, batch_size: usize, dist: &Dist, niter: usi
     step.min(niter)
 }
 
+/// Whether the end of `epoch` (0-based) writes the latest checkpoint: every
+/// `checkpoint.latest_every_epochs` epochs (official: every epoch), at the last epoch, and
+/// whenever a numbered copy is kept.
+fn epoch_end_save_due(epoch: usize, cfg: &Config, numbered: bool) -> bool {
+    (epoch + 1) % cfg.checkpoint.latest_every_epochs.max(1) == 0
+        || epoch + 1 == cfg.optim.epochs
+        || numbered
+}
+
 #[allow(clippy::too_many_arguments)]
 fn save(
     dir: &Path,
@@ -623,4 +637,26 @@ fn progress_bar(enabled: bool, total: usize) -> indicatif::ProgressBar {
         .expect("valid template"),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_end_saves_follow_latest_every_epochs() {
+        let mut cfg = Config::default();
+        cfg.optim.epochs = 10;
+        let due = |cfg: &Config, numbered: &[usize]| -> Vec<usize> {
+            (0..cfg.optim.epochs)
+                .filter(|&e| epoch_end_save_due(e, cfg, numbered.contains(&e)))
+                .collect()
+        };
+        // Official: checkpoint.pth after every epoch.
+        assert_eq!(due(&cfg, &[]), (0..10).collect::<Vec<_>>());
+        cfg.checkpoint.latest_every_epochs = 4;
+        // Epochs 4 and 8 (1-based), the last one, and the one that keeps a numbered copy.
+        assert_eq!(due(&cfg, &[]), vec![3, 7, 9]);
+        assert_eq!(due(&cfg, &[0, 5]), vec![0, 3, 5, 7, 9]);
+    }
 }

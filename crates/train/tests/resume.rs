@@ -120,3 +120,32 @@ fn a_second_run_into_a_used_folder_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
 }
+
+#[test]
+fn a_stop_at_an_unsaved_epoch_end_still_leaves_its_position() {
+    // 48 images / batch 8 = 6 steps an epoch; with latest_every_epochs = 2 the end of epoch 0
+    // writes nothing, so stopping there must write the checkpoint itself.
+    let (tmp, cfg) = tiny_run("");
+    let run = tmp.path().join("run");
+    let (cfg, run_s) = (cfg.to_str().unwrap(), run.to_str().unwrap());
+    let sets = [
+        "--set",
+        "checkpoint.every_steps=0",
+        "--set",
+        "checkpoint.latest_every_epochs=2",
+    ];
+    let mut args = vec![
+        "train",
+        "--config",
+        cfg,
+        "--output",
+        run_s,
+        "--max-steps",
+        "6",
+    ];
+    args.extend(sets);
+    train(&args);
+    assert_eq!(position(&run), Some((1, 0)));
+    train(&["train", "--resume", run_s]);
+    assert_eq!(position(&run), Some((3, 0)), "the resumed run finishes");
+}
