@@ -29,6 +29,26 @@ pub struct Pretrained {
     pub config: Config,
 }
 
+impl Pretrained {
+    /// The architecture of `config.model` at random initialisation, seeded with
+    /// `runtime.seed` (no stochastic depth): the baseline a trained network must beat.
+    ///
+    /// # Errors
+    /// A model configuration the ViT cannot be built from.
+    pub fn random(config: &Config, device: Device) -> anyhow::Result<Self> {
+        tch::manual_seed(config.runtime.seed as i64);
+        let vit = VitConfig::from_model(&config.model)?.with_drop_path(0.0);
+        let mut vs = nn::VarStore::new(device);
+        let backbone = VisionTransformer::new(&vs.root(), &vit)?;
+        vs.freeze();
+        Ok(Self {
+            vs,
+            backbone,
+            config: config.clone(),
+        })
+    }
+}
+
 /// The resolved configuration stored in a run folder's `checkpoint.json`, with `key=value`
 /// overrides applied on top (validated again).
 ///

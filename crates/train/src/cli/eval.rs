@@ -31,9 +31,10 @@ pub enum Source {
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
     /// A run folder of `dino train` (evaluated with the run's own configuration, `--set`
-    /// applied on top), or a `.safetensors` backbone (architecture from --config).
+    /// applied on top), or a `.safetensors` backbone (architecture from --config). Optional for
+    /// `--which random|pixels`, which then take the architecture and crop size from --config.
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// Which features.
     #[arg(long, value_enum, default_value = "teacher")]
     pub which: Source,
@@ -60,11 +61,17 @@ impl Embedder {
     pub fn new(a: &ModelArgs) -> anyhow::Result<Self> {
         let overrides: Vec<&str> = a.config.set.iter().map(String::as_str).collect();
         // A run folder carries its own configuration (crop size, architecture); --config then
-        // only matters for bare .safetensors files.
-        let fallback = if a.checkpoint.is_dir() && a.config.config.is_none() {
-            dino_train::pretrained::run_config(&a.checkpoint, &overrides)?
-        } else {
-            a.config.load(&[])?
+        // only matters for bare .safetensors files and for baselines without a checkpoint.
+        let fallback = match &a.checkpoint {
+            Some(c) if c.is_dir() && a.config.config.is_none() => {
+                dino_train::pretrained::run_config(c, &overrides)?
+            }
+            Some(_) => a.config.load(&[])?,
+            None if matches!(a.which, Source::Random | Source::Pixels) => a.config.load(&[])?,
+            None => anyhow::bail!(
+                "--checkpoint is required for --which teacher|student (only the random and \
+                 pixel baselines can do without one)"
+            ),
         };
         apply_threads(&fallback.runtime);
         let device = dino_model::select_device(
@@ -78,14 +85,12 @@ impl Embedder {
         } else {
             Which::Teacher
         };
-        let mut p = load_backbone(&a.checkpoint, which, &fallback, &overrides, device)?;
-        if a.which == Source::Random {
-            // Same architecture, fresh weights from the run's seed.
-            tch::manual_seed(p.config.runtime.seed as i64);
-            let vit = dino_model::VitConfig::from_model(&p.config.model)?.with_drop_path(0.0);
-            let vs = tch::nn::VarStore::new(device);
-            p.backbone = dino_model::VisionTransformer::new(&vs.root(), &vit)?;
-            p.vs = vs;
+        let mut p = match &a.checkpoint {
+            Some(c) => load_backbone(c, which, &fallback, &overrides, device)?,
+            None => dino_train::pretrained::Pretrained::random(&fallback, device)?,
+        };
+        if a.which == Source::Random && a.checkpoint.is_some() {
+            p = dino_train::pretrained::Pretrained::random(&p.config, device)?;
         }
         Ok(Self {
             cfg: p.config.clone(),
