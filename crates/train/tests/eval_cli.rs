@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::tiny::tiny_run;
+use common::tiny::{tiny_run, train_args};
 
 const DINO: &str = env!("CARGO_BIN_EXE_dino");
 
@@ -59,16 +59,7 @@ fn random_features_do_not_depend_on_the_run_folder() {
         data.to_str().unwrap(),
         run.to_str().unwrap(),
     );
-    ok(&[
-        "train",
-        "--config",
-        cfg,
-        "--output",
-        run_s,
-        "--max-steps",
-        "1",
-        "--no-progress",
-    ]);
+    ok(&train_args(cfg, run_s, "1"));
     let embed = |extra: &[&str], out: &Path| {
         let mut args = vec!["embed", "--which", "random", "--data", data_s];
         args.extend(extra);

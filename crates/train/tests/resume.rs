@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::tiny::{tensors, tiny_run};
+use common::tiny::{tensors, tiny_run, train_args};
 
 const DINO: &str = env!("CARGO_BIN_EXE_dino");
 
@@ -98,15 +98,11 @@ fn killed_and_resumed_run_matches_uninterrupted_run_bitwise() {
 fn a_second_run_into_a_used_folder_is_refused() {
     let (tmp, cfg) = tiny_run("");
     let run = tmp.path().join("run");
-    train(&[
-        "train",
-        "--config",
+    train(&train_args(
         cfg.to_str().unwrap(),
-        "--output",
         run.to_str().unwrap(),
-        "--max-steps",
         "2",
-    ]);
+    ));
     let out = Command::new(DINO)
         .args([
             "train",
@@ -134,15 +130,7 @@ fn a_stop_at_an_unsaved_epoch_end_still_leaves_its_position() {
         "--set",
         "checkpoint.latest_every_epochs=2",
     ];
-    let mut args = vec![
-        "train",
-        "--config",
-        cfg,
-        "--output",
-        run_s,
-        "--max-steps",
-        "6",
-    ];
+    let mut args = train_args(cfg, run_s, "6");
     args.extend(sets);
     train(&args);
     assert_eq!(position(&run), Some((1, 0)));

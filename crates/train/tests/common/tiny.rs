@@ -77,6 +77,19 @@ pub fn tiny_run(runtime_extra: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, cfg)
 }
 
+/// `train --config CFG --output OUT --max-steps N`: the arguments of a short `dino train`.
+pub fn train_args<'a>(cfg: &'a str, out: &'a str, max_steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--config",
+        cfg,
+        "--output",
+        out,
+        "--max-steps",
+        max_steps,
+    ]
+}
+
 /// The checkpoint's tensors by name (the save id left out).
 pub fn tensors(run: &Path) -> Vec<(String, tch::Tensor)> {
     let mut t = tch::Tensor::read_safetensors(run.join("checkpoint.safetensors")).unwrap();
