@@ -269,6 +269,11 @@ void dino_dist_destroy(dino_dist_group* group) {
   try {
     if (group != nullptr) {
 #ifdef DINO_DIST_NCCL
+      // What torch.distributed.destroy_process_group() does: stop the watchdog and abort the
+      // communicators before the object goes, rather than leaving it to the destructor.
+      if (group->nccl) {
+        group->nccl->shutdown();
+      }
       group->nccl.reset();
 #endif
       group->gloo.reset();

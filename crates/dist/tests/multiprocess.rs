@@ -193,9 +193,12 @@ fn nccl_worker(group: &ProcessGroup, local_rank: usize) {
         let expected = Tensor::ones(t.size(), (Kind::Float, Device::Cpu)) * (w * (w + 1.0) / 2.0);
         assert_close(&t.to_device(Device::Cpu), &expected);
     }
+    // Rank 1's values (rank 0's in a group of one).
+    let root = (group.world_size() - 1).min(1);
     let mut t = Tensor::full([3], r, (Kind::Float, gpu));
-    group.broadcast(&mut t, 1).unwrap();
-    assert_close(&t.to_device(Device::Cpu), &cpu(&[1.0, 1.0, 1.0]));
+    group.broadcast(&mut t, root).unwrap();
+    let v = root as f32;
+    assert_close(&t.to_device(Device::Cpu), &cpu(&[v, v, v]));
     group.barrier().unwrap();
 }
 
@@ -356,6 +359,18 @@ fn broadcast_from_every_root() {
 #[test]
 fn barrier_waits_for_the_last_rank() {
     run_all("barrier", 2);
+}
+
+/// A group of one on one GPU: the NCCL process group comes up through the rendezvous and
+/// runs every collective on CUDA tensors. Needs a CUDA device; passes vacuously otherwise.
+#[cfg(feature = "nccl")]
+#[test]
+fn nccl_collectives_on_one_gpu() {
+    if tch::Cuda::device_count() < 1 {
+        eprintln!("skipped: needs a CUDA device");
+        return;
+    }
+    run_all("nccl", 1);
 }
 
 /// Needs two CUDA devices (NCCL refuses two ranks on one GPU); passes vacuously otherwise.
