@@ -85,13 +85,17 @@ impl Embedder {
         } else {
             Which::Teacher
         };
-        let mut p = match &a.checkpoint {
-            Some(c) => load_backbone(c, which, &fallback, &overrides, device)?,
-            None => dino_train::pretrained::Pretrained::random(&fallback, device)?,
+        // The baselines take only the architecture: no weights are read for them.
+        let p = match (&a.checkpoint, a.which) {
+            (Some(c), Source::Teacher | Source::Student) => {
+                load_backbone(c, which, &fallback, &overrides, device)?
+            }
+            (Some(c), _) if c.is_dir() => {
+                let cfg = dino_train::pretrained::run_config(c, &overrides)?;
+                dino_train::pretrained::Pretrained::random(&cfg, device)?
+            }
+            _ => dino_train::pretrained::Pretrained::random(&fallback, device)?,
         };
-        if a.which == Source::Random && a.checkpoint.is_some() {
-            p = dino_train::pretrained::Pretrained::random(&p.config, device)?;
-        }
         Ok(Self {
             cfg: p.config.clone(),
             device,
