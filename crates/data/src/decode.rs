@@ -157,9 +157,9 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeErr
 /// Reads and decodes one file (see [`decode_image`]); errors name the path.
 pub fn decode_file(path: &Path, max_pixels: u64) -> Result<RgbImage, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    decode_image(&bytes, max_pixels).map_err(|source| DataError::Decode {
+    decode_image(&bytes, max_pixels).map_err(|cause| DataError::Decode {
         what: path.display().to_string(),
-        source,
+        cause,
     })
 }
 

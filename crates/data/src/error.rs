@@ -26,23 +26,23 @@ pub enum DataError {
         /// What was looked for.
         reason: String,
     },
-    /// A file system error.
-    #[error("{path:?}: {source}")]
+    /// A file system error. The message carries the cause, which is deliberately not also
+    /// exposed as `source()`: the loader logs `{}` alone, and an error chain (`{:#}`) would
+    /// otherwise print the cause twice.
+    #[error("{path:?}: {cause}")]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    /// An image that cannot be turned into RGB8.
-    #[error("{what}: {source}")]
+    /// An image that cannot be turned into RGB8 (cause in the message, as for `Io`).
+    #[error("{what}: {cause}")]
     Decode {
         /// The file path or `file#record`.
         what: String,
         /// Why.
-        #[source]
-        source: DecodeError,
+        cause: DecodeError,
     },
     /// A binary dataset file (CIFAR-10, IDX) whose layout is wrong.
     #[error("{path:?}: bad {format} file: {reason}")]
@@ -97,10 +97,10 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

@@ -135,7 +135,10 @@ fn every_nasty_file_behaves_as_documented() {
             None => {
                 let err = match result {
                     Ok(img) => panic!("{name} must fail, decoded {:?}", img.dimensions()),
-                    Err(DataError::Decode { what, source }) => {
+                    Err(DataError::Decode {
+                        what,
+                        cause: source,
+                    }) => {
                         assert!(what.ends_with(&name), "error names the file: {what}");
                         source
                     }

@@ -97,12 +97,12 @@ pub enum WeightsError {
         reason: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message only, so an error chain prints it once).
+        cause: std::io::Error,
     },
     /// An error raised by libtorch (including safetensors parsing).
     #[error(transparent)]

@@ -50,14 +50,14 @@ pub enum CheckpointError {
     #[error("checkpoint does not match: {0}")]
     Mismatch(String),
     /// File system error.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {cause}")]
     Io {
         /// What was attempted.
         op: &'static str,
         /// The path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message only, so an error chain prints it once).
+        cause: std::io::Error,
     },
     /// A libtorch operation failed.
     #[error(transparent)]
@@ -66,7 +66,7 @@ pub enum CheckpointError {
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
     let path = path.to_path_buf();
-    move |source| CheckpointError::Io { op, path, source }
+    move |cause| CheckpointError::Io { op, path, cause }
 }
 
 /// Everything of a checkpoint that is not a tensor (`checkpoint.json`).

@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// File system error.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {cause}")]
     Io {
         /// What was attempted.
         op: &'static str,
         /// The path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message only, so an error chain prints it once).
+        cause: std::io::Error,
     },
     /// A record could not be serialised or parsed.
     #[error("{path}: bad metrics record: {reason}")]
@@ -45,7 +45,7 @@ pub enum MetricsError {
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError {
     let path = path.to_path_buf();
-    move |source| MetricsError::Io { op, path, source }
+    move |cause| MetricsError::Io { op, path, cause }
 }
 
 /// The loss was NaN or infinite: training must stop (official: `sys.exit(1)` after printing

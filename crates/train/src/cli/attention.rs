@@ -44,7 +44,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     let mut images = Vec::new();
     for path in &a.image {
         let img = dino_data::decode::decode_file(path, emb.cfg.data.max_image_pixels)
-            .with_context(|| format!("reading {}", path.display()))?;
+            .context("reading an image for the attention maps")?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
