@@ -249,7 +249,8 @@ fn patch_grid(image: &RgbImage, patch: u32, len: usize) -> Result<(usize, usize)
 }
 
 /// Writes the attention figures of one image into `out_dir` and returns their paths:
-/// `img.png` (the input), `attn-head{i}.png` per head and `attn-mean.png` (heat maps),
+/// `img.png` (the input), `attn.npy` (the maps, `[heads, h, w]` f32, the CLS row of the last
+/// block's attention over the patches), `attn-head{i}.png` per head and `attn-mean.png` (heat maps),
 /// `mask_th{threshold}_head{i}.png` per head and `mask_th{threshold}_mean.png` (masks keeping
 /// `threshold` of the mass; official file names).
 ///
@@ -275,7 +276,12 @@ pub fn write_attention_maps(
         path: out_dir.to_path_buf(),
         source,
     })?;
-    let mut written = Vec::new();
+    // The raw maps, for scoring or plotting elsewhere.
+    let npy = out_dir.join("attn.npy");
+    Tensor::f_from_slice(&maps.heads.concat())?
+        .f_view([maps.heads.len() as i64, h as i64, w as i64])?
+        .write_npy(&npy)?;
+    let mut written = vec![npy];
     let mut save = |name: String, img: &RgbImage| -> Result<(), AttentionError> {
         let path = out_dir.join(name);
         img.save(&path).map_err(|source| AttentionError::Image {

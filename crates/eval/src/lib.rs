@@ -28,6 +28,9 @@
 
 /// CLS self-attention heat maps and threshold masks (`visualize_attention.py`).
 pub mod attention;
+/// How much of the CLS attention lies on the object: mass in hand-drawn boxes and Jaccard of
+/// the threshold masks with them.
+pub mod attention_score;
 /// Features of a whole dataset through a frozen backbone (the official `extract_features`).
 pub mod embed;
 /// Feature files: `.npy` or `.safetensors` with labels and image paths.

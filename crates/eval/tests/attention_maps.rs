@@ -46,6 +46,7 @@ fn pngs_have_the_image_size_and_the_mask_keeps_the_hot_patch() {
     assert_eq!(
         names,
         [
+            "attn.npy",
             "img.png",
             "attn-head0.png",
             "attn-head1.png",
@@ -55,7 +56,15 @@ fn pngs_have_the_image_size_and_the_mask_keeps_the_hot_patch() {
             "mask_th0.6_mean.png",
         ]
     );
-    for path in &written {
+    // The raw maps: [heads, h, w], the CLS row over the patches.
+    let raw = tch::Tensor::read_npy(&written[0]).unwrap();
+    assert_eq!(raw.size(), [2, 2, 3]);
+    let maps = AttentionMaps::from_last_block(&attention(), 2, 3).unwrap();
+    assert_eq!(
+        Vec::<f32>::try_from(&raw.reshape([-1])).unwrap(),
+        maps.heads.concat()
+    );
+    for path in &written[1..] {
         let decoded = image::open(path).unwrap().into_rgb8();
         assert_eq!(decoded.dimensions(), (12, 8), "{}", path.display());
     }

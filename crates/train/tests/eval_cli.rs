@@ -88,3 +88,74 @@ fn random_features_do_not_depend_on_the_run_folder() {
         "the teacher after one step differs from the random init"
     );
 }
+
+#[test]
+fn attention_boxes_score_the_written_maps() {
+    let (tmp, cfg) = tiny_run("");
+    let data = tmp.path().join("data");
+    let (boxes, out) = (tmp.path().join("boxes.json"), tmp.path().join("attn"));
+    // Boxes on patch borders of the 4 × 4 grid (16 px, patch 4): 4 and 9 of the 16 patches.
+    std::fs::write(
+        &boxes,
+        r#"{"_about": "a comment", "a/000.png": [[0, 0, 0.5, 0.5]],
+            "b/001.png": [[0.25, 0.25, 1, 1], [0.5, 0.5, 1, 1]]}"#,
+    )
+    .unwrap();
+    let (cfg_s, data_s, boxes_s, out_s) = (
+        cfg.to_str().unwrap(),
+        data.to_str().unwrap(),
+        boxes.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let args = [
+        "attention",
+        "--which",
+        "random",
+        "--config",
+        cfg_s,
+        "--data",
+        data_s,
+        "--boxes",
+        boxes_s,
+        "--image-size",
+        "16",
+        "--out",
+        out_s,
+    ];
+    ok(&args);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("scores.json")).unwrap()).unwrap();
+    assert_eq!(report["summary"]["images"], 2);
+    let area = report["summary"]["box_area"].as_f64().unwrap();
+    assert!((area - (4.0 + 9.0) / 32.0).abs() < 1e-12, "{area}");
+    // Each head's mass in the box, recomputed from the raw maps the command wrote.
+    for (stem, cells) in [
+        ("a/000", vec![0, 1, 4, 5]),
+        ("b/001", vec![5, 6, 7, 9, 10, 11, 13, 14, 15]),
+    ] {
+        let raw = tch::Tensor::read_npy(out.join(stem).join("attn.npy")).unwrap();
+        assert_eq!(raw.size(), [2, 4, 4]);
+        for head in 0..2 {
+            let map = Vec::<f32>::try_from(&raw.get(head).reshape([-1])).unwrap();
+            let total: f32 = map.iter().sum();
+            let inside: f32 = cells.iter().map(|&c| map[c]).sum();
+            let scored = report["images"][stem]["heads"][head as usize]["mass_in_box"]
+                .as_f64()
+                .unwrap();
+            assert!(
+                (scored - (inside / total) as f64).abs() < 1e-5,
+                "{stem} head {head}"
+            );
+        }
+    }
+    // A box that is not [x0, y0, x1, y1] inside the image is an error naming the image.
+    std::fs::write(&boxes, r#"{"a/000.png": [[0.6, 0, 0.4, 1]]}"#).unwrap();
+    let bad = dino(&args);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("a/000") && err.contains("box"), "{err}");
+    // So is a missing image.
+    std::fs::write(&boxes, r#"{"a/999.png": [[0, 0, 1, 1]]}"#).unwrap();
+    let err = String::from_utf8_lossy(&dino(&args).stderr).into_owned();
+    assert!(err.contains("999.png"), "{err}");
+}

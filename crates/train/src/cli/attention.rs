@@ -3,7 +3,8 @@
 
 use super::eval::{ModelArgs, Source};
 use anyhow::Context;
-use dino_eval::attention::write_attention_maps;
+use dino_eval::attention::{write_attention_maps, AttentionMaps};
+use dino_eval::attention_score::{check_box, score_image, BoxScore, FracBox, ImageBoxScores};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
@@ -30,6 +31,66 @@ pub struct AttentionArgs {
     /// Output folder (one sub-folder per image).
     #[arg(long)]
     out: PathBuf,
+    /// Boxes drawn around the objects, to score the maps: JSON `{"ants/x.jpg": [[x0, y0, x1,
+    /// y1], ...], ...}` (fractions of width and height, origin top-left; paths relative to
+    /// `--data`; keys starting with `_` are comments). The images are then those of the file, and
+    /// `scores.json` in `--out` gives, per image and head, the share of the attention inside the
+    /// boxes and the Jaccard index of the mask with them (dino_eval::attention_score).
+    #[arg(long, requires = "data", conflicts_with = "image")]
+    boxes: Option<PathBuf>,
+}
+
+/// `scores.json`: box scores of every image and their averages over images.
+#[derive(serde::Serialize)]
+struct ScoreReport {
+    threshold: f64,
+    /// Averages over images: box area (what uniform attention scores), each head, the mean map,
+    /// and the best head of each image (an upper bound: chosen knowing the boxes).
+    summary: Summary,
+    images: std::collections::BTreeMap<String, ImageBoxScores>,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    images: usize,
+    box_area: f64,
+    heads: Vec<MapSummary>,
+    mean_map: MapSummary,
+    best_head: MapSummary,
+}
+
+/// One map's scores averaged over images, and on how many images its attention is denser in the
+/// boxes than on the whole image (lift above 1).
+#[derive(serde::Serialize)]
+struct MapSummary {
+    mass_in_box: f64,
+    lift: f64,
+    jaccard: f64,
+    lift_above_1: usize,
+}
+
+fn summarise(images: &std::collections::BTreeMap<String, ImageBoxScores>) -> Summary {
+    let n = images.len().max(1) as f64;
+    let map_summary = |pick: &dyn Fn(&ImageBoxScores) -> BoxScore| MapSummary {
+        mass_in_box: images.values().map(|s| pick(s).mass_in_box).sum::<f64>() / n,
+        lift: images.values().map(|s| pick(s).lift).sum::<f64>() / n,
+        jaccard: images.values().map(|s| pick(s).jaccard).sum::<f64>() / n,
+        lift_above_1: images.values().filter(|s| pick(s).lift > 1.0).count(),
+    };
+    let heads = images.values().next().map_or(0, |s| s.heads.len());
+    Summary {
+        images: images.len(),
+        box_area: images.values().map(|s| s.box_area).sum::<f64>() / n,
+        heads: (0..heads).map(|h| map_summary(&|s| s.heads[h])).collect(),
+        mean_map: map_summary(&|s| s.mean),
+        // The head with the most attention in the boxes, chosen per image.
+        best_head: map_summary(&|s| {
+            *s.heads
+                .iter()
+                .max_by(|a, b| a.mass_in_box.total_cmp(&b.mass_in_box))
+                .expect("a model has at least one head")
+        }),
+    }
 }
 
 pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
@@ -42,6 +103,33 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     let patch = emb.cfg.model.patch_size as u32;
     let (mean, std) = (emb.cfg.augmentation.mean, emb.cfg.augmentation.std);
     let mut images = Vec::new();
+    let mut boxes: std::collections::BTreeMap<String, Vec<FracBox>> = Default::default();
+    if let (Some(file), Some(root)) = (&a.boxes, &a.data) {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the boxes {}", file.display()))?;
+        let all: std::collections::BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&text)
+                .with_context(|| format!("parsing the boxes {}", file.display()))?;
+        for (key, value) in all.into_iter().filter(|(k, _)| !k.starts_with('_')) {
+            let list: Vec<FracBox> = serde_json::from_value(value).with_context(|| {
+                format!(
+                    "{}: \"{key}\" is not a list of [x0, y0, x1, y1]",
+                    file.display()
+                )
+            })?;
+            anyhow::ensure!(!list.is_empty(), "{}: \"{key}\" has no box", file.display());
+            for b in &list {
+                check_box(b).with_context(|| format!("{}: \"{key}\"", file.display()))?;
+            }
+            let path = root.join(&key);
+            let img = dino_data::decode::decode_file(&path, emb.cfg.data.max_image_pixels)
+                .context("reading an image for the attention maps")?;
+            let stem = std::path::Path::new(&key).with_extension("");
+            images.push((stem.to_string_lossy().into_owned(), img));
+            boxes.insert(stem.to_string_lossy().into_owned(), list);
+        }
+        anyhow::ensure!(!boxes.is_empty(), "{}: no boxes", file.display());
+    }
     for path in &a.image {
         let img = dino_data::decode::decode_file(path, emb.cfg.data.max_image_pixels)
             .context("reading an image for the attention maps")?;
@@ -51,7 +139,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "image".into());
         images.push((stem, img));
     }
-    if let Some(dir) = &a.data {
+    if let (Some(dir), None) = (&a.data, &a.boxes) {
         let ds = dino_data::dataset::open_dataset(
             dir,
             dino_config::DataFormat::Auto,
@@ -62,6 +150,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             images.push((format!("{i:04}"), ds.load(i)?.image));
         }
     }
+    let mut scores = std::collections::BTreeMap::new();
     for (stem, img) in images {
         // Official: Resize((image_size, image_size)), then crop to a multiple of the patch size.
         let side = a.image_size.max(patch) / patch * patch;
@@ -73,15 +162,56 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             .f_to_kind(Kind::Float)?;
         let x = x.f_to_device(emb.device())?;
         let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
+        let attn = attn.f_to_device(tch::Device::Cpu)?.f_squeeze_dim(0)?;
         let dir = a.out.join(&stem);
-        let files = write_attention_maps(
-            &dir,
-            &resized,
-            &attn.f_to_device(tch::Device::Cpu)?.f_squeeze_dim(0)?,
-            patch,
-            a.threshold,
-        )?;
+        let files = write_attention_maps(&dir, &resized, &attn, patch, a.threshold)?;
         eprintln!("{stem}: {} files in {}", files.len(), dir.display());
+        if let Some(list) = boxes.get(&stem) {
+            let grid = (side / patch) as usize;
+            let maps = AttentionMaps::from_last_block(&attn, grid, grid)?;
+            let s = score_image(&maps, list, a.threshold)
+                .with_context(|| format!("scoring {stem} against its boxes"))?;
+            scores.insert(stem, s);
+        }
+    }
+    if !scores.is_empty() {
+        let report = ScoreReport {
+            threshold: a.threshold,
+            summary: summarise(&scores),
+            images: scores,
+        };
+        let s = &report.summary;
+        println!(
+            "{} images, boxes cover {:.1} % of each on average (uniform attention: that much in the \
+             boxes, lift 1)",
+            s.images,
+            100.0 * s.box_area
+        );
+        let rows = s
+            .heads
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("head {i}"), b));
+        let rows = rows.chain([
+            ("mean map".to_string(), &s.mean_map),
+            ("best head".to_string(), &s.best_head),
+        ]);
+        for (name, b) in rows {
+            println!(
+                "{name:>9}: attention in boxes {:5.1} %, lift {:.2} (above 1 on {:2} of {}), \
+                 Jaccard of the {} mask {:.3}",
+                100.0 * b.mass_in_box,
+                b.lift,
+                b.lift_above_1,
+                s.images,
+                a.threshold,
+                b.jaccard
+            );
+        }
+        let path = a.out.join("scores.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("scores: {}", path.display());
     }
     Ok(())
 }

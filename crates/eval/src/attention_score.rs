@@ -1,0 +1,229 @@
+//! How much of the CLS attention lies on the object, given boxes drawn around it.
+//!
+//! The paper measures its attention masks against PASCAL VOC segmentations with the Jaccard
+//! index (DINO §4.2.1, Table 5). Photos without segmentations get boxes instead; two numbers
+//! per map then say whether it "shows the object":
+//! - **mass in box**: the share of the map's attention that falls inside the boxes. A map that
+//!   ignores the object scores about the boxes' area fraction (uniform attention scores exactly
+//!   that), one on the object scores more. Divided by that area it is the **lift**: 1 for
+//!   uniform attention, above 1 on the object, below 1 on the background.
+//! - **Jaccard**: intersection over union of the map's threshold mask
+//!   ([`threshold_mask`](crate::attention::threshold_mask)) with the boxes, in pixels of the
+//!   image the model saw.
+//!
+//! Boxes are fractions of the image width and height, `[x0, y0, x1, y1]`, origin top-left, so
+//! they hold for the square resize `dino attention` feeds the model (the official
+//! `Resize((480, 480))` keeps fractions of width and height). Several boxes count as their
+//! union.
+
+use crate::attention::{threshold_mask, AttentionError, AttentionMaps};
+
+/// One box, `[x0, y0, x1, y1]` as fractions of the image width (x) and height (y), origin
+/// top-left.
+pub type FracBox = [f64; 4];
+
+/// Samples per patch side used to measure the box cover of a patch (error at most about
+/// `1/SUB` of a patch side per box edge).
+const SUB: usize = 16;
+
+/// Scores of one attention map against the boxes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BoxScore {
+    /// Share of the attention mass inside the boxes, in [0, 1].
+    pub mass_in_box: f64,
+    /// `mass_in_box` over the boxes' area fraction: how much denser the attention is on the
+    /// object than on the whole image. Uniform attention scores 1; a map on the background
+    /// less than 1.
+    pub lift: f64,
+    /// Jaccard index (IoU) of the threshold mask with the boxes, in [0, 1].
+    pub jaccard: f64,
+}
+
+/// Scores of every head and of the mean over heads for one image.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImageBoxScores {
+    /// Share of the image the boxes cover: what uniform attention scores as mass in box.
+    pub box_area: f64,
+    /// One score per head, in head order.
+    pub heads: Vec<BoxScore>,
+    /// Score of the mean map over heads.
+    pub mean: BoxScore,
+}
+
+/// Checks that `b` is `[x0, y0, x1, y1]` with `0 ≤ x0 < x1 ≤ 1` and `0 ≤ y0 < y1 ≤ 1`.
+///
+/// # Errors
+/// [`AttentionError::Shape`] naming the box otherwise.
+pub fn check_box(b: &FracBox) -> Result<(), AttentionError> {
+    let unit = |v: f64| (0.0..=1.0).contains(&v);
+    if b.iter().all(|&v| unit(v)) && b[0] < b[2] && b[1] < b[3] {
+        Ok(())
+    } else {
+        Err(AttentionError::Shape(format!(
+            "box {b:?} is not [x0, y0, x1, y1] with 0 ≤ x0 < x1 ≤ 1 and 0 ≤ y0 < y1 ≤ 1"
+        )))
+    }
+}
+
+/// The share of each patch of an `h × w` grid covered by the union of `boxes`, row-major.
+///
+/// # Errors
+/// As [`check_box`] for each box.
+pub fn box_cover(h: usize, w: usize, boxes: &[FracBox]) -> Result<Vec<f64>, AttentionError> {
+    boxes.iter().try_for_each(check_box)?;
+    // Sample points at sub-patch centres: a union of boxes has no closed-form area per patch
+    // worth the code.
+    let mut cover = vec![0.0; h * w];
+    for (row, col) in (0..h).flat_map(|r| (0..w).map(move |c| (r, c))) {
+        let mut hits = 0usize;
+        for sy in 0..SUB {
+            let y = (row as f64 + (sy as f64 + 0.5) / SUB as f64) / h as f64;
+            for sx in 0..SUB {
+                let x = (col as f64 + (sx as f64 + 0.5) / SUB as f64) / w as f64;
+                if boxes
+                    .iter()
+                    .any(|b| x >= b[0] && x < b[2] && y >= b[1] && y < b[3])
+                {
+                    hits += 1;
+                }
+            }
+        }
+        cover[row * w + col] = hits as f64 / (SUB * SUB) as f64;
+    }
+    Ok(cover)
+}
+
+/// Scores of one map (`h · w` non-negative weights, any scale) against the patch cover of the
+/// boxes ([`box_cover`]) with the mask keeping `threshold` of the mass.
+///
+/// # Errors
+/// [`AttentionError::Shape`] when the lengths differ, the map has no mass or the boxes cover
+/// nothing;
+/// [`AttentionError::Threshold`] unless `0 < threshold < 1`.
+pub fn score_map(map: &[f32], cover: &[f64], threshold: f64) -> Result<BoxScore, AttentionError> {
+    if map.len() != cover.len() {
+        return Err(AttentionError::Shape(format!(
+            "map of {} patches against a box cover of {}",
+            map.len(),
+            cover.len()
+        )));
+    }
+    let total: f64 = map.iter().map(|&v| v as f64).sum();
+    if total.is_nan() || total <= 0.0 {
+        return Err(AttentionError::Shape("attention map without mass".into()));
+    }
+    let box_area = cover.iter().sum::<f64>();
+    if box_area <= 0.0 {
+        return Err(AttentionError::Shape(
+            "the boxes cover no sample point of the patch grid".into(),
+        ));
+    }
+    let mass_in_box = map
+        .iter()
+        .zip(cover)
+        .map(|(&v, &c)| v as f64 * c)
+        .sum::<f64>()
+        / total;
+    let mask = threshold_mask(map, threshold)?;
+    // In patch-area units: the mask covers whole patches, the boxes `cover` of each.
+    let (mut inter, mut mask_area) = (0.0, 0.0);
+    for (&m, &c) in mask.iter().zip(cover) {
+        if m {
+            inter += c;
+            mask_area += 1.0;
+        }
+    }
+    let union = mask_area + box_area - inter;
+    Ok(BoxScore {
+        mass_in_box,
+        lift: mass_in_box / (box_area / cover.len() as f64),
+        jaccard: if union > 0.0 { inter / union } else { 0.0 },
+    })
+}
+
+/// Scores of every head and of their mean for one image's maps against `boxes`.
+///
+/// # Errors
+/// As [`box_cover`] and [`score_map`]; [`AttentionError::Shape`] when `boxes` is empty.
+pub fn score_image(
+    maps: &AttentionMaps,
+    boxes: &[FracBox],
+    threshold: f64,
+) -> Result<ImageBoxScores, AttentionError> {
+    if boxes.is_empty() {
+        return Err(AttentionError::Shape("no box to score against".into()));
+    }
+    let cover = box_cover(maps.h, maps.w, boxes)?;
+    let heads = maps
+        .heads
+        .iter()
+        .map(|m| score_map(m, &cover, threshold))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ImageBoxScores {
+        box_area: cover.iter().sum::<f64>() / cover.len() as f64,
+        heads,
+        mean: score_map(&maps.mean(), &cover, threshold)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cover_of_a_box_on_patch_borders_is_exact() {
+        // The left half of a 2 × 4 grid: columns 0 and 1 fully, 2 and 3 not at all.
+        let c = box_cover(2, 4, &[[0.0, 0.0, 0.5, 1.0]]).unwrap();
+        assert_eq!(c, [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        // A quarter of one patch, and two overlapping boxes count once.
+        let c = box_cover(1, 1, &[[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.5, 0.5]]).unwrap();
+        assert_eq!(c, [0.25]);
+        assert!(box_cover(2, 2, &[[0.5, 0.0, 0.4, 1.0]]).is_err());
+        assert!(box_cover(2, 2, &[[0.0, 0.0, 1.2, 1.0]]).is_err());
+    }
+
+    #[test]
+    fn uniform_attention_scores_the_box_area() {
+        let cover = box_cover(4, 4, &[[0.0, 0.0, 0.5, 0.75]]).unwrap();
+        let s = score_map(&[0.01; 16], &cover, 0.6).unwrap();
+        assert!((s.mass_in_box - 0.375).abs() < 1e-12);
+        assert!((s.lift - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn attention_on_the_box_scores_high_and_off_it_low() {
+        // 2 × 2 grid, box = top-left patch. Hand-computed: 0.7 of the mass on it.
+        let cover = box_cover(2, 2, &[[0.0, 0.0, 0.5, 0.5]]).unwrap();
+        let on = score_map(&[0.7, 0.1, 0.1, 0.1], &cover, 0.6).unwrap();
+        assert!((on.mass_in_box - 0.7).abs() < 1e-6);
+        // The box is a quarter of the image: 0.7 / 0.25.
+        assert!((on.lift - 2.8).abs() < 1e-5);
+        // The 0.6 mask is the top-left patch alone: the box exactly.
+        assert_eq!(on.jaccard, 1.0);
+        let off = score_map(&[0.1, 0.7, 0.1, 0.1], &cover, 0.6).unwrap();
+        assert!((off.mass_in_box - 0.1).abs() < 1e-6);
+        assert!(off.lift < 1.0);
+        assert_eq!(off.jaccard, 0.0);
+        // Mask of two patches (0.4 + 0.4 ≥ 0.6), one in the box: IoU 1 / 2.
+        let half = score_map(&[0.4, 0.4, 0.1, 0.1], &cover, 0.6).unwrap();
+        assert!((half.jaccard - 0.5).abs() < 1e-12);
+        assert!(score_map(&[0.0; 4], &cover, 0.6).is_err());
+        assert!(score_map(&[0.1; 4], &[0.0; 4], 0.6).is_err());
+        assert!(score_map(&[0.1; 3], &cover, 0.6).is_err());
+    }
+
+    #[test]
+    fn image_scores_have_one_entry_per_head_and_the_mean() {
+        let maps = AttentionMaps {
+            h: 2,
+            w: 2,
+            heads: vec![vec![0.7, 0.1, 0.1, 0.1], vec![0.1, 0.7, 0.1, 0.1]],
+        };
+        let s = score_image(&maps, &[[0.0, 0.0, 0.5, 0.5]], 0.6).unwrap();
+        assert_eq!(s.heads.len(), 2);
+        assert!((s.box_area - 0.25).abs() < 1e-12);
+        // Mean map 0.4, 0.4, 0.1, 0.1: mass 0.4 in the box.
+        assert!((s.mean.mass_in_box - 0.4).abs() < 1e-6);
+        assert!(score_image(&maps, &[], 0.6).is_err());
+    }
+}
