@@ -166,6 +166,62 @@ pub fn score_image(
     })
 }
 
+/// One map (a head, or the mean over heads) scored on many images: each [`BoxScore`] field
+/// averaged over the images, and on how many the map is denser in the boxes than on the whole
+/// image (lift above 1).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MapSummary {
+    /// Mean share of the attention inside the boxes.
+    pub mass_in_box: f64,
+    /// Mean lift.
+    pub lift: f64,
+    /// Mean Jaccard index of the threshold mask with the boxes.
+    pub jaccard: f64,
+    /// Images with a lift above 1.
+    pub lift_above_1: usize,
+}
+
+/// Box scores averaged over images.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScoreSummary {
+    /// Images scored.
+    pub images: usize,
+    /// Mean box area fraction: the share uniform attention puts in the boxes.
+    pub box_area: f64,
+    /// Each head, in head order.
+    pub heads: Vec<MapSummary>,
+    /// The mean map over heads.
+    pub mean_map: MapSummary,
+    /// On each image, the head with the most attention in the boxes: an upper bound, since the
+    /// head is chosen knowing the boxes.
+    pub best_head: MapSummary,
+}
+
+/// Averages the scores of many images (all from one model, so with the same number of heads).
+pub fn summarise<'a>(images: impl IntoIterator<Item = &'a ImageBoxScores>) -> ScoreSummary {
+    let images: Vec<&ImageBoxScores> = images.into_iter().collect();
+    let n = images.len().max(1) as f64;
+    let map_summary = |pick: &dyn Fn(&ImageBoxScores) -> BoxScore| MapSummary {
+        mass_in_box: images.iter().map(|s| pick(s).mass_in_box).sum::<f64>() / n,
+        lift: images.iter().map(|s| pick(s).lift).sum::<f64>() / n,
+        jaccard: images.iter().map(|s| pick(s).jaccard).sum::<f64>() / n,
+        lift_above_1: images.iter().filter(|s| pick(s).lift > 1.0).count(),
+    };
+    let heads = images.first().map_or(0, |s| s.heads.len());
+    ScoreSummary {
+        images: images.len(),
+        box_area: images.iter().map(|s| s.box_area).sum::<f64>() / n,
+        heads: (0..heads).map(|h| map_summary(&|s| s.heads[h])).collect(),
+        mean_map: map_summary(&|s| s.mean),
+        best_head: map_summary(&|s| {
+            *s.heads
+                .iter()
+                .max_by(|a, b| a.mass_in_box.total_cmp(&b.mass_in_box))
+                .expect("a model has at least one head")
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +281,34 @@ mod tests {
         // Mean map 0.4, 0.4, 0.1, 0.1: mass 0.4 in the box.
         assert!((s.mean.mass_in_box - 0.4).abs() < 1e-6);
         assert!(score_image(&maps, &[], 0.6).is_err());
+    }
+
+    #[test]
+    fn summary_averages_images_and_picks_the_best_head_per_image() {
+        let score = |m: f64, l: f64| BoxScore {
+            mass_in_box: m,
+            lift: l,
+            jaccard: m / 2.0,
+        };
+        let a = ImageBoxScores {
+            box_area: 0.2,
+            heads: vec![score(0.4, 2.0), score(0.1, 0.5)],
+            mean: score(0.25, 1.25),
+        };
+        let b = ImageBoxScores {
+            box_area: 0.4,
+            heads: vec![score(0.2, 0.5), score(0.8, 2.0)],
+            mean: score(0.5, 1.25),
+        };
+        let s = summarise([&a, &b]);
+        assert_eq!(s.images, 2);
+        assert!((s.box_area - 0.3).abs() < 1e-12);
+        assert!((s.heads[0].mass_in_box - 0.3).abs() < 1e-12);
+        assert!((s.heads[1].jaccard - 0.225).abs() < 1e-12);
+        assert_eq!(s.heads[0].lift_above_1, 1);
+        assert_eq!(s.mean_map.lift_above_1, 2);
+        // Best head: head 0 on a (0.4), head 1 on b (0.8).
+        assert!((s.best_head.mass_in_box - 0.6).abs() < 1e-12);
+        assert!((s.best_head.lift - 2.0).abs() < 1e-12);
     }
 }

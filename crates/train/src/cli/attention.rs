@@ -4,7 +4,9 @@
 use super::eval::{ModelArgs, Source};
 use anyhow::Context;
 use dino_eval::attention::{write_attention_maps, AttentionMaps};
-use dino_eval::attention_score::{check_box, score_image, BoxScore, FracBox, ImageBoxScores};
+use dino_eval::attention_score::{
+    check_box, score_image, summarise, FracBox, ImageBoxScores, ScoreSummary,
+};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
@@ -44,53 +46,8 @@ pub struct AttentionArgs {
 #[derive(serde::Serialize)]
 struct ScoreReport {
     threshold: f64,
-    /// Averages over images: box area (what uniform attention scores), each head, the mean map,
-    /// and the best head of each image (an upper bound: chosen knowing the boxes).
-    summary: Summary,
+    summary: ScoreSummary,
     images: std::collections::BTreeMap<String, ImageBoxScores>,
-}
-
-#[derive(serde::Serialize)]
-struct Summary {
-    images: usize,
-    box_area: f64,
-    heads: Vec<MapSummary>,
-    mean_map: MapSummary,
-    best_head: MapSummary,
-}
-
-/// One map's scores averaged over images, and on how many images its attention is denser in the
-/// boxes than on the whole image (lift above 1).
-#[derive(serde::Serialize)]
-struct MapSummary {
-    mass_in_box: f64,
-    lift: f64,
-    jaccard: f64,
-    lift_above_1: usize,
-}
-
-fn summarise(images: &std::collections::BTreeMap<String, ImageBoxScores>) -> Summary {
-    let n = images.len().max(1) as f64;
-    let map_summary = |pick: &dyn Fn(&ImageBoxScores) -> BoxScore| MapSummary {
-        mass_in_box: images.values().map(|s| pick(s).mass_in_box).sum::<f64>() / n,
-        lift: images.values().map(|s| pick(s).lift).sum::<f64>() / n,
-        jaccard: images.values().map(|s| pick(s).jaccard).sum::<f64>() / n,
-        lift_above_1: images.values().filter(|s| pick(s).lift > 1.0).count(),
-    };
-    let heads = images.values().next().map_or(0, |s| s.heads.len());
-    Summary {
-        images: images.len(),
-        box_area: images.values().map(|s| s.box_area).sum::<f64>() / n,
-        heads: (0..heads).map(|h| map_summary(&|s| s.heads[h])).collect(),
-        mean_map: map_summary(&|s| s.mean),
-        // The head with the most attention in the boxes, chosen per image.
-        best_head: map_summary(&|s| {
-            *s.heads
-                .iter()
-                .max_by(|a, b| a.mass_in_box.total_cmp(&b.mass_in_box))
-                .expect("a model has at least one head")
-        }),
-    }
 }
 
 pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
@@ -177,7 +134,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     if !scores.is_empty() {
         let report = ScoreReport {
             threshold: a.threshold,
-            summary: summarise(&scores),
+            summary: summarise(scores.values()),
             images: scores,
         };
         let s = &report.summary;
