@@ -5,12 +5,13 @@ the run's scores.json: attention density in the boxes over that of the whole ima
 
 Usage:
   attention_sheet.py --boxes docs/hymenoptera_val_boxes.json --out sheet.jpg \
-      [--tile 96] [--bare] LABEL=OUT_DIR [LABEL=OUT_DIR ...]
+      [--tile 96] [--bare] [--rows N] LABEL=OUT_DIR [LABEL=OUT_DIR ...]
 
 OUT_DIR is the --out folder of `dino attention --boxes ... --data ...` (sub-folders named after
 the box keys, and scores.json). By default the tiles are the PNGs `dino attention` wrote (heat
 map blended over the photo); `--bare` draws each map from attn.npy alone (VIRIDIS, min-max per
-map, as the official plt.imsave) with the boxes outlined, which is easier to judge. Needs Pillow
+map, as the official plt.imsave) with the boxes outlined, which is easier to judge. `--rows N`
+keeps the first N photos of each class folder (by file name). Needs Pillow
 and numpy (the project's .venv has both).
 """
 import argparse
@@ -56,10 +57,14 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--tile", type=int, default=96)
     ap.add_argument("--bare", action="store_true", help="maps from attn.npy, boxes outlined")
+    ap.add_argument("--rows", type=int, help="first N photos of each class folder")
     ap.add_argument("runs", nargs="+", help="LABEL=DIR")
     a = ap.parse_args()
     boxes = {k: v for k, v in json.load(open(a.boxes)).items() if not k.startswith("_")}
     keys = sorted(boxes)
+    if a.rows:
+        classes = sorted({k.split("/")[0] for k in keys})
+        keys = [k for c in classes for k in [k for k in keys if k.split("/")[0] == c][: a.rows]]
     runs = []
     for spec in a.runs:
         label, _, d = spec.partition("=")
