@@ -7,7 +7,13 @@ use clap::{Parser, Subcommand};
 
 /// DINO (self-DIstillation with NO labels, Caron et al. 2021) in Rust.
 #[derive(Parser, Debug)]
-#[command(name = "dino", version, about, long_about = None)]
+#[command(
+    name = "dino",
+    version,
+    about = "DINO self-supervised ViT training (Caron et al. 2021): train, evaluate (k-NN, linear \
+             probe), attention maps, feature export",
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

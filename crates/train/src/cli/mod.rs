@@ -35,9 +35,16 @@ impl ConfigArgs {
             Some(p) => Config::from_file(p, &sets),
             None => Config::with_overrides(&sets),
         };
-        cfg.with_context(|| match &self.config {
-            Some(p) => format!("invalid configuration ({})", p.display()),
-            None => "invalid configuration".to_string(),
+        // Name every source the user gave, so an error from `--set` does not blame the file.
+        let sources: Vec<String> = self
+            .config
+            .iter()
+            .map(|p| p.display().to_string())
+            .chain(self.set.iter().map(|s| format!("--set {s}")))
+            .collect();
+        cfg.with_context(|| match sources.is_empty() {
+            true => "invalid configuration".to_string(),
+            false => format!("invalid configuration ({})", sources.join(", ")),
         })
     }
 }
