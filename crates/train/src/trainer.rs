@@ -375,7 +375,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             m.write_step(&record)?;
             if bar.is_hidden() {
                 tracing::info!(
-                    "epoch {epoch} step {step}/{niter} loss {:.4} lr {:.2e} {:.1} img/s wait {:.0}%",
+                    "epoch {epoch} step {step}/{niter} loss {:.4} lr {:.2e} {:.1} img/s since start, data wait {:.0}%",
                     record.loss,
                     record.lr,
                     images as f64 / run_start.elapsed().as_secs_f64(),
@@ -454,7 +454,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
                 tracing::warn!("could not draw curves.png: {e}");
             }
             tracing::info!(
-                "epoch {epoch} done: loss {:.4}, teacher entropy {:.3}, KL {:.3}, {:.1} img/s",
+                "epoch {epoch} done: loss {:.4}, teacher entropy {:.3}, KL {:.3}, {:.1} img/s in this epoch",
                 rec.loss,
                 rec.teacher_entropy,
                 rec.kl,

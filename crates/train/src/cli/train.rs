@@ -76,7 +76,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     } else {
         eprintln!(
-            "trained {} steps on {}{}: loss {:.4} → {:.4}, {:.1} images/s{}, data wait {:.1}%, run folder {}",
+            "trained {} steps on {}{}: loss {:.4} → {:.4}, {:.1} images/s over the run{}, data wait {:.1}%, run folder {}",
             summary.steps,
             summary.device,
             if summary.world_size > 1 {
