@@ -269,7 +269,32 @@ pub fn write_attention_maps(
     threshold: f64,
 ) -> Result<Vec<PathBuf>, AttentionError> {
     let (h, w) = grid(image, patch)?;
-    let maps = AttentionMaps::from_last_block(attn, h, w)?;
+    write_maps(
+        out_dir,
+        image,
+        &AttentionMaps::from_last_block(attn, h, w)?,
+        patch,
+        threshold,
+    )
+}
+
+/// [`write_attention_maps`] for maps already taken from the attention tensor (for a caller that
+/// also scores them, [`crate::attention_score`]). Same files, same errors; `maps` must match the
+/// patch grid of `image`.
+pub fn write_maps(
+    out_dir: &Path,
+    image: &RgbImage,
+    maps: &AttentionMaps,
+    patch: u32,
+    threshold: f64,
+) -> Result<Vec<PathBuf>, AttentionError> {
+    let (h, w) = patch_grid(image, patch, maps.h * maps.w)?;
+    if (h, w) != (maps.h, maps.w) {
+        return Err(AttentionError::Shape(format!(
+            "{}×{} maps for a {h}×{w} patch grid",
+            maps.h, maps.w
+        )));
+    }
     // Validate before writing anything.
     threshold_mask(&maps.heads[0], threshold)?;
     std::fs::create_dir_all(out_dir).map_err(|source| AttentionError::Io {

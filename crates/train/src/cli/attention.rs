@@ -3,7 +3,7 @@
 
 use super::eval::{ModelArgs, Source};
 use anyhow::Context;
-use dino_eval::attention::{write_attention_maps, AttentionMaps};
+use dino_eval::attention::{write_maps, AttentionMaps};
 use dino_eval::attention_score::{
     check_box, score_image, summarise, FracBox, ImageBoxScores, ScoreSummary,
 };
@@ -82,8 +82,9 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             let img = dino_data::decode::decode_file(&path, emb.cfg.data.max_image_pixels)
                 .context("reading an image for the attention maps")?;
             let stem = std::path::Path::new(&key).with_extension("");
-            images.push((stem.to_string_lossy().into_owned(), img));
-            boxes.insert(stem.to_string_lossy().into_owned(), list);
+            let stem = stem.to_string_lossy().into_owned();
+            boxes.insert(stem.clone(), list);
+            images.push((stem, img));
         }
         anyhow::ensure!(!boxes.is_empty(), "{}: no boxes", file.display());
     }
@@ -119,13 +120,13 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             .f_to_kind(Kind::Float)?;
         let x = x.f_to_device(emb.device())?;
         let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
-        let attn = attn.f_to_device(tch::Device::Cpu)?.f_squeeze_dim(0)?;
+        let grid = (side / patch) as usize;
+        let maps =
+            AttentionMaps::from_last_block(&attn.f_to_device(tch::Device::Cpu)?, grid, grid)?;
         let dir = a.out.join(&stem);
-        let files = write_attention_maps(&dir, &resized, &attn, patch, a.threshold)?;
+        let files = write_maps(&dir, &resized, &maps, patch, a.threshold)?;
         eprintln!("{stem}: {} files in {}", files.len(), dir.display());
         if let Some(list) = boxes.get(&stem) {
-            let grid = (side / patch) as usize;
-            let maps = AttentionMaps::from_last_block(&attn, grid, grid)?;
             let s = score_image(&maps, list, a.threshold)
                 .with_context(|| format!("scoring {stem} against its boxes"))?;
             scores.insert(stem, s);
