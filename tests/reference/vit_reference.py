@@ -11,7 +11,9 @@ Modes (all write safetensors with a small built-in writer; the `safetensors` pac
            DIR/init.safetensors     state dict right after seeded construction (init parity)
            DIR/weights.safetensors  the same weights perturbed (LayerNorm/bias/g away from 1/0)
            DIR/io.safetensors       input.HxW, cls.HxW, attn.HxW, logits.HxW, inter.HxW (last 2
-                                    blocks, stacked), cls_official.HxW (v1 scale-factor pos-embed)
+                                    blocks, stacked), cls_official.HxW (v1 scale-factor pos-embed),
+                                    cls_map.HxW (last block's CLS row over the patches,
+                                    [B, heads, H/P, W/P]: the attention maps' layout)
   head_bn  --out DIR               a BatchNorm head: train-mode and eval-mode outputs and stats
   checkpoints --out DIR            official-style .pth files for the importer, plus the expected
                                    converted tensors
@@ -282,7 +284,11 @@ def mode_parity(a):
             x = torch.randn(a.batch, 3, h, w, generator=g)
             io[f"input.{s}"] = x
             io[f"cls.{s}"] = model.backbone(x)
-            io[f"attn.{s}"] = model.backbone.last_selfattention(x)
+            io[f"attn.{s}"] = attn = model.backbone.last_selfattention(x)
+            # Patch tokens come row by row (Conv2d output flattened over H then W), so the CLS
+            # row over them reshapes to H/P rows of W/P columns, whatever the aspect ratio.
+            io[f"cls_map.{s}"] = attn[:, :, 0, 1:].reshape(
+                a.batch, attn.shape[1], h // a.patch, w // a.patch)
             io[f"logits.{s}"] = model([x])
             io[f"inter.{s}"] = torch.stack(model.backbone.intermediate_layers(x, 2))
             if (h // a.patch, w // a.patch) != (224 // a.patch,) * 2:

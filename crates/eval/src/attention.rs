@@ -6,12 +6,25 @@
 //! patch size, as the official `interpolate(..., mode="nearest")`), and as a mask that keeps the
 //! smallest set of most-attended patches holding a given share of the attention mass.
 //!
+//! The image is fitted to the patch grid by
+//! [`AttentionImage::prepare`](crate::attention::AttentionImage::prepare). By default
+//! ([`KeepAspect`](crate::attention::AttentionResize::KeepAspect)) it is resized as the official
+//! script does with `--image_size N` (one number: torchvision `Resize(N)` sets the shorter side
+//! and keeps the aspect ratio), then each side is cropped down to a multiple of the patch size,
+//! keeping the top-left corner. The grid is then not square (a 4:3 photo at 480 px and patch
+//! 16: 30 × 40 patches) and the ViT resizes its position table to it. This is for attention maps
+//! only: features for k-NN, the linear probe and `embed` keep the official square evaluation
+//! transform (`Resize(256)` then `CenterCrop(224)`, [`dino_data::transforms::EvalTransform`]).
+//!
 //! Differences from the official script: heat maps are blended over the image instead of saved
 //! bare (`plt.imsave`), and a map of the mean over heads is written too. Colours: VIRIDIS, the
-//! matplotlib default the official `plt.imsave` uses, min-max scaled per map.
+//! matplotlib default the official `plt.imsave` uses, min-max scaled per map. The resize
+//! resamples with Pillow's bicubic filter (the crate's one resampler), where the official
+//! `Resize` defaults to bilinear.
 
 use std::path::{Path, PathBuf};
 
+use dino_data::transforms::TransformError;
 use image::{Rgb, RgbImage};
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -41,6 +54,17 @@ pub enum AttentionError {
         /// Patch side in pixels.
         patch: u32,
     },
+    /// The size asked of the resize cannot hold one patch.
+    #[error("resize to {size} px cannot hold one {patch}-px patch")]
+    ResizeTarget {
+        /// The size asked (shorter side for [`AttentionResize::KeepAspect`]).
+        size: u32,
+        /// Patch side in pixels.
+        patch: u32,
+    },
+    /// The resampler failed.
+    #[error(transparent)]
+    Resize(#[from] TransformError),
     /// The mask threshold is outside (0, 1).
     #[error("threshold must lie in (0, 1), got {0}")]
     Threshold(f64),
@@ -122,6 +146,123 @@ impl AttentionMaps {
         (0..self.h * self.w)
             .map(|i| self.heads.iter().map(|m| m[i]).sum::<f32>() / n)
             .collect()
+    }
+}
+
+/// How [`AttentionImage::prepare`] fits an image to the patch grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionResize {
+    /// The shorter side to `n` pixels and the longer to `⌊n · long / short⌋` (torchvision
+    /// `Resize(n)`, what the official `--image_size n` does with one number), then each side
+    /// cropped down to a multiple of the patch size, keeping the top-left corner (official
+    /// `img[:, :h - h % p, :w - w % p]`). The aspect ratio is kept to within one patch.
+    KeepAspect(u32),
+    /// Both sides to `n` rounded down to a multiple of the patch size (one patch at least): a
+    /// square whatever the image's aspect ratio. The official default `--image_size 480 480`
+    /// (resize to 480 × 480, then crop) gives the same grid.
+    Square(u32),
+}
+
+/// An image fitted to the patch grid: what the model sees, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionImage {
+    /// The pixels the model sees: `w · patch` wide, `h · patch` high (RGB8).
+    pub image: RgbImage,
+    /// `(width, height)` of the resized image before the crop; the crop keeps its top-left
+    /// `image.dimensions()`.
+    pub resized: (u32, u32),
+    /// Patch rows.
+    pub h: usize,
+    /// Patch columns.
+    pub w: usize,
+}
+
+impl AttentionImage {
+    /// Resizes `img` as `fit` says (Pillow bicubic, [`dino_data::transforms::resize()`]; an image
+    /// already at the target size is not resampled, as torchvision's `resize`) and crops it to a
+    /// multiple of `patch`.
+    ///
+    /// # Errors
+    /// [`AttentionError::ImageSize`] for an empty image or a zero patch size;
+    /// [`AttentionError::ResizeTarget`] when [`AttentionResize::KeepAspect`] asks for a shorter
+    /// side below one patch; [`AttentionError::Resize`] when resampling fails.
+    pub fn prepare(
+        img: &RgbImage,
+        fit: AttentionResize,
+        patch: u32,
+    ) -> Result<Self, AttentionError> {
+        let (w0, h0) = img.dimensions();
+        if patch == 0 || w0 == 0 || h0 == 0 {
+            return Err(AttentionError::ImageSize {
+                width: w0,
+                height: h0,
+                patch,
+            });
+        }
+        let (rw, rh) = match fit {
+            AttentionResize::Square(n) => {
+                // Straight to the multiple of the patch (no crop): `dino attention`'s behaviour
+                // before the aspect ratio was kept, unchanged.
+                let side = n.max(patch) / patch * patch;
+                (side, side)
+            }
+            AttentionResize::KeepAspect(n) => {
+                if n < patch {
+                    return Err(AttentionError::ResizeTarget { size: n, patch });
+                }
+                // torchvision `_compute_resized_output_size`: int(n · long / short), computed
+                // here exactly in integers (the float quotient never rounds up to the next
+                // integer at these sizes).
+                let long = |a: u32, b: u32| {
+                    u32::try_from(u64::from(n) * u64::from(a) / u64::from(b)).unwrap_or(u32::MAX)
+                };
+                if w0 <= h0 {
+                    (n, long(h0, w0))
+                } else {
+                    (long(w0, h0), n)
+                }
+            }
+        };
+        let resized = if (rw, rh) == (w0, h0) {
+            img.clone()
+        } else {
+            dino_data::transforms::resize(img, rw, rh)?
+        };
+        let (cw, ch) = (rw / patch * patch, rh / patch * patch);
+        let image = if (cw, ch) == (rw, rh) {
+            resized
+        } else {
+            image::imageops::crop_imm(&resized, 0, 0, cw, ch).to_image()
+        };
+        Ok(Self {
+            image,
+            resized: (rw, rh),
+            h: (ch / patch) as usize,
+            w: (cw / patch) as usize,
+        })
+    }
+
+    /// Shares `(x, y)` of the resized image's width and height that the crop keeps, in (0, 1]:
+    /// a fraction `f` of the original image's width lies at `f / x` of the cropped image's width
+    /// (the resize keeps fractions; the crop cuts the right and bottom edges).
+    pub fn kept_fraction(&self) -> (f64, f64) {
+        let (cw, ch) = self.image.dimensions();
+        (
+            f64::from(cw) / f64::from(self.resized.0),
+            f64::from(ch) / f64::from(self.resized.1),
+        )
+    }
+
+    /// The model input `[1, 3, h · patch, w · patch]` (f32, CPU): the image scaled to [0, 1]
+    /// and normalised per channel with `mean` and `std` (torchvision `ToTensor` + `Normalize`).
+    ///
+    /// # Errors
+    /// [`AttentionError::Torch`] from libtorch.
+    pub fn to_tensor(&self, mean: [f64; 3], std: [f64; 3]) -> Result<Tensor, AttentionError> {
+        let (w, h) = self.image.dimensions();
+        let mut chw = vec![0f32; 3 * w as usize * h as usize];
+        dino_data::transforms::normalize_chw_into(&self.image, mean, std, &mut chw);
+        Ok(Tensor::f_from_slice(&chw)?.f_view([1, 3, i64::from(h), i64::from(w)])?)
     }
 }
 
@@ -254,7 +395,8 @@ fn patch_grid(image: &RgbImage, patch: u32, len: usize) -> Result<(usize, usize)
 /// `mask_th{threshold}_head{i}.png` per head and `mask_th{threshold}_mean.png` (masks keeping
 /// `threshold` of the mass; official file names).
 ///
-/// `image`: already resized to `w·patch × h·patch` pixels (what the model saw); `attn`: the last
+/// `image`: already fitted to `w·patch × h·patch` pixels (what the model saw,
+/// [`AttentionImage::image`]; the grid need not be square); `attn`: the last
 /// block's attention `[heads, 1 + h·w, 1 + h·w]` (or with a leading batch axis of 1);
 /// `threshold`: share of the attention mass the masks keep ([`DEFAULT_THRESHOLD`] in the paper).
 ///

@@ -11,10 +11,12 @@
 //!   ([`threshold_mask`](crate::attention::threshold_mask)) with the boxes, in pixels of the
 //!   image the model saw.
 //!
-//! Boxes are fractions of the image width and height, `[x0, y0, x1, y1]`, origin top-left, so
-//! they hold for the square resize `dino attention` feeds the model (the official
-//! `Resize((480, 480))` keeps fractions of width and height). Several boxes count as their
-//! union.
+//! Boxes are fractions of the original image's width and height, `[x0, y0, x1, y1]`, origin
+//! top-left. A resize keeps fractions, square or not (the official `Resize((480, 480))` as
+//! well as `Resize(480)`); the crop to a multiple of the patch size that follows the
+//! aspect-keeping resize cuts up to a patch off the right and bottom edges, and
+//! [`boxes_in_crop`](crate::attention_score::boxes_in_crop) maps the boxes into the cropped
+//! image the maps cover. Several boxes count as their union.
 
 use crate::attention::{threshold_mask, AttentionError, AttentionMaps};
 
@@ -63,6 +65,43 @@ pub fn check_box(b: &FracBox) -> Result<(), AttentionError> {
             "box {b:?} is not [x0, y0, x1, y1] with 0 ≤ x0 < x1 ≤ 1 and 0 ≤ y0 < y1 ≤ 1"
         )))
     }
+}
+
+/// `boxes` (fractions of the original image) as fractions of the top-left crop that keeps
+/// `kept = (x, y)` of the resized image's width and height
+/// ([`AttentionImage::kept_fraction`](crate::attention::AttentionImage::kept_fraction); `(1, 1)`
+/// when nothing was cropped): coordinates are divided by `kept` and clipped to the crop; a box
+/// wholly in the cut-off strip is dropped.
+///
+/// # Errors
+/// As [`check_box`] for each box; [`AttentionError::Shape`] when `kept` is not in (0, 1] or no
+/// box reaches into the crop.
+pub fn boxes_in_crop(boxes: &[FracBox], kept: (f64, f64)) -> Result<Vec<FracBox>, AttentionError> {
+    boxes.iter().try_for_each(check_box)?;
+    let unit = |v: f64| v > 0.0 && v <= 1.0;
+    if !(unit(kept.0) && unit(kept.1)) {
+        return Err(AttentionError::Shape(format!(
+            "kept share {kept:?} of the resized image is not in (0, 1]"
+        )));
+    }
+    let out: Vec<FracBox> = boxes
+        .iter()
+        .map(|b| {
+            [
+                b[0] / kept.0,
+                b[1] / kept.1,
+                (b[2] / kept.0).min(1.0),
+                (b[3] / kept.1).min(1.0),
+            ]
+        })
+        .filter(|b| b[0] < b[2] && b[1] < b[3])
+        .collect();
+    if out.is_empty() {
+        return Err(AttentionError::Shape(format!(
+            "the boxes {boxes:?} lie in the strip cropped off to fit the patch grid"
+        )));
+    }
+    Ok(out)
 }
 
 /// The share of each patch of an `h × w` grid covered by the union of `boxes`, row-major.
@@ -236,6 +275,26 @@ mod tests {
         assert_eq!(c, [0.25]);
         assert!(box_cover(2, 2, &[[0.5, 0.0, 0.4, 1.0]]).is_err());
         assert!(box_cover(2, 2, &[[0.0, 0.0, 1.2, 1.0]]).is_err());
+    }
+
+    #[test]
+    fn boxes_follow_the_crop() {
+        // The crop keeps 84 of 85 columns and every row: x scales by 85/84, y is unchanged.
+        let kept = (84.0 / 85.0, 1.0);
+        let b = boxes_in_crop(&[[0.0, 0.25, 28.0 / 85.0, 0.5]], kept).unwrap();
+        assert_eq!(b.len(), 1);
+        assert!((b[0][2] - 1.0 / 3.0).abs() < 1e-12 && b[0][1] == 0.25 && b[0][3] == 0.5);
+        // A box over the cut edge is clipped to it; one wholly in the cut strip is dropped.
+        let b = boxes_in_crop(&[[0.5, 0.0, 1.0, 1.0], [0.995, 0.0, 1.0, 1.0]], kept).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0][2], 1.0);
+        assert!((b[0][0] - 0.5 * 85.0 / 84.0).abs() < 1e-12);
+        assert!(boxes_in_crop(&[[0.995, 0.0, 1.0, 1.0]], kept).is_err());
+        // Nothing cropped: the boxes are unchanged.
+        let same = [[0.1, 0.2, 0.3, 0.4]];
+        assert_eq!(boxes_in_crop(&same, (1.0, 1.0)).unwrap(), same);
+        assert!(boxes_in_crop(&same, (0.0, 1.0)).is_err());
+        assert!(boxes_in_crop(&[[0.3, 0.2, 0.1, 0.4]], (1.0, 1.0)).is_err());
     }
 
     #[test]

@@ -77,7 +77,9 @@ fn vit_config(arch: &str, patch: i64) -> VitConfig {
     cfg.with_drop_path(0.0)
 }
 
-fn parity(arch: &str, patch: i64, sizes: &[&str]) {
+/// Checks `arch` at `patch` against the reference on inputs of `sizes` (`HxW`) and returns the
+/// model (reference weights loaded) and the reference's inputs and outputs, for more checks.
+fn parity(arch: &str, patch: i64, sizes: &[&str]) -> (MultiCropWrapper, HashMap<String, Tensor>) {
     let p = patch.to_string();
     let joined = sizes.join(",");
     // Batch 2 at patch 16; batch 1 at patch 8 (4x the tokens) keeps the suite fast.
@@ -152,6 +154,7 @@ fn parity(arch: &str, patch: i64, sizes: &[&str]) {
             }
         }
     });
+    (model, io)
 }
 
 #[test]
@@ -172,6 +175,32 @@ fn vit_small_patch16_matches_pytorch() {
 #[test]
 fn vit_small_patch8_matches_pytorch() {
     parity("vit_small", 8, &["224x224", "96x96", "224x160"]);
+}
+
+#[test]
+fn non_square_grid_wider_than_tall_matches_pytorch() {
+    // 48 × 80 px at patch 8: a 6 × 10 grid, wider than tall (the 224×160 cases above are taller
+    // than wide), so a swap of rows and columns anywhere (patch order, position-table resize)
+    // shows. The 28 × 28 position table is resized to 6 × 10 in both modes.
+    let (model, io) = parity("vit_tiny", 8, &["48x80"]);
+    let x = &io["input.48x80"];
+    let (attn, cls) = tch::no_grad(|| {
+        (
+            model.backbone.last_selfattention(x).unwrap(),
+            model.backbone.forward_t(x, false).unwrap(),
+        )
+    });
+    assert_eq!(attn.size(), [1, 3, 1 + 6 * 10, 1 + 6 * 10]);
+    // The attention maps `dino attention` draws: the CLS row over the patches, row-major 6 × 10
+    // (dino_eval::attention::AttentionMaps reads the same row), against the reference's reshape.
+    let maps = attn.select(2, 0).narrow(2, 1, 60).reshape([1, 3, 6, 10]);
+    let d_map = max_diff(&maps, &io["cls_map.48x80"]);
+    let d_cls = max_diff(&cls, &io["cls.48x80"]);
+    eprintln!("48x80: CLS attention map Δ {d_map:.2e}, CLS output Δ {d_cls:.2e}");
+    assert!(d_map <= 1e-5 && d_cls <= 1e-5, "{d_map} {d_cls}");
+    // Each head's row is a distribution over 1 + 60 tokens.
+    let sums = attn.select(2, 0).sum_dim_intlist(-1, false, Kind::Float);
+    assert!(max_diff(&sums, &Tensor::ones([1, 3], (Kind::Float, Device::Cpu))) < 1e-5);
 }
 
 #[test]

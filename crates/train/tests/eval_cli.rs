@@ -94,7 +94,8 @@ fn attention_boxes_score_the_written_maps() {
     let (tmp, cfg) = tiny_run("");
     let data = tmp.path().join("data");
     let (boxes, out) = (tmp.path().join("boxes.json"), tmp.path().join("attn"));
-    // Boxes on patch borders of the 4 × 4 grid (16 px, patch 4): 4 and 9 of the 16 patches.
+    // Boxes on patch borders of the 4 × 4 grid (16 px square, patch 4): 4 and 9 of the 16
+    // patches. The images are 24 × 20: --square keeps box fractions on patch borders.
     std::fs::write(
         &boxes,
         r#"{"_about": "a comment", "a/000.png": [[0, 0, 0.5, 0.5]],
@@ -119,6 +120,7 @@ fn attention_boxes_score_the_written_maps() {
         boxes_s,
         "--image-size",
         "16",
+        "--square",
         "--out",
         out_s,
     ];
@@ -158,4 +160,156 @@ fn attention_boxes_score_the_written_maps() {
     std::fs::write(&boxes, r#"{"a/999.png": [[0, 0, 1, 1]]}"#).unwrap();
     let err = String::from_utf8_lossy(&dino(&args).stderr).into_owned();
     assert!(err.contains("999.png"), "{err}");
+}
+
+/// Writes a `w × h` PNG with a different colour at every pixel to `path`.
+fn gradient_png(path: &Path, w: u32, h: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 2) as u8, ((x * y) % 256) as u8])
+    })
+    .save(path)
+    .unwrap();
+}
+
+#[test]
+fn attention_keeps_the_aspect_ratio_unless_square() {
+    let (tmp, cfg) = tiny_run("");
+    let (land, port) = (tmp.path().join("land.png"), tmp.path().join("port.png"));
+    gradient_png(&land, 120, 90);
+    gradient_png(&port, 90, 120);
+    let cfg = cfg.to_str().unwrap();
+    let run = |flags: &[&str], out: &str| -> std::path::PathBuf {
+        let out = tmp.path().join(out);
+        let mut args = vec!["attention", "--which", "random", "--config", cfg];
+        args.extend(["--image", land.to_str().unwrap()]);
+        args.extend(["--image", port.to_str().unwrap()]);
+        args.extend(["--image-size", "64", "--out", out.to_str().unwrap()]);
+        args.extend(flags);
+        ok(&args);
+        out
+    };
+    let size = |path: std::path::PathBuf| image::image_dimensions(path).unwrap();
+    // Default: shorter side 64, longer int(64 · 120 / 90) = 85, cropped to 84 (patch 4):
+    // 16 × 21 patches for the landscape photo, 21 × 16 for the portrait one (2 heads).
+    let keep = run(&[], "keep");
+    for (stem, grid, px) in [("land", [16, 21], (84, 64)), ("port", [21, 16], (64, 84))] {
+        let raw = tch::Tensor::read_npy(keep.join(stem).join("attn.npy")).unwrap();
+        assert_eq!(raw.size(), [2, grid[0], grid[1]], "{stem}");
+        for png in [
+            "img.png",
+            "attn-head1.png",
+            "attn-mean.png",
+            "mask_th0.6_head0.png",
+        ] {
+            assert_eq!(size(keep.join(stem).join(png)), px, "{stem}/{png}");
+        }
+    }
+    // --keep-aspect only restates the default.
+    let explicit = run(&["--keep-aspect"], "explicit");
+    for stem in ["land", "port"] {
+        assert_eq!(
+            std::fs::read(keep.join(stem).join("attn.npy")).unwrap(),
+            std::fs::read(explicit.join(stem).join("attn.npy")).unwrap()
+        );
+    }
+    // --square (alias --no-keep-aspect) is the old behaviour: 64 × 64, a 16 × 16 grid.
+    for flag in ["--square", "--no-keep-aspect"] {
+        let square = run(&[flag], flag.trim_start_matches('-'));
+        for stem in ["land", "port"] {
+            let raw = tch::Tensor::read_npy(square.join(stem).join("attn.npy")).unwrap();
+            assert_eq!(raw.size(), [2, 16, 16], "{flag} {stem}");
+            assert_eq!(size(square.join(stem).join("img.png")), (64, 64));
+        }
+    }
+    let both = dino(&[
+        "attention",
+        "--which",
+        "random",
+        "--config",
+        cfg,
+        "--image",
+        land.to_str().unwrap(),
+        "--keep-aspect",
+        "--square",
+        "--out",
+        tmp.path().join("both").to_str().unwrap(),
+    ]);
+    assert!(!both.status.success());
+    // Shorter side below one patch: an error that says so, naming the image.
+    let small = dino(&[
+        "attention",
+        "--which",
+        "random",
+        "--config",
+        cfg,
+        "--image",
+        land.to_str().unwrap(),
+        "--image-size",
+        "3",
+        "--out",
+        tmp.path().join("small").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&small.stderr);
+    assert!(
+        !small.status.success() && err.contains("land") && err.contains("patch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn attention_boxes_follow_the_crop_of_a_non_square_grid() {
+    let (tmp, cfg) = tiny_run("");
+    let data = tmp.path().join("photos");
+    gradient_png(&data.join("x/land.png"), 120, 90);
+    // 120 × 90 at 64 px: resized 85 × 64, cropped to 84 × 64, a 16 × 21 grid. A box to
+    // 28/85 of the original width ends at 28/84 = 7/21 of the crop: columns 0..7, and to half
+    // the height: rows 0..8. A box wholly in the cropped-off column (x ≥ 84/85) adds nothing.
+    let boxes = tmp.path().join("boxes.json");
+    std::fs::write(
+        &boxes,
+        format!(
+            r#"{{"x/land.png": [[0, 0, {}, 0.5], [0.995, 0, 1, 1]]}}"#,
+            28.0 / 85.0
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("attn");
+    ok(&[
+        "attention",
+        "--which",
+        "random",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--boxes",
+        boxes.to_str().unwrap(),
+        "--image-size",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("scores.json")).unwrap()).unwrap();
+    let area = report["images"]["x/land"]["box_area"].as_f64().unwrap();
+    assert!((area - 56.0 / 336.0).abs() < 1e-12, "{area}");
+    let raw = tch::Tensor::read_npy(out.join("x/land/attn.npy")).unwrap();
+    assert_eq!(raw.size(), [2, 16, 21]);
+    for head in 0..2 {
+        let map = Vec::<f32>::try_from(&raw.get(head).reshape([-1])).unwrap();
+        let total: f32 = map.iter().sum();
+        let inside: f32 = (0..8)
+            .flat_map(|r| (0..7).map(move |c| r * 21 + c))
+            .map(|i| map[i])
+            .sum();
+        let scored = report["images"]["x/land"]["heads"][head as usize]["mass_in_box"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (scored - (inside / total) as f64).abs() < 1e-5,
+            "head {head}: {scored} vs {}",
+            inside / total
+        );
+    }
 }

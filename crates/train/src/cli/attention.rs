@@ -1,14 +1,14 @@
 //! `dino attention`: the last block's CLS attention of each head over an image
-//! (official visualize_attention.py).
+//! (official visualize_attention.py). The image keeps its aspect ratio unless `--square`
+//! (dino_eval::attention::AttentionImage).
 
 use super::eval::{ModelArgs, Source};
 use anyhow::Context;
-use dino_eval::attention::{write_maps, AttentionMaps};
+use dino_eval::attention::{write_maps, AttentionImage, AttentionMaps, AttentionResize};
 use dino_eval::attention_score::{
-    check_box, score_image, summarise, FracBox, ImageBoxScores, ScoreSummary,
+    boxes_in_crop, check_box, score_image, summarise, FracBox, ImageBoxScores, ScoreSummary,
 };
 use std::path::PathBuf;
-use tch::{Kind, Tensor};
 
 #[derive(clap::Args, Debug)]
 pub struct AttentionArgs {
@@ -23,10 +23,21 @@ pub struct AttentionArgs {
     /// Images taken from `--data`.
     #[arg(long, default_value_t = 4)]
     count: usize,
-    /// Side the image is resized to before cropping to a multiple of the patch size
-    /// (official --image_size 480).
+    /// Resize target in pixels: the shorter side, the aspect ratio kept, then each side cropped
+    /// (top-left) down to a multiple of the patch size (official `--image_size 480`, one
+    /// number). With --square: both sides, rounded down to a multiple of the patch size.
     #[arg(long, default_value_t = 480)]
     image_size: u32,
+    /// Keep the image's aspect ratio (the default; this flag only says so): the patch grid
+    /// follows the image, e.g. 30 × 40 patches for a 4:3 photo at --image-size 480 and patch 16,
+    /// as the official visualize_attention.py does with one --image_size number. Attention maps
+    /// only: embed, k-NN and the linear probe keep the official square centre crop.
+    #[arg(long, conflicts_with = "square")]
+    keep_aspect: bool,
+    /// Resize to a square --image-size × --image-size whatever the aspect ratio (the official
+    /// default --image_size 480 480, and this command's behaviour before --keep-aspect).
+    #[arg(long, alias = "no-keep-aspect")]
+    square: bool,
     /// Share of the attention mass kept by the masks (paper 0.6).
     #[arg(long, default_value_t = dino_eval::attention::DEFAULT_THRESHOLD)]
     threshold: f64,
@@ -34,8 +45,9 @@ pub struct AttentionArgs {
     #[arg(long)]
     out: PathBuf,
     /// Boxes drawn around the objects, to score the maps: JSON `{"ants/x.jpg": [[x0, y0, x1,
-    /// y1], ...], ...}` (fractions of width and height, origin top-left; paths relative to
-    /// `--data`; keys starting with `_` are comments). The images are then those of the file, and
+    /// y1], ...], ...}` (fractions of the original image's width and height, origin top-left,
+    /// mapped through the crop; paths relative to `--data`; keys starting with `_` are
+    /// comments). The images are then those of the file, and
     /// `scores.json` in `--out` gives, per image and head, the share of the attention inside the
     /// boxes and the Jaccard index of the mask with them (dino_eval::attention_score).
     #[arg(long, requires = "data", conflicts_with = "image")]
@@ -55,6 +67,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
         a.model.which != Source::Pixels,
         "--which pixels has no attention"
     );
+    super::output::prepare_dir(&a.out)?;
     let emb = super::eval::Embedder::new(&a.model)?;
     let backbone = emb.backbone();
     let patch = emb.cfg.model.patch_size as u32;
@@ -108,26 +121,32 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             images.push((format!("{i:04}"), ds.load(i)?.image));
         }
     }
+    // clap rejects both flags together; --keep-aspect only restates the default.
+    let fit = if a.square && !a.keep_aspect {
+        AttentionResize::Square(a.image_size)
+    } else {
+        AttentionResize::KeepAspect(a.image_size)
+    };
     let mut scores = std::collections::BTreeMap::new();
     for (stem, img) in images {
-        // Official: Resize((image_size, image_size)), then crop to a multiple of the patch size.
-        let side = a.image_size.max(patch) / patch * patch;
-        let resized = dino_data::transforms::resize(&img, side, side)?; // Pillow bicubic
-        let mut chw = vec![0f32; (3 * side * side) as usize];
-        dino_data::transforms::normalize_chw_into(&resized, mean, std, &mut chw);
-        let x = Tensor::f_from_slice(&chw)?
-            .f_view([1, 3, side as i64, side as i64])?
-            .f_to_kind(Kind::Float)?;
-        let x = x.f_to_device(emb.device())?;
+        let seen = AttentionImage::prepare(&img, fit, patch)
+            .with_context(|| format!("fitting {stem} to the patch grid"))?;
+        let x = seen.to_tensor(mean, std)?.f_to_device(emb.device())?;
         let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
-        let grid = (side / patch) as usize;
         let maps =
-            AttentionMaps::from_last_block(&attn.f_to_device(tch::Device::Cpu)?, grid, grid)?;
+            AttentionMaps::from_last_block(&attn.f_to_device(tch::Device::Cpu)?, seen.h, seen.w)?;
         let dir = a.out.join(&stem);
-        let files = write_maps(&dir, &resized, &maps, patch, a.threshold)?;
-        eprintln!("{stem}: {} files in {}", files.len(), dir.display());
+        let files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;
+        eprintln!(
+            "{stem}: {}×{} patches, {} files in {}",
+            seen.h,
+            seen.w,
+            files.len(),
+            dir.display()
+        );
         if let Some(list) = boxes.get(&stem) {
-            let s = score_image(&maps, list, a.threshold)
+            let s = boxes_in_crop(list, seen.kept_fraction())
+                .and_then(|list| score_image(&maps, &list, a.threshold))
                 .with_context(|| format!("scoring {stem} against its boxes"))?;
             scores.insert(stem, s);
         }
