@@ -436,17 +436,47 @@ impl Default for EvalConfig {
     }
 }
 
-/// Numeric precision of the forward pass.
+/// Numeric precision of the forward pass, as configured. `auto` is resolved to `fp32` or `bf16`
+/// once, before training, on the machine that runs it (`dino_model::resolve_precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
-    /// Full fp32 (default).
+    /// Full fp32 (default). The official default is fp16 autocast with a GradScaler
+    /// (`--use_fp16 True`), which this implementation does not have; fp32 is the exact choice
+    /// that runs everywhere.
     #[default]
     Fp32,
     /// bf16 autocast (no loss scaling needed), on CUDA or CPU; weights and optimizer state stay
-    /// fp32. On CPUs with AVX512-BF16 or AMX it speeds a step up (1.4x here); on others it is
-    /// slower. The official code offers fp16 + GradScaler (`--use_fp16 True`) instead.
+    /// fp32. On CPUs with AVX512-BF16 or AMX it speeds a step up (1.4x on an AVX512-BF16 CPU,
+    /// docs/BENCHMARKS.md); on others libtorch emulates bf16 and a step is far slower (12.8x on
+    /// an AVX2-only AMD EPYC for `configs/cifar10_cpu.toml`: 18.4 against 235.0 images/s).
+    /// The official code offers fp16 + GradScaler (`--use_fp16 True`) instead.
     Bf16,
+    /// `bf16` where the device multiplies bf16 natively: a CUDA GPU of compute capability 8.0 or
+    /// later (Ampere on; PyTorch's `torch.cuda.is_bf16_supported()` test), or a CPU with the
+    /// AVX512-BF16 or AMX-BF16 flag; `fp32` everywhere else. Ours, for presets that must be fast
+    /// on more than one CPU family. Each `dino train` invocation resolves it on its own machine
+    /// and logs the choice and the reason; the run's `config.toml` keeps `auto`, so a run resumed
+    /// on another machine takes that machine's choice (the state saved in a checkpoint is fp32
+    /// either way). Pin `fp32` or `bf16` to forbid that.
+    Auto,
+}
+
+impl Precision {
+    /// The TOML spelling (`fp32`, `bf16`, `auto`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Bf16 => "bf16",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `[runtime]`: seed, device and threads.

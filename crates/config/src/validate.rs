@@ -1,6 +1,6 @@
 //! Range and cross-section checks, each error naming its key.
 
-use crate::{Config, ConfigError, EvalConfig};
+use crate::{Config, ConfigError};
 
 type R = Result<(), ConfigError>;
 
@@ -309,25 +309,6 @@ pub(crate) fn parse_device(s: &str) -> Result<Option<Option<usize>>, String> {
             .and_then(|i| i.parse().ok())
             .map(|i| Some(Some(i)))
             .ok_or_else(|| format!("must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {s:?}")),
-    }
-}
-
-impl EvalConfig {
-    /// Rejects a k larger than the k-NN memory bank, before any feature is computed.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] on `eval.knn_k` naming the offending k and the bank size.
-    pub fn check_k_against(&self, n_train: usize) -> Result<(), ConfigError> {
-        match self.knn_k.iter().position(|&k| k > n_train) {
-            Some(i) => Err(ConfigError::invalid(
-                &format!("eval.knn_k[{i}]"),
-                format!(
-                    "k = {} exceeds the {} training samples of the k-NN bank",
-                    self.knn_k[i], n_train
-                ),
-            )),
-            None => Ok(()),
-        }
     }
 }
 

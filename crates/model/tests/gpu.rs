@@ -3,7 +3,10 @@
 #![cfg(feature = "gpu-tests")]
 
 use dino_config::{HeadConfig, Precision};
-use dino_model::{select_device, with_precision, MultiCropWrapper, VitConfig};
+use dino_model::{
+    resolve_precision, select_device, with_precision, Bf16Support, ComputePrecision,
+    MultiCropWrapper, VitConfig,
+};
 use tch::{nn, Device, Kind, Tensor};
 
 fn tiny() -> (VitConfig, HeadConfig) {
@@ -28,6 +31,25 @@ fn auto_device_is_cuda_when_a_gpu_is_present() {
     assert_eq!(select_device(Some(Some(0))).unwrap(), Device::Cuda(0));
 }
 
+/// `auto` reads the GPU's compute capability from the CUDA driver; every GPU libtorch 2.13's
+/// CUDA 13 build runs on is 7.5 or later, and Ampere (8.0) and later get bf16.
+#[test]
+fn auto_precision_reads_the_compute_capability() {
+    let support = Bf16Support::detect(Device::Cuda(0));
+    let Bf16Support::Cuda(Some((major, minor))) = support else {
+        panic!("compute capability not read: {support:?}");
+    };
+    assert!((7..=20).contains(&major) && minor >= 0, "{major}.{minor}");
+    let choice = resolve_precision(Precision::Auto, support);
+    let expect = if major >= 8 {
+        ComputePrecision::Bf16
+    } else {
+        ComputePrecision::Fp32
+    };
+    assert_eq!(choice.resolved, expect, "{choice}");
+    eprintln!("{choice}");
+}
+
 #[test]
 fn cuda_forward_matches_cpu_and_bf16_autocast_runs_in_bf16() {
     let (vit, head) = tiny();
@@ -44,7 +66,7 @@ fn cuda_forward_matches_cpu_and_bf16_autocast_runs_in_bf16() {
         .double_value(&[]);
     assert!(d < 1e-3, "fp32 CUDA vs CPU: {d}");
 
-    let bf = with_precision(Precision::Bf16, Device::Cuda(0), || {
+    let bf = with_precision(ComputePrecision::Bf16, Device::Cuda(0), || {
         m.forward_t(&[xg.shallow_clone()], true).unwrap()
     });
     assert_eq!(

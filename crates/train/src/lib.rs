@@ -28,6 +28,7 @@
 //! the paper lives.
 
 pub mod checkpoint;
+pub mod collapse;
 pub mod distributed;
 pub mod launch;
 pub mod loss;

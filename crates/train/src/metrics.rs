@@ -1,13 +1,14 @@
-//! Training metrics: JSONL records per step and per epoch, the curves as a PNG, collapse
-//! warnings, and the non-finite-loss guard.
+//! Training metrics: JSONL records per step and per epoch, the curves as a PNG, and the
+//! non-finite-loss guard.
 //!
 //! The official trainer logs `train_loss`, `train_lr`, `train_wd` once per epoch to `log.txt`
 //! and exits on a non-finite loss; the paper (Sec. 5.3, Fig. 7) diagnoses collapse from the
-//! teacher entropy and KL(teacher‖student), which are logged here every step.
+//! teacher entropy and KL(teacher‖student), which are logged here every step and watched by
+//! [`crate::collapse`].
 
 use crate::loss::LossStats;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -626,168 +627,6 @@ pub fn plot_curves(
             reason: e.to_string(),
         })?;
     fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Collapse detection
-
-/// Thresholds of [`CollapseMonitor`]. Not from the official code (it has no monitor); chosen
-/// from the plateaus users report (loss frozen at exactly ln K, dino issues #246, #43).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct CollapseConfig {
-    /// Steps a condition must hold before a warning (and between repeated warnings).
-    pub window: usize,
-    /// Loss within `loss_rel_tol · ln K` of ln K on every step of the window → uniform collapse.
-    pub loss_rel_tol: f64,
-    /// Mean teacher entropy above `(1 − entropy_rel_tol) · ln K` → teacher uniform; batch-mean
-    /// teacher entropy below `entropy_rel_tol · ln K` → every sample on one prototype.
-    pub entropy_rel_tol: f64,
-    /// Mean KL below this (nats) with a per-sample teacher entropy near 0 (below
-    /// `entropy_rel_tol · ln K`) → one-hot collapse (paper Fig. 7: KL → 0 in both collapses).
-    pub kl_floor: f64,
-}
-
-impl Default for CollapseConfig {
-    fn default() -> Self {
-        Self {
-            window: 100,
-            loss_rel_tol: 0.01,
-            entropy_rel_tol: 0.02,
-            kl_floor: 1e-3,
-        }
-    }
-}
-
-/// Which collapse a warning reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CollapseKind {
-    /// The loss is pinned at ln K: student and teacher outputs are uniform.
-    UniformLoss,
-    /// The teacher distribution is uniform (entropy ≈ ln K).
-    UniformTeacher,
-    /// The teacher puts all mass on one prototype for every sample.
-    OneHotTeacher,
-}
-
-/// A collapse warning with a message for the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CollapseWarning {
-    /// The kind.
-    pub kind: CollapseKind,
-    /// Global step at which it fired.
-    pub step: usize,
-    /// Human-readable explanation and remedies.
-    pub message: String,
-}
-
-impl std::fmt::Display for CollapseWarning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// Watches the loss statistics step by step and warns when they sit at a collapse signature for
-/// a whole window. Each kind fires at most once per window.
-#[derive(Debug, Clone)]
-pub struct CollapseMonitor {
-    cfg: CollapseConfig,
-    ln_k: f64,
-    recent: VecDeque<LossStats>,
-    last_fired: BTreeMap<&'static str, usize>,
-}
-
-impl CollapseMonitor {
-    /// A monitor for `out_dim` = K prototypes.
-    pub fn new(out_dim: usize, cfg: CollapseConfig) -> Self {
-        Self {
-            cfg,
-            ln_k: (out_dim.max(1) as f64).ln(),
-            recent: VecDeque::with_capacity(cfg.window),
-            last_fired: BTreeMap::new(),
-        }
-    }
-
-    /// ln K, the loss and entropy of uniform outputs.
-    pub fn ln_k(&self) -> f64 {
-        self.ln_k
-    }
-
-    fn fire(
-        &mut self,
-        kind: CollapseKind,
-        step: usize,
-        message: String,
-    ) -> Option<CollapseWarning> {
-        let key = match kind {
-            CollapseKind::UniformLoss => "uniform_loss",
-            CollapseKind::UniformTeacher => "uniform_teacher",
-            CollapseKind::OneHotTeacher => "one_hot_teacher",
-        };
-        if let Some(&s) = self.last_fired.get(key) {
-            if step < s + self.cfg.window {
-                return None;
-            }
-        }
-        self.last_fired.insert(key, step);
-        Some(CollapseWarning {
-            kind,
-            step,
-            message,
-        })
-    }
-
-    /// Feeds the statistics of global step `step`; returns a warning when a collapse signature
-    /// has held over the last `window` steps.
-    pub fn observe(&mut self, step: usize, stats: &LossStats) -> Option<CollapseWarning> {
-        let w = self.cfg.window.max(1);
-        if self.recent.len() == w {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(*stats);
-        if self.recent.len() < w {
-            return None;
-        }
-        let ln_k = self.ln_k;
-        let n = w as f64;
-        let mean = |f: fn(&LossStats) -> f64| self.recent.iter().map(f).sum::<f64>() / n;
-        let entropy = mean(|s| s.teacher_entropy);
-        let mean_entropy = mean(|s| s.teacher_mean_entropy);
-        let kl = mean(|s| s.kl);
-        let tol = self.cfg.entropy_rel_tol * ln_k;
-
-        if self
-            .recent
-            .iter()
-            .all(|s| (s.loss - ln_k).abs() <= self.cfg.loss_rel_tol * ln_k)
-        {
-            let msg = format!(
-                "possible collapse at step {step}: the loss has stayed within {:.1}% of ln K = \
-                 {ln_k:.3} for {w} steps (uniform outputs, dino issue #246). Try a lower teacher \
-                 temperature, a higher teacher momentum or a lower learning rate",
-                100.0 * self.cfg.loss_rel_tol
-            );
-            return self.fire(CollapseKind::UniformLoss, step, msg);
-        }
-        if entropy >= ln_k - tol {
-            let msg = format!(
-                "possible collapse at step {step}: mean teacher entropy {entropy:.3} is at ln K = \
-                 {ln_k:.3} over {w} steps (uniform teacher; mean KL {kl:.4}). Centering dominates \
-                 sharpening: lower the teacher temperature"
-            );
-            return self.fire(CollapseKind::UniformTeacher, step, msg);
-        }
-        if mean_entropy <= tol || (entropy <= tol && kl <= self.cfg.kl_floor) {
-            let msg = format!(
-                "possible collapse at step {step}: the teacher is one-hot (entropy \
-                 {entropy:.4}, batch-mean entropy {mean_entropy:.4}, KL {kl:.4} over {w} steps). \
-                 Sharpening dominates centering: raise the teacher temperature or the center \
-                 momentum's effect"
-            );
-            return self.fire(CollapseKind::OneHotTeacher, step, msg);
-        }
-        None
-    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,17 @@ pub struct EnvReport {
     pub device: String,
     /// Thread counts.
     pub threads: Threads,
+    /// This CPU's native-bf16 flags present (`avx512_bf16`, `amx_bf16`); empty when bf16 is
+    /// emulated on this CPU.
+    pub cpu_bf16_flags: Vec<String>,
+    /// What `runtime.precision = "auto"` resolves to on `device` here (`fp32` or `bf16`).
+    pub auto_precision: String,
+    /// Why `auto` resolves so.
+    pub auto_precision_reason: String,
+    /// The config's own `runtime.precision` (`fp32`, `bf16` or `auto`).
+    pub config_precision: String,
+    /// What the config's `runtime.precision` resolves to on `device` here.
+    pub precision: String,
 }
 
 impl EnvReport {
@@ -128,6 +139,8 @@ impl EnvReport {
     pub fn collect(rt: &RuntimeConfig) -> anyhow::Result<Self> {
         let threads = apply_threads(rt);
         let device = dino_model::select_device(rt.device_request().map_err(anyhow::Error::msg)?)?;
+        let support = dino_model::Bf16Support::detect(device);
+        let auto = dino_model::resolve_precision(dino_config::Precision::Auto, support);
         Ok(Self {
             dino_version: env!("CARGO_PKG_VERSION").into(),
             libtorch_version: LIBTORCH_VERSION.into(),
@@ -139,6 +152,17 @@ impl EnvReport {
             cudnn_available: tch::Cuda::cudnn_is_available(),
             device: format!("{device:?}"),
             threads,
+            cpu_bf16_flags: dino_model::CpuBf16Flags::detect()
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            auto_precision: auto.resolved.to_string(),
+            auto_precision_reason: auto.reason,
+            config_precision: rt.precision.to_string(),
+            precision: dino_model::resolve_precision(rt.precision, support)
+                .resolved
+                .to_string(),
         })
     }
 }
@@ -165,7 +189,30 @@ impl fmt::Display for EnvReport {
             f,
             "threads         {} cores, libtorch {}, augmentation {}",
             self.threads.cores, self.threads.torch, self.threads.data
-        )
+        )?;
+        if self.cpu_bf16_flags.is_empty() {
+            writeln!(f, "CPU bf16        emulated (no avx512_bf16/amx_bf16 flag)")?;
+        } else {
+            writeln!(
+                f,
+                "CPU bf16        native ({})",
+                self.cpu_bf16_flags.join(", ")
+            )?;
+        }
+        // The config's line only when it pins a value: for `auto` it is the line above.
+        writeln!(
+            f,
+            "precision       auto → {} on {} ({})",
+            self.auto_precision, self.device, self.auto_precision_reason
+        )?;
+        if self.config_precision != "auto" {
+            writeln!(
+                f,
+                "                this config pins {}",
+                self.config_precision
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -1,11 +1,16 @@
-//! Metrics JSONL, epoch means, the PNG plot, collapse warnings and the non-finite guard.
+//! Metrics JSONL, epoch means, the PNG plot and the non-finite guard, with what a run stopped
+//! by a non-finite loss says about its checkpoint. Collapse warnings: `collapse.rs`.
 
-use dino_train::loss::LossStats;
 use dino_train::metrics::{
-    check_finite, plot_curves, read_jsonl, CollapseConfig, CollapseKind, CollapseMonitor,
-    EpochAccumulator, History, MetricsWriter, Record, StepRecord, PANEL_COLORS,
+    check_finite, plot_curves, read_jsonl, EpochAccumulator, History, MetricsWriter, Record,
+    StepRecord, PANEL_COLORS,
 };
 use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+use common::tiny::{tensors, tiny_run, train_args};
 
 fn step(i: usize, loss: f64) -> StepRecord {
     StepRecord {
@@ -106,90 +111,99 @@ fn plot_is_a_png_of_the_requested_size() {
     assert!(plot_curves(&path, &h, None, 10, 10).is_err());
 }
 
-fn stats(loss: f64, entropy: f64, mean_entropy: f64) -> LossStats {
-    LossStats {
-        loss,
-        teacher_entropy: entropy,
-        kl: loss - entropy,
-        teacher_mean_entropy: mean_entropy,
-        center_norm: 1.0,
-        teacher_temp: 0.04,
-    }
+/// Runs a tiny `dino train` whose loss turns NaN at its second step (no lr warm-up, an lr that
+/// overflows the weights at the first update), saving every `every_steps` steps (0: only at
+/// epoch ends, which it never reaches). Returns the run folder's parent (kept alive), the run
+/// folder and the error output.
+fn diverging_run(lr: &str, every_steps: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let (tmp, cfg) = tiny_run("");
+    let run = tmp.path().join("run");
+    let (cfg_s, run_s) = (cfg.to_str().unwrap(), run.to_str().unwrap());
+    let lr = format!("optim.lr={lr}");
+    let every = format!("checkpoint.every_steps={every_steps}");
+    let mut args = train_args(cfg_s, run_s, "5");
+    args.extend([
+        "--no-progress",
+        "--set",
+        "schedule.warmup_epochs=0",
+        "--set",
+        &lr,
+    ]);
+    args.extend(["--set", &every]);
+    let out = Command::new(env!("CARGO_BIN_EXE_dino"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the run did not stop:\n{err}");
+    assert!(
+        err.contains("loss is NaN") || err.contains("loss is inf"),
+        "{err}"
+    );
+    (tmp, run, err)
 }
 
-fn feed(
-    m: &mut CollapseMonitor,
-    seq: impl Iterator<Item = LossStats>,
-) -> Vec<(usize, CollapseKind)> {
-    seq.enumerate()
-        .filter_map(|(i, s)| m.observe(i, &s).map(|w| (w.step, w.kind)))
-        .collect()
+fn all_finite(run: &Path) -> bool {
+    tensors(run)
+        .iter()
+        .all(|(_, t)| t.isfinite().all().int64_value(&[]) != 0)
 }
 
 #[test]
-fn collapse_monitor_fires_on_collapse_signatures_only() {
-    let k = 65536;
-    let ln_k = (k as f64).ln();
-    let cfg = CollapseConfig::default();
-    assert_eq!(cfg.window, 100);
-
-    // Loss frozen at ln K = 11.09 (dino issue #246): fires once per window.
-    let mut m = CollapseMonitor::new(k, cfg);
-    assert!((m.ln_k() - 11.090354888959125).abs() < 1e-12);
-    let fired = feed(
-        &mut m,
-        (0..250).map(|i| stats(ln_k + 1e-3 * (i % 3) as f64, ln_k - 1e-3, ln_k)),
+fn non_finite_loss_before_any_checkpoint_says_there_is_none() {
+    let (_tmp, run, err) = diverging_run("1e35", "0");
+    assert!(!run.join("checkpoint.safetensors").exists());
+    assert!(!run.join("checkpoint.json").exists());
+    assert!(
+        err.contains(&format!(
+            "No checkpoint was written yet in {}",
+            run.display()
+        )) && err.contains("nothing to resume from"),
+        "{err}"
     );
-    assert_eq!(
-        fired,
-        [
-            (99, CollapseKind::UniformLoss),
-            (199, CollapseKind::UniformLoss)
-        ]
+    assert!(
+        !err.contains("intact") && !err.contains("--resume"),
+        "{err}"
     );
+}
 
-    // Healthy run: loss falls from 10.5 to 5, teacher entropy 2-4 nats, prototypes spread.
-    let mut m = CollapseMonitor::new(k, cfg);
-    let healthy = (0..1000).map(|i| {
-        let x = i as f64 / 1000.0;
-        stats(10.5 - 5.5 * x, 4.0 - 2.0 * x, 9.0)
-    });
-    assert!(feed(&mut m, healthy).is_empty());
-
-    // Start near ln K, then learning: the window is never all within 1% of ln K.
-    let mut m = CollapseMonitor::new(k, cfg);
-    let dip = (0..400).map(|i| {
-        if i < 60 {
-            stats(ln_k - 0.01, 3.0, 9.0)
+#[test]
+fn non_finite_loss_after_a_checkpoint_names_it_and_its_state() {
+    // lr 1e35 leaves huge but finite weights in the checkpoint of step 0; 1e40 overflows them.
+    for (lr, finite) in [("1e35", true), ("1e40", false)] {
+        let (_tmp, run, err) = diverging_run(lr, "1");
+        let files = run.join("checkpoint.safetensors");
+        assert!(files.exists());
+        assert!(err.contains(&files.display().to_string()), "{err}");
+        assert!(
+            err.contains(&run.join("checkpoint.json").display().to_string()),
+            "{err}"
+        );
+        let meta: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(run.join("checkpoint.json")).unwrap())
+                .unwrap();
+        let position = format!(
+            "resume position: epoch {}, step {}",
+            meta["epoch"], meta["step_in_epoch"]
+        );
+        assert!(err.contains(&position), "{position} not in {err}");
+        assert!(
+            !err.contains("intact") && !err.contains("No checkpoint"),
+            "{err}"
+        );
+        // The message says what the file holds.
+        assert_eq!(all_finite(&run), finite, "lr {lr}");
+        if finite {
+            assert!(err.contains("holds finite values"), "{err}");
+            assert!(
+                err.contains(&format!("dino train --resume {}", run.display())),
+                "{err}"
+            );
         } else {
-            stats(9.0, 3.0, 9.0)
+            assert!(
+                err.contains("already holds NaN or infinite values"),
+                "{err}"
+            );
         }
-    });
-    assert!(feed(&mut m, dip).is_empty());
-
-    // Uniform teacher (centering dominates): entropy at ln K, loss away from ln K.
-    let mut m = CollapseMonitor::new(k, cfg);
-    let fired = feed(
-        &mut m,
-        (0..100).map(|_| stats(ln_k + 0.6, ln_k - 0.05, ln_k)),
-    );
-    assert_eq!(fired, [(99, CollapseKind::UniformTeacher)]);
-
-    // One-hot collapse (sharpening dominates): every sample on one prototype.
-    let mut m = CollapseMonitor::new(k, cfg);
-    let fired = feed(&mut m, (0..150).map(|_| stats(1e-4, 1e-5, 1e-4)));
-    assert_eq!(fired, [(99, CollapseKind::OneHotTeacher)]);
-    let msg = {
-        let mut m = CollapseMonitor::new(k, cfg);
-        let mut last = None;
-        for i in 0..100 {
-            last = m.observe(i, &stats(1e-4, 1e-5, 1e-4)).or(last);
-        }
-        last.unwrap().message
-    };
-    assert!(msg.contains("one-hot") && msg.contains("step 99"), "{msg}");
-
-    // A sharp but healthy teacher (low per-sample entropy, large KL, spread prototypes) is fine.
-    let mut m = CollapseMonitor::new(k, cfg);
-    assert!(feed(&mut m, (0..300).map(|_| stats(3.0, 0.05, 8.0))).is_empty());
+    }
 }

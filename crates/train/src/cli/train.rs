@@ -76,9 +76,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     } else {
         eprintln!(
-            "trained {} steps on {}{}: loss {:.4} → {:.4}, {:.1} images/s over the run{}, data wait {:.1}%, run folder {}",
+            "trained {} steps on {} in {}{}: loss {:.4} → {:.4}, {:.1} images/s over the run{}, data wait {:.1}%, run folder {}",
             summary.steps,
             summary.device,
+            summary.precision,
             if summary.world_size > 1 {
                 format!(" × {} processes", summary.world_size)
             } else {
