@@ -6,7 +6,10 @@ a one-hot matrix, classes sorted by vote, top-1 and top-5 (first min(5, k) ranks
 Kept from the official code: 1000 classes in the vote matrix and test chunks of N // 100 rows.
 Changed, and said so: a chunk has at least one row (the official loop has step 0 below 100
 test images) and the class sort is stable (ties to the lower class index; the official sort
-leaves ties unspecified).
+leaves ties unspecified). And a class that received no vote is never a hit (the official code
+counts it when it lands in the first min(5, k) ranks, e.g. k < 5 or neighbours spanning fewer
+than five classes; facebookresearch/dino#89). `top5_official` keeps the official count so the
+test can show the two differ.
 
 Usage: python knn_reference.py OUT_DIR
 Writes per case <case>_{train_x,train_y,test_x,test_y}.npy (raw, unnormalised features) and
@@ -29,7 +32,7 @@ def knn_classifier(train_x, train_y, test_x, test_y, k, T):
     bank = train_x.t()
     n_test = test_y.shape[0]
     step = max(1, n_test // 100)
-    hits1, hits5, preds = 0, 0, []
+    hits1, hits5, hits5_official, preds = 0, 0, 0, []
     for start in range(0, n_test, step):
         x = test_x[start : start + step]
         y = test_y[start : start + step]
@@ -42,10 +45,14 @@ def knn_classifier(train_x, train_y, test_x, test_y, k, T):
         votes = (one_hot.view(b, k, NUM_CLASSES) * weights.view(b, k, 1)).sum(1)
         _, order = votes.sort(dim=1, descending=True, stable=True)
         correct = order.eq(y.view(-1, 1))
+        hits5_official += correct[:, : min(5, k)].sum().item()
+        voted = votes.gather(1, y.view(-1, 1)) > 0
+        correct = correct & voted
         hits1 += correct[:, :1].sum().item()
         hits5 += correct[:, : min(5, k)].sum().item()
         preds += order[:, 0].tolist()
-    return hits1 * 100.0 / n_test, hits5 * 100.0 / n_test, preds
+    pct = lambda h: h * 100.0 / n_test
+    return pct(hits1), pct(hits5), preds, pct(hits5_official)
 
 
 def make_case(gen, n_train, n_test, dim, classes, spread):
@@ -77,13 +84,15 @@ def main():
         # eval_knn.py normalises the extracted features before the classifier.
         tr = F.normalize(train_x, dim=1, p=2)
         te = F.normalize(test_x, dim=1, p=2)
-        top1, top5 = [], []
+        top1, top5, top5_official = [], [], []
         for k in ks:
-            a, b, _ = knn_classifier(tr, train_y, te, test_y, k, T)
+            a, b, _, c = knn_classifier(tr, train_y, te, test_y, k, T)
             top1.append(a)
             top5.append(b)
-        _, _, preds = knn_classifier(tr, train_y, te, test_y, pred_k, T)
-        results[name] = {"ks": ks, "T": T, "top1": top1, "top5": top5, "pred_k": pred_k, "predictions": preds}
+            top5_official.append(c)
+        _, _, preds, _ = knn_classifier(tr, train_y, te, test_y, pred_k, T)
+        results[name] = {"ks": ks, "T": T, "top1": top1, "top5": top5,
+                         "top5_official": top5_official, "pred_k": pred_k, "predictions": preds}
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
 

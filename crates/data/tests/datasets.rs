@@ -95,6 +95,53 @@ fn flat_folder_is_recursive_and_unlabeled() {
     }
 }
 
+/// shared/cases/imagefolder-symlink-loop-relabel: a link inside one class folder back to the
+/// dataset root (or into a sibling class) must not list the other class's images again under
+/// this class's label; a link to images outside every class folder is followed.
+#[cfg(unix)]
+#[test]
+fn image_folder_links_never_relabel_another_classs_images() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    common::make_png_folder(&root, &["ants", "bees"], 2);
+    std::fs::remove_file(root.join("bees/img_001.png")).unwrap();
+    symlink("..", root.join("bees/loop")).unwrap();
+    symlink(root.join("bees"), root.join("ants/to_bees")).unwrap();
+    symlink(
+        root.join("bees/img_000.png"),
+        root.join("ants/bee_file.png"),
+    )
+    .unwrap();
+    symlink(root.join("ants/img_000.png"), root.join("ants/dup.png")).unwrap();
+    // A pool outside the dataset, linked from one class: kept under that class.
+    let pool = dir.path().join("pool");
+    common::make_png_folder(&pool, &["extra"], 1);
+    symlink(pool.join("extra"), root.join("bees/pool")).unwrap();
+    symlink(pool.join("extra/img_000.png"), root.join("bees/pooled.png")).unwrap();
+
+    let ds = open(&root, DataFormat::ImageFolder, "train").unwrap();
+    let listed: Vec<(String, i64)> = (0..ds.len())
+        .map(|i| {
+            let path = ds.describe(i);
+            let rel = path.rsplit_once("/data/").unwrap().1.to_string();
+            (rel, ds.label(i).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("ants/img_000.png".to_string(), 0),
+            ("ants/img_001.png".to_string(), 0),
+            ("bees/img_000.png".to_string(), 1),
+            ("bees/pool/img_000.png".to_string(), 1),
+            ("bees/pooled.png".to_string(), 1),
+        ]
+    );
+    let loaded: Vec<i64> = (0..ds.len()).map(|i| ds.load(i).unwrap().label).collect();
+    assert_eq!(loaded, [0, 0, 1, 1, 1], "label() agrees with load()");
+}
+
 #[test]
 fn missing_and_empty_data_fail_clearly_before_any_work() {
     let dir = tempfile::tempdir().unwrap();

@@ -207,6 +207,7 @@ pub fn embed_with(
             Some(Tensor::f_cat(&patches, 0)?)
         },
         paths,
-    )?;
+    )?
+    .with_classes(dataset.classes().to_vec());
     Ok((set, failed))
 }

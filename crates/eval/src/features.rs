@@ -10,7 +10,9 @@
 //!   `<stem>.paths.json`.
 //!
 //! `<stem>.paths.json` is a JSON array of the image paths, one per row (may be empty when
-//! unknown).
+//! unknown). `<stem>.classes.json`, written when the set has class names, is a JSON array of
+//! them: label `i` is class `i`, so feature files embedded separately can be checked to share
+//! one numbering.
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +51,15 @@ pub enum FeaturesError {
         /// The cause.
         source: serde_json::Error,
     },
-    /// libtorch failed to read or write a tensor file.
+    /// libtorch failed to write a tensor file.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: TchError,
+    },
+    /// libtorch failed to read a tensor file.
     #[error(transparent)]
     Torch(#[from] TchError),
 }
@@ -65,6 +75,8 @@ pub struct FeatureSet {
     pub patch_tokens: Option<Tensor>,
     /// Image paths, one per row, or empty when unknown.
     pub paths: Vec<String>,
+    /// Class names: label `i` is `classes[i]` (empty when unlabelled or unknown).
+    pub classes: Vec<String>,
 }
 
 impl FeatureSet {
@@ -116,7 +128,14 @@ impl FeatureSet {
             labels: cpu(labels, Kind::Int64)?,
             patch_tokens: patch_tokens.map(|p| cpu(p, Kind::Float)).transpose()?,
             paths,
+            classes: Vec::new(),
         })
+    }
+
+    /// The same set with class names (label `i` is `classes[i]`).
+    pub fn with_classes(mut self, classes: Vec<String>) -> Self {
+        self.classes = classes;
+        self
     }
 
     /// Number of rows N.
@@ -128,6 +147,15 @@ impl FeatureSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Checks that `path` names a features file ([`write_features`] would take it), before any
+/// features are computed.
+///
+/// # Errors
+/// [`FeaturesError::Extension`] when it ends neither in `.npy` nor in `.safetensors`.
+pub fn check_path(path: &Path) -> Result<(), FeaturesError> {
+    Format::of(path).map(|_| ())
 }
 
 /// Writes `set` to `path` (format by extension, see the module doc) and returns every file
@@ -142,17 +170,26 @@ pub fn write_features(path: &Path, set: &FeatureSet) -> Result<Vec<PathBuf>, Fea
         set.labels.shallow_clone(),
         set.patch_tokens.as_ref().map(Tensor::shallow_clone),
         set.paths.clone(),
-    )?;
+    )?
+    .with_classes(set.classes.clone());
     let mut written = vec![path.to_path_buf()];
+    // The first thing written is the folder: a missing one is created, and a path that cannot
+    // be written fails here, naming it.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| FeaturesError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     match format {
         Format::Npy => {
-            set.features.write_npy(path)?;
+            set.features.write_npy(path).map_err(named(path))?;
             let labels = sidecar(path, "labels.npy");
-            set.labels.write_npy(&labels)?;
+            set.labels.write_npy(&labels).map_err(named(&labels))?;
             written.push(labels);
             if let Some(p) = &set.patch_tokens {
                 let tokens = sidecar(path, "patch_tokens.npy");
-                p.write_npy(&tokens)?;
+                p.write_npy(&tokens).map_err(named(&tokens))?;
                 written.push(tokens);
             }
         }
@@ -161,20 +198,51 @@ pub fn write_features(path: &Path, set: &FeatureSet) -> Result<Vec<PathBuf>, Fea
             if let Some(p) = &set.patch_tokens {
                 named.push(("patch_tokens", p));
             }
-            Tensor::write_safetensors(&named, path)?;
+            Tensor::write_safetensors(&named, path).map_err(self::named(path))?;
         }
     }
     let paths_file = sidecar(path, "paths.json");
-    let json = serde_json::to_string_pretty(&set.paths).map_err(|source| FeaturesError::Json {
-        path: paths_file.clone(),
-        source,
-    })?;
-    std::fs::write(&paths_file, json).map_err(|source| FeaturesError::Io {
-        path: paths_file.clone(),
-        source,
-    })?;
+    write_json(&paths_file, &set.paths)?;
     written.push(paths_file);
+    if !set.classes.is_empty() {
+        let classes_file = sidecar(path, "classes.json");
+        write_json(&classes_file, &set.classes)?;
+        written.push(classes_file);
+    }
     Ok(written)
+}
+
+/// Names the file in a libtorch write error (its own message may not).
+fn named(path: &Path) -> impl Fn(TchError) -> FeaturesError + '_ {
+    move |source| FeaturesError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_json(path: &Path, value: &[String]) -> Result<(), FeaturesError> {
+    let json = serde_json::to_string_pretty(value).map_err(|source| FeaturesError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(path, json).map_err(|source| FeaturesError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_json(path: &Path) -> Result<Vec<String>, FeaturesError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| FeaturesError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| FeaturesError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads a features file written by [`write_features`] (or by NumPy / `safetensors` with the
@@ -197,6 +265,7 @@ pub fn read_features(path: &Path) -> Result<FeatureSet, FeaturesError> {
             )
         }
         Format::Safetensors => {
+            dino_model::check_safetensors(path).map_err(|e| FeaturesError::Shape(e.to_string()))?;
             let mut named = Tensor::read_safetensors(path)?;
             let mut take = |name: &'static str| {
                 named
@@ -218,20 +287,9 @@ pub fn read_features(path: &Path) -> Result<FeatureSet, FeaturesError> {
             )
         }
     };
-    let paths_file = sidecar(path, "paths.json");
-    let paths = if paths_file.exists() {
-        let text = std::fs::read_to_string(&paths_file).map_err(|source| FeaturesError::Io {
-            path: paths_file.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| FeaturesError::Json {
-            path: paths_file.clone(),
-            source,
-        })?
-    } else {
-        Vec::new()
-    };
-    FeatureSet::new(features, labels, patch_tokens, paths)
+    let paths = read_json(&sidecar(path, "paths.json"))?;
+    let classes = read_json(&sidecar(path, "classes.json"))?;
+    Ok(FeatureSet::new(features, labels, patch_tokens, paths)?.with_classes(classes))
 }
 
 #[derive(Clone, Copy)]

@@ -15,6 +15,16 @@
 //!   classes that received no vote at all, which can still fill the top-5 when fewer than five
 //!   classes were voted for.
 //!
+//! - a class that received no vote is never a top-5 hit: with `k < 5`, or when the `k` neighbours
+//!   span fewer than five classes, the official code (and a plain descending sort) fills the
+//!   remaining top-5 ranks with zero-vote classes in index order, so a test image of class 0 whose
+//!   neighbours are all of class 2 counts as a top-5 hit (facebookresearch/dino#89 fixed only the
+//!   `k < 5` rank count, not this);
+//! - a `k` larger than the memory bank is capped to the bank size (several `k` capped to the same
+//!   size are evaluated once) and the report says so ([`KnnScore::capped_from`]); the official
+//!   `topk` raises "selected index k out of range" there, so the default list (10, 20, 100, 200)
+//!   failed on every bank under 200 images.
+//!
 //! Kept from the official code: features are L2-normalised first (eps 1e-12, like
 //! `F.normalize`), and for `k < 5` the "top-5" only looks at the first `k` ranks.
 
@@ -77,14 +87,9 @@ pub enum KnnError {
     /// No `k` was given.
     #[error("no neighbour count k given")]
     NoK,
-    /// `k` is 0 or exceeds the number of train features.
-    #[error("k = {k} must be between 1 and the number of train features ({n_train})")]
-    BadK {
-        /// The offending k.
-        k: usize,
-        /// Number of train features.
-        n_train: usize,
-    },
+    /// `k` is 0.
+    #[error("k = 0: a neighbour count must be at least 1")]
+    ZeroK,
     /// The vote temperature is not a positive finite number.
     #[error("temperature must be finite and > 0, got {0}")]
     Temperature(f64),
@@ -129,15 +134,19 @@ impl KnnConfig {
 /// Accuracy for one neighbour count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnnScore {
-    /// Neighbour count.
+    /// Neighbour count actually used (at most the memory bank size).
     pub k: usize,
+    /// The requested counts that exceeded the bank and were capped to `k` (empty when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capped_from: Vec<usize>,
     /// Top-1 accuracy in percent.
     pub top1: f64,
     /// Top-5 accuracy in percent (among the first `min(5, k)` ranks, as the official code).
     pub top5: f64,
 }
 
-/// Result of [`knn_eval`], one [`KnnScore`] per requested k (in the order given).
+/// Result of [`knn_eval`], one [`KnnScore`] per distinct k used (in the order given; requested
+/// counts above the bank size are capped to it and share one score).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnnReport {
     /// Scores per k.
@@ -153,9 +162,29 @@ pub struct KnnReport {
 }
 
 impl KnnReport {
-    /// The score for neighbour count `k`, if it was evaluated.
+    /// The score for neighbour count `k` (the k used, or a requested k that was capped).
     pub fn score(&self, k: usize) -> Option<&KnnScore> {
-        self.scores.iter().find(|s| s.k == k)
+        self.scores
+            .iter()
+            .find(|s| s.k == k || s.capped_from.contains(&k))
+    }
+
+    /// One line per capped k, e.g. "k = 200 exceeds the 4 images of the k-NN bank: using k = 4".
+    pub fn capped_notes(&self) -> Vec<String> {
+        self.scores
+            .iter()
+            .filter(|s| !s.capped_from.is_empty())
+            .map(|s| {
+                let from: Vec<String> = s.capped_from.iter().map(|k| k.to_string()).collect();
+                format!(
+                    "k = {} exceed{} the {} images of the k-NN bank: using k = {}",
+                    from.join(", "),
+                    if from.len() == 1 { "s" } else { "" },
+                    self.n_train,
+                    s.k
+                )
+            })
+            .collect()
     }
 }
 
@@ -166,10 +195,12 @@ impl KnnReport {
 /// device, L2-normalised here), labels `[N]` of an integer kind, values `>= 0`.
 /// Memory: one `[chunk_size, n_train]` similarity block at a time.
 ///
+/// A `k` above `n_train` is capped to `n_train` (see [`KnnScore::capped_from`]). A test row
+/// is a top-1 / top-5 hit only when its true class received a vote.
+///
 /// # Errors
 /// [`KnnError`] on mismatched shapes, non-integer or negative labels, an empty set, an empty k
-/// list, `k == 0` or `k > n_train`, a non-positive temperature, `chunk_size == 0`, or a libtorch
-/// failure.
+/// list, `k == 0`, a non-positive temperature, `chunk_size == 0`, or a libtorch failure.
 pub fn knn_eval(
     train_features: &Tensor,
     train_labels: &Tensor,
@@ -180,15 +211,20 @@ pub fn knn_eval(
     let bank = MemoryBank::new(train_features, train_labels, cfg.temperature)?;
     let (test, test_labels) = bank.check_queries(test_features, Some(test_labels))?;
     let test_labels = test_labels.expect("labels were given");
-    let k_max = bank.check_ks(&cfg.ks)?;
+    let ks = bank.cap_ks(&cfg.ks)?;
+    let k_max = ks
+        .iter()
+        .map(|(k, _)| *k)
+        .max()
+        .expect("cap_ks rejects an empty list") as i64;
     if cfg.chunk_size == 0 {
         return Err(KnnError::ChunkSize);
     }
     let num_classes = bank.num_classes.max(max_label(&test_labels)? + 1);
     let n_test = test.size()[0];
     let classes = Tensor::arange(num_classes, (Kind::Int64, bank.device)).view([1, -1]);
-    let mut top1 = vec![0i64; cfg.ks.len()];
-    let mut top5 = vec![0i64; cfg.ks.len()];
+    let mut top1 = vec![0i64; ks.len()];
+    let mut top5 = vec![0i64; ks.len()];
     let mut start = 0;
     while start < n_test {
         let len = (cfg.chunk_size as i64).min(n_test - start);
@@ -198,20 +234,27 @@ pub fn knn_eval(
             .f_to_device(bank.device)?
             .f_view([-1, 1])?;
         let neighbours = bank.neighbours(&queries, k_max)?;
-        for (i, &k) in cfg.ks.iter().enumerate() {
+        for (i, &(k, _)) in ks.iter().enumerate() {
             let votes = neighbours.votes(k, num_classes, bank.temperature)?;
             // Rank of the true class = classes strictly ahead of it in a stable descending sort.
             let true_vote = votes.f_gather(1, &targets, false)?;
+            // A class no neighbour voted for is no prediction at all, whatever its rank.
+            let voted = true_vote.f_gt(0.0)?.f_view([-1])?;
             let ahead = votes.f_gt_tensor(&true_vote)?.f_logical_or(
                 &votes
                     .f_eq_tensor(&true_vote)?
                     .f_logical_and(&classes.f_lt_tensor(&targets)?)?,
             )?;
             let rank = ahead.f_sum_dim_intlist(1, false, Kind::Int64)?;
-            top1[i] += rank.f_eq(0)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+            top1[i] += rank
+                .f_eq(0)?
+                .f_logical_and(&voted)?
+                .f_sum(Kind::Int64)?
+                .f_int64_value(&[])?;
             let top5_ranks = k.min(5) as i64;
             top5[i] += rank
                 .f_lt(top5_ranks)?
+                .f_logical_and(&voted)?
                 .f_sum(Kind::Int64)?
                 .f_int64_value(&[])?;
         }
@@ -219,12 +262,12 @@ pub fn knn_eval(
     }
     let pct = |hits: i64| hits as f64 * 100.0 / n_test as f64;
     Ok(KnnReport {
-        scores: cfg
-            .ks
-            .iter()
+        scores: ks
+            .into_iter()
             .enumerate()
-            .map(|(i, &k)| KnnScore {
+            .map(|(i, (k, capped_from))| KnnScore {
                 k,
+                capped_from,
                 top1: pct(top1[i]),
                 top5: pct(top5[i]),
             })
@@ -237,7 +280,7 @@ pub fn knn_eval(
 }
 
 /// Weighted k-NN predictions: the top-1 class of every test feature (ties to the lower class
-/// index), chunked by [`DEFAULT_CHUNK_SIZE`].
+/// index), chunked by [`DEFAULT_CHUNK_SIZE`]. A `k` above the bank size is capped to it.
 ///
 /// Shapes as in [`knn_eval`]; returns one class per test row, in row order.
 ///
@@ -252,7 +295,7 @@ pub fn knn_predict(
 ) -> Result<Vec<i64>, KnnError> {
     let bank = MemoryBank::new(train_features, train_labels, temperature)?;
     let (test, _) = bank.check_queries(test_features, None)?;
-    bank.check_ks(&[k])?;
+    let k = bank.cap_ks(&[k])?[0].0;
     let n_test = test.size()[0];
     let mut predictions = Vec::with_capacity(n_test as usize);
     let mut start = 0;
@@ -334,18 +377,31 @@ impl MemoryBank {
         Ok((l2_normalize(features)?, labels))
     }
 
-    /// The largest k, after checking every k lies in `1..=n_train`.
-    fn check_ks(&self, ks: &[usize]) -> Result<i64, KnnError> {
-        let k_max = *ks.iter().max().ok_or(KnnError::NoK)?;
+    /// The distinct k to use, in the order given, each with the requested k that were capped
+    /// to it (every k above `n_train` becomes `n_train`).
+    fn cap_ks(&self, ks: &[usize]) -> Result<Vec<(usize, Vec<usize>)>, KnnError> {
+        if ks.is_empty() {
+            return Err(KnnError::NoK);
+        }
+        let n = self.n_train as usize;
+        let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
         for &k in ks {
-            if k == 0 || k as i64 > self.n_train {
-                return Err(KnnError::BadK {
-                    k,
-                    n_train: self.n_train as usize,
-                });
+            if k == 0 {
+                return Err(KnnError::ZeroK);
+            }
+            let used = k.min(n);
+            let slot = match out.iter().position(|(u, _)| *u == used) {
+                Some(i) => i,
+                None => {
+                    out.push((used, Vec::new()));
+                    out.len() - 1
+                }
+            };
+            if k > n && !out[slot].1.contains(&k) {
+                out[slot].1.push(k);
             }
         }
-        Ok(k_max as i64)
+        Ok(out)
     }
 
     fn neighbours(&self, queries: &Tensor, k_max: i64) -> Result<Neighbours, KnnError> {
@@ -455,14 +511,7 @@ mod tests {
             chunk_size: 4,
         };
         let run = |c: &KnnConfig| knn_eval(&train, &labels, &test, &test_labels, c);
-        assert!(matches!(
-            run(&cfg(vec![3])),
-            Err(KnnError::BadK { k: 3, n_train: 2 })
-        ));
-        assert!(matches!(
-            run(&cfg(vec![0])),
-            Err(KnnError::BadK { k: 0, .. })
-        ));
+        assert!(matches!(run(&cfg(vec![0])), Err(KnnError::ZeroK)));
         assert!(matches!(run(&cfg(vec![])), Err(KnnError::NoK)));
         let mut c = cfg(vec![1]);
         c.chunk_size = 0;
@@ -503,9 +552,65 @@ mod tests {
             Err(KnnError::Empty("test"))
         ));
         assert!(matches!(
-            knn_predict(&train, &labels, &test, 5, 0.07),
-            Err(KnnError::BadK { k: 5, .. })
+            knn_predict(&train, &labels, &test, 0, 0.07),
+            Err(KnnError::ZeroK)
         ));
+    }
+
+    #[test]
+    fn k_above_the_bank_is_capped_and_reported() {
+        // shared/cases/knn-k-exceeds-bank: 4 train images, the default k list.
+        let train = feats(&[[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]);
+        let labels = Tensor::from_slice(&[0i64, 0, 1, 1]);
+        let test = feats(&[[1.0, 0.05], [0.05, 1.0]]);
+        let test_labels = Tensor::from_slice(&[0i64, 1]);
+        let cfg = KnnConfig {
+            ks: vec![2, 10, 20, 100, 200],
+            temperature: 0.07,
+            chunk_size: 1,
+        };
+        let r = knn_eval(&train, &labels, &test, &test_labels, &cfg).unwrap();
+        let used: Vec<(usize, Vec<usize>)> = r
+            .scores
+            .iter()
+            .map(|s| (s.k, s.capped_from.clone()))
+            .collect();
+        assert_eq!(used, [(2, vec![]), (4, vec![10, 20, 100, 200])]);
+        assert!(r.scores.iter().all(|s| s.top1 == 100.0));
+        assert_eq!(r.score(200).unwrap().k, 4);
+        assert_eq!(
+            r.capped_notes(),
+            ["k = 10, 20, 100, 200 exceed the 4 images of the k-NN bank: using k = 4"]
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["scores"][1]["k"], 4);
+        assert_eq!(json["scores"][1]["capped_from"][3], 200);
+        assert!(json["scores"][0].get("capped_from").is_none());
+        assert_eq!(
+            knn_predict(&train, &labels, &test, 50, 0.07).unwrap(),
+            [0, 1]
+        );
+    }
+
+    #[test]
+    fn a_class_without_votes_is_never_a_top5_hit() {
+        // shared/cases/knn-top5-zero-vote: class 0's test image has both neighbours in class 2;
+        // class 0 gets no vote and must not fill a top-min(5, k) rank.
+        let train = feats(&[[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.61, 0.79]]);
+        let labels = Tensor::from_slice(&[0i64, 1, 2, 2]);
+        let test = feats(&[[0.6, 0.8], [0.0, 1.0], [0.6, 0.8]]);
+        let test_labels = Tensor::from_slice(&[0i64, 1, 2]);
+        let cfg = KnnConfig {
+            ks: vec![1, 2],
+            temperature: 0.07,
+            chunk_size: 2,
+        };
+        let r = knn_eval(&train, &labels, &test, &test_labels, &cfg).unwrap();
+        let two = r.score(2).unwrap();
+        assert!((two.top1 - 200.0 / 3.0).abs() < 1e-9, "{two:?}");
+        assert!((two.top5 - 200.0 / 3.0).abs() < 1e-9, "{two:?}");
+        let one = r.score(1).unwrap();
+        assert!((one.top5 - 200.0 / 3.0).abs() < 1e-9, "{one:?}");
     }
 
     #[test]

@@ -37,5 +37,7 @@ pub mod embed;
 pub mod features;
 /// Weighted k-NN classification of features (`eval_knn.py`).
 pub mod knn;
+/// A training bank and the sets scored against it, labelled by the bank's class names.
+pub mod labelled;
 /// Linear probe on frozen features and the official ViT probe feature (`eval_linear.py`).
 pub mod linear;

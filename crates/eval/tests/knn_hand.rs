@@ -133,15 +133,22 @@ fn temperature_and_k_beyond_a_class() {
 }
 
 #[test]
-fn k_beyond_the_train_set_is_an_error() {
+fn k_beyond_the_train_set_is_capped_to_it() {
     let (train_x, train_y) = train();
     let (test_x, test_y) = test();
-    let cfg = KnnConfig {
-        ks: vec![1, 8],
+    let cfg = |ks: Vec<usize>| KnnConfig {
+        ks,
         temperature: 0.07,
         chunk_size: 256,
     };
-    let err = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg).unwrap_err();
-    assert!(matches!(err, KnnError::BadK { k: 8, n_train: 7 }), "{err}");
-    assert!(err.to_string().contains("k = 8"));
+    let capped = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg(vec![1, 8])).unwrap();
+    let exact = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg(vec![1, 7])).unwrap();
+    assert_eq!(capped.scores[1].k, 7);
+    assert_eq!(capped.scores[1].capped_from, [8]);
+    assert_eq!(
+        (capped.scores[1].top1, capped.scores[1].top5),
+        (exact.scores[1].top1, exact.scores[1].top5)
+    );
+    let err = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg(vec![0])).unwrap_err();
+    assert!(matches!(err, KnnError::ZeroK), "{err}");
 }

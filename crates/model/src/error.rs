@@ -104,6 +104,16 @@ pub enum WeightsError {
         /// The cause (in the message only, so an error chain prints it once).
         cause: std::io::Error,
     },
+    /// The file is not safetensors: a PyTorch checkpoint (zip or pickle), or something else.
+    #[error("{path} is not a safetensors file ({what}){hint}")]
+    NotSafetensors {
+        /// The file.
+        path: String,
+        /// What it looks like instead.
+        what: String,
+        /// How to convert it, when it looks like a PyTorch checkpoint (may be empty).
+        hint: String,
+    },
     /// An error raised by libtorch (including safetensors parsing).
     #[error(transparent)]
     Torch(#[from] TchError),

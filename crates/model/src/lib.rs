@@ -44,7 +44,7 @@
 mod attention;
 /// Pre-norm transformer block, MLP and stochastic depth.
 pub mod block;
-/// Device selection and bf16 autocast.
+/// Device selection, bf16 autocast and the resolution of `runtime.precision = "auto"`.
 pub mod device;
 /// Error enums.
 pub mod error;
@@ -66,7 +66,8 @@ pub mod vit;
 pub mod weights;
 
 pub use device::{
-    autocast_enabled, autocast_kind, cpu_has_native_bf16, select_device, with_precision,
+    autocast_enabled, autocast_kind, cpu_has_native_bf16, resolve_precision, select_device,
+    with_precision, Bf16Support, ComputePrecision, CpuBf16Flags, PrecisionChoice,
 };
 pub use error::{ModelError, WeightsError};
 pub use head::{is_last_layer, is_regularized, DinoHead};
@@ -74,4 +75,6 @@ pub use import::{find_python, import_official, ImportReport};
 pub use multicrop::MultiCropWrapper;
 pub use pos_embed::PosInterp;
 pub use vit::{VisionTransformer, VitConfig};
-pub use weights::{load_safetensors, load_safetensors_with_prefix, save_safetensors, LoadReport};
+pub use weights::{
+    check_safetensors, load_safetensors, load_safetensors_with_prefix, save_safetensors, LoadReport,
+};

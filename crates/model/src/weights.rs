@@ -12,6 +12,62 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::{nn::VarStore, Tensor};
 
+/// Checks from its first bytes that `path` is a safetensors file, so that a PyTorch `.pth`
+/// given by mistake gets an answer that says what it is and how to convert it, instead of the
+/// parser's `HeaderTooLarge` (tch-rs#247).
+///
+/// safetensors starts with an 8-byte little-endian header length and the JSON header's `{`;
+/// `torch.save` writes a zip archive (`PK\x03\x04`, PyTorch >= 1.6) or a pickle (`\x80`
+/// protocol byte, older files).
+///
+/// # Errors
+/// [`WeightsError::Io`] when the file cannot be read; [`WeightsError::NotSafetensors`] naming
+/// the file, what it looks like and, for PyTorch checkpoints and `.pth`/`.pt` names, the exact
+/// `dino import` command.
+pub fn check_safetensors(path: &Path) -> Result<(), WeightsError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let io = |cause| WeightsError::Io {
+        path: shown.clone(),
+        cause,
+    };
+    let mut head = Vec::with_capacity(9);
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(9)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let what = match head.as_slice() {
+        [n @ .., b'{'] if n.len() == 8 => return Ok(()),
+        [b'P', b'K', 3, 4, ..] => "a zip archive: a PyTorch checkpoint saved by torch.save",
+        [0x80, 2..=5, ..] => "a Python pickle: a PyTorch checkpoint saved by torch.save",
+        h if h.len() < 9 => "too short for a safetensors header",
+        _ => "no safetensors header",
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let torch_like =
+        what.contains("PyTorch") || matches!(ext.as_str(), "pth" | "pt" | "tar" | "ckpt" | "bin");
+    let hint = if torch_like {
+        let stem = path.with_extension("safetensors");
+        format!(
+            "; a PyTorch checkpoint? convert it first: dino import --from {} --out {}",
+            path.display(),
+            stem.display()
+        )
+    } else {
+        String::new()
+    };
+    Err(WeightsError::NotSafetensors {
+        path: shown,
+        what: what.into(),
+        hint,
+    })
+}
+
 /// What a load did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadReport {
@@ -54,6 +110,7 @@ pub fn load_safetensors_with_prefix(
     prefix: &str,
     strict: bool,
 ) -> Result<LoadReport, WeightsError> {
+    check_safetensors(path)?;
     let file: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)?
         .into_iter()
         .filter_map(|(k, t)| k.strip_prefix(prefix).map(|k| (k.to_string(), t)))

@@ -99,6 +99,11 @@ pub struct CheckpointMeta {
     pub versions: BTreeMap<String, String>,
     /// Summary metrics (e.g. the last epoch's means), free-form.
     pub metrics: serde_json::Value,
+    /// Forward precision of the invocation that wrote this checkpoint, `fp32` or `bf16`
+    /// (`runtime.precision` with `auto` resolved on its machine; `config_toml` keeps `auto`).
+    /// Empty in checkpoints written before it was recorded.
+    #[serde(default)]
+    pub precision: String,
 }
 
 fn one() -> usize {
@@ -121,6 +126,7 @@ impl CheckpointMeta {
             seed: config.runtime.seed,
             versions: BTreeMap::new(),
             metrics: serde_json::Value::Null,
+            precision: String::new(),
         }
     }
 
@@ -289,6 +295,10 @@ fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
 }
 
 fn read_tensors(path: &Path) -> Result<(u64, BTreeMap<String, Tensor>), CheckpointError> {
+    dino_model::check_safetensors(path).map_err(|e| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let list = Tensor::read_safetensors(path).map_err(|e| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),

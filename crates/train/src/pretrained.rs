@@ -95,6 +95,7 @@ pub fn load_backbone(
             prefix_of(which).to_string(),
         )
     } else {
+        dino_model::check_safetensors(path)?;
         let names: Vec<String> = Tensor::read_safetensors(path)
             .with_context(|| format!("reading {}", path.display()))?
             .into_iter()

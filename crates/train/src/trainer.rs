@@ -5,11 +5,10 @@
 //! teacher → metrics; a checkpoint at each epoch end (and every `checkpoint.every_steps`).
 
 use crate::checkpoint::{self, CheckpointMeta, CheckpointTensors};
+use crate::collapse::{CollapseConfig, CollapseMonitor};
 use crate::distributed::Dist;
 use crate::loss::DinoLoss;
-use crate::metrics::{
-    self, CollapseConfig, CollapseMonitor, EpochAccumulator, MetricsWriter, StepRecord,
-};
+use crate::metrics::{self, EpochAccumulator, MetricsWriter, StepRecord};
 use crate::optim::{frozen_last_layer, AdamW};
 use crate::runtime::{apply_threads, Threads};
 use crate::schedule::Schedules;
@@ -20,7 +19,10 @@ use dino_data::batch::MultiCropBatch;
 use dino_data::dataset::open_configured;
 use dino_data::loader::{batches_per_epoch, Loader, LoaderOptions};
 use dino_data::multicrop::MultiCrop;
-use dino_model::{select_device, with_precision, MultiCropWrapper, VitConfig};
+use dino_model::{
+    resolve_precision, select_device, with_precision, Bf16Support, ComputePrecision,
+    MultiCropWrapper, VitConfig,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +71,9 @@ pub struct TrainSummary {
     pub threads: Threads,
     /// Device used.
     pub device: String,
+    /// Forward precision this invocation ran in, `fp32` or `bf16` (`runtime.precision` with
+    /// `auto` resolved on this machine).
+    pub precision: String,
 }
 
 /// Seeds libtorch's generator for iteration `it` of rank `rank`, so stochastic depth draws
@@ -142,7 +147,8 @@ impl Networks {
 ///
 /// # Errors
 /// A dataset that cannot be opened, a checkpoint that cannot be read or written, too many
-/// undecodable images, or a non-finite loss (the last good checkpoint stays intact).
+/// undecodable images, or a non-finite loss (the message says which checkpoint, if any, the run
+/// folder holds to resume from).
 pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> {
     let threads = apply_threads(&cfg.runtime);
     // Under a launcher (`dino launch`, torchrun) the job's variables are set: join it first, so
@@ -161,15 +167,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         );
     }
     let out_dir = PathBuf::from(&cfg.checkpoint.output_dir);
-    if cfg.runtime.precision == dino_config::Precision::Bf16
-        && device == Device::Cpu
-        && !dino_model::cpu_has_native_bf16()
-    {
-        tracing::warn!(
-            "runtime.precision = \"bf16\" on a CPU without AVX512-BF16/AMX: libtorch emulates \
-             bf16 here and a step is slower than in fp32; set runtime.precision = \"fp32\""
-        );
+    // `auto` is resolved once, here, on the machine running this invocation; a resumed run
+    // resolves it again on its own machine (see `dino_config::Precision::Auto`). The loop and
+    // the checkpoints only ever see fp32 or bf16.
+    let precision = resolve_precision(cfg.runtime.precision, Bf16Support::detect(device));
+    if dist.is_main() {
+        tracing::info!("{precision}");
+        if let Some(w) = precision.warning() {
+            tracing::warn!("{w}");
+        }
     }
+    let precision = precision.resolved;
 
     // Data first: a missing or empty dataset fails before any model is built.
     anyhow::ensure!(
@@ -193,6 +201,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         cfg.optim.batch_size,
         dist.world_size
     );
+    if cfg.eval.knn_every_epochs > 0 && dist.is_main() {
+        // The online k-NN folders are opened (and their classes matched) now, so a wrong path
+        // or a validation class the bank lacks fails before the first epoch, not after it.
+        dino_eval::labelled::TrainVal::open(
+            Path::new(&cfg.eval.knn_train_path),
+            Path::new(&cfg.eval.knn_val_path),
+            &cfg.data,
+            dino_data::dataset::UnknownClass::Error,
+        )
+        .context("online k-NN data (eval.knn_train_path, eval.knn_val_path)")?;
+    }
     let transform = MultiCrop::new(&cfg.augmentation)?;
     let n_crops = transform.n_crops();
 
@@ -230,7 +249,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     if dist.is_main() {
         std::fs::create_dir_all(&out_dir)
             .with_context(|| format!("creating {}", out_dir.display()))?;
-        std::fs::write(out_dir.join("config.toml"), cfg.to_toml_string())?;
+        let stored = out_dir.join("config.toml");
+        std::fs::write(&stored, cfg.to_toml_string())
+            .with_context(|| format!("writing {}", stored.display()))?;
     }
     if epoch >= cfg.optim.epochs {
         tracing::info!("training already finished ({} epochs)", cfg.optim.epochs);
@@ -259,7 +280,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     } else {
         None
     };
-    let mut collapse = CollapseMonitor::new(cfg.head.out_dim, CollapseConfig::default());
+    // No collapse verdict during the lr warm-up, when a healthy run is still near uniform.
+    let mut collapse = CollapseMonitor::new(
+        cfg.head.out_dim,
+        CollapseConfig::for_warmup(cfg.schedule.warmup_epochs * niter),
+    );
     let mut warnings = Vec::new();
     let bar = progress_bar(
         opts.progress && dist.is_main(),
@@ -303,7 +328,6 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         }
 
         seed_iteration(cfg.runtime.seed, it, dist.rank);
-        let precision = cfg.runtime.precision;
         // Under bf16 autocast the logits come out bf16; the loss (softmax over out_dim
         // prototypes at temperature 0.04-0.1) and the center run in fp32.
         let teacher_out = tch::no_grad(|| {
@@ -324,10 +348,15 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         // Every rank logs, checks and stops on the loss of the global batch.
         out.stats.loss = dist.mean_scalar(out.stats.loss)?;
         if let Err(e) = metrics::check_finite(out.stats.loss, epoch, step) {
-            bail!(
-                "{e}; stopping. The last good checkpoint in {} is intact.",
-                out_dir.display()
-            );
+            let note = if dist.is_main() {
+                resume_note(&out_dir)
+            } else {
+                format!(
+                    "Rank 0 reports what {} holds to resume from",
+                    out_dir.display()
+                )
+            };
+            bail!("{e}. {note}.");
         }
 
         optimizer.zero_grad();
@@ -421,6 +450,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
                 niter,
                 dist.world_size,
                 numbered.as_deref(),
+                precision,
             )?;
             saved_at = Some((next_epoch, next_step));
         }
@@ -484,6 +514,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             niter,
             dist.world_size,
             None,
+            precision,
         )?;
     }
     // Nobody leaves while rank 0 may still be writing the checkpoint the others would resume.
@@ -509,6 +540,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         failed_samples: loader_stats.snapshot().failed_samples,
         threads,
         device: format!("{device:?}"),
+        precision: precision.to_string(),
     })
 }
 
@@ -525,20 +557,14 @@ fn online_knn(
         !e.knn_train_path.is_empty() && !e.knn_val_path.is_empty(),
         "eval.knn_every_epochs is set but eval.knn_train_path / eval.knn_val_path are empty"
     );
-    let open = |p: &str, split: &str| {
-        dino_data::dataset::open_dataset(
-            Path::new(p),
-            dino_config::DataFormat::Auto,
-            split,
-            &cfg.data,
-        )
-        .with_context(|| format!("online k-NN data {p}"))
-    };
-    let (bank, val) = (
-        open(&e.knn_train_path, "train")?,
-        open(&e.knn_val_path, "test")?,
-    );
-    e.check_k_against(bank.len())?;
+    // Labels of the validation folder follow the bank's class names.
+    let sets = dino_eval::labelled::TrainVal::open(
+        Path::new(&e.knn_train_path),
+        Path::new(&e.knn_val_path),
+        &cfg.data,
+        dino_data::dataset::UnknownClass::Error,
+    )
+    .context("online k-NN data")?;
     let opts = EmbedOptions {
         batch_size: e.batch_size,
         transform: dino_data::transforms::EvalTransform::new(e.crop_size, e.resize_ratio)?,
@@ -548,15 +574,19 @@ fn online_knn(
         patch_tokens: false,
         limit: None,
     };
-    let (train, _) = embed_dataset(backbone, bank.as_ref(), &opts, device)?;
-    let (test, _) = embed_dataset(backbone, val.as_ref(), &opts, device)?;
-    Ok(dino_eval::knn::knn_eval(
+    let (train, _) = embed_dataset(backbone, sets.train.as_ref(), &opts, device)?;
+    let (test, _) = embed_dataset(backbone, &sets.val, &opts, device)?;
+    let report = dino_eval::knn::knn_eval(
         &train.features,
         &train.labels,
         &test.features,
         &test.labels,
         &dino_eval::knn::KnnConfig::from_eval(e),
-    )?)
+    )?;
+    for note in report.capped_notes() {
+        tracing::info!("online k-NN: {note}");
+    }
+    Ok(report)
 }
 
 /// The step within the resumed epoch for this run's world size: the checkpoint's position in
@@ -584,6 +614,56 @@ fn resume_step(meta: &CheckpointMeta, batch_size: usize, dist: &Dist, niter: usi
     step.min(niter)
 }
 
+/// What `dir` holds to resume from after a non-finite loss, read back from disk so the message
+/// states what is there: the latest checkpoint's files and resume position, and whether its
+/// values are finite (it was saved after the last finite loss, but that step's update may
+/// already have overflowed), or that no checkpoint was written yet.
+fn resume_note(dir: &Path) -> String {
+    let ck = match checkpoint::load_latest(dir) {
+        Ok(ck) => ck,
+        Err(checkpoint::CheckpointError::NotFound { .. }) => {
+            return format!(
+                "No checkpoint was written yet in {}: nothing to resume from; fix the cause and \
+                 start the run again",
+                dir.display()
+            )
+        }
+        Err(e) => {
+            return format!(
+                "The latest checkpoint in {} cannot be used ({e}): nothing to resume from",
+                dir.display()
+            )
+        }
+    };
+    let finite = ck.tensors.values().all(|t| {
+        t.f_isfinite()
+            .and_then(|f| f.f_all())
+            .and_then(|a| a.f_int64_value(&[]))
+            .is_ok_and(|v| v != 0)
+    });
+    let files = format!(
+        "{} and {}",
+        dir.join(format!("{}.safetensors", checkpoint::LATEST))
+            .display(),
+        dir.join(format!("{}.json", checkpoint::LATEST)).display()
+    );
+    let (e, s) = (ck.meta.epoch, ck.meta.step_in_epoch);
+    if finite {
+        format!(
+            "The latest checkpoint, {files} (resume position: epoch {e}, step {s}), was written \
+             before this step and holds finite values: `dino train --resume {}` continues from \
+             it (add --set KEY=VALUE to change the cause)",
+            dir.display()
+        )
+    } else {
+        format!(
+            "The latest checkpoint, {files} (resume position: epoch {e}, step {s}), already holds \
+             NaN or infinite values: resuming from it would fail the same way; start the run \
+             again with the cause changed"
+        )
+    }
+}
+
 /// Whether the end of `epoch` (0-based) writes the latest checkpoint: every
 /// `checkpoint.latest_every_epochs` epochs (official: every epoch), at the last epoch, and
 /// whenever a numbered copy is kept.
@@ -605,8 +685,10 @@ fn save(
     niter: usize,
     world_size: usize,
     numbered: Option<&str>,
+    precision: ComputePrecision,
 ) -> anyhow::Result<()> {
     let mut meta = CheckpointMeta::new(cfg, epoch, step_in_epoch, epoch * niter + step_in_epoch);
+    meta.precision = precision.to_string();
     meta.data_position = (step_in_epoch * cfg.optim.batch_size * world_size) as u64;
     meta.world_size = world_size;
     meta.seed = cfg.runtime.seed;

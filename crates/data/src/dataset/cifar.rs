@@ -125,6 +125,11 @@ impl Dataset for Cifar10Bin {
         })
     }
 
+    fn label(&self, index: usize) -> Result<i64, DataError> {
+        check_index(index, self.len())?;
+        Ok(self.data[index * RECORD] as i64)
+    }
+
     fn describe(&self, index: usize) -> String {
         let mut i = index;
         for (path, n) in &self.files {

@@ -48,11 +48,22 @@ impl ImageFiles {
                     .into(),
             });
         }
+        // One walk state for all classes: a link inside one class folder back to the root (or
+        // into a sibling class) must not list another class's images under this label.
+        let real_root = std::fs::canonicalize(root).map_err(|e| DataError::io(root, e))?;
+        let mut class_dirs = Vec::with_capacity(classes.len());
+        for class in &classes {
+            let dir = root.join(class);
+            class_dirs.push(std::fs::canonicalize(&dir).map_err(|e| DataError::io(&dir, e))?);
+        }
+        let mut walker = Walker::new(class_dirs.clone());
+        walker.seen.insert(real_root);
         let (mut files, mut labels) = (Vec::new(), Vec::new());
         for (label, class) in classes.iter().enumerate() {
             let dir = root.join(class);
             let before = files.len();
-            walk(&dir, &mut files)?;
+            walker.own = Some(class_dirs[label].clone());
+            walker.walk(&dir, 0, &mut files)?;
             if files.len() == before {
                 return Err(DataError::Empty {
                     path: dir,
@@ -76,7 +87,7 @@ impl ImageFiles {
     /// Every image under `root`, recursively, sorted by path, all with label 0 and no classes.
     pub fn flat(root: &Path, max_pixels: u64) -> Result<Self, DataError> {
         let mut files = Vec::new();
-        walk(root, &mut files)?;
+        Walker::new(Vec::new()).walk(root, 0, &mut files)?;
         if files.is_empty() {
             return Err(DataError::Empty {
                 path: root.into(),
@@ -116,6 +127,11 @@ impl Dataset for ImageFiles {
         })
     }
 
+    fn label(&self, index: usize) -> Result<i64, DataError> {
+        check_index(index, self.files.len())?;
+        Ok(self.labels[index])
+    }
+
     fn describe(&self, index: usize) -> String {
         self.files
             .get(index)
@@ -133,34 +149,73 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Appends the image files under `dir`, following links but entering each real folder once
-/// (a link back to an ancestor would otherwise list the same files again and again).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let mut seen = HashSet::new();
-    walk_inner(dir, 0, &mut seen, out)
+/// The state of one folder walk, shared by all classes of an ImageFolder.
+///
+/// Links are followed, but each real folder is entered once over the whole walk, and a folder
+/// or linked file that really lives in another class's folder is left to that class: a link
+/// back to the dataset root (or into a sibling class) would otherwise list that class's images
+/// a second time under the wrong label. Files reached through links that lead outside every
+/// class folder (datasets assembled from a shared pool of images) are kept.
+struct Walker {
+    /// Real folders entered so far (for an ImageFolder, with the root itself: its loose files
+    /// belong to no class).
+    seen: HashSet<PathBuf>,
+    /// Real paths of all class folders (empty for a flat folder).
+    classes: Vec<PathBuf>,
+    /// The real path of the class being walked.
+    own: Option<PathBuf>,
 }
 
-fn walk_inner(
-    dir: &Path,
-    depth: usize,
-    seen: &mut HashSet<PathBuf>,
-    out: &mut Vec<PathBuf>,
-) -> Result<(), DataError> {
-    let real = std::fs::canonicalize(dir).map_err(|e| DataError::io(dir, e))?;
-    if depth > MAX_DEPTH || !seen.insert(real) {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            walk_inner(&path, depth + 1, seen, out)?;
-        } else if is_image(&path) {
-            out.push(path);
+impl Walker {
+    fn new(classes: Vec<PathBuf>) -> Self {
+        Self {
+            seen: HashSet::new(),
+            classes,
+            own: None,
         }
     }
-    Ok(())
+
+    /// True when `real` lies in the folder of a class other than the one being walked.
+    fn foreign(&self, real: &Path) -> bool {
+        self.classes
+            .iter()
+            .filter(|c| Some(*c) != self.own.as_ref())
+            .any(|c| real.starts_with(c))
+    }
+
+    /// Appends the image files under `dir`.
+    fn walk(&mut self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+        let real = std::fs::canonicalize(dir).map_err(|e| DataError::io(dir, e))?;
+        if depth > MAX_DEPTH || self.foreign(&real) || !self.seen.insert(real) {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+            let entry = entry.map_err(|e| DataError::io(dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                self.walk(&path, depth + 1, out)?;
+            } else if is_image(&path) && self.take_file(&entry, &path)? {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a file entry is listed: plain files always (their folder was entered once); a
+    /// linked file only when its target lies outside every class folder, since a target inside
+    /// one is listed by that class's own walk (or is a duplicate in this one).
+    fn take_file(&self, entry: &std::fs::DirEntry, path: &Path) -> Result<bool, DataError> {
+        let linked = entry
+            .file_type()
+            .map_err(|e| DataError::io(path, e))?
+            .is_symlink();
+        if !linked {
+            return Ok(true);
+        }
+        let real = std::fs::canonicalize(path).map_err(|e| DataError::io(path, e))?;
+        Ok(!self.classes.iter().any(|c| real.starts_with(c)))
+    }
 }

@@ -167,6 +167,11 @@ impl Dataset for Idx {
         })
     }
 
+    fn label(&self, index: usize) -> Result<i64, DataError> {
+        check_index(index, self.len())?;
+        Ok(self.labels[index] as i64)
+    }
+
     fn describe(&self, index: usize) -> String {
         format!("{}#{index}", self.images_path.display())
     }

@@ -7,15 +7,20 @@
 //! | CIFAR-10 binary batches | [`Cifar10Bin`] | byte 0 of each record |
 //! | MNIST-family gzipped IDX | [`Idx`] | the labels file |
 //!
+//! Labels are positions in each dataset's own class list; [`align_classes`] re-numbers an
+//! evaluated dataset by the class names of the training bank, which every evaluation does.
+//!
 //! [`open_dataset`] picks one from a [`DataFormat`] (or detects it) and checks that the dataset
 //! is non-empty before returning, so a wrong path fails before any training work.
 
 mod cifar;
+mod classes;
 mod extract;
 mod files;
 mod idx;
 
 pub use cifar::Cifar10Bin;
+pub use classes::{align_classes, Aligned, UnknownClass};
 pub use extract::extract_cifar10_tarball;
 pub use files::{ImageFiles, IMAGE_EXTENSIONS};
 pub use idx::Idx;
@@ -47,6 +52,11 @@ pub trait Dataset: Send + Sync {
     }
     /// Decodes sample `index` (`0..len()`). Errors name the file or `file#record`.
     fn load(&self, index: usize) -> Result<Sample, DataError>;
+    /// The class index of sample `index`, without decoding where the layout allows (every
+    /// dataset of this crate); the default decodes the sample.
+    fn label(&self, index: usize) -> Result<i64, DataError> {
+        self.load(index).map(|s| s.label)
+    }
     /// Where sample `index` comes from: a path, or `file#record` for record files.
     fn describe(&self, index: usize) -> String;
     /// Class names; label `i` is `classes()[i]`. Empty for unlabeled data.

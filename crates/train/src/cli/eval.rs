@@ -3,7 +3,7 @@
 use super::ConfigArgs;
 use anyhow::Context;
 use dino_config::{Config, DataFormat};
-use dino_data::dataset::{open_dataset, Dataset};
+use dino_data::dataset::{open_dataset, Dataset, UnknownClass};
 use dino_data::transforms::eval::EvalTransform;
 use dino_eval::embed::{embed_dataset, embed_pixels, EmbedOptions, FeatureKind};
 use dino_eval::features::{write_features, FeatureSet};
@@ -154,17 +154,28 @@ pub struct TrainVal {
     /// Labeled training images (the k-NN memory bank; the probe's training set).
     #[arg(long)]
     train: PathBuf,
-    /// Labeled validation images (test split for CIFAR-10 binary / IDX folders).
+    /// Labeled validation images (test split for CIFAR-10 binary / IDX folders). Labels follow
+    /// the class *names* of --train: a validation class folder that --train lacks is an error.
     #[arg(long)]
     val: PathBuf,
+    /// Leave out (and count) validation images of classes that --train does not have, instead
+    /// of failing.
+    #[arg(long)]
+    skip_unknown_classes: bool,
 }
 
 impl TrainVal {
-    fn open(&self, cfg: &Config) -> anyhow::Result<(Box<dyn Dataset>, Box<dyn Dataset>)> {
-        Ok((
-            open(&self.train, "train", cfg)?,
-            open(&self.val, "test", cfg)?,
-        ))
+    fn open(&self, cfg: &Config) -> anyhow::Result<dino_eval::labelled::TrainVal> {
+        let unknown = if self.skip_unknown_classes {
+            UnknownClass::Skip
+        } else {
+            UnknownClass::Error
+        };
+        let sets = dino_eval::labelled::TrainVal::open(&self.train, &self.val, &cfg.data, unknown)?;
+        if let Some(note) = sets.skipped_note() {
+            tracing::warn!("{note}");
+        }
+        Ok(sets)
     }
 }
 
@@ -218,11 +229,10 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
     let mut model = a.model;
     model.config.set.extend(sets);
     let emb = Embedder::new(&model)?;
-    let (train_ds, val_ds) = a.data.open(&emb.cfg)?;
-    emb.cfg.eval.check_k_against(train_ds.len())?;
+    let sets = a.data.open(&emb.cfg)?;
     let opts = emb.options(FeatureKind::Cls, false)?;
-    let train = emb.embed(train_ds.as_ref(), &opts)?;
-    let val = emb.embed(val_ds.as_ref(), &opts)?;
+    let train = emb.embed(sets.train.as_ref(), &opts)?;
+    let val = emb.embed(&sets.val, &opts)?;
     let report = knn_eval(
         &train.features,
         &train.labels,
@@ -230,6 +240,9 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         &val.labels,
         &KnnConfig::from_eval(&emb.cfg.eval),
     )?;
+    for note in report.capped_notes() {
+        eprintln!("note: {note}");
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -263,9 +276,9 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         }
     };
     let opts = emb.options(kind, false)?;
-    let (train_ds, val_ds) = a.data.open(&emb.cfg)?;
-    let train = emb.embed(train_ds.as_ref(), &opts)?;
-    let val = emb.embed(val_ds.as_ref(), &opts)?;
+    let sets = a.data.open(&emb.cfg)?;
+    let train = emb.embed(sets.train.as_ref(), &opts)?;
+    let val = emb.embed(&sets.val, &opts)?;
     let probe = LinearProbeConfig::from_eval(e, emb.cfg.runtime.seed);
     let (_, report) = train_linear_probe_with(
         &train.features,
@@ -308,11 +321,30 @@ pub struct EmbedArgs {
     /// Also store the last block's patch tokens.
     #[arg(long)]
     patch_tokens: bool,
+    /// Number the labels by the class names of this (training) folder instead of --data's own
+    /// sorted classes, so that features of a validation folder embedded on their own share the
+    /// bank's labels. A class of --data that it lacks is an error.
+    #[arg(long, value_name = "DIR")]
+    classes_from: Option<PathBuf>,
 }
 
 pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
+    dino_eval::features::check_path(&a.out)?;
+    super::output::prepare_file(&a.out)?;
     let emb = Embedder::new(&a.model)?;
-    let ds = open(&a.data, &a.split, &emb.cfg)?;
+    let mut ds = open(&a.data, &a.split, &emb.cfg)?;
+    if let Some(bank) = &a.classes_from {
+        let bank = open(bank, "train", &emb.cfg)?;
+        ds = Box::new(
+            dino_data::dataset::align_classes(bank.classes(), ds, UnknownClass::Error)
+                .with_context(|| {
+                    format!(
+                        "labelling {} by the classes of --classes-from",
+                        a.data.display()
+                    )
+                })?,
+        );
+    }
     let set = emb.embed(ds.as_ref(), &emb.options(FeatureKind::Cls, a.patch_tokens)?)?;
     let files = write_features(&a.out, &set)?;
     eprintln!(

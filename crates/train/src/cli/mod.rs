@@ -5,6 +5,7 @@ pub mod config;
 pub mod env;
 pub mod eval;
 pub mod launch;
+pub mod output;
 pub mod tools;
 pub mod train;
 

@@ -86,6 +86,7 @@ pub struct PreviewArgs {
 pub fn augment(cmd: AugmentCmd) -> anyhow::Result<()> {
     let AugmentCmd::Preview(a) = cmd;
     let cfg = a.config.load(&[])?;
+    super::output::prepare_file(&a.out)?;
     let ds =
         dino_data::dataset::open_dataset(&a.data, DataFormat::Auto, &cfg.data.split, &cfg.data)?;
     let t = dino_data::multicrop::MultiCrop::new(&cfg.augmentation)?;
@@ -116,6 +117,7 @@ pub enum DataCmd {
 
 pub fn data(cmd: DataCmd) -> anyhow::Result<()> {
     let DataCmd::Cifar10 { from, out } = cmd;
+    super::output::prepare_dir(&out)?;
     let n = dino_data::dataset::extract_cifar10_tarball(&from, &out)?;
     eprintln!("extracted {n} images into {}", out.display());
     Ok(())
@@ -135,6 +137,7 @@ pub struct ImportArgs {
 }
 
 pub fn import(a: ImportArgs) -> anyhow::Result<()> {
+    super::output::prepare_file(&a.out)?;
     let r = dino_model::import_official(&a.from, &a.out, a.key.as_deref())?;
     eprintln!("{r:?}");
     Ok(())

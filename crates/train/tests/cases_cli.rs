@@ -1,0 +1,355 @@
+//! The public bug reports of `shared/cases/`, each on data generated here, through the `dino`
+//! binary: labels follow class names across folders, links never relabel images, k-NN caps k and
+//! never counts a zero-vote class, outputs are prepared before any work, and a PyTorch `.pth`
+//! where safetensors is expected says how to convert it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DINO: &str = env!("CARGO_BIN_EXE_dino");
+
+fn preset() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/cifar10_cpu.toml")
+        .display()
+        .to_string()
+}
+
+fn dino(args: &[&str]) -> Output {
+    Command::new(DINO).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = dino(args);
+    assert!(
+        out.status.success(),
+        "dino {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = dino(args);
+    assert!(!out.status.success(), "dino {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A 32×32 PNG of one colour with a little deterministic noise.
+fn png(path: &Path, rgb: [u8; 3], seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        let n = ((x * 7 + y * 13 + seed * 31) % 11) as u8;
+        image::Rgb(rgb.map(|c| c.saturating_sub(n)))
+    });
+    img.save(path).unwrap();
+}
+
+const RED: [u8; 3] = [220, 20, 20];
+const GREEN: [u8; 3] = [20, 220, 20];
+const BLUE: [u8; 3] = [20, 20, 220];
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn knn(train: &Path, val: &Path, extra: &[&str]) -> Output {
+    let cfg = preset();
+    let mut args = vec![
+        "eval",
+        "knn",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--train",
+        s(train),
+        "--val",
+        s(val),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+/// shared/cases/knn-val-class-subset: val holds only the bank's second class.
+#[test]
+fn validation_labels_follow_the_bank_class_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = (tmp.path().join("train"), tmp.path().join("val"));
+    for i in 0..2 {
+        png(&train.join(format!("a_red/{i}.png")), RED, i);
+        png(&train.join(format!("b_blue/{i}.png")), BLUE, i);
+        png(&val.join(format!("b_blue/{i}.png")), BLUE, i + 5);
+    }
+    let r = json(&knn(&train, &val, &["--k", "1"]));
+    assert_eq!(r["scores"][0]["top1"], 100.0, "{r}");
+    let cfg = preset();
+    let out = ok(&[
+        "eval",
+        "linear",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--train",
+        s(&train),
+        "--val",
+        s(&val),
+        "--epochs",
+        "5",
+        "--json",
+    ]);
+    let r = json(&out);
+    assert_eq!(r["final_top1"], 100.0, "{r}");
+
+    // embed --classes-from numbers a folder embedded on its own by the bank's classes.
+    let feats = tmp.path().join("f/val.npy");
+    ok(&[
+        "embed",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--data",
+        s(&val),
+        "--out",
+        s(&feats),
+        "--classes-from",
+        s(&train),
+    ]);
+    let labels = tch::Tensor::read_npy(tmp.path().join("f/val.labels.npy")).unwrap();
+    assert_eq!(Vec::<i64>::try_from(&labels).unwrap(), [1, 1]);
+    let classes = std::fs::read_to_string(tmp.path().join("f/val.classes.json")).unwrap();
+    let classes: Vec<String> = serde_json::from_str(&classes).unwrap();
+    assert_eq!(classes, ["a_red", "b_blue"]);
+
+    // A class the bank lacks: an error naming it, or skipped and counted.
+    png(&val.join("c_green/0.png"), GREEN, 0);
+    let err = fails(&[
+        "eval",
+        "knn",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--train",
+        s(&train),
+        "--val",
+        s(&val),
+        "--k",
+        "1",
+    ]);
+    assert!(err.contains("\"c_green\""), "{err}");
+    let out = knn(&train, &val, &["--k", "1", "--skip-unknown-classes"]);
+    let r = json(&out);
+    assert_eq!(
+        (r["n_test"].as_u64(), r["scores"][0]["top1"].as_f64()),
+        (Some(2), Some(100.0))
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 evaluated image(s)") && err.contains("c_green"),
+        "{err}"
+    );
+}
+
+/// shared/cases/imagefolder-symlink-loop-relabel: a link back to the root lists nothing twice.
+#[cfg(unix)]
+#[test]
+fn a_link_back_to_the_root_relabels_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    png(&data.join("ants/0.png"), RED, 0);
+    png(&data.join("ants/1.png"), RED, 1);
+    png(&data.join("bees/0.png"), BLUE, 0);
+    std::os::unix::fs::symlink("..", data.join("bees/loop")).unwrap();
+    let cfg = preset();
+    let feats = tmp.path().join("out/f.npy");
+    ok(&[
+        "embed",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--data",
+        s(&data),
+        "--out",
+        s(&feats),
+    ]);
+    let labels = tch::Tensor::read_npy(tmp.path().join("out/f.labels.npy")).unwrap();
+    assert_eq!(Vec::<i64>::try_from(&labels).unwrap(), [0, 0, 1]);
+    let paths = std::fs::read_to_string(tmp.path().join("out/f.paths.json")).unwrap();
+    assert!(!paths.contains("loop"), "{paths}");
+    let r = json(&knn(&data, &data, &["--k", "1"]));
+    assert_eq!(r["scores"][0]["top1"], 100.0, "{r}");
+}
+
+/// shared/cases/knn-k-exceeds-bank: 4 train images and the default k list (10, 20, 100, 200).
+#[test]
+fn k_above_the_bank_is_capped_with_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for i in 0..2 {
+        png(&data.join(format!("a/{i}.png")), RED, i);
+        png(&data.join(format!("b/{i}.png")), BLUE, i);
+    }
+    let out = knn(&data, &data, &[]);
+    let r = json(&out);
+    assert_eq!(r["scores"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["scores"][0]["k"], 4);
+    assert_eq!(
+        r["scores"][0]["capped_from"],
+        serde_json::json!([10, 20, 100, 200])
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("using k = 4"), "{err}");
+    // An explicit k is capped the same way.
+    let r = json(&knn(&data, &data, &["--k", "20"]));
+    assert_eq!(
+        (
+            r["scores"][0]["k"].as_u64(),
+            r["scores"][0]["top1"].as_f64()
+        ),
+        (Some(4), Some(100.0))
+    );
+}
+
+/// shared/cases/knn-top5-zero-vote: val/a is blue, so its 2 neighbours are class c and class a
+/// gets no vote: not a top-5 hit.
+#[test]
+fn a_zero_vote_class_is_no_top5_hit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = (tmp.path().join("train"), tmp.path().join("val"));
+    png(&train.join("a/0.png"), RED, 0);
+    png(&train.join("b/0.png"), GREEN, 0);
+    png(&train.join("c/0.png"), BLUE, 0);
+    png(&train.join("c/1.png"), BLUE, 1);
+    png(&val.join("a/0.png"), BLUE, 2);
+    png(&val.join("b/0.png"), GREEN, 2);
+    png(&val.join("c/0.png"), BLUE, 3);
+    let r = json(&knn(&train, &val, &["--k", "1,2"]));
+    for i in 0..2 {
+        let (t1, t5) = (
+            r["scores"][i]["top1"].as_f64().unwrap(),
+            r["scores"][i]["top5"].as_f64().unwrap(),
+        );
+        assert!(
+            (t1 - 200.0 / 3.0).abs() < 1e-6 && (t5 - 200.0 / 3.0).abs() < 1e-6,
+            "{r}"
+        );
+    }
+}
+
+/// shared/cases/embed-out-missing-dir: the output folder is created; a path that cannot be
+/// written fails before any image is embedded, naming it.
+#[test]
+fn outputs_are_prepared_before_the_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    png(&data.join("x/0.png"), RED, 0);
+    let cfg = preset();
+    let deep = tmp.path().join("out/does-not-exist/sub/feats.npy");
+    ok(&[
+        "embed",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--data",
+        s(&data),
+        "--out",
+        s(&deep),
+    ]);
+    assert!(deep.is_file());
+    // A file where a folder must be: the error names the path (nothing was embedded: the data
+    // folder below does not even exist, and that is not what is reported).
+    std::fs::write(tmp.path().join("blocker"), b"x").unwrap();
+    let blocked: PathBuf = tmp.path().join("blocker/feats.npy");
+    let missing = tmp.path().join("no-such-data");
+    let err = fails(&[
+        "embed",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--data",
+        s(&missing),
+        "--out",
+        s(&blocked),
+    ]);
+    assert!(
+        err.contains("blocker") && !err.contains("no-such-data"),
+        "{err}"
+    );
+    let err = fails(&[
+        "embed",
+        "--which",
+        "pixels",
+        "--config",
+        &cfg,
+        "--data",
+        s(&missing),
+        "--out",
+        s(&tmp.path().join("feats.txt")),
+    ]);
+    assert!(
+        err.contains("feats.txt") && err.contains(".npy or .safetensors"),
+        "{err}"
+    );
+    // augment preview creates its folder too.
+    let preview = tmp.path().join("p/q/crops.png");
+    ok(&[
+        "augment",
+        "preview",
+        "--data",
+        s(&data),
+        "--out",
+        s(&preview),
+        "--images",
+        "1",
+    ]);
+    assert!(preview.is_file());
+}
+
+/// shared/cases/checkpoint-pth-cryptic-error: a PyTorch checkpoint where safetensors is expected.
+#[test]
+fn a_pth_checkpoint_says_to_run_dino_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    png(&data.join("x/0.png"), RED, 0);
+    let cfg = preset();
+    let text = tmp.path().join("not_safetensors.pth");
+    std::fs::write(&text, "this is not a pickle \n").unwrap();
+    let zip = tmp.path().join("weights.bin");
+    std::fs::write(&zip, b"PK\x03\x04 a torch.save zip archive").unwrap();
+    for (file, what) in [
+        (&text, "no safetensors header"),
+        (&zip, "PyTorch checkpoint"),
+    ] {
+        let err = fails(&[
+            "embed",
+            "--checkpoint",
+            s(file),
+            "--config",
+            &cfg,
+            "--data",
+            s(&data),
+            "--out",
+            s(&tmp.path().join("o/f.npy")),
+        ]);
+        assert!(
+            err.contains("not a safetensors file") && err.contains(what),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("dino import --from {}", s(file))),
+            "{err}"
+        );
+        assert!(!err.contains("HeaderTooLarge"), "{err}");
+    }
+}
