@@ -1,6 +1,6 @@
 //! Data-parallel DINO across processes (official `init_distributed_mode` + DDP), on c10d through
-//! `dino-dist`: what the training loop needs from the process group, and nothing when the run
-//! is a single process.
+//! `dino-distributed`: what the training loop needs from the process group, and nothing when the
+//! run is a single process.
 //!
 //! What each rank does differently from a single process, and why the result is the same as one
 //! process with the global batch:
@@ -14,7 +14,7 @@
 //! - only rank 0 writes checkpoints, metrics and progress.
 
 use anyhow::Context;
-use dino_dist::{DistEnv, ProcessGroup, ReduceOp};
+use dino_distributed::{DistEnv, ProcessGroup, ReduceOp};
 use std::time::Duration;
 use tch::{nn::VarStore, Tensor};
 

@@ -29,13 +29,16 @@
 
 pub mod checkpoint;
 pub mod collapse;
+pub mod curves;
 pub mod distributed;
-pub mod launch;
 pub mod loss;
+pub mod method;
 pub mod metrics;
+pub mod online_knn;
 pub mod optim;
-pub mod pretrained;
+pub mod run_logger;
 pub mod runtime;
+pub mod save_policy;
 pub mod schedule;
 pub mod teacher;
 pub mod trainer;

@@ -1,5 +1,6 @@
-//! Training metrics: JSONL records per step and per epoch, the curves as a PNG, and the
-//! non-finite-loss guard.
+//! What is measured in training: the one per-step record ([`StepRecord`]), the per-epoch
+//! summary derived from it ([`EpochRecord`]), their JSONL file, and the non-finite-loss guard.
+//! How they are shown lives in [`crate::run_logger`] and [`crate::curves`].
 //!
 //! The official trainer logs `train_loss`, `train_lr`, `train_wd` once per epoch to `log.txt`
 //! and exits on a non-finite loss; the paper (Sec. 5.3, Fig. 7) diagnoses collapse from the
@@ -7,11 +8,13 @@
 //! [`crate::collapse`].
 
 use crate::loss::LossStats;
+use crate::schedule::StepValues;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Errors of metric output.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +47,7 @@ pub enum MetricsError {
     },
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError {
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError {
     let path = path.to_path_buf();
     move |cause| MetricsError::Io { op, path, cause }
 }
@@ -79,7 +82,11 @@ pub fn check_finite(loss: f64, epoch: usize, step: usize) -> Result<(), NonFinit
     }
 }
 
-/// One JSONL line per logged training step (`"kind": "step"`).
+/// The one record of a training step: what the trainer hands the run logger each step and
+/// what a `"kind": "step"` JSONL line holds. The loss diagnostics are [`LossStats`], flattened so
+/// the JSON keys stay those of every earlier `metrics.jsonl` (`epoch`, `step`, `global_step`,
+/// `loss`, `lr`, `wd`, `momentum`, `teacher_temp`, `teacher_entropy`, `teacher_mean_entropy`,
+/// `kl`, `center_norm`, `images_per_s`, `data_wait_fraction`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepRecord {
     /// Epoch (0-based).
@@ -88,24 +95,15 @@ pub struct StepRecord {
     pub step: usize,
     /// Global iteration (schedule index).
     pub global_step: usize,
-    /// DINO loss (nats).
-    pub loss: f64,
+    /// Loss (of the global batch, averaged over ranks) and the teacher diagnostics (nats).
+    #[serde(flatten)]
+    pub stats: LossStats,
     /// Learning rate.
     pub lr: f64,
     /// Weight decay of the regularized group.
     pub wd: f64,
     /// Teacher EMA momentum.
     pub momentum: f64,
-    /// Teacher temperature.
-    pub teacher_temp: f64,
-    /// Mean per-sample teacher entropy (nats).
-    pub teacher_entropy: f64,
-    /// Entropy of the batch-mean teacher distribution (nats).
-    pub teacher_mean_entropy: f64,
-    /// Mean KL(teacher ‖ student) (nats).
-    pub kl: f64,
-    /// L2 norm of the center.
-    pub center_norm: f64,
     /// Training throughput, images per second (one image = all its crops).
     pub images_per_s: f64,
     /// Fraction of the step's wall time spent waiting for the data loader, in [0, 1].
@@ -113,16 +111,38 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    /// Copies the loss diagnostics into the record.
-    pub fn with_loss_stats(mut self, s: &LossStats) -> Self {
-        self.loss = s.loss;
-        self.teacher_entropy = s.teacher_entropy;
-        self.teacher_mean_entropy = s.teacher_mean_entropy;
-        self.kl = s.kl;
-        self.center_norm = s.center_norm;
-        self.teacher_temp = s.teacher_temp;
-        self
+    /// The record of iteration `global_step` (= `epoch · niter + step`): its scheduled values
+    /// `sv`, the loss statistics, and throughput from `timing`.
+    pub fn new(
+        (epoch, step, global_step): (usize, usize, usize),
+        sv: &StepValues,
+        stats: LossStats,
+        timing: &StepTiming,
+    ) -> Self {
+        let total = timing.total.as_secs_f64();
+        Self {
+            epoch,
+            step,
+            global_step,
+            stats,
+            lr: sv.lr,
+            wd: sv.wd,
+            momentum: sv.momentum,
+            images_per_s: timing.images as f64 / total,
+            data_wait_fraction: timing.data_wait.as_secs_f64() / total,
+        }
     }
+}
+
+/// Wall-clock cost of one step, measured by the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepTiming {
+    /// Images of the batch on this process.
+    pub images: usize,
+    /// Time spent waiting for the data loader.
+    pub data_wait: Duration,
+    /// The whole step: the wait, input upload, forward, backward, optimizer step and EMA.
+    pub total: Duration,
 }
 
 /// One JSONL line per epoch (`"kind": "epoch"`): means of the epoch's steps plus free-form
@@ -162,6 +182,36 @@ pub struct EpochRecord {
     /// Further metrics by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, f64>,
+}
+
+impl EpochRecord {
+    /// The summary of `epoch` from its step records, in order: means of the per-step values
+    /// (summed from 0 in step order, then divided by the count), and the last step's learning
+    /// rate, teacher temperature and center norm; zeros when `steps` is empty. `extra` starts
+    /// empty (epoch hooks such as the online k-NN fill it).
+    pub fn from_steps(epoch: usize, steps: &[StepRecord], elapsed_s: f64) -> Self {
+        let n = steps.len().max(1) as f64;
+        let mean = |f: fn(&StepRecord) -> f64| steps.iter().fold(0.0, |sum, r| sum + f(r)) / n;
+        let last = steps.last().cloned().unwrap_or_default();
+        Self {
+            epoch,
+            steps: steps.len(),
+            loss: mean(|r| r.stats.loss),
+            lr_last: last.lr,
+            lr: mean(|r| r.lr),
+            wd: mean(|r| r.wd),
+            momentum: mean(|r| r.momentum),
+            teacher_temp: last.stats.teacher_temp,
+            teacher_entropy: mean(|r| r.stats.teacher_entropy),
+            teacher_mean_entropy: mean(|r| r.stats.teacher_mean_entropy),
+            kl: mean(|r| r.stats.kl),
+            center_norm: last.stats.center_norm,
+            images_per_s: mean(|r| r.images_per_s),
+            data_wait_fraction: mean(|r| r.data_wait_fraction),
+            elapsed_s,
+            extra: BTreeMap::new(),
+        }
+    }
 }
 
 /// A metrics line: what [`MetricsWriter`] writes and [`read_jsonl`] reads.
@@ -254,396 +304,78 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Record>, MetricsError> {
     Ok(out)
 }
 
-/// Running means of an epoch's step records, turned into an [`EpochRecord`].
-#[derive(Debug, Clone, Default)]
-pub struct EpochAccumulator {
-    n: usize,
-    sum: StepRecord,
-    last: StepRecord,
-}
-
-impl EpochAccumulator {
-    /// Adds one step.
-    pub fn push(&mut self, r: &StepRecord) {
-        self.n += 1;
-        let s = &mut self.sum;
-        s.loss += r.loss;
-        s.lr += r.lr;
-        s.wd += r.wd;
-        s.momentum += r.momentum;
-        s.teacher_entropy += r.teacher_entropy;
-        s.teacher_mean_entropy += r.teacher_mean_entropy;
-        s.kl += r.kl;
-        s.images_per_s += r.images_per_s;
-        s.data_wait_fraction += r.data_wait_fraction;
-        self.last = r.clone();
-    }
-
-    /// Steps added so far.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// No step added yet.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// The epoch summary (means; zeros when empty).
-    pub fn finish(&self, epoch: usize, elapsed_s: f64) -> EpochRecord {
-        let k = self.n.max(1) as f64;
-        let s = &self.sum;
-        EpochRecord {
-            epoch,
-            steps: self.n,
-            loss: s.loss / k,
-            lr_last: self.last.lr,
-            lr: s.lr / k,
-            wd: s.wd / k,
-            momentum: s.momentum / k,
-            teacher_temp: self.last.teacher_temp,
-            teacher_entropy: s.teacher_entropy / k,
-            teacher_mean_entropy: s.teacher_mean_entropy / k,
-            kl: s.kl / k,
-            center_norm: self.last.center_norm,
-            images_per_s: s.images_per_s / k,
-            data_wait_fraction: s.data_wait_fraction / k,
-            elapsed_s,
-            extra: BTreeMap::new(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Plot
-
-/// Curves drawn by [`plot_curves`], one point per logged step.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct History {
-    /// Global steps (x axis).
-    pub step: Vec<f64>,
-    /// Loss.
-    pub loss: Vec<f64>,
-    /// Learning rate.
-    pub lr: Vec<f64>,
-    /// Teacher entropy.
-    pub teacher_entropy: Vec<f64>,
-    /// KL(teacher ‖ student).
-    pub kl: Vec<f64>,
-}
-
-impl History {
-    /// Appends a step.
-    pub fn push(&mut self, r: &StepRecord) {
-        self.step.push(r.global_step as f64);
-        self.loss.push(r.loss);
-        self.lr.push(r.lr);
-        self.teacher_entropy.push(r.teacher_entropy);
-        self.kl.push(r.kl);
-    }
-
-    /// The step records of `records` (e.g. from [`read_jsonl`] on resume).
-    pub fn from_records(records: &[Record]) -> Self {
-        let mut h = Self::default();
-        for r in records {
-            if let Record::Step(s) = r {
-                h.push(s);
-            }
-        }
-        h
-    }
-
-    /// Number of points.
-    pub fn len(&self) -> usize {
-        self.step.len()
-    }
-
-    /// No points.
-    pub fn is_empty(&self) -> bool {
-        self.step.is_empty()
-    }
-}
-
-/// Colours of the four panels' curves (loss, lr, teacher entropy, KL), also used for each
-/// panel's frame so the text-free plot stays readable.
-pub const PANEL_COLORS: [[u8; 3]; 4] =
-    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40]];
-
-/// A 3 × 5 pixel font for the plot's numbers and titles, drawn from code so no font file is
-/// needed. Rows top to bottom, 3 bits each (left = 4).
-fn glyph(ch: char) -> Option<[u8; 5]> {
-    Some(match ch {
-        '0' | 'O' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' | 'S' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        '+' => [0, 2, 7, 2, 0],
-        'e' => [2, 5, 7, 4, 3],
-        'L' => [4, 4, 4, 4, 7],
-        'R' => [6, 5, 6, 5, 5],
-        'H' => [5, 5, 7, 5, 5],
-        'K' => [5, 5, 6, 5, 5],
-        ' ' => [0; 5],
-        _ => return None,
-    })
-}
-
-/// Compact label for an axis value: 4 significant digits, scientific outside [0.01, 10^4).
-fn fmt_value(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if (0.01..10_000.0).contains(&a) {
-        let decimals = (3 - a.log10().floor() as i64).clamp(0, 5) as usize;
-        format!("{v:.decimals$}")
-    } else {
-        format!("{v:.2e}")
-    }
-}
-
-struct Canvas {
-    img: image::RgbImage,
-}
-
-impl Canvas {
-    fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as u32) < self.img.width() && (y as u32) < self.img.height() {
-            self.img.put_pixel(x as u32, y as u32, image::Rgb(c));
-        }
-    }
-
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3]) {
-        // Bresenham.
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            self.put(x, y, c);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// Draws `s` with its top-left corner at (x, y) on a white box; `scale` pixels per font dot.
-    fn text(&mut self, x: i64, y: i64, s: &str, scale: i64, c: [u8; 3]) {
-        let n = s.chars().count() as i64;
-        for yy in y - 1..y + 5 * scale + 1 {
-            for xx in x - 1..x + n * 4 * scale {
-                self.put(xx, yy, [255, 255, 255]);
-            }
-        }
-        for (i, ch) in s.chars().enumerate() {
-            let Some(rows) = glyph(ch) else { continue };
-            let gx = x + i as i64 * 4 * scale;
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..3 {
-                    if bits & (4 >> col) != 0 {
-                        for dy in 0..scale {
-                            for dx in 0..scale {
-                                self.put(gx + col * scale + dx, y + r as i64 * scale + dy, c);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: [u8; 3]) {
-        self.line((x0, y0), (x1, y0), c);
-        self.line((x1, y0), (x1, y1), c);
-        self.line((x1, y1), (x0, y1), c);
-        self.line((x0, y1), (x0, y0), c);
-    }
-
-    /// Draws `ys` against `xs` inside the box, y scaled to [min, max] of the finite values (and of
-    /// `reference` when given, drawn dashed: e.g. ln K).
-    #[allow(clippy::too_many_arguments)]
-    fn panel(
-        &mut self,
-        (x0, y0, x1, y1): (i64, i64, i64, i64),
-        xs: &[f64],
-        ys: &[f64],
-        reference: Option<f64>,
-        color: [u8; 3],
-        title: &str,
-    ) {
-        let grid = [225, 225, 225];
-        for i in 1..4 {
-            let y = y0 + (y1 - y0) * i / 4;
-            self.line((x0, y), (x1, y), grid);
-            let x = x0 + (x1 - x0) * i / 4;
-            self.line((x, y0), (x, y1), grid);
-        }
-        self.rect(x0, y0, x1, y1, color);
-        let pts: Vec<(f64, f64)> = xs
-            .iter()
-            .zip(ys)
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|(x, y)| (*x, *y))
-            .collect();
-        let scale = if y1 - y0 >= 160 { 2 } else { 1 };
-        if pts.is_empty() {
-            let w = title.chars().count() as i64 * 4 * scale;
-            self.text((x0 + x1 - w) / 2, y0 + 4, title, scale, color);
-            return;
-        }
-        let (mut lo, mut hi) = pts
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| {
-                (l.min(p.1), h.max(p.1))
-            });
-        if let Some(r) = reference.filter(|r| r.is_finite()) {
-            lo = lo.min(r);
-            hi = hi.max(r);
-        }
-        if hi - lo < 1e-12 * hi.abs().max(1.0) {
-            lo -= 0.5;
-            hi += 0.5;
-        }
-        let (xmin, xmax) = (pts[0].0, pts[pts.len() - 1].0.max(pts[0].0 + 1e-9));
-        let pad = 3;
-        let (w, h) = ((x1 - x0 - 2 * pad) as f64, (y1 - y0 - 2 * pad) as f64);
-        let map = |x: f64, y: f64| {
-            (
-                x0 + pad + ((x - xmin) / (xmax - xmin) * w).round() as i64,
-                y1 - pad - ((y - lo) / (hi - lo) * h).round() as i64,
-            )
-        };
-        if let Some(r) = reference.filter(|r| r.is_finite()) {
-            let (_, yr) = map(xmin, r);
-            let mut x = x0 + pad;
-            while x < x1 - pad {
-                self.line((x, yr), ((x + 5).min(x1 - pad), yr), [120, 120, 120]);
-                x += 10;
-            }
-        }
-        if pts.len() == 1 {
-            let (px, py) = map(pts[0].0, pts[0].1);
-            for d in -1..=1 {
-                self.line((px - 1, py + d), (px + 1, py + d), color);
-            }
-            self.labels((x0, y0, x1, y1), (lo, hi), xmax, title, scale, color);
-            return;
-        }
-        for w in pts.windows(2) {
-            let a = map(w[0].0, w[0].1);
-            let b = map(w[1].0, w[1].1);
-            self.line(a, b, color);
-            // Two pixels thick for legibility.
-            self.line((a.0, a.1 + 1), (b.0, b.1 + 1), color);
-        }
-        self.labels((x0, y0, x1, y1), (lo, hi), xmax, title, scale, color);
-    }
-
-    /// Title (top centre), y range (top / bottom left) and last step (bottom right).
-    fn labels(
-        &mut self,
-        (x0, y0, x1, y1): (i64, i64, i64, i64),
-        (lo, hi): (f64, f64),
-        last_step: f64,
-        title: &str,
-        scale: i64,
-        color: [u8; 3],
-    ) {
-        let label = [60, 60, 60];
-        let text_w = |s: &str| s.chars().count() as i64 * 4 * scale;
-        let h = 5 * scale;
-        self.text((x0 + x1 - text_w(title)) / 2, y0 + 4, title, scale, color);
-        self.text(x0 + 5, y0 + 4, &fmt_value(hi), scale, label);
-        self.text(x0 + 5, y1 - 4 - h, &fmt_value(lo), scale, label);
-        let steps = format!("{}", last_step.round() as i64);
-        self.text(x1 - 5 - text_w(&steps), y1 - 4 - h, &steps, scale, label);
-    }
-}
-
-/// Renders the curves as a `width × height` RGB PNG at `path`: a 2 × 2 grid of panels — loss
-/// (top left, "LOSS", dashed line at `ln_k` when given), learning rate (top right, "LR"), teacher
-/// entropy (bottom left, "H", dashed at `ln_k`), KL (bottom right, "KL") — each against the
-/// global step, y scaled to its own range (max / min printed top / bottom left, last step bottom
-/// right), frame and curve in [`PANEL_COLORS`]. Text uses a built-in pixel font: no font files.
-/// Written to a temporary file and renamed, so readers never see a partial image.
-pub fn plot_curves(
-    path: &Path,
-    history: &History,
-    ln_k: Option<f64>,
-    width: u32,
-    height: u32,
-) -> Result<(), MetricsError> {
-    if width < 40 || height < 40 {
-        return Err(MetricsError::Plot {
-            path: path.to_path_buf(),
-            reason: format!("{width}x{height} is too small (at least 40x40)"),
-        });
-    }
-    let mut c = Canvas {
-        img: image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255])),
-    };
-    let (w, h) = (width as i64, height as i64);
-    let m = 8;
-    let boxes = [
-        (m, m, w / 2 - m / 2, h / 2 - m / 2),
-        (w / 2 + m / 2, m, w - 1 - m, h / 2 - m / 2),
-        (m, h / 2 + m / 2, w / 2 - m / 2, h - 1 - m),
-        (w / 2 + m / 2, h / 2 + m / 2, w - 1 - m, h - 1 - m),
-    ];
-    let series: [(&[f64], Option<f64>, &str); 4] = [
-        (&history.loss, ln_k, "LOSS"),
-        (&history.lr, None, "LR"),
-        (&history.teacher_entropy, ln_k, "H"),
-        (&history.kl, None, "KL"),
-    ];
-    for ((bx, (ys, r, title)), col) in boxes.iter().zip(series).zip(PANEL_COLORS) {
-        c.panel(*bx, &history.step, ys, r, col, title);
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    c.img
-        .save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| MetricsError::Plot {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
+/// The step records of `records`, in file order (e.g. a resumed run's history for the curves).
+pub fn step_records(records: Vec<Record>) -> Vec<StepRecord> {
+    records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            Record::Epoch(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A step line as every `metrics.jsonl` before the one-record refactor wrote it.
+    const OLD_STEP_LINE: &str = r#"{"kind":"step","epoch":1,"step":2,"global_step":12,"loss":10.5,"lr":0.0001,"wd":0.04,"momentum":0.996,"teacher_temp":0.04,"teacher_entropy":3.25,"teacher_mean_entropy":4.0,"kl":7.25,"center_norm":0.5,"images_per_s":120.0,"data_wait_fraction":0.125}"#;
+
+    fn keys(v: &serde_json::Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
     #[test]
-    fn axis_labels_are_compact_and_drawable() {
-        assert_eq!(fmt_value(11.090354), "11.09");
-        assert_eq!(fmt_value(0.04), "0.04000");
-        assert_eq!(fmt_value(1.25e-4), "1.25e-4");
-        assert_eq!(fmt_value(-2.5), "-2.500");
-        assert_eq!(fmt_value(0.0), "0");
-        assert_eq!(fmt_value(123456.0), "1.23e5");
-        for v in [11.09, 1.25e-4, -2.5, 123456.0, 0.0] {
-            assert!(fmt_value(v).chars().all(|c| glyph(c).is_some()), "{v}");
-        }
-        assert!("LOSS LR H KL".chars().all(|c| glyph(c).is_some()));
+    fn step_lines_keep_their_keys_and_old_files_still_read() {
+        let Record::Step(r) = serde_json::from_str::<Record>(OLD_STEP_LINE).unwrap() else {
+            panic!("not a step record");
+        };
+        assert_eq!((r.epoch, r.step, r.global_step), (1, 2, 12));
+        assert_eq!(
+            (r.stats.loss, r.stats.kl, r.stats.teacher_temp),
+            (10.5, 7.25, 0.04)
+        );
+        assert_eq!(
+            (r.lr, r.images_per_s, r.data_wait_fraction),
+            (1e-4, 120.0, 0.125)
+        );
+        let old: serde_json::Value = serde_json::from_str(OLD_STEP_LINE).unwrap();
+        let new = serde_json::to_value(Record::Step(r)).unwrap();
+        assert_eq!(keys(&new), keys(&old));
+        assert_eq!(new, old, "the same values under the same keys");
+    }
+
+    #[test]
+    fn epoch_summary_means_steps_and_keeps_the_last_values() {
+        let step = |i: usize, loss: f64| StepRecord {
+            epoch: 0,
+            step: i,
+            global_step: i,
+            stats: LossStats {
+                loss,
+                teacher_temp: i as f64,
+                center_norm: 10.0 + i as f64,
+                ..LossStats::default()
+            },
+            lr: 1e-4 * (i + 1) as f64,
+            ..StepRecord::default()
+        };
+        let steps: Vec<StepRecord> = (0..3).map(|i| step(i, 10.0 - i as f64)).collect();
+        let e = EpochRecord::from_steps(0, &steps, 2.5);
+        assert_eq!((e.steps, e.loss, e.elapsed_s), (3, 9.0, 2.5));
+        assert!((e.lr - 2e-4).abs() < 1e-15 && (e.lr_last - 3e-4).abs() < 1e-15);
+        assert_eq!((e.teacher_temp, e.center_norm), (2.0, 12.0));
+        // The mean is the running sum from 0 in step order, as the trainer always computed it.
+        let losses = [0.1, 0.2, 0.3];
+        let steps: Vec<StepRecord> = losses.iter().map(|&l| step(0, l)).collect();
+        assert_eq!(
+            EpochRecord::from_steps(0, &steps, 0.0).loss.to_bits(),
+            ((0.0 + 0.1 + 0.2 + 0.3) / 3.0f64).to_bits()
+        );
+        let empty = EpochRecord::from_steps(4, &[], 0.0);
+        assert_eq!((empty.steps, empty.loss.to_bits()), (0, 0.0f64.to_bits()));
     }
 }

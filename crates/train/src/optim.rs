@@ -35,11 +35,9 @@ struct ParamState {
     step: i64,
 }
 
-/// The official `get_params_groups` rule: a parameter is weight-decayed unless its name ends in
-/// `.bias` or it is 1-D (norm weights). `cls_token` / `pos_embed` (3-D) are therefore decayed.
-pub fn is_regularized(name: &str, shape: &[i64]) -> bool {
-    !(name.ends_with(".bias") || shape.len() == 1)
-}
+/// The parameter groups live with the model (official `utils.get_params_groups`); re-exported
+/// here, where the optimizer applies them.
+pub use dino_model::{is_last_layer, is_regularized};
 
 /// Names among `names` that the official `cancel_gradients_last_layer` drops in `epoch`: every
 /// name containing `last_layer` while `epoch < freeze_last_layer` (official `--freeze_last_layer
@@ -54,7 +52,7 @@ pub fn frozen_last_layer<'a>(
     }
     names
         .into_iter()
-        .filter(|n| n.contains("last_layer"))
+        .filter(|n| is_last_layer(n))
         .map(str::to_string)
         .collect()
 }

@@ -1,8 +1,9 @@
-//! Process-wide runtime set-up: thread pools and the environment report of `dino env`.
+//! Process-wide runtime set-up: thread pools, the allocator, and the data of the environment
+//! report that `dino env` prints.
 
 use dino_config::RuntimeConfig;
+use dino_distributed::env::local_world_size;
 use serde::Serialize;
-use std::fmt;
 
 /// libtorch version this binary was linked against (read from the install at build time).
 pub const LIBTORCH_VERSION: &str = env!("DINO_LIBTORCH_VERSION");
@@ -52,16 +53,6 @@ pub fn apply_threads(rt: &RuntimeConfig) -> Threads {
     }
 }
 
-/// Processes of this job on this machine: `LOCAL_WORLD_SIZE` (set by `dino launch` and
-/// torchrun), 1 when unset or malformed.
-pub fn local_world_size() -> usize {
-    std::env::var("LOCAL_WORLD_SIZE")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(1)
-}
-
 /// Keeps freed tensor memory in the process instead of handing it back to the kernel.
 ///
 /// libtorch's CPU allocator takes every tensor from glibc `malloc`. A DINO step allocates and
@@ -95,7 +86,7 @@ pub fn libtorch_cuda_loaded() -> bool {
         .unwrap_or(false)
 }
 
-/// What `dino env` prints.
+/// What `dino env` reports: the libtorch build, CUDA, the device, threads and precision.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvReport {
     /// Version of the dino crates.
@@ -138,7 +129,7 @@ impl EnvReport {
     /// When `runtime.device` asks for a CUDA device that does not exist.
     pub fn collect(rt: &RuntimeConfig) -> anyhow::Result<Self> {
         let threads = apply_threads(rt);
-        let device = dino_model::select_device(rt.device_request().map_err(anyhow::Error::msg)?)?;
+        let device = dino_model::select_device(rt.device)?;
         let support = dino_model::Bf16Support::detect(device);
         let auto = dino_model::resolve_precision(dino_config::Precision::Auto, support);
         Ok(Self {
@@ -164,63 +155,6 @@ impl EnvReport {
                 .resolved
                 .to_string(),
         })
-    }
-}
-
-impl fmt::Display for EnvReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "dino            {}", self.dino_version)?;
-        writeln!(
-            f,
-            "libtorch        {} (CUDA build: {})",
-            self.libtorch_version, self.libtorch_cuda
-        )?;
-        writeln!(f, "libtorch lib    {}", self.libtorch_lib)?;
-        writeln!(f, "CUDA linked     {}", yes(self.cuda_linked))?;
-        writeln!(
-            f,
-            "CUDA available  {} ({} device(s), cuDNN {})",
-            yes(self.cuda_available),
-            self.cuda_devices,
-            yes(self.cudnn_available)
-        )?;
-        writeln!(f, "device          {}", self.device)?;
-        writeln!(
-            f,
-            "threads         {} cores, libtorch {}, augmentation {}",
-            self.threads.cores, self.threads.torch, self.threads.data
-        )?;
-        if self.cpu_bf16_flags.is_empty() {
-            writeln!(f, "CPU bf16        emulated (no avx512_bf16/amx_bf16 flag)")?;
-        } else {
-            writeln!(
-                f,
-                "CPU bf16        native ({})",
-                self.cpu_bf16_flags.join(", ")
-            )?;
-        }
-        // The config's line only when it pins a value: for `auto` it is the line above.
-        writeln!(
-            f,
-            "precision       auto → {} on {} ({})",
-            self.auto_precision, self.device, self.auto_precision_reason
-        )?;
-        if self.config_precision != "auto" {
-            writeln!(
-                f,
-                "                this config pins {}",
-                self.config_precision
-            )?;
-        }
-        Ok(())
-    }
-}
-
-fn yes(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
     }
 }
 

@@ -1,31 +1,30 @@
-//! Metrics JSONL, epoch means, the PNG plot and the non-finite guard, with what a run stopped
-//! by a non-finite loss says about its checkpoint. Collapse warnings: `collapse.rs`.
+//! Metrics JSONL, epoch means, the PNG curves and the non-finite guard. What a run stopped by a
+//! non-finite loss says about its checkpoint: crates/cli/tests/non_finite_cli.rs. Collapse
+//! warnings: `collapse.rs`.
 
+use dino_train::curves::{plot_curves, text_available, PANEL_COLORS};
+use dino_train::loss::LossStats;
 use dino_train::metrics::{
-    check_finite, plot_curves, read_jsonl, EpochAccumulator, History, MetricsWriter, Record,
-    StepRecord, PANEL_COLORS,
+    check_finite, read_jsonl, step_records, EpochRecord, MetricsWriter, Record, StepRecord,
 };
 use std::fs;
-use std::path::Path;
-use std::process::Command;
-
-mod common;
-use common::tiny::{tensors, tiny_run, train_args};
 
 fn step(i: usize, loss: f64) -> StepRecord {
     StepRecord {
         epoch: i / 10,
         step: i % 10,
         global_step: i,
-        loss,
+        stats: LossStats {
+            loss,
+            teacher_temp: 0.04,
+            teacher_entropy: 3.0 - 0.01 * i as f64,
+            teacher_mean_entropy: 6.0,
+            kl: 1.0 + 0.125 * (i % 4) as f64,
+            center_norm: 0.5,
+        },
         lr: 1e-4 * (i as f64 + 1.0),
         wd: 0.04,
         momentum: 0.996,
-        teacher_temp: 0.04,
-        teacher_entropy: 3.0 - 0.01 * i as f64,
-        teacher_mean_entropy: 6.0,
-        kl: 1.0 + 0.125 * (i % 4) as f64,
-        center_norm: 0.5,
         images_per_s: 100.0 + i as f64,
         data_wait_fraction: 0.1,
     }
@@ -46,16 +45,14 @@ fn non_finite_loss_names_epoch_and_step() {
 fn jsonl_round_trip_append_and_truncated_tail() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run/metrics.jsonl");
-    let mut acc = EpochAccumulator::default();
+    let steps: Vec<StepRecord> = (0..3).map(|i| step(i, 10.0 - i as f64)).collect();
     {
         let mut w = MetricsWriter::append(&path).unwrap();
-        for i in 0..3 {
-            let r = step(i, 10.0 - i as f64);
-            acc.push(&r);
-            w.write_step(&r).unwrap();
+        for r in &steps {
+            w.write_step(r).unwrap();
         }
     }
-    let mut epoch = acc.finish(0, 12.5);
+    let mut epoch = EpochRecord::from_steps(0, &steps, 12.5);
     epoch.extra.insert("knn_top1".into(), 0.42);
     {
         // A resumed run appends to the same file.
@@ -83,17 +80,16 @@ fn jsonl_round_trip_append_and_truncated_tail() {
     fs::write(&path, format!("garbage\n{text}")).unwrap();
     let err = read_jsonl(&path).unwrap_err();
     assert!(err.to_string().contains("line 1"), "{err}");
-    assert_eq!(History::from_records(&recs).len(), 3);
+    assert_eq!(step_records(recs), steps);
 }
 
 #[test]
 fn plot_is_a_png_of_the_requested_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plots/curves.png");
-    let mut h = History::default();
-    for i in 0..200 {
-        h.push(&step(i, 11.0 - (i as f64 / 50.0)));
-    }
+    let h: Vec<StepRecord> = (0..200)
+        .map(|i| step(i, 11.0 - (i as f64 / 50.0)))
+        .collect();
     plot_curves(&path, &h, Some(11.09), 640, 480).unwrap();
     let img = image::open(&path).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (640, 480));
@@ -101,109 +97,15 @@ fn plot_is_a_png_of_the_requested_size() {
         let n = img.pixels().filter(|p| p.0 == c).count();
         assert!(n > 500, "panel colour {c:?} drawn {n} pixels");
     }
+    if text_available() {
+        // Titles, tick labels and legends: black text (antialiased, so count the dark pixels).
+        let dark = img.pixels().filter(|p| p.0.iter().all(|&v| v < 80)).count();
+        assert!(dark > 1000, "only {dark} dark pixels: no text drawn");
+    }
     assert!(!dir.path().join("plots/curves.png.tmp").exists());
     // Empty history and a single point still render; a too small image is an error.
-    plot_curves(&path, &History::default(), None, 100, 80).unwrap();
-    let mut one = History::default();
-    one.push(&step(0, 5.0));
-    plot_curves(&path, &one, Some(5.0), 120, 90).unwrap();
+    plot_curves(&path, &[], None, 100, 80).unwrap();
+    plot_curves(&path, &[step(0, 5.0)], Some(5.0), 120, 90).unwrap();
     assert_eq!(image::open(&path).unwrap().width(), 120);
     assert!(plot_curves(&path, &h, None, 10, 10).is_err());
-}
-
-/// Runs a tiny `dino train` whose loss turns NaN at its second step (no lr warm-up, an lr that
-/// overflows the weights at the first update), saving every `every_steps` steps (0: only at
-/// epoch ends, which it never reaches). Returns the run folder's parent (kept alive), the run
-/// folder and the error output.
-fn diverging_run(lr: &str, every_steps: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
-    let (tmp, cfg) = tiny_run("");
-    let run = tmp.path().join("run");
-    let (cfg_s, run_s) = (cfg.to_str().unwrap(), run.to_str().unwrap());
-    let lr = format!("optim.lr={lr}");
-    let every = format!("checkpoint.every_steps={every_steps}");
-    let mut args = train_args(cfg_s, run_s, "5");
-    args.extend([
-        "--no-progress",
-        "--set",
-        "schedule.warmup_epochs=0",
-        "--set",
-        &lr,
-    ]);
-    args.extend(["--set", &every]);
-    let out = Command::new(env!("CARGO_BIN_EXE_dino"))
-        .args(&args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "the run did not stop:\n{err}");
-    assert!(
-        err.contains("loss is NaN") || err.contains("loss is inf"),
-        "{err}"
-    );
-    (tmp, run, err)
-}
-
-fn all_finite(run: &Path) -> bool {
-    tensors(run)
-        .iter()
-        .all(|(_, t)| t.isfinite().all().int64_value(&[]) != 0)
-}
-
-#[test]
-fn non_finite_loss_before_any_checkpoint_says_there_is_none() {
-    let (_tmp, run, err) = diverging_run("1e35", "0");
-    assert!(!run.join("checkpoint.safetensors").exists());
-    assert!(!run.join("checkpoint.json").exists());
-    assert!(
-        err.contains(&format!(
-            "No checkpoint was written yet in {}",
-            run.display()
-        )) && err.contains("nothing to resume from"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("intact") && !err.contains("--resume"),
-        "{err}"
-    );
-}
-
-#[test]
-fn non_finite_loss_after_a_checkpoint_names_it_and_its_state() {
-    // lr 1e35 leaves huge but finite weights in the checkpoint of step 0; 1e40 overflows them.
-    for (lr, finite) in [("1e35", true), ("1e40", false)] {
-        let (_tmp, run, err) = diverging_run(lr, "1");
-        let files = run.join("checkpoint.safetensors");
-        assert!(files.exists());
-        assert!(err.contains(&files.display().to_string()), "{err}");
-        assert!(
-            err.contains(&run.join("checkpoint.json").display().to_string()),
-            "{err}"
-        );
-        let meta: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(run.join("checkpoint.json")).unwrap())
-                .unwrap();
-        let position = format!(
-            "resume position: epoch {}, step {}",
-            meta["epoch"], meta["step_in_epoch"]
-        );
-        assert!(err.contains(&position), "{position} not in {err}");
-        assert!(
-            !err.contains("intact") && !err.contains("No checkpoint"),
-            "{err}"
-        );
-        // The message says what the file holds.
-        assert_eq!(all_finite(&run), finite, "lr {lr}");
-        if finite {
-            assert!(err.contains("holds finite values"), "{err}");
-            assert!(
-                err.contains(&format!("dino train --resume {}", run.display())),
-                "{err}"
-            );
-        } else {
-            assert!(
-                err.contains("already holds NaN or infinite values"),
-                "{err}"
-            );
-        }
-    }
 }

@@ -1,9 +1,7 @@
 //! Helpers shared by the integration tests: run a reference script of `tests/reference/` with
-//! the project virtualenv's Python and read its `.npy` outputs (parity tests), and a tiny
-//! training run for the `dino` binary (`tiny`).
+//! the project virtualenv's Python and read its `.npy` outputs (parity tests). The tiny training
+//! runs of the `dino` binary's tests are in crates/cli/tests/common.
 #![allow(dead_code)]
-
-pub mod tiny;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

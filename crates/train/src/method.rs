@@ -1,0 +1,248 @@
+//! The DINO method: student and teacher networks, the loss with its center, the optimizer and
+//! the EMA, with one training step split as dinov2's `SSLMetaArch` splits it —
+//! [`DinoMethod::forward_backward`] (teacher on the 2 global crops without gradient, student on
+//! all crops, loss, center update, backward), [`DinoMethod::optimizer_step`] (per-parameter
+//! clipping, last layer frozen in the first epochs, AdamW) and
+//! [`DinoMethod::update_teacher`] (EMA). The loop around it is [`crate::trainer::train`].
+//!
+//! Data parallel: [`Dist`] hooks average the center and the gradients across processes inside
+//! these calls (see [`crate::distributed`]); with one process they do nothing.
+
+use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
+use crate::distributed::Dist;
+use crate::loss::{DinoLoss, LossStats};
+use crate::metrics::check_finite;
+use crate::optim::{frozen_last_layer, AdamW};
+use crate::teacher::{ema_update, init_teacher_from_student};
+use dino_config::Config;
+use dino_data::batch::MultiCropBatch;
+use dino_model::{with_precision, ComputePrecision, MultiCropWrapper, VitConfig};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Everything one DINO training step changes, and how it changes it.
+pub struct DinoMethod {
+    /// Student variables (`backbone.*`, `head.*`, the official PyTorch names).
+    pub student_vs: nn::VarStore,
+    /// Student network (all crops, stochastic depth).
+    pub student: MultiCropWrapper,
+    /// Teacher variables, same names.
+    pub teacher_vs: nn::VarStore,
+    /// Teacher network (2 global crops, no stochastic depth, never gets gradients).
+    pub teacher: MultiCropWrapper,
+    /// The DINO loss and its center.
+    pub loss: DinoLoss,
+    /// AdamW over the student's trainable parameters.
+    pub optimizer: AdamW,
+    param_names: Vec<String>,
+    mean: Tensor,
+    std: Tensor,
+    device: Device,
+    precision: ComputePrecision,
+    seed: u64,
+    clip_grad: f64,
+    freeze_last_layer: usize,
+}
+
+impl DinoMethod {
+    /// Builds the student from `tch::manual_seed(runtime.seed)` and the teacher as its copy
+    /// (official: `teacher.load_state_dict(student.state_dict())`, teacher without drop-path),
+    /// then the optimizer over the student and the loss for `n_crops` crops. With several
+    /// processes every rank starts from rank 0's weights (DDP's broadcast at construction).
+    ///
+    /// # Errors
+    /// Model configuration errors, libtorch errors, a failed broadcast.
+    pub fn new(
+        cfg: &Config,
+        n_crops: usize,
+        device: Device,
+        precision: ComputePrecision,
+        dist: &Dist,
+    ) -> anyhow::Result<Self> {
+        let vit = VitConfig::from_model(&cfg.model)?;
+        tch::manual_seed(cfg.runtime.seed as i64);
+        let student_vs = nn::VarStore::new(device);
+        let student = MultiCropWrapper::new(&student_vs.root(), &vit, &cfg.head)?;
+        let mut teacher_vs = nn::VarStore::new(device);
+        let teacher = MultiCropWrapper::new(
+            &teacher_vs.root(),
+            &vit.clone().with_drop_path(0.0),
+            &cfg.head,
+        )?;
+        init_teacher_from_student(&mut teacher_vs, &student_vs)?;
+        if dist.world_size > 1 {
+            dist.broadcast_from_main(&student_vs)?;
+            init_teacher_from_student(&mut teacher_vs, &student_vs)?;
+        }
+        let optimizer = AdamW::from_var_store(&student_vs, &cfg.optim)?;
+        let loss = DinoLoss::new(cfg.head.out_dim, n_crops, &cfg.loss, cfg.optim.epochs)?;
+        let param_names = optimizer.param_names().map(str::to_string).collect();
+        let channel = |v: [f64; 3]| -> anyhow::Result<Tensor> {
+            Ok(Tensor::f_from_slice(&v.map(|x| x as f32))?
+                .f_view([1, 3, 1, 1])?
+                .f_to_device(device)?)
+        };
+        Ok(Self {
+            student_vs,
+            student,
+            teacher_vs,
+            teacher,
+            loss,
+            optimizer,
+            param_names,
+            mean: channel(cfg.augmentation.mean)?,
+            std: channel(cfg.augmentation.std)?,
+            device,
+            precision,
+            seed: cfg.runtime.seed,
+            clip_grad: cfg.optim.clip_grad,
+            freeze_last_layer: cfg.schedule.freeze_last_layer,
+        })
+    }
+
+    /// Restores student, teacher, optimizer moments and center from a checkpoint.
+    ///
+    /// # Errors
+    /// A checkpoint that does not fit these networks or this optimizer.
+    pub fn restore(&mut self, ck: &LoadedCheckpoint) -> anyhow::Result<()> {
+        ck.restore_student(&self.student_vs)?;
+        ck.restore_teacher(&self.teacher_vs)?;
+        self.optimizer.load_state(&ck.optim_state())?;
+        self.loss.set_center(ck.center()?)?;
+        Ok(())
+    }
+
+    /// The device the networks live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The forward precision in force (`fp32` or `bf16`).
+    pub fn precision(&self) -> ComputePrecision {
+        self.precision
+    }
+
+    /// The first half of a step at global iteration `it` (official `train_one_epoch` up to
+    /// `loss.backward()`): teacher forward on the 2 global crops without gradient, student
+    /// forward on all crops, the loss against the current center, the center update (averaged
+    /// across ranks), then `zero_grad` and backward, with the gradients averaged across ranks.
+    /// Returns the loss of the global batch (the mean over ranks, which every rank logs and
+    /// checks) and the teacher diagnostics.
+    ///
+    /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`, `it`, rank),
+    /// so a resumed run draws the masks an uninterrupted one draws.
+    ///
+    /// # Errors
+    /// A non-finite loss ([`crate::metrics::NonFiniteLoss`], before backward, so no gradient
+    /// of it exists), libtorch errors, a failed collective.
+    pub fn forward_backward(
+        &mut self,
+        batch: &MultiCropBatch,
+        it: usize,
+        dist: &Dist,
+    ) -> anyhow::Result<LossStats> {
+        let (epoch, step) = (batch.epoch as usize, batch.step as usize);
+        let b = batch.batch_size as i64;
+        let (g, l) = (batch.global_size as i64, batch.local_size as i64);
+        let globals = self.to_input(&batch.globals, [2 * b, 3, g, g])?;
+        let mut crops = vec![globals.shallow_clone()];
+        if batch.n_local > 0 {
+            crops.push(self.to_input(&batch.locals, [batch.n_local as i64 * b, 3, l, l])?);
+        }
+
+        seed_iteration(self.seed, it, dist.rank);
+        let (precision, device) = (self.precision, self.device);
+        // Under bf16 autocast the logits come out bf16; the loss (softmax over out_dim
+        // prototypes at temperature 0.04-0.1) and the center run in fp32.
+        let teacher_out = tch::no_grad(|| {
+            with_precision(precision, device, || {
+                self.teacher.forward_t(&[globals], true)
+            })
+        })?
+        .to_kind(Kind::Float);
+        let student_out =
+            with_precision(precision, device, || self.student.forward_t(&crops, true))?
+                .to_kind(Kind::Float);
+        let mut out = self.loss.forward(&student_out, &teacher_out, epoch)?;
+        // Official update_center: all-reduce of the teacher logits' sum / (2 · global batch),
+        // i.e. the mean over ranks of each rank's mean (equal per-rank batches).
+        let mut batch_center = DinoLoss::batch_center(&teacher_out)?;
+        dist.average(&mut batch_center)?;
+        self.loss.update_center(&batch_center)?;
+        // Every rank logs, checks and stops on the loss of the global batch.
+        out.stats.loss = dist.mean_scalar(out.stats.loss)?;
+        check_finite(out.stats.loss, epoch, step)?;
+
+        self.optimizer.zero_grad();
+        out.loss.f_backward()?;
+        // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
+        if dist.world_size > 1 {
+            dist.average_grads(&mut self.optimizer.grads()?)?;
+        }
+        Ok(out.stats)
+    }
+
+    /// The optimizer half of a step in `epoch`: per-parameter gradient clipping at
+    /// `optim.clip_grad` (official `clip_gradients`; 0 disables it), the last layer's update
+    /// cancelled while `epoch < schedule.freeze_last_layer`, then AdamW at learning rate `lr`
+    /// and weight decay `wd` (regularized group).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn optimizer_step(&mut self, lr: f64, wd: f64, epoch: usize) -> anyhow::Result<()> {
+        if self.clip_grad > 0.0 {
+            self.optimizer.clip_gradients(self.clip_grad)?;
+        }
+        let frozen = frozen_last_layer(
+            self.param_names.iter().map(String::as_str),
+            epoch,
+            self.freeze_last_layer,
+        );
+        self.optimizer.step(lr, wd, &frozen)?;
+        Ok(())
+    }
+
+    /// EMA of the student into the teacher with `momentum` (official `m` of the iteration).
+    ///
+    /// # Errors
+    /// A momentum outside [0, 1], libtorch errors.
+    pub fn update_teacher(&self, momentum: f64) -> anyhow::Result<()> {
+        ema_update(&self.teacher_vs, &self.student_vs, momentum)?;
+        Ok(())
+    }
+
+    /// The tensors a checkpoint holds: student, teacher, optimizer state and center.
+    ///
+    /// # Errors
+    /// libtorch errors while collecting the optimizer state.
+    pub fn checkpoint_tensors(&self) -> anyhow::Result<CheckpointTensors<'_>> {
+        Ok(CheckpointTensors {
+            student: &self.student_vs,
+            teacher: &self.teacher_vs,
+            optim: self.optimizer.state_tensors()?,
+            center: self.loss.center(),
+        })
+    }
+
+    /// u8 crops `[V·B, 3, H, W]` → normalized float on the device (official
+    /// `ToTensor + Normalize`).
+    fn to_input(&self, bytes: &[u8], shape: [i64; 4]) -> anyhow::Result<Tensor> {
+        let t = Tensor::f_from_slice(bytes)?
+            .f_view(shape)?
+            .f_to_device(self.device)?;
+        Ok(t.f_to_kind(Kind::Float)?
+            .f_div_scalar(255.0)?
+            .f_sub(&self.mean)?
+            .f_div(&self.std)?)
+    }
+}
+
+/// Seeds libtorch's generator for iteration `it` of rank `rank`, so stochastic depth draws
+/// depend only on (seed, iteration, rank): a resumed run sees the same masks as an uninterrupted
+/// one, and ranks draw different masks for their different images.
+fn seed_iteration(seed: u64, it: usize, rank: usize) {
+    let mixed = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .wrapping_add((rank as u64).wrapping_mul(0x8CB9_2BA7_2F3D_8DD7));
+    tch::manual_seed((mixed >> 1) as i64);
+}
