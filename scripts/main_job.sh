@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --locked -p dino-train
+cargo build --release --locked -p dino-cli
 DINO=./target/release/dino
 DATA=/usr/share/datasets/fashion-mnist
 RUN=${RUN:-runs/fashion_mnist_cpu}

@@ -2,7 +2,9 @@
 # Installs everything the project needs on a fresh Debian machine, idempotently and quietly:
 #   - a project-local Python virtualenv (.venv) with torch==2.13.0 (the libtorch that tch 0.26
 #     links against), torchvision, pillow and numpy (the parity-test references);
-#   - Debian's `dataset-fashion-mnist` package (the README's main job), when apt is usable.
+#   - Debian's `dataset-fashion-mnist` package (the README's main job), when apt is usable;
+#   - Debian's `fonts-dejavu-core`, the font of the text in a run's curves.png (without it the
+#     curves are drawn without text), when apt is usable.
 # After it, plain `cargo build` / `cargo test` find libtorch through .cargo/config.toml, and every
 # binary carries an rpath to it (see crates/*/build.rs), so no LD_LIBRARY_PATH is needed.
 set -euo pipefail
@@ -31,14 +33,25 @@ fi
 # A stable path for .cargo/config.toml, whatever the Python minor version.
 [ -e "$VENV/libtorch" ] || ln -sfn "$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')" "$VENV/libtorch"
 
+# Installs Debian package $1 (apt-get update once if the first try fails); $2 says what is lost
+# without it. Never fails the setup: the packages below are optional for the test suite.
+apt_install() {
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing Debian package $1"
+    (apt-get install -y -qq "$1" >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$1" >/dev/null 2>&1; }) ||
+      log "warning: could not install $1 ($2)"
+  else
+    log "warning: run as root with apt-get to install $1 ($2)"
+  fi
+}
+
 # Fashion-MNIST (real, labeled 28x28 images) for the main job; optional for the test suite.
 if [ "${DINO_SETUP_DATASETS:-1}" = 1 ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    log "installing Debian package dataset-fashion-mnist"
-    (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
-      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }) ||
-      log "warning: could not install dataset-fashion-mnist (the main job needs it; tests do not)"
-  else
-    log "warning: run as root with apt-get to install dataset-fashion-mnist"
-  fi
+  apt_install dataset-fashion-mnist "the main job needs it; tests do not"
 fi
+
+# DejaVu Sans for the titles, ticks and legends of curves.png (crates/train/src/curves.rs reads
+# this file; DINO_PLOT_FONT names another). Optional: without it the curves have no text.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] ||
+  apt_install fonts-dejavu-core "curves.png will have no text"

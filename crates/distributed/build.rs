@@ -23,7 +23,7 @@ fn main() {
         include
             .join("torch/csrc/distributed/c10d/TCPStore.hpp")
             .exists(),
-        "dino-dist: no c10d headers under {} (is libtorch installed? run scripts/setup.sh)",
+        "dino-distributed: no c10d headers under {} (is libtorch installed? run scripts/setup.sh)",
         include.display()
     );
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
@@ -64,14 +64,8 @@ fn main() {
         println!("cargo:rustc-link-lib=dylib=c10_cuda");
     }
 
-    // Same as crates/model/build.rs: `rustc-link-arg` from tch's build script does not reach
-    // dependants, so without this `--as-needed` drops libtorch_cuda.so and binaries need
-    // LD_LIBRARY_PATH to start.
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib_dir.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch");
-    }
+    // The rpath and `--no-as-needed -ltorch` of every crate that links libtorch.
+    dino_build_support::link_libtorch();
 }
 
 /// libtorch's `lib/` folder: from torch-sys, else from `$LIBTORCH` (set by .cargo/config.toml).
@@ -79,8 +73,9 @@ fn libtorch_lib_dir() -> PathBuf {
     if let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
         return PathBuf::from(lib);
     }
-    let root = std::env::var_os("LIBTORCH")
-        .expect("dino-dist: neither DEP_TCH_LIBTORCH_LIB (from torch-sys) nor LIBTORCH is set");
+    let root = std::env::var_os("LIBTORCH").expect(
+        "dino-distributed: neither DEP_TCH_LIBTORCH_LIB (from torch-sys) nor LIBTORCH is set",
+    );
     PathBuf::from(root).join("lib")
 }
 
@@ -112,9 +107,9 @@ fn cuda_include_dirs(torch_root: &std::path::Path) -> Vec<PathBuf> {
     ] {
         assert!(
             dirs.iter().any(|d| d.join(header).exists()),
-            "dino-dist feature `nccl`: no {header} in {dirs:?}; install the `{wheel}` wheel of the \
-             CUDA version libtorch was built with into the project virtualenv, or name a folder \
-             holding it in DINO_DIST_CUDA_INCLUDE"
+            "dino-distributed feature `nccl`: no {header} in {dirs:?}; install the `{wheel}` \
+             wheel of the CUDA version libtorch was built with into the project virtualenv, or \
+             name a folder holding it in DINO_DIST_CUDA_INCLUDE"
         );
     }
     dirs

@@ -1,13 +1,4 @@
-//! One module per subcommand; each parses its arguments and calls the library.
-
-pub mod attention;
-pub mod config;
-pub mod env;
-pub mod eval;
-pub mod launch;
-pub mod output;
-pub mod tools;
-pub mod train;
+//! Arguments shared by several subcommands.
 
 use anyhow::Context;
 use dino_config::Config;

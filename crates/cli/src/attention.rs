@@ -2,12 +2,10 @@
 //! (official visualize_attention.py). The image keeps its aspect ratio unless `--square`
 //! (dino_eval::attention::AttentionImage).
 
-use super::eval::{ModelArgs, Source};
+use crate::eval::{ModelArgs, Source};
 use anyhow::Context;
-use dino_eval::attention::{write_maps, AttentionImage, AttentionMaps, AttentionResize};
-use dino_eval::attention_score::{
-    boxes_in_crop, check_box, score_image, summarise, FracBox, ImageBoxScores, ScoreSummary,
-};
+use dino_eval::attention::{attention_of, write_maps, AttentionResize};
+use dino_eval::attention_score::{boxes_in_crop, read_boxes, score_image, ScoreReport};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -54,68 +52,41 @@ pub struct AttentionArgs {
     boxes: Option<PathBuf>,
 }
 
-/// `scores.json`: box scores of every image and their averages over images.
-#[derive(serde::Serialize)]
-struct ScoreReport {
-    threshold: f64,
-    summary: ScoreSummary,
-    images: std::collections::BTreeMap<String, ImageBoxScores>,
-}
-
 pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         a.model.which != Source::Pixels,
         "--which pixels has no attention"
     );
-    super::output::prepare_dir(&a.out)?;
-    let emb = super::eval::Embedder::new(&a.model)?;
-    let backbone = emb.backbone();
-    let patch = emb.cfg.model.patch_size as u32;
-    let (mean, std) = (emb.cfg.augmentation.mean, emb.cfg.augmentation.std);
+    crate::output::prepare_dir(&a.out)?;
+    let emb = a.model.embedder()?;
+    let cfg = &emb.cfg;
+    let decode = |path: &std::path::Path| {
+        dino_data::decode::decode_file(path, cfg.data.max_image_pixels)
+            .context("reading an image for the attention maps")
+    };
+    // (output name, image): the box file's images, or --image files, or the first --count of
+    // --data.
     let mut images = Vec::new();
-    let mut boxes: std::collections::BTreeMap<String, Vec<FracBox>> = Default::default();
+    let mut boxed = Vec::new();
     if let (Some(file), Some(root)) = (&a.boxes, &a.data) {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading the boxes {}", file.display()))?;
-        let all: std::collections::BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(&text)
-                .with_context(|| format!("parsing the boxes {}", file.display()))?;
-        for (key, value) in all.into_iter().filter(|(k, _)| !k.starts_with('_')) {
-            let list: Vec<FracBox> = serde_json::from_value(value).with_context(|| {
-                format!(
-                    "{}: \"{key}\" is not a list of [x0, y0, x1, y1]",
-                    file.display()
-                )
-            })?;
-            anyhow::ensure!(!list.is_empty(), "{}: \"{key}\" has no box", file.display());
-            for b in &list {
-                check_box(b).with_context(|| format!("{}: \"{key}\"", file.display()))?;
-            }
-            let path = root.join(&key);
-            let img = dino_data::decode::decode_file(&path, emb.cfg.data.max_image_pixels)
-                .context("reading an image for the attention maps")?;
-            let stem = std::path::Path::new(&key).with_extension("");
-            let stem = stem.to_string_lossy().into_owned();
-            boxes.insert(stem.clone(), list);
-            images.push((stem, img));
+        boxed = read_boxes(file)?;
+        for b in &boxed {
+            images.push((b.name.clone(), decode(&root.join(&b.path))?));
         }
-        anyhow::ensure!(!boxes.is_empty(), "{}: no boxes", file.display());
     }
     for path in &a.image {
-        let img = dino_data::decode::decode_file(path, emb.cfg.data.max_image_pixels)
-            .context("reading an image for the attention maps")?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "image".into());
-        images.push((stem, img));
+        images.push((stem, decode(path)?));
     }
     if let (Some(dir), None) = (&a.data, &a.boxes) {
         let ds = dino_data::dataset::open_dataset(
             dir,
             dino_config::DataFormat::Auto,
             "test",
-            &emb.cfg.data,
+            &cfg.data,
         )?;
         for i in 0..a.count.min(ds.len()) {
             images.push((format!("{i:04}"), ds.load(i)?.image));
@@ -127,14 +98,12 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     } else {
         AttentionResize::KeepAspect(a.image_size)
     };
+    let patch = cfg.model.patch_size as u32;
+    let (mean, std) = (cfg.augmentation.mean, cfg.augmentation.std);
     let mut scores = std::collections::BTreeMap::new();
     for (stem, img) in images {
-        let seen = AttentionImage::prepare(&img, fit, patch)
-            .with_context(|| format!("fitting {stem} to the patch grid"))?;
-        let x = seen.to_tensor(mean, std)?.f_to_device(emb.device())?;
-        let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
-        let maps =
-            AttentionMaps::from_last_block(&attn.f_to_device(tch::Device::Cpu)?, seen.h, seen.w)?;
+        let (seen, maps) = attention_of(emb.backbone(), &img, fit, mean, std, emb.device())
+            .with_context(|| format!("attention maps of {stem}"))?;
         let dir = a.out.join(&stem);
         let files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;
         eprintln!(
@@ -144,19 +113,15 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             files.len(),
             dir.display()
         );
-        if let Some(list) = boxes.get(&stem) {
-            let s = boxes_in_crop(list, seen.kept_fraction())
+        if let Some(b) = boxed.iter().find(|b| b.name == stem) {
+            let s = boxes_in_crop(&b.boxes, seen.kept_fraction())
                 .and_then(|list| score_image(&maps, &list, a.threshold))
                 .with_context(|| format!("scoring {stem} against its boxes"))?;
             scores.insert(stem, s);
         }
     }
     if !scores.is_empty() {
-        let report = ScoreReport {
-            threshold: a.threshold,
-            summary: summarise(scores.values()),
-            images: scores,
-        };
+        let report = ScoreReport::new(a.threshold, scores);
         let s = &report.summary;
         println!(
             "{} images, boxes cover {:.1} % of each on average (uniform attention: that much in the \

@@ -1,6 +1,6 @@
 //! `dino config show`: print the fully resolved configuration.
 
-use super::ConfigArgs;
+use crate::args::ConfigArgs;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigCmd {

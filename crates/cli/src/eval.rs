@@ -1,19 +1,18 @@
 //! `dino eval knn|linear` and `dino embed`: frozen features of a trained backbone.
 
-use super::ConfigArgs;
+use crate::args::ConfigArgs;
 use anyhow::Context;
 use dino_config::{Config, DataFormat};
 use dino_data::dataset::{open_dataset, Dataset, UnknownClass};
-use dino_data::transforms::eval::EvalTransform;
-use dino_eval::embed::{embed_dataset, embed_pixels, EmbedOptions, FeatureKind};
-use dino_eval::features::{write_features, FeatureSet};
+use dino_eval::embed::FeatureKind;
+use dino_eval::features::write_features;
 use dino_eval::knn::{knn_eval, KnnConfig};
 use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
-use dino_train::pretrained::{load_backbone, Which};
+use dino_eval::source::{run_folder_config, Embedder, SourceError};
 use dino_train::runtime::apply_threads;
 use std::path::{Path, PathBuf};
 
-/// Where features come from.
+/// Where features come from (`dino_eval::source::Source`, with clap's value names and help).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Source {
     /// The checkpoint's EMA teacher (official default).
@@ -25,6 +24,17 @@ pub enum Source {
     Random,
     /// Raw pixels of the evaluation crop, flattened.
     Pixels,
+}
+
+impl From<Source> for dino_eval::source::Source {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Teacher => Self::Teacher,
+            Source::Student => Self::Student,
+            Source::Random => Self::Random,
+            Source::Pixels => Self::Pixels,
+        }
+    }
 }
 
 /// Arguments shared by every command that embeds images.
@@ -42,102 +52,37 @@ pub struct ModelArgs {
     pub config: ConfigArgs,
 }
 
+impl ModelArgs {
+    /// Loads the features' source: the configuration (the run folder's own, or --config and
+    /// --set), thread pools and device from it, then the backbone.
+    pub fn embedder(&self) -> anyhow::Result<Embedder> {
+        let overrides: Vec<&str> = self.config.set.iter().map(String::as_str).collect();
+        let checkpoint = self.checkpoint.as_deref();
+        let which = self.which.into();
+        let no_checkpoint = |e: SourceError| match e {
+            SourceError::NoCheckpoint(_) => anyhow::anyhow!(
+                "--checkpoint is required for --which teacher|student (only the random and \
+                 pixel baselines can do without one)"
+            ),
+            e => e.into(),
+        };
+        let cfg = run_folder_config(checkpoint, which, self.config.config.is_some(), &overrides)
+            .map_err(no_checkpoint)?;
+        let cfg = match cfg {
+            Some(cfg) => cfg,
+            None => self.config.load(&[])?,
+        };
+        apply_threads(&cfg.runtime);
+        let device = dino_model::select_device(cfg.runtime.device)?;
+        Embedder::new(checkpoint, which, &cfg, &overrides, device).map_err(no_checkpoint)
+    }
+}
+
 /// Opens `path` with the split `split` (for CIFAR-10 binary batches and IDX files, which hold
 /// both splits in one folder).
 fn open(path: &Path, split: &str, cfg: &Config) -> anyhow::Result<Box<dyn Dataset>> {
     open_dataset(path, DataFormat::Auto, split, &cfg.data)
         .with_context(|| format!("opening {}", path.display()))
-}
-
-/// Embeds datasets with one model source.
-pub struct Embedder {
-    pub cfg: Config,
-    device: tch::Device,
-    source: Source,
-    pretrained: Option<dino_train::pretrained::Pretrained>,
-}
-
-impl Embedder {
-    pub fn new(a: &ModelArgs) -> anyhow::Result<Self> {
-        let overrides: Vec<&str> = a.config.set.iter().map(String::as_str).collect();
-        // A run folder carries its own configuration (crop size, architecture); --config then
-        // only matters for bare .safetensors files and for baselines without a checkpoint.
-        let fallback = match &a.checkpoint {
-            Some(c) if c.is_dir() && a.config.config.is_none() => {
-                dino_train::pretrained::run_config(c, &overrides)?
-            }
-            Some(_) => a.config.load(&[])?,
-            None if matches!(a.which, Source::Random | Source::Pixels) => a.config.load(&[])?,
-            None => anyhow::bail!(
-                "--checkpoint is required for --which teacher|student (only the random and \
-                 pixel baselines can do without one)"
-            ),
-        };
-        apply_threads(&fallback.runtime);
-        let device = dino_model::select_device(
-            fallback
-                .runtime
-                .device_request()
-                .map_err(anyhow::Error::msg)?,
-        )?;
-        let which = if a.which == Source::Student {
-            Which::Student
-        } else {
-            Which::Teacher
-        };
-        // The baselines take only the architecture: no weights are read for them.
-        let p = match (&a.checkpoint, a.which) {
-            (Some(c), Source::Teacher | Source::Student) => {
-                load_backbone(c, which, &fallback, &overrides, device)?
-            }
-            (Some(c), _) if c.is_dir() => {
-                let cfg = dino_train::pretrained::run_config(c, &overrides)?;
-                dino_train::pretrained::Pretrained::random(&cfg, device)?
-            }
-            _ => dino_train::pretrained::Pretrained::random(&fallback, device)?,
-        };
-        Ok(Self {
-            cfg: p.config.clone(),
-            device,
-            source: a.which,
-            pretrained: Some(p),
-        })
-    }
-
-    /// The loaded backbone (every source but pixels has one).
-    pub fn backbone(&self) -> &dino_model::VisionTransformer {
-        &self.pretrained.as_ref().expect("backbone loaded").backbone
-    }
-
-    /// The device features are computed on.
-    pub fn device(&self) -> tch::Device {
-        self.device
-    }
-
-    pub fn options(&self, kind: FeatureKind, patch_tokens: bool) -> anyhow::Result<EmbedOptions> {
-        let e = &self.cfg.eval;
-        Ok(EmbedOptions {
-            batch_size: e.batch_size,
-            transform: EvalTransform::new(e.crop_size, e.resize_ratio)?,
-            mean: self.cfg.augmentation.mean,
-            std: self.cfg.augmentation.std,
-            kind,
-            patch_tokens,
-            limit: None,
-        })
-    }
-
-    pub fn embed(&self, ds: &dyn Dataset, opts: &EmbedOptions) -> anyhow::Result<FeatureSet> {
-        let (set, failed) = match (self.source, &self.pretrained) {
-            (Source::Pixels, _) => embed_pixels(ds, opts, self.device)?,
-            (_, Some(p)) => embed_dataset(&p.backbone, ds, opts, self.device)?,
-            (_, None) => unreachable!("a backbone is loaded for every source but pixels"),
-        };
-        if failed > 0 {
-            tracing::warn!("{failed} image(s) failed to decode and were skipped");
-        }
-        Ok(set)
-    }
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -228,7 +173,7 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
     }
     let mut model = a.model;
     model.config.set.extend(sets);
-    let emb = Embedder::new(&model)?;
+    let emb = model.embedder()?;
     let sets = a.data.open(&emb.cfg)?;
     let opts = emb.options(FeatureKind::Cls, false)?;
     let train = emb.embed(sets.train.as_ref(), &opts)?;
@@ -265,7 +210,7 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
     if let Some(e) = a.epochs {
         model.config.set.push(format!("eval.linear_epochs={e}"));
     }
-    let emb = Embedder::new(&model)?;
+    let emb = model.embedder()?;
     let e = &emb.cfg.eval;
     let kind = if model.which == Source::Pixels {
         FeatureKind::Cls
@@ -330,8 +275,8 @@ pub struct EmbedArgs {
 
 pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     dino_eval::features::check_path(&a.out)?;
-    super::output::prepare_file(&a.out)?;
-    let emb = Embedder::new(&a.model)?;
+    crate::output::prepare_file(&a.out)?;
+    let emb = a.model.embedder()?;
     let mut ds = open(&a.data, &a.split, &emb.cfg)?;
     if let Some(bank) = &a.classes_from {
         let bank = open(bank, "train", &emb.cfg)?;

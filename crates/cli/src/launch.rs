@@ -26,7 +26,7 @@ pub struct LaunchArgs {
 }
 
 pub fn run(a: LaunchArgs) -> anyhow::Result<()> {
-    let opts = dino_train::launch::LaunchOptions {
+    let opts = dino_distributed::LaunchOptions {
         nproc_per_node: a.nproc_per_node,
         nnodes: a.nnodes,
         node_rank: a.node_rank,
@@ -36,5 +36,5 @@ pub fn run(a: LaunchArgs) -> anyhow::Result<()> {
         args: a.command,
         grace: Duration::from_secs(10),
     };
-    dino_train::launch::launch(&opts)
+    dino_distributed::launch(&opts)
 }

@@ -1,7 +1,16 @@
-//! `dino`: the command-line front of the DINO trainer. Thin by design: it parses the CLI and the
-//! config and calls library functions of the dino crates.
+//! `dino`: the command-line front of the DINO crates. Thin by design: each subcommand's module
+//! parses its arguments and the config, calls library functions of the dino crates, and prints
+//! what they return.
 
-mod cli;
+mod args;
+mod attention;
+mod config;
+mod env;
+mod eval;
+mod launch;
+mod output;
+mod tools;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -22,32 +31,32 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Versions of dino and libtorch, the device found, CUDA devices, thread counts.
-    Env(cli::env::EnvArgs),
+    Env(env::EnvArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
-    Config(cli::config::ConfigCmd),
+    Config(config::ConfigCmd),
     /// Train DINO on a folder of images (CUDA when available, CPU otherwise).
-    Train(cli::train::TrainArgs),
+    Train(train::TrainArgs),
     /// Start N worker processes of a data-parallel job: `dino launch --nproc-per-node 2 -- train ...`.
-    Launch(cli::launch::LaunchArgs),
+    Launch(launch::LaunchArgs),
     /// Evaluate frozen features: weighted k-NN or linear probe.
     #[command(subcommand)]
-    Eval(cli::eval::EvalCmd),
+    Eval(eval::EvalCmd),
     /// Write features (normalized CLS, optionally patch tokens) with labels and paths.
-    Embed(cli::eval::EmbedArgs),
+    Embed(eval::EmbedArgs),
     /// Attention maps of the last block's CLS token, per head, with threshold masks.
-    Attention(cli::attention::AttentionArgs),
+    Attention(attention::AttentionArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(cli::tools::BenchCmd),
+    Bench(tools::BenchCmd),
     /// Look at the augmentation.
     #[command(subcommand)]
-    Augment(cli::tools::AugmentCmd),
+    Augment(tools::AugmentCmd),
     /// Dataset preparation.
     #[command(subcommand)]
-    Data(cli::tools::DataCmd),
+    Data(tools::DataCmd),
     /// Convert an official DINO PyTorch checkpoint to safetensors (uses the project's PyTorch).
-    Import(cli::tools::ImportArgs),
+    Import(tools::ImportArgs),
 }
 
 fn main() {
@@ -63,17 +72,17 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Env(a) => cli::env::run(a),
-        Command::Config(c) => cli::config::run(c),
-        Command::Train(a) => cli::train::run(a),
-        Command::Launch(a) => cli::launch::run(a),
-        Command::Eval(c) => cli::eval::run(c),
-        Command::Embed(a) => cli::eval::embed(a),
-        Command::Attention(a) => cli::attention::run(a),
-        Command::Bench(c) => cli::tools::bench(c),
-        Command::Augment(c) => cli::tools::augment(c),
-        Command::Data(c) => cli::tools::data(c),
-        Command::Import(a) => cli::tools::import(a),
+        Command::Env(a) => env::run(a),
+        Command::Config(c) => config::run(c),
+        Command::Train(a) => train::run(a),
+        Command::Launch(a) => launch::run(a),
+        Command::Eval(c) => eval::run(c),
+        Command::Embed(a) => eval::embed(a),
+        Command::Attention(a) => attention::run(a),
+        Command::Bench(c) => tools::bench(c),
+        Command::Augment(c) => tools::augment(c),
+        Command::Data(c) => tools::data(c),
+        Command::Import(a) => tools::import(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

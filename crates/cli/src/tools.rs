@@ -1,7 +1,7 @@
 //! Data and weight tools: `dino bench data`, `dino augment preview`, `dino data cifar10`,
 //! `dino import`.
 
-use super::ConfigArgs;
+use crate::args::ConfigArgs;
 use anyhow::Context;
 use dino_config::DataFormat;
 use std::path::PathBuf;
@@ -86,10 +86,10 @@ pub struct PreviewArgs {
 pub fn augment(cmd: AugmentCmd) -> anyhow::Result<()> {
     let AugmentCmd::Preview(a) = cmd;
     let cfg = a.config.load(&[])?;
-    super::output::prepare_file(&a.out)?;
+    crate::output::prepare_file(&a.out)?;
     let ds =
         dino_data::dataset::open_dataset(&a.data, DataFormat::Auto, &cfg.data.split, &cfg.data)?;
-    let t = dino_data::multicrop::MultiCrop::new(&cfg.augmentation)?;
+    let t = dino_data::augmentation::DataAugmentationDino::new(&cfg.augmentation)?;
     let grid = dino_data::preview::render_grid(ds.as_ref(), &t, a.images, cfg.runtime.seed)?;
     grid.save(&a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
@@ -117,7 +117,7 @@ pub enum DataCmd {
 
 pub fn data(cmd: DataCmd) -> anyhow::Result<()> {
     let DataCmd::Cifar10 { from, out } = cmd;
-    super::output::prepare_dir(&out)?;
+    crate::output::prepare_dir(&out)?;
     let n = dino_data::dataset::extract_cifar10_tarball(&from, &out)?;
     eprintln!("extracted {n} images into {}", out.display());
     Ok(())
@@ -137,7 +137,7 @@ pub struct ImportArgs {
 }
 
 pub fn import(a: ImportArgs) -> anyhow::Result<()> {
-    super::output::prepare_file(&a.out)?;
+    crate::output::prepare_file(&a.out)?;
     let r = dino_model::import_official(&a.from, &a.out, a.key.as_deref())?;
     eprintln!("{r:?}");
     Ok(())

@@ -1,6 +1,6 @@
 //! `dino train`: the self-distillation loop.
 
-use super::ConfigArgs;
+use crate::args::ConfigArgs;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

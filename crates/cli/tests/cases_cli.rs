@@ -4,9 +4,10 @@
 //! where safetensors is expected says how to convert it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const DINO: &str = env!("CARGO_BIN_EXE_dino");
+mod common;
+use common::{dino, ok};
 
 fn preset() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,24 +16,22 @@ fn preset() -> String {
         .to_string()
 }
 
-fn dino(args: &[&str]) -> Output {
-    Command::new(DINO).args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = dino(args);
-    assert!(
-        out.status.success(),
-        "dino {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn fails(args: &[&str]) -> String {
-    let out = dino(args);
-    assert!(!out.status.success(), "dino {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    failed(dino(args))
+}
+
+/// The stderr of a command that must have failed.
+fn failed(out: Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "should fail; stderr:\n{err}");
+    err
+}
+
+/// A command that must have succeeded.
+fn succeeded(out: Output) -> Output {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failed:\n{err}");
+    out
 }
 
 /// A 32×32 PNG of one colour with a little deterministic noise.
@@ -57,23 +56,28 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `dino <cmd> --which pixels --config <the CIFAR-10 preset> <rest>` (the cases' commands).
+fn pixel_args<'a>(cmd: &[&'a str], cfg: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = cmd.to_vec();
+    args.extend(["--which", "pixels", "--config", cfg]);
+    args.extend_from_slice(rest);
+    args
+}
+
+/// `dino eval knn` on pixels with JSON output; `extra` adds flags.
 fn knn(train: &Path, val: &Path, extra: &[&str]) -> Output {
     let cfg = preset();
-    let mut args = vec![
-        "eval",
-        "knn",
-        "--which",
-        "pixels",
-        "--config",
-        &cfg,
-        "--train",
-        s(train),
-        "--val",
-        s(val),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    ok(&args)
+    let mut rest = vec!["--train", s(train), "--val", s(val), "--json"];
+    rest.extend_from_slice(extra);
+    ok(&pixel_args(&["eval", "knn"], &cfg, &rest))
+}
+
+/// `dino embed` on pixels of `data` into `out`; `extra` adds flags.
+fn embed(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let cfg = preset();
+    let mut rest = vec!["--data", s(data), "--out", s(out)];
+    rest.extend_from_slice(extra);
+    dino(&pixel_args(&["embed"], &cfg, &rest))
 }
 
 /// shared/cases/knn-val-class-subset: val holds only the bank's second class.
@@ -89,39 +93,25 @@ fn validation_labels_follow_the_bank_class_names() {
     let r = json(&knn(&train, &val, &["--k", "1"]));
     assert_eq!(r["scores"][0]["top1"], 100.0, "{r}");
     let cfg = preset();
-    let out = ok(&[
-        "eval",
-        "linear",
-        "--which",
-        "pixels",
-        "--config",
+    let out = ok(&pixel_args(
+        &["eval", "linear"],
         &cfg,
-        "--train",
-        s(&train),
-        "--val",
-        s(&val),
-        "--epochs",
-        "5",
-        "--json",
-    ]);
+        &[
+            "--train",
+            s(&train),
+            "--val",
+            s(&val),
+            "--epochs",
+            "5",
+            "--json",
+        ],
+    ));
     let r = json(&out);
     assert_eq!(r["final_top1"], 100.0, "{r}");
 
     // embed --classes-from numbers a folder embedded on its own by the bank's classes.
     let feats = tmp.path().join("f/val.npy");
-    ok(&[
-        "embed",
-        "--which",
-        "pixels",
-        "--config",
-        &cfg,
-        "--data",
-        s(&val),
-        "--out",
-        s(&feats),
-        "--classes-from",
-        s(&train),
-    ]);
+    succeeded(embed(&val, &feats, &["--classes-from", s(&train)]));
     let labels = tch::Tensor::read_npy(tmp.path().join("f/val.labels.npy")).unwrap();
     assert_eq!(Vec::<i64>::try_from(&labels).unwrap(), [1, 1]);
     let classes = std::fs::read_to_string(tmp.path().join("f/val.classes.json")).unwrap();
@@ -130,20 +120,11 @@ fn validation_labels_follow_the_bank_class_names() {
 
     // A class the bank lacks: an error naming it, or skipped and counted.
     png(&val.join("c_green/0.png"), GREEN, 0);
-    let err = fails(&[
-        "eval",
-        "knn",
-        "--which",
-        "pixels",
-        "--config",
+    let err = fails(&pixel_args(
+        &["eval", "knn"],
         &cfg,
-        "--train",
-        s(&train),
-        "--val",
-        s(&val),
-        "--k",
-        "1",
-    ]);
+        &["--train", s(&train), "--val", s(&val), "--k", "1"],
+    ));
     assert!(err.contains("\"c_green\""), "{err}");
     let out = knn(&train, &val, &["--k", "1", "--skip-unknown-classes"]);
     let r = json(&out);
@@ -168,19 +149,8 @@ fn a_link_back_to_the_root_relabels_nothing() {
     png(&data.join("ants/1.png"), RED, 1);
     png(&data.join("bees/0.png"), BLUE, 0);
     std::os::unix::fs::symlink("..", data.join("bees/loop")).unwrap();
-    let cfg = preset();
     let feats = tmp.path().join("out/f.npy");
-    ok(&[
-        "embed",
-        "--which",
-        "pixels",
-        "--config",
-        &cfg,
-        "--data",
-        s(&data),
-        "--out",
-        s(&feats),
-    ]);
+    succeeded(embed(&data, &feats, &[]));
     let labels = tch::Tensor::read_npy(tmp.path().join("out/f.labels.npy")).unwrap();
     assert_eq!(Vec::<i64>::try_from(&labels).unwrap(), [0, 0, 1]);
     let paths = std::fs::read_to_string(tmp.path().join("out/f.paths.json")).unwrap();
@@ -252,51 +222,20 @@ fn outputs_are_prepared_before_the_work() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     png(&data.join("x/0.png"), RED, 0);
-    let cfg = preset();
     let deep = tmp.path().join("out/does-not-exist/sub/feats.npy");
-    ok(&[
-        "embed",
-        "--which",
-        "pixels",
-        "--config",
-        &cfg,
-        "--data",
-        s(&data),
-        "--out",
-        s(&deep),
-    ]);
+    succeeded(embed(&data, &deep, &[]));
     assert!(deep.is_file());
     // A file where a folder must be: the error names the path (nothing was embedded: the data
     // folder below does not even exist, and that is not what is reported).
     std::fs::write(tmp.path().join("blocker"), b"x").unwrap();
     let blocked: PathBuf = tmp.path().join("blocker/feats.npy");
     let missing = tmp.path().join("no-such-data");
-    let err = fails(&[
-        "embed",
-        "--which",
-        "pixels",
-        "--config",
-        &cfg,
-        "--data",
-        s(&missing),
-        "--out",
-        s(&blocked),
-    ]);
+    let err = failed(embed(&missing, &blocked, &[]));
     assert!(
         err.contains("blocker") && !err.contains("no-such-data"),
         "{err}"
     );
-    let err = fails(&[
-        "embed",
-        "--which",
-        "pixels",
-        "--config",
-        &cfg,
-        "--data",
-        s(&missing),
-        "--out",
-        s(&tmp.path().join("feats.txt")),
-    ]);
+    let err = failed(embed(&missing, &tmp.path().join("feats.txt"), &[]));
     assert!(
         err.contains("feats.txt") && err.contains(".npy or .safetensors"),
         "{err}"

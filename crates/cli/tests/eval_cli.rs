@@ -2,26 +2,10 @@
 //! baselines need only a configuration, and give the same features with or without a run folder.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 mod common;
 use common::tiny::{tiny_run, train_args};
-
-const DINO: &str = env!("CARGO_BIN_EXE_dino");
-
-fn dino(args: &[&str]) -> Output {
-    Command::new(DINO).args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = dino(args);
-    assert!(
-        out.status.success(),
-        "dino {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{dino, ok};
 
 fn knn_top1(json: &[u8]) -> f64 {
     let v: serde_json::Value = serde_json::from_slice(json).unwrap();

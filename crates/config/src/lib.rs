@@ -33,7 +33,7 @@ pub use sections::*;
 use std::path::Path;
 
 /// The whole run configuration. Each section's defaults are the official DINO values.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the images come from and how bad files are treated.
@@ -56,23 +56,6 @@ pub struct Config {
     pub eval: EvalConfig,
     /// Seed, device, thread pools, precision, logging.
     pub runtime: RuntimeConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            data: DataConfig::default(),
-            augmentation: AugmentationConfig::default(),
-            model: ModelConfig::default(),
-            head: HeadConfig::default(),
-            loss: LossConfig::default(),
-            optim: OptimConfig::default(),
-            schedule: ScheduleConfig::default(),
-            checkpoint: CheckpointConfig::default(),
-            eval: EvalConfig::default(),
-            runtime: RuntimeConfig::default(),
-        }
-    }
 }
 
 impl Config {

@@ -479,6 +479,55 @@ impl std::fmt::Display for Precision {
     }
 }
 
+/// Where tensors live: `runtime.device`, written `auto`, `cpu`, `cuda` or `cuda:N` in TOML and
+/// parsed once, when the config is read (an unknown spelling is an error naming the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceRequest {
+    /// CUDA device 0 when libtorch sees one, else the CPU (official: `cuda` always).
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device `N` (`cuda` is `cuda:0`).
+    Cuda(usize),
+}
+
+impl TryFrom<String> for DeviceRequest {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    format!("must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {s:?}")
+                }),
+        }
+    }
+}
+
+impl From<DeviceRequest> for String {
+    fn from(d: DeviceRequest) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for DeviceRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
 /// `[runtime]`: seed, device and threads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -486,8 +535,8 @@ pub struct RuntimeConfig {
     /// Seed of every random choice: weights, shuffling, every augmentation draw
     /// (official `--seed 0`). Output does not depend on thread counts.
     pub seed: u64,
-    /// `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    /// `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N` (see [`DeviceRequest`]).
+    pub device: DeviceRequest,
     /// libtorch intra-op threads; 0 = all cores.
     pub torch_threads: usize,
     /// Augmentation (rayon) threads; 0 = all cores.
@@ -508,7 +557,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             seed: 0,
-            device: "auto".into(),
+            device: DeviceRequest::Auto,
             torch_threads: 0,
             data_threads: 0,
             prefetch_batches: 2,

@@ -144,7 +144,7 @@ fn preset_lists_only_differences_and_overrides_win() {
     .unwrap();
     assert_eq!(c.optim.batch_size, 32);
     assert_eq!(c.optim.epochs, 5);
-    assert_eq!(c.runtime.device, "cpu");
+    assert_eq!(c.runtime.device, DeviceRequest::Cpu);
     assert_eq!(c.loss.teacher_temp, 0.04); // untouched default
 }
 
@@ -282,14 +282,24 @@ fn syntax_and_override_errors_are_clear() {
 
 #[test]
 fn device_spellings() {
-    let mut r = RuntimeConfig::default();
-    assert_eq!(r.device_request(), Ok(None));
-    r.device = "cpu".into();
-    assert_eq!(r.device_request(), Ok(Some(None)));
-    r.device = "cuda:1".into();
-    assert_eq!(r.device_request(), Ok(Some(Some(1))));
-    r.device = "cuda:x".into();
-    assert!(r.device_request().is_err());
+    assert_eq!(RuntimeConfig::default().device, DeviceRequest::Auto);
+    let parse = |s: &str| DeviceRequest::try_from(s.to_string());
+    assert_eq!(parse("auto"), Ok(DeviceRequest::Auto));
+    assert_eq!(parse("cpu"), Ok(DeviceRequest::Cpu));
+    assert_eq!(parse("cuda"), Ok(DeviceRequest::Cuda(0)));
+    assert_eq!(parse("cuda:1"), Ok(DeviceRequest::Cuda(1)));
+    assert!(parse("cuda:x").is_err() && parse("gpu").is_err());
+    // Written back as it is spelled in TOML, so a stored config reads again.
+    for d in [
+        DeviceRequest::Auto,
+        DeviceRequest::Cpu,
+        DeviceRequest::Cuda(3),
+    ] {
+        let c = Config::with_overrides(&[&format!("runtime.device=\"{d}\"")]).unwrap();
+        assert_eq!(c.runtime.device, d);
+        let again = Config::from_toml_str(&c.to_toml_string(), &[]).unwrap();
+        assert_eq!(again.runtime.device, d);
+    }
 }
 
 /// Every preset shipped in configs/ parses and validates.

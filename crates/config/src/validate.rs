@@ -291,34 +291,8 @@ pub(crate) fn validate(c: &Config) -> R {
 
     // [runtime]
     let r = &c.runtime;
-    parse_device(&r.device).map_err(|reason| ConfigError::invalid("runtime.device", reason))?;
     nonzero("runtime.prefetch_batches", r.prefetch_batches)?;
     nonzero("runtime.log_every", r.log_every)?;
     nonzero("runtime.dist_timeout_s", r.dist_timeout_s as usize)?;
     Ok(())
-}
-
-/// A device request: `None` = auto, `Some(None)` = CPU, `Some(Some(i))` = CUDA device i.
-pub(crate) fn parse_device(s: &str) -> Result<Option<Option<usize>>, String> {
-    match s {
-        "auto" => Ok(None),
-        "cpu" => Ok(Some(None)),
-        "cuda" => Ok(Some(Some(0))),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|i| i.parse().ok())
-            .map(|i| Some(Some(i)))
-            .ok_or_else(|| format!("must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {s:?}")),
-    }
-}
-
-impl crate::RuntimeConfig {
-    /// The device request: `None` = auto, `Some(None)` = CPU, `Some(Some(i))` = CUDA device `i`.
-    /// Always `Ok` for a validated config.
-    ///
-    /// # Errors
-    /// A message when `device` is not one of the accepted spellings.
-    pub fn device_request(&self) -> Result<Option<Option<usize>>, String> {
-        parse_device(&self.device)
-    }
 }

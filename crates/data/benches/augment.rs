@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dino_config::AugmentationConfig;
-use dino_data::multicrop::MultiCrop;
+use dino_data::augmentation::DataAugmentationDino;
 use dino_data::rng::{rng_for, Stream};
 use dino_data::transforms::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur_with,
@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
         return;
     };
     let img = image::load_from_memory(&bytes).expect("decode").to_rgb8();
-    let mc = MultiCrop::new(&AugmentationConfig::default()).expect("defaults");
+    let mc = DataAugmentationDino::new(&AugmentationConfig::default()).expect("defaults");
     let mut idx = 0u64;
     c.bench_function("multicrop_2x224_8x96", |b| {
         b.iter(|| {

@@ -33,7 +33,7 @@ pub enum ViewKind {
     Local,
 }
 
-/// Every random choice for one view (what [`MultiCrop::render_view`] applies).
+/// Every random choice for one view (what [`DataAugmentationDino::render_view`] applies).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewParams {
     /// Crop box in the source image.
@@ -54,7 +54,7 @@ pub struct ViewParams {
 
 /// The DINO multi-crop transform: per image `[global_1, global_2, local_1 .. local_n]`.
 #[derive(Debug, Clone)]
-pub struct MultiCrop {
+pub struct DataAugmentationDino {
     cfg: AugmentationConfig,
 }
 
@@ -81,7 +81,7 @@ fn range_ok(r: [f64; 2], min: f64) -> bool {
     r[0].is_finite() && r[1].is_finite() && r[0] >= min && r[0] <= r[1]
 }
 
-impl MultiCrop {
+impl DataAugmentationDino {
     /// Builds the transform from the `[augmentation]` config section.
     ///
     /// Errors ([`TransformError::BadParameter`]): crop sizes 0; scale ranges not
@@ -241,7 +241,7 @@ impl MultiCrop {
         self.apply_with_params(img, rng).0
     }
 
-    /// [`MultiCrop::apply`] that also returns the parameters drawn for each view.
+    /// [`DataAugmentationDino::apply`] that also returns the parameters drawn for each view.
     pub fn apply_with_params(
         &self,
         img: &RgbImage,

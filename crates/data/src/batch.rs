@@ -93,7 +93,7 @@ impl MultiCropBatch {
         2 + self.n_local
     }
 
-    /// CHW bytes of crop `view` (0, 1 = globals; 2.. = locals, as in `MultiCrop::apply`) of
+    /// CHW bytes of crop `view` (0, 1 = globals; 2.. = locals, as in `DataAugmentationDino::apply`) of
     /// image `b`; `None` when out of range.
     pub fn crop(&self, view: usize, b: usize) -> Option<&[u8]> {
         if b >= self.batch_size {

@@ -20,10 +20,10 @@ use std::time::Instant;
 
 use dino_config::{AugmentationConfig, DataConfig, DataFormat};
 
+use crate::augmentation::DataAugmentationDino;
 use crate::dataset::open_dataset;
 use crate::error::DataError;
 use crate::loader::{Loader, LoaderOptions, Shard};
-use crate::multicrop::MultiCrop;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ pub struct BenchReport {
 
 /// Runs the loader over `opts.data` and measures it.
 ///
-/// Errors: those of [`open_dataset`], [`MultiCrop::new`], [`Loader::spawn`], or the first error
+/// Errors: those of [`open_dataset`], [`DataAugmentationDino::new`], [`Loader::spawn`], or the first error
 /// the loader sends; `batches == 0` is a [`DataError::BadOption`].
 pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport, DataError> {
     if opts.batches == 0 {
@@ -111,7 +111,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport, DataError> {
     let dataset: Arc<dyn crate::dataset::Dataset> =
         open_dataset(&opts.data, opts.format, &opts.split, &opts.data_config)?.into();
     let dataset_len = dataset.len();
-    let transform = MultiCrop::new(&opts.augmentation)?;
+    let transform = DataAugmentationDino::new(&opts.augmentation)?;
     let crops_per_image = transform.n_crops();
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -25,61 +25,10 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
+// The error types live in `error` (one module for all of the crate's errors, so `error` needs
+// nothing from here); DecodeError is re-exported as part of this module's API.
 use crate::error::DataError;
-
-/// Why one image could not be decoded.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// A zero-byte file.
-    #[error("empty file")]
-    Empty,
-    /// The magic bytes match no supported format.
-    #[error("unknown image format (magic bytes {0})")]
-    UnknownFormat(String),
-    /// A format or coding variant the decoder cannot read.
-    #[error("unsupported {format}: {reason}")]
-    Unsupported {
-        /// The sniffed format.
-        format: &'static str,
-        /// The variant.
-        reason: String,
-    },
-    /// The file ends early.
-    #[error("truncated {format}: {reason}")]
-    Truncated {
-        /// The sniffed format.
-        format: &'static str,
-        /// Where it ends.
-        reason: String,
-    },
-    /// The header declares more pixels than allowed.
-    #[error("{width}x{height} = {} pixels exceeds the limit of {limit} (max_image_pixels)", *width as u64 * *height as u64)]
-    TooManyPixels {
-        /// Declared width.
-        width: u32,
-        /// Declared height.
-        height: u32,
-        /// The limit in pixels.
-        limit: u64,
-    },
-    /// A zero width or height.
-    #[error("image has zero size ({width}x{height})")]
-    ZeroSize {
-        /// Declared width.
-        width: u32,
-        /// Declared height.
-        height: u32,
-    },
-    /// The decoder's own error.
-    #[error("{format} decoder: {source}")]
-    Decoder {
-        /// The sniffed format.
-        format: &'static str,
-        /// The `image` error.
-        #[source]
-        source: image::ImageError,
-    },
-}
+pub use crate::error::DecodeError;
 
 /// The formats we accept, by magic bytes; `None` for anything else.
 pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 
-use crate::decode::DecodeError;
 use crate::transforms::TransformError;
 
 /// Everything that can go wrong while opening, reading or batching a dataset.
@@ -103,4 +102,58 @@ impl DataError {
             cause,
         }
     }
+}
+
+/// Why one image could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// A zero-byte file.
+    #[error("empty file")]
+    Empty,
+    /// The magic bytes match no supported format.
+    #[error("unknown image format (magic bytes {0})")]
+    UnknownFormat(String),
+    /// A format or coding variant the decoder cannot read.
+    #[error("unsupported {format}: {reason}")]
+    Unsupported {
+        /// The sniffed format.
+        format: &'static str,
+        /// The variant.
+        reason: String,
+    },
+    /// The file ends early.
+    #[error("truncated {format}: {reason}")]
+    Truncated {
+        /// The sniffed format.
+        format: &'static str,
+        /// Where it ends.
+        reason: String,
+    },
+    /// The header declares more pixels than allowed.
+    #[error("{width}x{height} = {} pixels exceeds the limit of {limit} (max_image_pixels)", *width as u64 * *height as u64)]
+    TooManyPixels {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The limit in pixels.
+        limit: u64,
+    },
+    /// A zero width or height.
+    #[error("image has zero size ({width}x{height})")]
+    ZeroSize {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+    },
+    /// The decoder's own error.
+    #[error("{format} decoder: {source}")]
+    Decoder {
+        /// The sniffed format.
+        format: &'static str,
+        /// The `image` error.
+        #[source]
+        source: image::ImageError,
+    },
 }

@@ -7,7 +7,7 @@
 //! - [`dataset`] — the [`Dataset`](dataset::Dataset) trait, ImageFolder / flat folders / CIFAR-10
 //!   binary / IDX, [`open_dataset`](dataset::open_dataset), and the CIFAR-10 tarball extractor;
 //! - [`decode`] — bytes → upright RGB8 (format by magic bytes, pixel limit, EXIF, truncation);
-//! - [`transforms`], [`multicrop`] — the augmentation ops and the per-image multi-crop;
+//! - [`transforms`], [`augmentation`] — the augmentation ops and the per-image multi-crop;
 //! - [`rng`] — the per-sample random streams that make everything seed-determined;
 //! - [`batch`] — [`MultiCropBatch`](batch::MultiCropBatch), view-major `u8` CHW crops;
 //! - [`loader`] — [`Loader`](loader::Loader), the producer thread + rayon pool + channel;
@@ -21,7 +21,7 @@
 //! use dino_config::{AugmentationConfig, DataConfig, DataFormat};
 //! use dino_data::dataset::{open_dataset, Dataset};
 //! use dino_data::loader::{Loader, LoaderOptions};
-//! use dino_data::multicrop::MultiCrop;
+//! use dino_data::augmentation::DataAugmentationDino;
 //!
 //! // A tiny ImageFolder: root/<class>/<image>.
 //! let root = tempfile::tempdir()?;
@@ -37,7 +37,7 @@
 //!
 //! let aug = AugmentationConfig { global_crops_size: 32, local_crops_size: 16, local_crops_number: 2, ..Default::default() };
 //! let opts = LoaderOptions { batch_size: 4, epochs: 0..1, threads: 2, ..Default::default() };
-//! let loader = Loader::spawn(Arc::from(dataset), MultiCrop::new(&aug)?, opts)?;
+//! let loader = Loader::spawn(Arc::from(dataset), DataAugmentationDino::new(&aug)?, opts)?;
 //! let batch = loader.recv().expect("one batch")?;
 //! assert_eq!(batch.globals_shape(), [2, 4, 3, 32, 32]); // [view, B, C, H, W], u8
 //! assert_eq!(batch.locals_shape(), [2, 4, 3, 16, 16]);
@@ -56,5 +56,5 @@ pub mod error;
 pub mod loader;
 pub mod preview;
 // Augmentation.
-pub mod multicrop;
+pub mod augmentation;
 pub mod transforms;

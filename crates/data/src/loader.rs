@@ -35,10 +35,10 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
+use crate::augmentation::DataAugmentationDino;
 use crate::batch::{write_chw, MultiCropBatch};
 use crate::dataset::Dataset;
 use crate::error::DataError;
-use crate::multicrop::MultiCrop;
 use crate::rng::{rng_for, ChaCha8Rng, Stream};
 
 /// How many replacement draws one position gets before the batch fails (a dataset that is
@@ -268,7 +268,7 @@ struct Producer {
 
 struct Shared {
     dataset: Arc<dyn Dataset>,
-    transform: MultiCrop,
+    transform: DataAugmentationDino,
     opts: LoaderOptions,
     stats: Arc<LoaderStats>,
     stop: Arc<AtomicBool>,
@@ -288,7 +288,7 @@ impl Loader {
     /// `drop_last`, zero-sized crops, or a pool that cannot start.
     pub fn spawn(
         dataset: Arc<dyn Dataset>,
-        transform: MultiCrop,
+        transform: DataAugmentationDino,
         opts: LoaderOptions,
     ) -> Result<Self, DataError> {
         let bad = |name, reason: String| Err(DataError::BadOption { name, reason });

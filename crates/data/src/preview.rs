@@ -7,10 +7,10 @@
 
 use image::{imageops, Rgb, RgbImage};
 
+use crate::augmentation::DataAugmentationDino;
 use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::loader::epoch_order;
-use crate::multicrop::MultiCrop;
 use crate::rng::{rng_for, Stream};
 
 /// Gap between tiles, pixels.
@@ -24,7 +24,7 @@ const BACKGROUND: u8 = 40;
 /// Errors: `n_images == 0` ([`DataError::BadOption`]) or no image of the dataset loading.
 pub fn render_grid(
     dataset: &dyn Dataset,
-    transform: &MultiCrop,
+    transform: &DataAugmentationDino,
     n_images: usize,
     seed: u64,
 ) -> Result<RgbImage, DataError> {

@@ -4,7 +4,7 @@
 //! blur p swapped between views, fails); the official defaults; and reproducibility.
 
 use dino_config::AugmentationConfig;
-use dino_data::multicrop::{MultiCrop, ViewKind, ViewParams};
+use dino_data::augmentation::{DataAugmentationDino, ViewKind, ViewParams};
 use dino_data::rng::{rng_for, Stream};
 use dino_data::transforms::JitterOp;
 use image::RgbImage;
@@ -51,7 +51,7 @@ fn defaults_are_the_official_dino_values() {
     // transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert_eq!(c.mean, [0.485, 0.456, 0.406]);
     assert_eq!(c.std, [0.229, 0.224, 0.225]);
-    let mc = MultiCrop::new(&c).unwrap();
+    let mc = DataAugmentationDino::new(&c).unwrap();
     assert_eq!(
         (
             mc.n_crops(),
@@ -79,7 +79,7 @@ fn assert_rate(name: &str, got: f64, p: f64, n: usize) {
 #[test]
 fn probabilities_and_ranges_match_the_official_recipe() {
     let c = AugmentationConfig::default();
-    let mc = MultiCrop::new(&c).unwrap();
+    let mc = DataAugmentationDino::new(&c).unwrap();
     let (w, h) = (500u32, 375u32);
     let images = 20_000usize;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -269,7 +269,7 @@ fn synthetic(w: u32, h: u32) -> RgbImage {
 #[test]
 fn same_seed_same_crops_on_any_thread() {
     let img = photo().unwrap_or_else(|| synthetic(500, 375));
-    let mc = MultiCrop::new(&AugmentationConfig::default()).unwrap();
+    let mc = DataAugmentationDino::new(&AugmentationConfig::default()).unwrap();
     let run = |idx: u64| mc.apply(&img, &mut rng_for(42, 3, idx, Stream::Augment));
     let a = run(5);
     let b = std::thread::scope(|s| s.spawn(|| run(5)).join().unwrap());
@@ -285,7 +285,7 @@ fn same_seed_same_crops_on_any_thread() {
 #[test]
 fn rendering_follows_the_sampled_parameters() {
     let img = photo().unwrap_or_else(|| synthetic(500, 375));
-    let mc = MultiCrop::new(&AugmentationConfig::default()).unwrap();
+    let mc = DataAugmentationDino::new(&AugmentationConfig::default()).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for _ in 0..30 {
         let (crops, params) = mc.apply_with_params(&img, &mut rng);
@@ -305,7 +305,7 @@ fn rendering_follows_the_sampled_parameters() {
 
 #[test]
 fn odd_shapes_never_panic() {
-    let mc = MultiCrop::new(&AugmentationConfig::default()).unwrap();
+    let mc = DataAugmentationDino::new(&AugmentationConfig::default()).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (w, h) in [(1, 1), (900, 100), (1, 13), (13, 1), (2, 3), (0, 0), (0, 7)] {
         let crops = mc.apply(&synthetic(w, h), &mut rng);
@@ -318,7 +318,8 @@ fn odd_shapes_never_panic() {
 #[test]
 fn bad_configs_are_rejected() {
     let base = AugmentationConfig::default();
-    let bad: Vec<(&str, Box<dyn Fn(&mut AugmentationConfig)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut AugmentationConfig)>;
+    let bad: Vec<(&str, Mutation)> = vec![
         ("global_crops_size", Box::new(|c| c.global_crops_size = 0)),
         (
             "local_crops_scale",
@@ -337,7 +338,7 @@ fn bad_configs_are_rejected() {
     for (name, f) in bad {
         let mut c = base.clone();
         f(&mut c);
-        let e = MultiCrop::new(&c).expect_err(name).to_string();
+        let e = DataAugmentationDino::new(&c).expect_err(name).to_string();
         assert!(e.contains(name), "{name}: {e}");
     }
 }

@@ -3,10 +3,10 @@
 mod common;
 
 use dino_config::{AugmentationConfig, DataConfig, DataFormat};
+use dino_data::augmentation::DataAugmentationDino;
 use dino_data::bench::{run_bench, BenchOptions};
 use dino_data::dataset::{open_dataset, Dataset};
 use dino_data::loader::{Loader, LoaderOptions};
-use dino_data::multicrop::MultiCrop;
 use std::sync::Arc;
 
 fn aug() -> AugmentationConfig {
@@ -56,7 +56,7 @@ fn preview_rows_show_the_original_and_the_epoch_0_crops() {
     )
     .unwrap()
     .into();
-    let mc = MultiCrop::new(&aug()).unwrap();
+    let mc = DataAugmentationDino::new(&aug()).unwrap();
     let grid = dino_data::preview::render_grid(ds.as_ref(), &mc, 2, 5).unwrap();
     let (pad, g, l) = (4u32, 24u32, 12u32);
     assert_eq!(grid.height(), pad + 2 * (g + pad));

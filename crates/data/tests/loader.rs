@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dino_config::{AugmentationConfig, DataConfig, DataFormat};
+use dino_data::augmentation::DataAugmentationDino;
 use dino_data::batch::MultiCropBatch;
 use dino_data::dataset::{open_dataset, Dataset};
 use dino_data::error::DataError;
 use dino_data::loader::{epoch_order, Loader, LoaderOptions, Shard};
-use dino_data::multicrop::MultiCrop;
 use dino_data::rng::{rng_for, Stream};
 
 /// Small crops keep the test fast; everything else is the official augmentation.
@@ -46,7 +46,7 @@ fn open(root: &Path) -> Arc<dyn Dataset> {
 }
 
 fn run(ds: &Arc<dyn Dataset>, o: LoaderOptions) -> Vec<MultiCropBatch> {
-    let loader = Loader::spawn(ds.clone(), MultiCrop::new(&aug()).unwrap(), o).unwrap();
+    let loader = Loader::spawn(ds.clone(), DataAugmentationDino::new(&aug()).unwrap(), o).unwrap();
     loader.map(|b| b.unwrap()).collect()
 }
 
@@ -97,7 +97,7 @@ fn batches_hold_each_samples_own_crops_and_labels() {
             ..opts(2)
         },
     );
-    let mc = MultiCrop::new(&aug()).unwrap();
+    let mc = DataAugmentationDino::new(&aug()).unwrap();
     let b = &batches[1];
     assert_eq!((b.epoch, b.step), (1, 1));
     for i in 0..b.batch_size {
@@ -155,7 +155,12 @@ fn failed_samples_are_replaced_counted_and_deterministic() {
         max_failed_fraction: 0.2,
         ..opts(1)
     };
-    let loader = Loader::spawn(ds.clone(), MultiCrop::new(&aug()).unwrap(), o.clone()).unwrap();
+    let loader = Loader::spawn(
+        ds.clone(),
+        DataAugmentationDino::new(&aug()).unwrap(),
+        o.clone(),
+    )
+    .unwrap();
     let stats = loader.stats();
     let one: Vec<MultiCropBatch> = loader.map(|b| b.unwrap()).collect();
     let s = stats.snapshot();
@@ -186,7 +191,7 @@ fn too_many_failures_arrive_as_an_error_message() {
     let ds = open(dir.path());
     let loader = Loader::spawn(
         ds,
-        MultiCrop::new(&aug()).unwrap(),
+        DataAugmentationDino::new(&aug()).unwrap(),
         LoaderOptions {
             batch_size: 3,
             ..opts(2)
@@ -216,13 +221,18 @@ fn dropping_the_loader_stops_the_producer_without_hanging() {
     };
     let t0 = Instant::now();
     // Dropped while the producer is blocked on the full channel.
-    let loader = Loader::spawn(ds.clone(), MultiCrop::new(&aug()).unwrap(), long.clone()).unwrap();
+    let loader = Loader::spawn(
+        ds.clone(),
+        DataAugmentationDino::new(&aug()).unwrap(),
+        long.clone(),
+    )
+    .unwrap();
     let first = loader.recv().unwrap().unwrap();
     assert_eq!(first.step, 0);
     std::thread::sleep(Duration::from_millis(50));
     drop(loader);
     // Dropped right away, mid-batch.
-    drop(Loader::spawn(ds, MultiCrop::new(&aug()).unwrap(), long).unwrap());
+    drop(Loader::spawn(ds, DataAugmentationDino::new(&aug()).unwrap(), long).unwrap());
     assert!(
         t0.elapsed() < Duration::from_secs(20),
         "drop took {:?}",
@@ -233,7 +243,7 @@ fn dropping_the_loader_stops_the_producer_without_hanging() {
 #[test]
 fn bad_options_fail_before_any_work() {
     let (_dir, ds) = folder();
-    let mc = || MultiCrop::new(&aug()).unwrap();
+    let mc = || DataAugmentationDino::new(&aug()).unwrap();
     let err = |o| {
         Loader::spawn(ds.clone(), mc(), o)
             .err()
@@ -289,7 +299,7 @@ impl Dataset for Panicky {
 fn a_panicking_worker_becomes_an_error_message_not_a_silent_end() {
     let loader = Loader::spawn(
         Arc::new(Panicky),
-        MultiCrop::new(&aug()).unwrap(),
+        DataAugmentationDino::new(&aug()).unwrap(),
         LoaderOptions {
             batch_size: 8,
             ..opts(2)
@@ -398,7 +408,7 @@ fn a_rank_outside_the_world_is_rejected() {
     let (_dir, ds) = folder();
     let e = Loader::spawn(
         ds,
-        MultiCrop::new(&aug()).unwrap(),
+        DataAugmentationDino::new(&aug()).unwrap(),
         LoaderOptions {
             shard: Shard {
                 rank: 2,

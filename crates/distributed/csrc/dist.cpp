@@ -1,4 +1,4 @@
-// dino-dist shim: the few pieces of libtorch's c10d (the engine behind torch.distributed) that
+// dino-distributed shim: the few pieces of libtorch's c10d (the engine behind torch.distributed) that
 // data-parallel training needs, behind a C interface (dist.h) that Rust calls.
 //
 // What it builds, per process, mirroring `torch.distributed.init_process_group("gloo",

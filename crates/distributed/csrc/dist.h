@@ -1,4 +1,4 @@
-// C interface of the dino-dist shim over libtorch's c10d (TCPStore + ProcessGroupGloo).
+// C interface of the dino-distributed shim over libtorch's c10d (TCPStore + ProcessGroupGloo).
 //
 // Conventions, for every function returning `char*`:
 //   - NULL means success;

@@ -1,9 +1,10 @@
 //! Multi-process collectives for data-parallel training, on the engine behind torch.distributed:
 //! libtorch's c10d, with a TCP rendezvous store and the Gloo backend (CPU tensors).
 //!
-//! Launch one process per worker with `torchrun` (or set its variables yourself: `RANK`,
-//! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`); each reads them with
-//! [`DistEnv::from_env`] and joins with [`ProcessGroup::new`]. Semantics follow
+//! Launch one process per worker with `torchrun` or `dino launch` ([`env::launch`]), or set
+//! torchrun's variables yourself (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
+//! `MASTER_PORT`); each reads them with [`DistEnv::from_env`] and joins with
+//! [`ProcessGroup::new`]. Both sides of that environment contract live in [`env`]. Semantics follow
 //! torch.distributed: every rank calls the same collectives in the same order. A dead or missing
 //! peer gives an error within the configured timeout, never a hang.
 //!
@@ -12,7 +13,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use dino_dist::{DistEnv, ProcessGroup, ReduceOp};
+//! use dino_distributed::{DistEnv, ProcessGroup, ReduceOp};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let env = DistEnv::from_env()?.expect("launch with torchrun (WORLD_SIZE is unset)");
@@ -39,9 +40,11 @@
 //! feature, CUDA tensors go to Gloo, whose c10d backend copies them through host memory (slow;
 //! not tested here, there being no GPU).
 
+/// The torchrun environment contract: read by each worker, written by `dino launch`.
 pub mod env;
 mod ffi;
+/// Process groups on c10d and their collectives.
 pub mod group;
 
-pub use env::DistEnv;
+pub use env::{launch, DistEnv, LaunchOptions};
 pub use group::{ProcessGroup, ReduceOp};

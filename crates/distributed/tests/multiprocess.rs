@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dino_dist::{DistEnv, ProcessGroup, ReduceOp};
+use dino_distributed::{DistEnv, ProcessGroup, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
 const ROLE: &str = "DINO_DIST_TEST_ROLE";

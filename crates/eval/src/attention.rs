@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use dino_data::transforms::TransformError;
+use dino_model::{ModelError, VisionTransformer};
 use image::{Rgb, RgbImage};
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -84,6 +85,18 @@ pub enum AttentionError {
         /// The cause.
         source: image::ImageError,
     },
+    /// A box file ([`crate::attention_score::read_boxes`]) cannot be read or holds something
+    /// other than boxes.
+    #[error("{}: {message}", .path.display())]
+    BoxFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key of the entry at fault.
+        message: String,
+    },
+    /// The backbone failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// libtorch failed.
     #[error(transparent)]
     Torch(#[from] TchError),
@@ -264,6 +277,30 @@ impl AttentionImage {
         dino_data::transforms::normalize_chw_into(&self.image, mean, std, &mut chw);
         Ok(Tensor::f_from_slice(&chw)?.f_view([1, 3, i64::from(h), i64::from(w)])?)
     }
+}
+
+/// The last block's CLS attention of `img` through `backbone` (official
+/// `get_last_selfattention`): the image fitted to the backbone's patch grid as `fit` says
+/// ([`AttentionImage::prepare`]), normalised with `mean` and `std`, run on `device` without
+/// gradients. Returns what the model saw and its maps (one `h × w` map per head).
+///
+/// # Errors
+/// As [`AttentionImage::prepare`]; [`AttentionError::Model`] from the backbone;
+/// [`AttentionError::Torch`] from libtorch.
+pub fn attention_of(
+    backbone: &VisionTransformer,
+    img: &RgbImage,
+    fit: AttentionResize,
+    mean: [f64; 3],
+    std: [f64; 3],
+    device: Device,
+) -> Result<(AttentionImage, AttentionMaps), AttentionError> {
+    let patch = u32::try_from(backbone.config().patch_size).unwrap_or(0);
+    let seen = AttentionImage::prepare(img, fit, patch)?;
+    let x = seen.to_tensor(mean, std)?.f_to_device(device)?;
+    let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
+    let maps = AttentionMaps::from_last_block(&attn.f_to_device(Device::Cpu)?, seen.h, seen.w)?;
+    Ok((seen, maps))
 }
 
 /// The official threshold mask of one map: sort the weights, normalise them to sum 1, and keep

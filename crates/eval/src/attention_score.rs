@@ -17,6 +17,13 @@
 //! aspect-keeping resize cuts up to a patch off the right and bottom edges, and
 //! [`boxes_in_crop`](crate::attention_score::boxes_in_crop) maps the boxes into the cropped
 //! image the maps cover. Several boxes count as their union.
+//!
+//! Box files ([`read_boxes`](crate::attention_score::read_boxes)) are JSON objects from an image
+//! path, relative to a data folder, to its boxes: `{"ants/x.jpg": [[x0, y0, x1, y1], ...], ...}`;
+//! keys starting with `_` are comments. `docs/hymenoptera_val_boxes.json` is one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::attention::{threshold_mask, AttentionError, AttentionMaps};
 
@@ -102,6 +109,64 @@ pub fn boxes_in_crop(boxes: &[FracBox], kept: (f64, f64)) -> Result<Vec<FracBox>
         )));
     }
     Ok(out)
+}
+
+/// The boxes of one image of a box file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageBoxes {
+    /// The image's path relative to the data folder (the file's key), e.g. `ants/x.jpg`.
+    pub path: String,
+    /// The name of its outputs: the path without its extension, e.g. `ants/x`.
+    pub name: String,
+    /// Its boxes, each checked by [`check_box`]; at least one.
+    pub boxes: Vec<FracBox>,
+}
+
+/// Reads a box file (see the module documentation), in key order, comments left out.
+///
+/// # Errors
+/// [`AttentionError::BoxFile`] naming the file, and the key at fault: the file cannot be read
+/// or is not a JSON object, an entry is not a list of `[x0, y0, x1, y1]`, has no box, or has a
+/// box that [`check_box`] rejects, two keys have the same output name, or there is no entry.
+pub fn read_boxes(file: &Path) -> Result<Vec<ImageBoxes>, AttentionError> {
+    let bad = |message: String| AttentionError::BoxFile {
+        path: file.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| bad(format!("reading the boxes: {e}")))?;
+    let all: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| bad(format!("parsing the boxes: {e}")))?;
+    let mut images: Vec<ImageBoxes> = Vec::new();
+    for (key, value) in all.into_iter().filter(|(k, _)| !k.starts_with('_')) {
+        let boxes: Vec<FracBox> = serde_json::from_value(value)
+            .map_err(|e| bad(format!("\"{key}\" is not a list of [x0, y0, x1, y1]: {e}")))?;
+        if boxes.is_empty() {
+            return Err(bad(format!("\"{key}\" has no box")));
+        }
+        for b in &boxes {
+            check_box(b).map_err(|e| bad(format!("\"{key}\": {e}")))?;
+        }
+        let name = Path::new(&key)
+            .with_extension("")
+            .to_string_lossy()
+            .into_owned();
+        // The name is an output folder and the key of the image's scores: one per image.
+        if let Some(other) = images.iter().find(|i| i.name == name) {
+            return Err(bad(format!(
+                "\"{key}\" and \"{}\" would share the output {name}",
+                other.path
+            )));
+        }
+        images.push(ImageBoxes {
+            path: key,
+            name,
+            boxes,
+        });
+    }
+    if images.is_empty() {
+        return Err(bad("no boxes".into()));
+    }
+    Ok(images)
 }
 
 /// The share of each patch of an `h × w` grid covered by the union of `boxes`, row-major.
@@ -234,6 +299,29 @@ pub struct ScoreSummary {
     /// On each image, the head with the most attention in the boxes: an upper bound, since the
     /// head is chosen knowing the boxes.
     pub best_head: MapSummary,
+}
+
+/// `scores.json` of `dino attention --boxes`: the box scores of every image and their averages
+/// over the images.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScoreReport {
+    /// Share of the attention mass the masks keep.
+    pub threshold: f64,
+    /// The averages over images ([`summarise`]).
+    pub summary: ScoreSummary,
+    /// Each image's scores, by output name.
+    pub images: BTreeMap<String, ImageBoxScores>,
+}
+
+impl ScoreReport {
+    /// The report of `images` scored with masks keeping `threshold` of the mass.
+    pub fn new(threshold: f64, images: BTreeMap<String, ImageBoxScores>) -> Self {
+        Self {
+            threshold,
+            summary: summarise(images.values()),
+            images,
+        }
+    }
 }
 
 /// Averages the scores of many images (all from one model, so with the same number of heads).
@@ -369,5 +457,42 @@ mod tests {
         // Best head: head 0 on a (0.4), head 1 on b (0.8).
         assert!((s.best_head.mass_in_box - 0.6).abs() < 1e-12);
         assert!((s.best_head.lift - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn box_files_are_read_in_key_order_and_errors_name_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("boxes.json");
+        let read = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            read_boxes(&file)
+        };
+        let images = read(
+            r#"{"_note": "a comment", "b/y.png": [[0, 0, 0.5, 1]],
+                "a/x.jpg": [[0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1]]}"#,
+        )
+        .unwrap();
+        let names: Vec<(&str, &str, usize)> = images
+            .iter()
+            .map(|i| (i.path.as_str(), i.name.as_str(), i.boxes.len()))
+            .collect();
+        assert_eq!(names, [("a/x.jpg", "a/x", 2), ("b/y.png", "b/y", 1)]);
+        for (text, key) in [
+            (r#"{"a/x.jpg": [[0.6, 0, 0.4, 1]]}"#, "a/x.jpg"),
+            (r#"{"a/x.jpg": []}"#, "a/x.jpg"),
+            (r#"{"a/x.jpg": [[0, 0, 1]]}"#, "a/x.jpg"),
+            (
+                r#"{"a/x.jpg": [[0, 0, 1, 1]], "a/x.png": [[0, 0, 1, 1]]}"#,
+                "a/x.png",
+            ),
+            (r#"{"_only": "comments"}"#, "no boxes"),
+            ("[1, 2]", "parsing"),
+        ] {
+            let err = read(text).expect_err(text).to_string();
+            assert!(
+                err.contains(key) && err.contains("boxes.json"),
+                "{text}: {err}"
+            );
+        }
     }
 }

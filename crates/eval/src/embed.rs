@@ -120,6 +120,9 @@ pub fn embed_pixels(
     embed_with(dataset, opts, device, |x| Ok((x.f_flatten(1, -1)?, None)))
 }
 
+/// One decoded sample: the crop's CHW bytes and its label, or why it failed.
+type Decoded = Result<(Vec<u8>, i64), String>;
+
 /// The decode → transform → normalize loop of [`embed_dataset`] with any feature function
 /// `f(x [B, 3, H, W] normalized) -> (features [B, F], optional patch tokens [B, P, D])`.
 ///
@@ -145,7 +148,7 @@ pub fn embed_with(
     let _guard = tch::no_grad_guard();
     for start in (0..n).step_by(opts.batch_size.max(1)) {
         let end = (start + opts.batch_size.max(1)).min(n);
-        let decoded: Vec<(usize, Result<(Vec<u8>, i64), String>)> = (start..end)
+        let decoded: Vec<(usize, Decoded)> = (start..end)
             .into_par_iter()
             .map(|i| {
                 let r = dataset.load(i).map_err(|e| e.to_string()).map(|s| {

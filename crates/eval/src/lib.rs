@@ -1,9 +1,10 @@
 //! Evaluation of DINO features (Caron et al. 2021, §4.1–4.2; official `eval_knn.py`,
 //! `eval_linear.py`, `visualize_attention.py`): how good is a frozen backbone?
 //!
-//! Everything here works on tensors, not on the model: [`embed`] turns a dataset into features
-//! through a backbone, and the other modules take those features (or an attention tensor) and
-//! return serialisable reports or files. Devices follow the input tensors.
+//! [`source`] resolves and loads the model features come from (a run folder, a weight file, or a
+//! baseline), [`embed`] turns a dataset into features through a backbone, and the other modules
+//! take those features (or an attention tensor) and return serialisable reports or files.
+//! Devices follow the input tensors.
 //!
 //! Weighted k-NN on a few hand-made features:
 //!
@@ -41,3 +42,6 @@ pub mod knn;
 pub mod labelled;
 /// Linear probe on frozen features and the official ViT probe feature (`eval_linear.py`).
 pub mod linear;
+/// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
+/// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.
+pub mod source;

@@ -1,22 +1,139 @@
-//! Backbones for evaluation: from a training run folder (teacher or student of its latest
-//! checkpoint, with the run's own configuration) or from a safetensors file (e.g. made by
-//! `dino import` from an official `.pth`), whose architecture comes from the given config.
+//! Where evaluated features come from: the teacher or student of a training run folder (with
+//! the run's own configuration), a `.safetensors` backbone (e.g. made by `dino import` from an
+//! official `.pth`, its architecture from the given config), the same architecture at random
+//! initialisation, or raw pixels.
+//!
+//! [`Embedder`](crate::source::Embedder) loads one such source and embeds datasets with it;
+//! `dino eval`, `dino embed` and `dino attention` all go through it, so every command resolves a
+//! source the same way.
 
-use crate::checkpoint;
-use anyhow::Context;
-use dino_config::Config;
-use dino_model::{load_safetensors_with_prefix, VisionTransformer, VitConfig};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use dino_config::{Config, ConfigError};
+use dino_data::dataset::Dataset;
+use dino_data::transforms::eval::EvalTransform;
+use dino_data::transforms::TransformError;
+use dino_model::{
+    load_safetensors_with_prefix, ModelError, VisionTransformer, VitConfig, WeightsError,
+};
 use tch::{nn, Device, Tensor};
 
+use crate::embed::{embed_dataset, embed_pixels, EmbedError, EmbedOptions, FeatureKind};
+use crate::features::FeatureSet;
+
 /// Which network of a training checkpoint (official `--checkpoint_key`, default teacher).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum Which {
     /// The EMA teacher (what the paper evaluates).
     #[default]
     Teacher,
     /// The student.
     Student,
+}
+
+impl Which {
+    /// Prefix of this network's backbone in a training checkpoint's tensor names.
+    fn prefix(self) -> &'static str {
+        match self {
+            Which::Teacher => "teacher.backbone.",
+            Which::Student => "student.backbone.",
+        }
+    }
+}
+
+/// Where features come from (`dino eval … --which`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    /// The checkpoint's EMA teacher (official default).
+    #[default]
+    Teacher,
+    /// The checkpoint's student.
+    Student,
+    /// The same architecture at random initialisation (seed `runtime.seed`): the baseline a
+    /// trained network must beat.
+    Random,
+    /// Raw pixels of the evaluation crop, flattened.
+    Pixels,
+}
+
+impl Source {
+    /// Whether this source is a baseline that needs no trained weights (random, pixels).
+    pub fn is_baseline(self) -> bool {
+        matches!(self, Source::Random | Source::Pixels)
+    }
+}
+
+/// Errors of resolving and loading a feature source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The teacher or the student was asked for without a checkpoint to take it from.
+    #[error(
+        "the {0:?} features need a checkpoint (only the random and pixel baselines can do \
+         without one)"
+    )]
+    NoCheckpoint(Source),
+    /// A folder given as a run folder holds no `checkpoint.json`.
+    #[error("{} holds no checkpoint.json (not a dino run folder?)", .0.display())]
+    NotARunFolder(PathBuf),
+    /// A file could not be read.
+    #[error("reading {}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `checkpoint.json` is not what `dino train` writes.
+    #[error("reading {}", .path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The configuration stored in a run folder is invalid (with the overrides applied).
+    #[error("configuration stored in {}", .path.display())]
+    StoredConfig {
+        /// The run folder's `checkpoint.json`.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: ConfigError,
+    },
+    /// The weights do not fit the architecture, or the file is not safetensors.
+    #[error("loading the backbone from {} (prefix `{prefix}`)", .file.display())]
+    Load {
+        /// The safetensors file.
+        file: PathBuf,
+        /// The prefix of the backbone's tensor names in it.
+        prefix: String,
+        /// The cause (lists missing and unexpected keys); boxed, as it is the largest cause.
+        #[source]
+        source: Box<WeightsError>,
+    },
+    /// The file is not safetensors (the message says how to convert a PyTorch checkpoint).
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The architecture cannot be built, or the device is unavailable.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The evaluation crop settings are invalid.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// Embedding failed.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    /// libtorch failed reading a weight file.
+    #[error("reading {}", .path.display())]
+    Torch {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: tch::TchError,
+    },
 }
 
 /// A backbone ready for evaluation, with the variable store that owns its weights.
@@ -34,13 +151,10 @@ impl Pretrained {
     /// `runtime.seed` (no stochastic depth): the baseline a trained network must beat.
     ///
     /// # Errors
-    /// A model configuration the ViT cannot be built from.
-    pub fn random(config: &Config, device: Device) -> anyhow::Result<Self> {
+    /// [`SourceError::Model`] for a model configuration the ViT cannot be built from.
+    pub fn random(config: &Config, device: Device) -> Result<Self, SourceError> {
         tch::manual_seed(config.runtime.seed as i64);
-        let vit = VitConfig::from_model(&config.model)?.with_drop_path(0.0);
-        let mut vs = nn::VarStore::new(device);
-        let backbone = VisionTransformer::new(&vs.root(), &vit)?;
-        vs.freeze();
+        let (vs, backbone) = frozen_backbone(config, device, |_| Ok(()))?;
         Ok(Self {
             vs,
             backbone,
@@ -49,22 +163,76 @@ impl Pretrained {
     }
 }
 
+/// Builds `config.model`'s ViT without stochastic depth, fills it with `load`, and freezes it.
+fn frozen_backbone(
+    config: &Config,
+    device: Device,
+    load: impl FnOnce(&mut nn::VarStore) -> Result<(), SourceError>,
+) -> Result<(nn::VarStore, VisionTransformer), SourceError> {
+    let vit = VitConfig::from_model(&config.model)?.with_drop_path(0.0);
+    let mut vs = nn::VarStore::new(device);
+    let backbone = VisionTransformer::new(&vs.root(), &vit)?;
+    load(&mut vs)?;
+    vs.freeze();
+    Ok((vs, backbone))
+}
+
+/// The one field of a run folder's `checkpoint.json` that evaluation needs. The file is
+/// written by `dino_train::checkpoint` (`CheckpointMeta`), which this crate cannot name:
+/// dino-train depends on dino-eval.
+#[derive(serde::Deserialize)]
+struct StoredConfig {
+    /// The resolved run configuration as TOML.
+    config_toml: String,
+}
+
 /// The resolved configuration stored in a run folder's `checkpoint.json`, with `key=value`
 /// overrides applied on top (validated again).
 ///
 /// # Errors
-/// No `checkpoint.json` in `dir`, an unreadable one, or an override that is invalid for the run.
-pub fn run_config(dir: &Path, overrides: &[&str]) -> anyhow::Result<Config> {
-    let ck_json = dir.join("checkpoint.json");
-    anyhow::ensure!(
-        ck_json.exists(),
-        "{} holds no checkpoint.json (not a dino run folder?)",
-        dir.display()
-    );
-    let meta: checkpoint::CheckpointMeta = serde_json::from_slice(&std::fs::read(&ck_json)?)
-        .with_context(|| format!("reading {}", ck_json.display()))?;
-    Config::from_toml_str(&meta.config_toml, overrides)
-        .with_context(|| format!("configuration stored in {}", ck_json.display()))
+/// [`SourceError::NotARunFolder`] when `dir` has no `checkpoint.json`; [`SourceError::Io`] or
+/// [`SourceError::Json`] for an unreadable one; [`SourceError::StoredConfig`] for an override
+/// that is invalid for the run.
+pub fn run_config(dir: &Path, overrides: &[&str]) -> Result<Config, SourceError> {
+    let path = dir.join("checkpoint.json");
+    if !path.exists() {
+        return Err(SourceError::NotARunFolder(dir.to_path_buf()));
+    }
+    let bytes = std::fs::read(&path).map_err(|source| SourceError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let stored: StoredConfig =
+        serde_json::from_slice(&bytes).map_err(|source| SourceError::Json {
+            path: path.clone(),
+            source,
+        })?;
+    Config::from_toml_str(&stored.config_toml, overrides)
+        .map_err(|source| SourceError::StoredConfig { path, source })
+}
+
+/// The configuration an evaluation of `source` runs with, when it is the run folder's own:
+/// `Some` (read by [`run_config`], `overrides` on top) when `checkpoint` is a run folder and
+/// the caller has no preset file of its own (`preset_given` false), so that a CIFAR-10 run is
+/// evaluated at its own crop size. `None` when the caller's configuration (preset and
+/// overrides) applies: for a `.safetensors` file, for a run folder with a preset, and for the
+/// baselines without a checkpoint.
+///
+/// # Errors
+/// [`SourceError::NoCheckpoint`] for the teacher or student without a checkpoint; as
+/// [`run_config`].
+pub fn run_folder_config(
+    checkpoint: Option<&Path>,
+    source: Source,
+    preset_given: bool,
+    overrides: &[&str],
+) -> Result<Option<Config>, SourceError> {
+    match checkpoint {
+        Some(c) if c.is_dir() && !preset_given => run_config(c, overrides).map(Some),
+        Some(_) => Ok(None),
+        None if source.is_baseline() => Ok(None),
+        None => Err(SourceError::NoCheckpoint(source)),
+    }
 }
 
 /// Loads a backbone. `path` is a run folder (holding `checkpoint.json`) or a `.safetensors`
@@ -74,34 +242,35 @@ pub fn run_config(dir: &Path, overrides: &[&str]) -> anyhow::Result<Config> {
 /// own crop size), with the `key=value` `overrides` (the CLI's `--set`) applied on top.
 ///
 /// # Errors
-/// A missing or unreadable checkpoint, or weights that do not fit the architecture (the error
-/// lists missing and unexpected keys).
+/// As [`run_config`]; [`SourceError::Weights`] for a file that is not safetensors (the message
+/// says how to convert a PyTorch checkpoint); [`SourceError::Load`] for weights that do not fit
+/// the architecture (listing missing and unexpected keys).
 pub fn load_backbone(
     path: &Path,
     which: Which,
     fallback: &Config,
     overrides: &[&str],
     device: Device,
-) -> anyhow::Result<Pretrained> {
-    let prefix_of = |w: Which| match w {
-        Which::Teacher => "teacher.backbone.",
-        Which::Student => "student.backbone.",
-    };
+) -> Result<Pretrained, SourceError> {
     let (config, file, prefix) = if path.is_dir() {
         let cfg = run_config(path, overrides)?;
         (
             cfg,
             path.join("checkpoint.safetensors"),
-            prefix_of(which).to_string(),
+            which.prefix().to_string(),
         )
     } else {
         dino_model::check_safetensors(path)?;
         let names: Vec<String> = Tensor::read_safetensors(path)
-            .with_context(|| format!("reading {}", path.display()))?
+            .map_err(|source| SourceError::Torch {
+                path: path.to_path_buf(),
+                source,
+            })?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        let prefix = [prefix_of(which), "backbone.", ""]
+        // The first prefix under which a backbone (its cls_token) is found.
+        let prefix = [which.prefix(), "backbone.", ""]
             .into_iter()
             .find(|p| {
                 names
@@ -112,19 +281,167 @@ pub fn load_backbone(
             .to_string();
         (fallback.clone(), path.to_path_buf(), prefix)
     };
-    let vit = VitConfig::from_model(&config.model)?.with_drop_path(0.0);
-    let mut vs = nn::VarStore::new(device);
-    let backbone = VisionTransformer::new(&vs.root(), &vit)?;
-    load_safetensors_with_prefix(&mut vs, &file, &prefix, true).with_context(|| {
-        format!(
-            "loading the backbone from {} (prefix `{prefix}`)",
-            file.display()
-        )
+    let (vs, backbone) = frozen_backbone(&config, device, |vs| {
+        load_safetensors_with_prefix(vs, &file, &prefix, true)
+            .map(|_| ())
+            .map_err(|source| SourceError::Load {
+                file: file.clone(),
+                prefix: prefix.clone(),
+                source: Box::new(source),
+            })
     })?;
-    vs.freeze();
     Ok(Pretrained {
         vs,
         backbone,
         config,
     })
+}
+
+/// Embeds datasets with one feature [`Source`].
+pub struct Embedder {
+    /// The configuration features are computed with: the run folder's for a run, else the
+    /// caller's (crop size, normalisation, batch size, architecture).
+    pub cfg: Config,
+    device: Device,
+    source: Source,
+    /// Every source has a backbone, pixels included (its configuration is the one used).
+    pretrained: Pretrained,
+}
+
+impl Embedder {
+    /// Loads `source` on `device`: the teacher or student from `checkpoint` (a run folder or a
+    /// `.safetensors` file, see [`load_backbone`]), or for the baselines the architecture at
+    /// random initialisation (a run folder's own when `checkpoint` is one, else `fallback`'s).
+    /// `fallback` is the configuration from [`run_folder_config`] or the caller's.
+    ///
+    /// # Errors
+    /// [`SourceError::NoCheckpoint`] for the teacher or student without `checkpoint`; as
+    /// [`load_backbone`] and [`Pretrained::random`].
+    pub fn new(
+        checkpoint: Option<&Path>,
+        source: Source,
+        fallback: &Config,
+        overrides: &[&str],
+        device: Device,
+    ) -> Result<Self, SourceError> {
+        // The baselines take only the architecture: no weights are read for them.
+        let p = match (checkpoint, source) {
+            (Some(c), Source::Teacher) => {
+                load_backbone(c, Which::Teacher, fallback, overrides, device)?
+            }
+            (Some(c), Source::Student) => {
+                load_backbone(c, Which::Student, fallback, overrides, device)?
+            }
+            (None, Source::Teacher | Source::Student) => {
+                return Err(SourceError::NoCheckpoint(source))
+            }
+            (Some(c), _) if c.is_dir() => Pretrained::random(&run_config(c, overrides)?, device)?,
+            _ => Pretrained::random(fallback, device)?,
+        };
+        Ok(Self {
+            cfg: p.config.clone(),
+            device,
+            source,
+            pretrained: p,
+        })
+    }
+
+    /// The loaded backbone (the random one for [`Source::Pixels`]).
+    pub fn backbone(&self) -> &VisionTransformer {
+        &self.pretrained.backbone
+    }
+
+    /// The device features are computed on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The source features come from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Embedding settings from `cfg.eval` (batch size, evaluation resize and crop) and
+    /// `cfg.augmentation`'s normalisation, for features of `kind`, with the last block's patch
+    /// tokens when `patch_tokens`.
+    ///
+    /// # Errors
+    /// [`SourceError::Transform`] for invalid evaluation crop settings.
+    pub fn options(
+        &self,
+        kind: FeatureKind,
+        patch_tokens: bool,
+    ) -> Result<EmbedOptions, SourceError> {
+        let e = &self.cfg.eval;
+        Ok(EmbedOptions {
+            batch_size: e.batch_size,
+            transform: EvalTransform::new(e.crop_size, e.resize_ratio)?,
+            mean: self.cfg.augmentation.mean,
+            std: self.cfg.augmentation.std,
+            kind,
+            patch_tokens,
+            limit: None,
+        })
+    }
+
+    /// Features of `ds` in index order (see [`embed_dataset`]); images that fail to decode are
+    /// skipped with a warning.
+    ///
+    /// # Errors
+    /// [`SourceError::Embed`] when no image decodes, or from the model.
+    pub fn embed(&self, ds: &dyn Dataset, opts: &EmbedOptions) -> Result<FeatureSet, SourceError> {
+        let (set, failed) = match self.source {
+            Source::Pixels => embed_pixels(ds, opts, self.device)?,
+            _ => embed_dataset(&self.pretrained.backbone, ds, opts, self.device)?,
+        };
+        if failed > 0 {
+            tracing::warn!("{failed} image(s) failed to decode and were skipped");
+        }
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_folder_config_applies_to_a_folder_without_a_preset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path();
+        let file = run.join("weights.safetensors");
+        // Baselines need no checkpoint; the teacher and student do.
+        assert!(run_folder_config(None, Source::Random, false, &[])
+            .unwrap()
+            .is_none());
+        assert!(run_folder_config(None, Source::Pixels, true, &[])
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            run_folder_config(None, Source::Student, false, &[]),
+            Err(SourceError::NoCheckpoint(Source::Student))
+        ));
+        // A weight file and a folder with a preset take the caller's configuration.
+        assert!(run_folder_config(Some(&file), Source::Teacher, false, &[])
+            .unwrap()
+            .is_none());
+        assert!(run_folder_config(Some(run), Source::Teacher, true, &[])
+            .unwrap()
+            .is_none());
+        // A folder without a preset must be a run folder.
+        let err = run_folder_config(Some(run), Source::Teacher, false, &[]).unwrap_err();
+        assert!(matches!(err, SourceError::NotARunFolder(_)), "{err}");
+        let stored = Config::with_overrides(&["optim.lr=0.25"]).unwrap();
+        let meta = serde_json::json!({ "config_toml": stored.to_toml_string(), "epoch": 3 });
+        std::fs::write(run.join("checkpoint.json"), meta.to_string()).unwrap();
+        let cfg = run_folder_config(Some(run), Source::Random, false, &["optim.epochs=70"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.optim.lr, 0.25);
+        assert_eq!(cfg.optim.epochs, 70);
+        // An override the run's configuration rejects names the file.
+        let err = run_config(run, &["optim.nope=1"]).unwrap_err();
+        assert!(matches!(err, SourceError::StoredConfig { .. }), "{err}");
+        assert!(err.to_string().contains("checkpoint.json"), "{err}");
+    }
 }

@@ -1,20 +1,19 @@
 //! Device selection and bf16 mixed precision.
 
 use crate::error::ModelError;
-use dino_config::Precision;
+use dino_config::{DeviceRequest, Precision};
 use tch::{Cuda, Device};
 
-/// Resolves a device request as produced by `dino_config::RuntimeConfig::device_request()`:
-/// `None` = auto (CUDA device 0 when libtorch sees one, else CPU), `Some(None)` = CPU,
-/// `Some(Some(i))` = CUDA device i.
+/// The libtorch device for `runtime.device`: [`DeviceRequest::Auto`] is CUDA device 0 when
+/// libtorch sees one, else the CPU.
 ///
 /// # Errors
 /// [`ModelError::Device`] when CUDA is requested but unavailable or the index is out of range.
-pub fn select_device(req: Option<Option<usize>>) -> Result<Device, ModelError> {
+pub fn select_device(req: DeviceRequest) -> Result<Device, ModelError> {
     match req {
-        None => Ok(Device::cuda_if_available()),
-        Some(None) => Ok(Device::Cpu),
-        Some(Some(i)) => {
+        DeviceRequest::Auto => Ok(Device::cuda_if_available()),
+        DeviceRequest::Cpu => Ok(Device::Cpu),
+        DeviceRequest::Cuda(i) => {
             if !Cuda::is_available() {
                 return Err(ModelError::Device(format!(
                     "cuda:{i} requested but libtorch sees no CUDA device (driver missing, or a \
@@ -404,14 +403,14 @@ mod tests {
 
     #[test]
     fn cpu_and_auto_resolve_without_a_gpu() {
-        assert_eq!(select_device(Some(None)).unwrap(), Device::Cpu);
-        let auto = select_device(None).unwrap();
+        assert_eq!(select_device(DeviceRequest::Cpu).unwrap(), Device::Cpu);
+        let auto = select_device(DeviceRequest::Auto).unwrap();
         assert_eq!(auto.is_cuda(), Cuda::is_available());
         if !Cuda::is_available() {
-            let e = select_device(Some(Some(0))).unwrap_err();
+            let e = select_device(DeviceRequest::Cuda(0)).unwrap_err();
             assert!(e.to_string().contains("cuda:0"), "{e}");
         }
-        let e = select_device(Some(Some(4096)));
+        let e = select_device(DeviceRequest::Cuda(4096));
         assert!(e.is_err());
     }
 

@@ -1,5 +1,5 @@
 //! Converting official PyTorch `.pth` checkpoints to safetensors (runs
-//! `scripts/import_checkpoint.py`, embedded in the library, with the project's Python).
+//! `python/import_checkpoint.py` of this crate, embedded in the library, with the project's Python).
 
 use crate::error::WeightsError;
 use std::io::Write;
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The converter, compiled in so the library needs no repository checkout at run time.
-const SCRIPT: &str = include_str!("../../../scripts/import_checkpoint.py");
+const SCRIPT: &str = include_str!("../python/import_checkpoint.py");
 
 /// What [`import_official`] converted.
 #[derive(Debug, Clone, PartialEq, Eq)]

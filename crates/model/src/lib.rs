@@ -57,7 +57,7 @@ pub mod init;
 /// Linear and LayerNorm with PyTorch names.
 mod layers;
 /// Backbone + head over multi-resolution crops.
-pub mod multicrop;
+pub mod multicrop_wrapper;
 /// Position-embedding interpolation.
 pub mod pos_embed;
 /// The Vision Transformer.
@@ -72,7 +72,7 @@ pub use device::{
 pub use error::{ModelError, WeightsError};
 pub use head::{is_last_layer, is_regularized, DinoHead};
 pub use import::{find_python, import_official, ImportReport};
-pub use multicrop::MultiCropWrapper;
+pub use multicrop_wrapper::MultiCropWrapper;
 pub use pos_embed::PosInterp;
 pub use vit::{VisionTransformer, VitConfig};
 pub use weights::{

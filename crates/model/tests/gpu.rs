@@ -2,7 +2,7 @@
 //! `cargo test -p dino-model --features gpu-tests --test gpu`.
 #![cfg(feature = "gpu-tests")]
 
-use dino_config::{HeadConfig, Precision};
+use dino_config::{DeviceRequest, HeadConfig, Precision};
 use dino_model::{
     resolve_precision, select_device, with_precision, Bf16Support, ComputePrecision,
     MultiCropWrapper, VitConfig,
@@ -27,8 +27,11 @@ fn auto_device_is_cuda_when_a_gpu_is_present() {
         tch::Cuda::is_available(),
         "build.rs must keep libtorch_cuda linked (--no-as-needed)"
     );
-    assert_eq!(select_device(None).unwrap(), Device::Cuda(0));
-    assert_eq!(select_device(Some(Some(0))).unwrap(), Device::Cuda(0));
+    assert_eq!(select_device(DeviceRequest::Auto).unwrap(), Device::Cuda(0));
+    assert_eq!(
+        select_device(DeviceRequest::Cuda(0)).unwrap(),
+        Device::Cuda(0)
+    );
 }
 
 /// `auto` reads the GPU's compute capability from the CUDA driver; every GPU libtorch 2.13's
