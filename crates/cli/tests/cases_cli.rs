@@ -292,3 +292,56 @@ fn a_pth_checkpoint_says_to_run_dino_import() {
         assert!(!err.contains("HeaderTooLarge"), "{err}");
     }
 }
+
+/// The same rule inside training: online k-NN scores a validation folder of some of the bank's
+/// classes by class name, and a validation class the bank lacks stops the run before any step.
+#[test]
+fn online_knn_labels_follow_the_bank_class_names() {
+    let (tmp, cfg) = common::tiny::tiny_run("");
+    let val = tmp.path().join("val");
+    // val holds only class "b" (its own label 0, the bank's 1): copies of bank images, so each
+    // one's nearest neighbour is itself and only a wrong label can miss.
+    std::fs::create_dir_all(val.join("b")).unwrap();
+    for name in ["001.png", "003.png"] {
+        std::fs::copy(
+            tmp.path().join("data/b").join(name),
+            val.join("b").join(name),
+        )
+        .unwrap();
+    }
+    let knn = |val: &Path, run: &str| {
+        let run = tmp.path().join(run);
+        let sets = [
+            "--set".to_string(),
+            format!("eval.knn_train_path=\"{}\"", s(&tmp.path().join("data"))),
+            "--set".to_string(),
+            format!("eval.knn_val_path=\"{}\"", s(val)),
+            "--set".to_string(),
+            "eval.knn_every_epochs=1".to_string(),
+            "--set".to_string(),
+            "eval.knn_k=[1]".to_string(),
+            "--set".to_string(),
+            "eval.crop_size=16".to_string(),
+        ];
+        let mut args = common::tiny::train_args(s(&cfg), s(&run), "12");
+        args.extend(sets.iter().map(String::as_str));
+        (dino(&args), run)
+    };
+    let (out, run) = knn(&val, "ok");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let top1: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["extra"]["knn_top1_k1"].as_f64())
+        .collect();
+    // Epochs 0 and 1 end within the 12 steps (6 per epoch).
+    assert_eq!(top1, [100.0, 100.0], "{metrics}");
+
+    png(&val.join("zebra/0.png"), GREEN, 0);
+    let (out, run) = knn(&val, "bad");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("\"zebra\""), "{err}");
+    assert!(!run.join("checkpoint.safetensors").exists());
+}

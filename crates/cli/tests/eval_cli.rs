@@ -206,34 +206,23 @@ fn attention_keeps_the_aspect_ratio_unless_square() {
             assert_eq!(size(square.join(stem).join("img.png")), (64, 64));
         }
     }
-    let both = dino(&[
-        "attention",
-        "--which",
-        "random",
-        "--config",
-        cfg,
-        "--image",
-        land.to_str().unwrap(),
-        "--keep-aspect",
-        "--square",
-        "--out",
-        tmp.path().join("both").to_str().unwrap(),
-    ]);
+    // The landscape photo alone, with `flags`: the two bad-input cases below.
+    let land_only = |flags: &[&str], out: &str| {
+        let out = tmp.path().join(out);
+        let mut args = vec!["attention", "--which", "random", "--config", cfg];
+        args.extend([
+            "--image",
+            land.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        args.extend(flags);
+        dino(&args)
+    };
+    let both = land_only(&["--keep-aspect", "--square"], "both");
     assert!(!both.status.success());
     // Shorter side below one patch: an error that says so, naming the image.
-    let small = dino(&[
-        "attention",
-        "--which",
-        "random",
-        "--config",
-        cfg,
-        "--image",
-        land.to_str().unwrap(),
-        "--image-size",
-        "3",
-        "--out",
-        tmp.path().join("small").to_str().unwrap(),
-    ]);
+    let small = land_only(&["--image-size", "3"], "small");
     let err = String::from_utf8_lossy(&small.stderr);
     assert!(
         !small.status.success() && err.contains("land") && err.contains("patch"),

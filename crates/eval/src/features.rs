@@ -59,6 +59,9 @@ pub enum FeaturesError {
         /// The cause.
         source: TchError,
     },
+    /// A `.safetensors` path holds something else (e.g. a PyTorch `.pth`).
+    #[error(transparent)]
+    NotSafetensors(#[from] dino_model::WeightsError),
     /// libtorch failed to read a tensor file.
     #[error(transparent)]
     Torch(#[from] TchError),
@@ -265,7 +268,7 @@ pub fn read_features(path: &Path) -> Result<FeatureSet, FeaturesError> {
             )
         }
         Format::Safetensors => {
-            dino_model::check_safetensors(path).map_err(|e| FeaturesError::Shape(e.to_string()))?;
+            dino_model::check_safetensors(path)?;
             let mut named = Tensor::read_safetensors(path)?;
             let mut take = |name: &'static str| {
                 named

@@ -16,6 +16,9 @@ use std::path::Path;
 /// The online k-NN evaluation of a run.
 pub struct OnlineKnn {
     cfg: Config,
+    /// Bank and query sets, opened once: a folder tree is listed (and CIFAR / IDX files read)
+    /// at setup, not again at every evaluation.
+    sets: TrainVal,
 }
 
 impl OnlineKnn {
@@ -30,8 +33,12 @@ impl OnlineKnn {
         if cfg.eval.knn_every_epochs == 0 {
             return Ok(None);
         }
-        Self::folders(cfg).context("online k-NN data (eval.knn_train_path, eval.knn_val_path)")?;
-        Ok(Some(Self { cfg: cfg.clone() }))
+        let sets = Self::folders(cfg)
+            .context("online k-NN data (eval.knn_train_path, eval.knn_val_path)")?;
+        Ok(Some(Self {
+            cfg: cfg.clone(),
+            sets,
+        }))
     }
 
     /// Bank and query folders, the query labels following the bank's class names.
@@ -56,7 +63,7 @@ impl EpochHook for OnlineKnn {
     fn run(&mut self, epoch: usize, method: &DinoMethod) -> anyhow::Result<BTreeMap<String, f64>> {
         let cfg = &self.cfg;
         let e = &cfg.eval;
-        let sets = Self::folders(cfg).context("online k-NN data")?;
+        let sets = &self.sets;
         let opts = EmbedOptions {
             batch_size: e.batch_size,
             transform: dino_data::transforms::EvalTransform::new(e.crop_size, e.resize_ratio)?,
