@@ -1,7 +1,8 @@
 //! Link arguments for the `dino` binary and this crate's tests (an rpath to libtorch and
-//! `--no-as-needed -ltorch`), from the workspace's one build helper (`dino-build-support`), so
-//! that they start without `LD_LIBRARY_PATH`. The libtorch version `dino env` prints is set by
-//! crates/train/build.rs (`dino_train::runtime::LIBTORCH_VERSION`).
+//! `--no-as-needed -ltorch`), so that they start without `LD_LIBRARY_PATH`, and the libtorch
+//! build `dino env` reports (`DINO_LIBTORCH_*`), from the workspace's one build helper
+//! (`dino-build-support`). crates/train/build.rs sets the same version for the checkpoints.
 fn main() {
-    dino_build_support::link_libtorch();
+    let lib = dino_build_support::link_libtorch();
+    dino_build_support::libtorch_version_env(lib.as_deref());
 }

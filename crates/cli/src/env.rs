@@ -1,7 +1,9 @@
 //! `dino env`: what this binary runs on.
 
 use crate::args::ConfigArgs;
-use dino_train::runtime::EnvReport;
+use dino_config::RuntimeConfig;
+use dino_train::runtime::{apply_threads, Threads};
+use serde::Serialize;
 use std::fmt::Write;
 
 #[derive(clap::Args, Debug)]
@@ -22,6 +24,91 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
         print!("{}", text(&report));
     }
     Ok(())
+}
+
+/// CUDA version of the libtorch build this binary links (`unknown`/`None` for a CPU-only build).
+const LIBTORCH_CUDA: &str = env!("DINO_LIBTORCH_CUDA");
+/// The libtorch `lib/` folder baked into the binary's rpath.
+const LIBTORCH_LIB: &str = env!("DINO_LIBTORCH_LIB");
+
+/// Whether `libtorch_cuda.so` is mapped into this process: false on a CUDA build of libtorch
+/// means the linker dropped it (see the build script), and CUDA would silently be unavailable.
+fn libtorch_cuda_loaded() -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.contains("libtorch_cuda.so"))
+        .unwrap_or(false)
+}
+
+/// What `dino env` reports: the libtorch build, CUDA, the device, threads and precision.
+#[derive(Debug, Clone, Serialize)]
+struct EnvReport {
+    /// Version of the dino crates.
+    dino_version: String,
+    /// libtorch version (e.g. `2.13.0+cu130`).
+    libtorch_version: String,
+    /// CUDA version libtorch was built with, if any.
+    libtorch_cuda: String,
+    /// libtorch library folder (rpath).
+    libtorch_lib: String,
+    /// `libtorch_cuda.so` mapped into the process (CUDA support linked in).
+    cuda_linked: bool,
+    /// CUDA runtime usable (a driver and at least one device).
+    cuda_available: bool,
+    /// Number of CUDA devices.
+    cuda_devices: i64,
+    /// cuDNN usable.
+    cudnn_available: bool,
+    /// The device the config's `runtime.device` resolves to.
+    device: String,
+    /// Thread counts.
+    threads: Threads,
+    /// This CPU's native-bf16 flags present (`avx512_bf16`, `amx_bf16`); empty when bf16 is
+    /// emulated on this CPU.
+    cpu_bf16_flags: Vec<String>,
+    /// What `runtime.precision = "auto"` resolves to on `device` here (`fp32` or `bf16`).
+    auto_precision: String,
+    /// Why `auto` resolves so.
+    auto_precision_reason: String,
+    /// The config's own `runtime.precision` (`fp32`, `bf16` or `auto`).
+    config_precision: String,
+    /// What the config's `runtime.precision` resolves to on `device` here.
+    precision: String,
+}
+
+impl EnvReport {
+    /// Gathers the report, applying the thread settings of `rt` first.
+    ///
+    /// # Errors
+    /// When `runtime.device` asks for a CUDA device that does not exist.
+    fn collect(rt: &RuntimeConfig) -> anyhow::Result<Self> {
+        let threads = apply_threads(rt);
+        let device = dino_model::select_device(rt.device)?;
+        let support = dino_model::Bf16Support::detect(device);
+        let auto = dino_model::resolve_precision(dino_config::Precision::Auto, support);
+        Ok(Self {
+            dino_version: env!("CARGO_PKG_VERSION").into(),
+            libtorch_version: dino_train::runtime::LIBTORCH_VERSION.into(),
+            libtorch_cuda: LIBTORCH_CUDA.into(),
+            libtorch_lib: LIBTORCH_LIB.into(),
+            cuda_linked: libtorch_cuda_loaded(),
+            cuda_available: tch::Cuda::is_available(),
+            cuda_devices: tch::Cuda::device_count(),
+            cudnn_available: tch::Cuda::cudnn_is_available(),
+            device: format!("{device:?}"),
+            threads,
+            cpu_bf16_flags: dino_model::CpuBf16Flags::detect()
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            auto_precision: auto.resolved.to_string(),
+            auto_precision_reason: auto.reason,
+            config_precision: rt.precision.to_string(),
+            precision: dino_model::resolve_precision(rt.precision, support)
+                .resolved
+                .to_string(),
+        })
+    }
 }
 
 /// The report as aligned `name  value` lines.

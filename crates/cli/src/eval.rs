@@ -178,13 +178,7 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
     let opts = emb.options(FeatureKind::Cls, false)?;
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
-    let report = knn_eval(
-        &train.features,
-        &train.labels,
-        &val.features,
-        &val.labels,
-        &KnnConfig::from_eval(&emb.cfg.eval),
-    )?;
+    let report = knn_eval(&train, &val, &KnnConfig::from_eval(&emb.cfg.eval))?;
     for note in report.capped_notes() {
         eprintln!("note: {note}");
     }
@@ -225,20 +219,13 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
     let probe = LinearProbeConfig::from_eval(e, emb.cfg.runtime.seed);
-    let (_, report) = train_linear_probe_with(
-        &train.features,
-        &train.labels,
-        &val.features,
-        &val.labels,
-        &probe,
-        |s| {
-            tracing::info!(
-                "linear probe epoch {}: val top-1 {:.2}%",
-                s.epoch,
-                s.val_top1
-            );
-        },
-    )?;
+    let (_, report) = train_linear_probe_with(&train, &val, &probe, |s| {
+        tracing::info!(
+            "linear probe epoch {}: val top-1 {:.2}%",
+            s.epoch,
+            s.val_top1
+        );
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -2,6 +2,7 @@
 //! parses its arguments and the config, calls library functions of the dino crates, and prints
 //! what they return.
 
+mod alloc;
 mod args;
 mod attention;
 mod config;
@@ -60,7 +61,7 @@ enum Command {
 }
 
 fn main() {
-    dino_train::runtime::keep_freed_memory();
+    alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -29,6 +29,7 @@ mod validate;
 
 pub use error::ConfigError;
 pub use sections::*;
+pub use validate::{check_augmentation, check_vit_shape, VitShape};
 
 use std::path::Path;
 

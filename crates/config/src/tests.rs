@@ -328,3 +328,43 @@ fn official_preset_is_all_defaults() {
     c.data = DataConfig::default();
     assert_eq!(c, Config::default());
 }
+
+/// The shape rules have one home: a shape passes `check_vit_shape` exactly when a config with
+/// it passes validation (up to the config's own stricter limits), and each break names its key.
+#[test]
+fn vit_shape_rules_name_their_key() {
+    let ok = ModelConfig::default().vit_shape();
+    assert_eq!(check_vit_shape(&ok), Ok(()));
+    type Break = fn(&mut VitShape);
+    let cases: [(&str, Break); 7] = [
+        ("model.num_heads", |s| s.num_heads = 5),
+        ("model.depth", |s| s.depth = 0),
+        ("model.mlp_ratio", |s| s.mlp_ratio = 0.001),
+        ("model.drop_path_rate", |s| s.drop_path_rate = 1.0),
+        ("model.img_size", |s| s.img_size = 8),
+        ("model.layer_norm_eps", |s| s.layer_norm_eps = f64::NAN),
+        ("model.patch_size", |s| s.patch_size = 0),
+    ];
+    for (key, break_it) in cases {
+        let mut s = ok;
+        break_it(&mut s);
+        assert_eq!(check_vit_shape(&s).unwrap_err().key(), key);
+    }
+}
+
+/// The multi-crop rules have one home: `check_augmentation` and `Config::validate` reject the
+/// same section with the same key.
+#[test]
+fn augmentation_rules_are_shared_with_validation() {
+    let mut c = Config::default();
+    c.augmentation.local_crops_scale = [0.4, 0.05];
+    let direct = check_augmentation(&c.augmentation).unwrap_err();
+    assert_eq!(direct.key(), "augmentation.local_crops_scale");
+    assert_eq!(c.validate().unwrap_err(), direct);
+    c.augmentation = AugmentationConfig::default();
+    c.augmentation.global_crops_scale = [0.4, 1.5];
+    assert_eq!(
+        check_augmentation(&c.augmentation).unwrap_err().key(),
+        "augmentation.global_crops_scale"
+    );
+}

@@ -1,6 +1,6 @@
 //! Range and cross-section checks, each error naming its key.
 
-use crate::{Config, ConfigError};
+use crate::{AugmentationConfig, Config, ConfigError, ModelConfig};
 
 type R = Result<(), ConfigError>;
 
@@ -75,63 +75,112 @@ fn multiple_of_patch(key: &str, size: usize, patch: usize) -> R {
     }
 }
 
-pub(crate) fn validate(c: &Config) -> R {
-    // [data]
-    prob("data.max_failed_fraction", c.data.max_failed_fraction)?;
-    if c.data.max_image_pixels == 0 {
-        return Err(ConfigError::invalid(
-            "data.max_image_pixels",
-            "must be at least 1",
-        ));
-    }
-    if !matches!(c.data.split.as_str(), "train" | "test") {
-        return Err(ConfigError::invalid(
-            "data.split",
-            format!("must be \"train\" or \"test\", got {:?}", c.data.split),
-        ));
-    }
+/// The numbers that fix a ViT's shape, as [`check_vit_shape`] checks them (built from a
+/// `[model]` section by [`ModelConfig::vit_shape`], or by the model crate from its own
+/// `VitConfig`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VitShape {
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// Token width D.
+    pub embed_dim: usize,
+    /// Number of blocks.
+    pub depth: usize,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// MLP hidden width = floor(embed_dim * mlp_ratio).
+    pub mlp_ratio: f64,
+    /// Stochastic-depth rate of the last block.
+    pub drop_path_rate: f64,
+    /// Side of the square image the position table is sized for, in pixels.
+    pub img_size: usize,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+}
 
-    // [model] first: crop sizes depend on the patch size.
-    let m = &c.model;
-    if !(1..=64).contains(&m.patch_size) {
-        return Err(ConfigError::invalid(
-            "model.patch_size",
-            format!("must be in 1..=64, got {}", m.patch_size),
-        ));
+impl ModelConfig {
+    /// The shape this section describes (arch presets resolved by [`ModelConfig::dims`]).
+    pub fn vit_shape(&self) -> VitShape {
+        let (embed_dim, depth, num_heads) = self.dims();
+        VitShape {
+            patch_size: self.patch_size,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio: self.mlp_ratio,
+            drop_path_rate: self.drop_path_rate,
+            img_size: self.img_size,
+            layer_norm_eps: self.layer_norm_eps,
+        }
     }
-    let (dim, depth, heads) = m.dims();
-    nonzero("model.embed_dim", dim)?;
-    nonzero("model.depth", depth)?;
-    nonzero("model.num_heads", heads)?;
-    if dim % heads != 0 {
+}
+
+/// The one home of the ViT shape rules: sizes at least 1, heads dividing the width, a positive
+/// MLP ratio giving at least one hidden unit, a drop-path rate in [0, 1), an image at least one
+/// patch wide (the official `PatchEmbed` floors `img_size / patch_size`) and a positive
+/// LayerNorm epsilon. `Config::validate` adds its own limits on top (patch size at most 64,
+/// `img_size` a multiple of it).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the `model.*` key that breaks a rule.
+pub fn check_vit_shape(s: &VitShape) -> Result<(), ConfigError> {
+    nonzero("model.patch_size", s.patch_size)?;
+    nonzero("model.embed_dim", s.embed_dim)?;
+    nonzero("model.depth", s.depth)?;
+    nonzero("model.num_heads", s.num_heads)?;
+    if s.embed_dim % s.num_heads != 0 {
         return Err(ConfigError::invalid(
             "model.num_heads",
-            format!("must divide model.embed_dim ({dim}), got {heads}"),
+            format!(
+                "must divide model.embed_dim ({}), got {}",
+                s.embed_dim, s.num_heads
+            ),
         ));
     }
-    positive("model.mlp_ratio", m.mlp_ratio)?;
-    if !(0.0..1.0).contains(&m.drop_path_rate) {
+    positive("model.mlp_ratio", s.mlp_ratio)?;
+    if (s.embed_dim as f64 * s.mlp_ratio).floor() < 1.0 {
+        return Err(ConfigError::invalid(
+            "model.mlp_ratio",
+            format!(
+                "{} gives no MLP hidden unit at width {}",
+                s.mlp_ratio, s.embed_dim
+            ),
+        ));
+    }
+    if !(0.0..1.0).contains(&s.drop_path_rate) {
         return Err(ConfigError::invalid(
             "model.drop_path_rate",
-            format!("must be in [0, 1), got {}", m.drop_path_rate),
+            format!("must be in [0, 1), got {}", s.drop_path_rate),
         ));
     }
-    multiple_of_patch("model.img_size", m.img_size, m.patch_size)?;
-    positive("model.layer_norm_eps", m.layer_norm_eps)?;
+    if s.img_size < s.patch_size {
+        return Err(ConfigError::invalid(
+            "model.img_size",
+            format!(
+                "must be at least model.patch_size ({}), got {}",
+                s.patch_size, s.img_size
+            ),
+        ));
+    }
+    positive("model.layer_norm_eps", s.layer_norm_eps)
+}
 
-    // [augmentation]
-    let a = &c.augmentation;
-    multiple_of_patch(
+/// The one home of the multi-crop rules that do not depend on the model: crop sizes at least
+/// 1 (the local size only when there are local crops), scale ranges within (0, 1], an aspect
+/// ratio range with 0 < lo <= hi, probabilities in [0, 1], jitter strengths finite and >= 0
+/// (hue at most 0.5, as torchvision's `ColorJitter`), a blur sigma range with 0 < lo <= hi and a
+/// positive normalisation std. `Config::validate` adds that crop sizes are multiples of
+/// `model.patch_size`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the `augmentation.*` key that breaks a rule.
+pub fn check_augmentation(a: &AugmentationConfig) -> Result<(), ConfigError> {
+    nonzero(
         "augmentation.global_crops_size",
         a.global_crops_size as usize,
-        m.patch_size,
     )?;
     if a.local_crops_number > 0 {
-        multiple_of_patch(
-            "augmentation.local_crops_size",
-            a.local_crops_size as usize,
-            m.patch_size,
-        )?;
+        nonzero("augmentation.local_crops_size", a.local_crops_size as usize)?;
     }
     range(
         "augmentation.global_crops_scale",
@@ -175,6 +224,53 @@ pub(crate) fn validate(c: &Config) -> R {
     range("augmentation.blur_sigma", a.blur_sigma, 0.0, 1e3, true)?;
     for (i, s) in a.std.iter().enumerate() {
         positive(&format!("augmentation.std[{i}]"), *s)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn validate(c: &Config) -> R {
+    // [data]
+    prob("data.max_failed_fraction", c.data.max_failed_fraction)?;
+    if c.data.max_image_pixels == 0 {
+        return Err(ConfigError::invalid(
+            "data.max_image_pixels",
+            "must be at least 1",
+        ));
+    }
+    if !matches!(c.data.split.as_str(), "train" | "test") {
+        return Err(ConfigError::invalid(
+            "data.split",
+            format!("must be \"train\" or \"test\", got {:?}", c.data.split),
+        ));
+    }
+
+    // [model] first: crop sizes depend on the patch size.
+    let m = &c.model;
+    if !(1..=64).contains(&m.patch_size) {
+        return Err(ConfigError::invalid(
+            "model.patch_size",
+            format!("must be in 1..=64, got {}", m.patch_size),
+        ));
+    }
+    check_vit_shape(&m.vit_shape())?;
+    let depth = m.dims().1;
+    // Stricter than a ViT needs (it floors img_size / patch_size): a config's table is exact.
+    multiple_of_patch("model.img_size", m.img_size, m.patch_size)?;
+
+    // [augmentation]
+    let a = &c.augmentation;
+    check_augmentation(a)?;
+    multiple_of_patch(
+        "augmentation.global_crops_size",
+        a.global_crops_size as usize,
+        m.patch_size,
+    )?;
+    if a.local_crops_number > 0 {
+        multiple_of_patch(
+            "augmentation.local_crops_size",
+            a.local_crops_size as usize,
+            m.patch_size,
+        )?;
     }
 
     // [head]

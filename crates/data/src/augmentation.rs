@@ -17,7 +17,7 @@ use crate::transforms::{
     apply_jitter, gaussian_blur_with, hflip, sample_jitter, sample_resized_crop, solarize,
     to_grayscale, BlurScratch, ColorJitterParams, CropBox, CropResizer, TransformError,
 };
-use dino_config::AugmentationConfig;
+use dino_config::{check_augmentation, AugmentationConfig};
 use image::RgbImage;
 use rand::Rng;
 use std::cell::RefCell;
@@ -62,75 +62,14 @@ thread_local! {
     static WORK: RefCell<(CropResizer, BlurScratch)> = RefCell::new(Default::default());
 }
 
-fn check(
-    ok: bool,
-    name: &'static str,
-    reason: impl FnOnce() -> String,
-) -> Result<(), TransformError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(TransformError::BadParameter {
-            name,
-            reason: reason(),
-        })
-    }
-}
-
-fn range_ok(r: [f64; 2], min: f64) -> bool {
-    r[0].is_finite() && r[1].is_finite() && r[0] >= min && r[0] <= r[1]
-}
-
 impl DataAugmentationDino {
     /// Builds the transform from the `[augmentation]` config section.
     ///
-    /// Errors ([`TransformError::BadParameter`]): crop sizes 0; scale ranges not
-    /// `0 < lo <= hi`; ratio range not `0 < lo <= hi`; a probability outside [0, 1]; a jitter
-    /// strength negative or non-finite (hue above 0.5); blur sigma range not `0 <= lo <= hi`.
+    /// # Errors
+    /// [`TransformError::Config`] when `cfg` breaks a rule of [`dino_config::check_augmentation`]
+    /// (the one home of the multi-crop rules, which `Config::validate` also applies).
     pub fn new(cfg: &AugmentationConfig) -> Result<Self, TransformError> {
-        check(cfg.global_crops_size > 0, "global_crops_size", || {
-            "must be > 0".into()
-        })?;
-        check(
-            cfg.local_crops_size > 0 || cfg.local_crops_number == 0,
-            "local_crops_size",
-            || "must be > 0".into(),
-        )?;
-        for (name, r) in [
-            ("global_crops_scale", cfg.global_crops_scale),
-            ("local_crops_scale", cfg.local_crops_scale),
-            ("crop_ratio", cfg.crop_ratio),
-        ] {
-            check(range_ok(r, f64::MIN_POSITIVE), name, || {
-                format!("{r:?} is not a range 0 < lo <= hi")
-            })?;
-        }
-        check(range_ok(cfg.blur_sigma, 0.0), "blur_sigma", || {
-            format!("{:?} is not a range 0 <= lo <= hi", cfg.blur_sigma)
-        })?;
-        for (name, p) in [
-            ("flip_p", cfg.flip_p),
-            ("color_jitter_p", cfg.color_jitter_p),
-            ("grayscale_p", cfg.grayscale_p),
-            ("blur_global1_p", cfg.blur_global1_p),
-            ("blur_global2_p", cfg.blur_global2_p),
-            ("blur_local_p", cfg.blur_local_p),
-            ("solarize_p", cfg.solarize_p),
-        ] {
-            check((0.0..=1.0).contains(&p), name, || {
-                format!("probability {p} not in [0, 1]")
-            })?;
-        }
-        for (name, v, max) in [
-            ("brightness", cfg.brightness, f64::MAX),
-            ("contrast", cfg.contrast, f64::MAX),
-            ("saturation", cfg.saturation, f64::MAX),
-            ("hue", cfg.hue, 0.5),
-        ] {
-            check(v.is_finite() && (0.0..=max).contains(&v), name, || {
-                format!("{v} not in [0, {max}]")
-            })?;
-        }
+        check_augmentation(cfg)?;
         Ok(Self { cfg: cfg.clone() })
     }
 

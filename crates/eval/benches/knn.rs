@@ -6,8 +6,14 @@
 //! (default: libtorch's choice).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dino_eval::features::FeatureSet;
 use dino_eval::knn::{knn_eval, KnnConfig};
 use tch::{Device, Kind, Tensor};
+
+/// The tensors as the [`FeatureSet`] k-NN and the probe take.
+fn fs(x: &Tensor, y: &Tensor) -> FeatureSet {
+    FeatureSet::labelled(x.shallow_clone(), y.shallow_clone()).unwrap()
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -35,12 +41,13 @@ fn bench_knn(c: &mut Criterion) {
     let test = Tensor::randn([n_test, dim], opts);
     let train_labels = Tensor::randint(classes, [n_train], (Kind::Int64, Device::Cpu));
     let test_labels = Tensor::randint(classes, [n_test], (Kind::Int64, Device::Cpu));
+    let (train, test) = (fs(&train, &train_labels), fs(&test, &test_labels));
     let cfg = KnnConfig::default();
     let mut group = c.benchmark_group("knn");
     group.sample_size(10);
     group.throughput(Throughput::Elements(n_test as u64));
     group.bench_function(format!("{n_test}x{n_train}x{dim}"), |b| {
-        b.iter(|| knn_eval(&train, &train_labels, &test, &test_labels, &cfg).unwrap())
+        b.iter(|| knn_eval(&train, &test, &cfg).unwrap())
     });
     group.finish();
 }

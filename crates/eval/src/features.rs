@@ -59,6 +59,27 @@ pub enum FeaturesError {
         /// The cause.
         source: TchError,
     },
+    /// A set that k-NN or a probe needs rows of has none.
+    #[error("the {0} set is empty")]
+    Empty(&'static str),
+    /// A set that k-NN or a probe learns from or scores against has a negative (unknown) label.
+    #[error("{what} labels must be >= 0, found {label}")]
+    NegativeLabel {
+        /// Which set ("train", "test" or "val").
+        what: &'static str,
+        /// The smallest label found.
+        label: i64,
+    },
+    /// The train and evaluation features differ in width.
+    #[error("train features have {train} dimensions but {what} features have {eval}")]
+    DimMismatch {
+        /// Which evaluation set ("test" or "val").
+        what: &'static str,
+        /// Train feature width.
+        train: i64,
+        /// Evaluation feature width.
+        eval: i64,
+    },
     /// A `.safetensors` path holds something else (e.g. a PyTorch `.pth`).
     #[error(transparent)]
     NotSafetensors(#[from] dino_model::WeightsError),
@@ -83,10 +104,14 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
-    /// Checks the shapes and converts to the stored kinds (f32, i64) on the CPU.
+    /// Checks the shapes and converts to the stored kinds (f32, i64) on the CPU. This is the one
+    /// place feature and label tensors are checked: k-NN, the linear probe and the feature files
+    /// all take a `FeatureSet`, and [`check_train_eval`] adds only what relates two sets.
     ///
     /// # Errors
-    /// [`FeaturesError::Shape`] when the shapes or the number of paths disagree.
+    /// [`FeaturesError::Shape`] when features are not a float `[N, D]` tensor, labels not an
+    /// integer `[N]` tensor, patch tokens not a float `[N, P, D']` tensor, or the number of paths
+    /// is neither 0 nor N.
     pub fn new(
         features: Tensor,
         labels: Tensor,
@@ -104,7 +129,11 @@ impl FeatureSet {
                 ))
             }
         };
-        if labels.size() != [n] || labels.is_floating_point() {
+        let integer = matches!(
+            labels.kind(),
+            Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
+        );
+        if labels.size() != [n] || !integer {
             return shape(format!(
                 "labels must be an integer [{n}] tensor, got {:?} {:?}",
                 labels.kind(),
@@ -135,6 +164,20 @@ impl FeatureSet {
         })
     }
 
+    /// Features `[N, D]` and labels `[N]` alone (no patch tokens, no paths): what k-NN and the
+    /// linear probe read.
+    ///
+    /// # Errors
+    /// As [`FeatureSet::new`].
+    pub fn labelled(features: Tensor, labels: Tensor) -> Result<Self, FeaturesError> {
+        Self::new(features, labels, None, Vec::new())
+    }
+
+    /// Feature width D.
+    pub fn dim(&self) -> i64 {
+        self.features.size()[1]
+    }
+
     /// The same set with class names (label `i` is `classes[i]`).
     pub fn with_classes(mut self, classes: Vec<String>) -> Self {
         self.classes = classes;
@@ -150,6 +193,40 @@ impl FeatureSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What a train set and an evaluation set must satisfy together for k-NN or a linear probe
+/// (each set's own shapes were checked by [`FeatureSet::new`]): both non-empty, the train labels
+/// (and the evaluation labels when `eval_labelled`) at least 0, and equal feature widths.
+/// `what` names the evaluation set in errors ("test" or "val").
+///
+/// # Errors
+/// [`FeaturesError::Empty`], [`FeaturesError::NegativeLabel`], [`FeaturesError::DimMismatch`].
+pub fn check_train_eval(
+    train: &FeatureSet,
+    eval: &FeatureSet,
+    what: &'static str,
+    eval_labelled: bool,
+) -> Result<(), FeaturesError> {
+    for (name, set, labelled) in [("train", train, true), (what, eval, eval_labelled)] {
+        if set.is_empty() {
+            return Err(FeaturesError::Empty(name));
+        }
+        if labelled {
+            let label = set.labels.f_min()?.f_int64_value(&[])?;
+            if label < 0 {
+                return Err(FeaturesError::NegativeLabel { what: name, label });
+            }
+        }
+    }
+    if train.dim() != eval.dim() {
+        return Err(FeaturesError::DimMismatch {
+            what,
+            train: train.dim(),
+            eval: eval.dim(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `path` names a features file ([`write_features`] would take it), before any

@@ -28,6 +28,7 @@
 //! Kept from the official code: features are L2-normalised first (eps 1e-12, like
 //! `F.normalize`), and for `k < 5` the "top-5" only looks at the first `k` ranks.
 
+use crate::features::{check_train_eval, FeatureSet, FeaturesError};
 use dino_config::EvalConfig;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor};
@@ -39,51 +40,9 @@ pub const DEFAULT_CHUNK_SIZE: usize = 256;
 /// Bad input to the k-NN classifier.
 #[derive(Debug, thiserror::Error)]
 pub enum KnnError {
-    /// Features are not a 2-D `[N, D]` tensor.
-    #[error("{what} features must be a 2-D tensor [N, D], got shape {shape:?}")]
-    FeatureShape {
-        /// Which features ("train" or "test").
-        what: &'static str,
-        /// The shape received.
-        shape: Vec<i64>,
-    },
-    /// Labels are not a 1-D tensor with one entry per feature row.
-    #[error("{what} labels must be a 1-D integer tensor of length {rows}, got shape {shape:?}")]
-    LabelShape {
-        /// Which labels ("train" or "test").
-        what: &'static str,
-        /// Rows of the matching features.
-        rows: i64,
-        /// The shape received.
-        shape: Vec<i64>,
-    },
-    /// Labels are not integers.
-    #[error("{what} labels must be an integer tensor, got {kind:?}")]
-    LabelKind {
-        /// Which labels ("train" or "test").
-        what: &'static str,
-        /// The kind received.
-        kind: Kind,
-    },
-    /// A label is negative.
-    #[error("{what} labels must be >= 0, found {label}")]
-    NegativeLabel {
-        /// Which labels ("train" or "test").
-        what: &'static str,
-        /// The smallest label found.
-        label: i64,
-    },
-    /// Train and test features differ in width.
-    #[error("train features have {train} dimensions but test features have {test}")]
-    DimMismatch {
-        /// Train feature width.
-        train: i64,
-        /// Test feature width.
-        test: i64,
-    },
-    /// The train set (memory bank) or the test set is empty.
-    #[error("the {0} set is empty")]
-    Empty(&'static str),
+    /// The features or labels (see [`FeatureSet::new`] and [`check_train_eval`]).
+    #[error(transparent)]
+    Features(#[from] FeaturesError),
     /// No `k` was given.
     #[error("no neighbour count k given")]
     NoK,
@@ -188,29 +147,29 @@ impl KnnReport {
     }
 }
 
-/// Weighted k-NN accuracy of `test_features` against the memory bank `train_features`, for every
+/// Weighted k-NN accuracy of the `test` features against the memory bank `train`, for every
 /// k of `cfg` at once.
 ///
-/// Shapes: features `[N, D]` (any float kind, any device; computed in f32 on the train features'
-/// device, L2-normalised here), labels `[N]` of an integer kind, values `>= 0`.
-/// Memory: one `[chunk_size, n_train]` similarity block at a time.
+/// Shapes: features `[N, D]` f32 (L2-normalised here), labels `[N]` i64 with values `>= 0`, as
+/// [`FeatureSet`] holds them (on the CPU). Memory: one `[chunk_size, n_train]` similarity block
+/// at a time.
 ///
 /// A `k` above `n_train` is capped to `n_train` (see [`KnnScore::capped_from`]). A test row
 /// is a top-1 / top-5 hit only when its true class received a vote.
 ///
 /// # Errors
-/// [`KnnError`] on mismatched shapes, non-integer or negative labels, an empty set, an empty k
-/// list, `k == 0`, a non-positive temperature, `chunk_size == 0`, or a libtorch failure.
+/// [`KnnError::Features`] for an empty set, a negative label or feature widths that differ
+/// ([`check_train_eval`]); [`KnnError`] for an empty k list, `k == 0`, a non-positive
+/// temperature, `chunk_size == 0`, or a libtorch failure.
 pub fn knn_eval(
-    train_features: &Tensor,
-    train_labels: &Tensor,
-    test_features: &Tensor,
-    test_labels: &Tensor,
+    train: &FeatureSet,
+    test: &FeatureSet,
     cfg: &KnnConfig,
 ) -> Result<KnnReport, KnnError> {
-    let bank = MemoryBank::new(train_features, train_labels, cfg.temperature)?;
-    let (test, test_labels) = bank.check_queries(test_features, Some(test_labels))?;
-    let test_labels = test_labels.expect("labels were given");
+    check_train_eval(train, test, "test", true)?;
+    let bank = MemoryBank::new(train, cfg.temperature)?;
+    let test_labels = &test.labels;
+    let test = l2_normalize(&test.features)?;
     let ks = bank.cap_ks(&cfg.ks)?;
     let k_max = ks
         .iter()
@@ -220,7 +179,7 @@ pub fn knn_eval(
     if cfg.chunk_size == 0 {
         return Err(KnnError::ChunkSize);
     }
-    let num_classes = bank.num_classes.max(max_label(&test_labels)? + 1);
+    let num_classes = bank.num_classes.max(max_label(test_labels)? + 1);
     let n_test = test.size()[0];
     let classes = Tensor::arange(num_classes, (Kind::Int64, bank.device)).view([1, -1]);
     let mut top1 = vec![0i64; ks.len()];
@@ -282,19 +241,20 @@ pub fn knn_eval(
 /// Weighted k-NN predictions: the top-1 class of every test feature (ties to the lower class
 /// index), chunked by [`DEFAULT_CHUNK_SIZE`]. A `k` above the bank size is capped to it.
 ///
-/// Shapes as in [`knn_eval`]; returns one class per test row, in row order.
+/// Shapes as in [`knn_eval`]; the labels of `test` are not read (they may be -1). Returns one
+/// class per test row, in row order.
 ///
 /// # Errors
 /// As [`knn_eval`].
 pub fn knn_predict(
-    train_features: &Tensor,
-    train_labels: &Tensor,
-    test_features: &Tensor,
+    train: &FeatureSet,
+    test: &FeatureSet,
     k: usize,
     temperature: f64,
 ) -> Result<Vec<i64>, KnnError> {
-    let bank = MemoryBank::new(train_features, train_labels, temperature)?;
-    let (test, _) = bank.check_queries(test_features, None)?;
+    check_train_eval(train, test, "test", false)?;
+    let bank = MemoryBank::new(train, temperature)?;
+    let test = l2_normalize(&test.features)?;
     let k = bank.cap_ks(&[k])?[0].0;
     let n_test = test.size()[0];
     let mut predictions = Vec::with_capacity(n_test as usize);
@@ -318,7 +278,6 @@ struct MemoryBank {
     features_t: Tensor,
     labels: Tensor,
     n_train: i64,
-    dim: i64,
     num_classes: i64,
     temperature: f64,
     device: Device,
@@ -331,50 +290,23 @@ struct Neighbours {
 }
 
 impl MemoryBank {
-    fn new(features: &Tensor, labels: &Tensor, temperature: f64) -> Result<Self, KnnError> {
+    /// The bank of a train set that [`check_train_eval`] accepted.
+    fn new(train: &FeatureSet, temperature: f64) -> Result<Self, KnnError> {
         if !(temperature.is_finite() && temperature > 0.0) {
             return Err(KnnError::Temperature(temperature));
         }
-        let (n_train, dim) = feature_dims("train", features)?;
-        if n_train == 0 {
-            return Err(KnnError::Empty("train"));
-        }
-        let labels = check_labels("train", labels, n_train)?;
-        let device = features.device();
-        let features_t = l2_normalize(features)?.f_tr()?;
-        let labels = labels.f_to_device(device)?;
+        let device = train.features.device();
+        let features_t = l2_normalize(&train.features)?.f_tr()?;
+        let labels = train.labels.shallow_clone();
         let num_classes = max_label(&labels)? + 1;
         Ok(Self {
             features_t,
             labels,
-            n_train,
-            dim,
+            n_train: train.len() as i64,
             num_classes,
             temperature,
             device,
         })
-    }
-
-    /// Normalised test features and (when given) checked labels.
-    fn check_queries(
-        &self,
-        features: &Tensor,
-        labels: Option<&Tensor>,
-    ) -> Result<(Tensor, Option<Tensor>), KnnError> {
-        let (n_test, dim) = feature_dims("test", features)?;
-        if dim != self.dim {
-            return Err(KnnError::DimMismatch {
-                train: self.dim,
-                test: dim,
-            });
-        }
-        if n_test == 0 {
-            return Err(KnnError::Empty("test"));
-        }
-        let labels = labels
-            .map(|l| check_labels("test", l, n_test))
-            .transpose()?;
-        Ok((l2_normalize(features)?, labels))
     }
 
     /// The distinct k to use, in the order given, each with the requested k that were capped
@@ -433,41 +365,6 @@ impl Neighbours {
     }
 }
 
-fn feature_dims(what: &'static str, features: &Tensor) -> Result<(i64, i64), KnnError> {
-    match features.size()[..] {
-        [n, d] if features.is_floating_point() => Ok((n, d)),
-        _ => Err(KnnError::FeatureShape {
-            what,
-            shape: features.size(),
-        }),
-    }
-}
-
-fn check_labels(what: &'static str, labels: &Tensor, rows: i64) -> Result<Tensor, KnnError> {
-    if labels.size() != [rows] {
-        return Err(KnnError::LabelShape {
-            what,
-            rows,
-            shape: labels.size(),
-        });
-    }
-    let kind = labels.kind();
-    if !matches!(
-        kind,
-        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
-    ) {
-        return Err(KnnError::LabelKind { what, kind });
-    }
-    let labels = labels.f_to_kind(Kind::Int64)?;
-    if rows > 0 {
-        let label = labels.f_min()?.f_int64_value(&[])?;
-        if label < 0 {
-            return Err(KnnError::NegativeLabel { what, label });
-        }
-    }
-    Ok(labels)
-}
-
 fn max_label(labels: &Tensor) -> Result<i64, KnnError> {
     Ok(labels.f_max()?.f_int64_value(&[])?)
 }
@@ -490,6 +387,10 @@ mod tests {
         Tensor::from_slice(&flat).view([rows.len() as i64, 2])
     }
 
+    fn set(features: &Tensor, labels: &[i64]) -> FeatureSet {
+        FeatureSet::labelled(features.shallow_clone(), Tensor::from_slice(labels)).unwrap()
+    }
+
     #[test]
     fn defaults_are_official() {
         // eval_knn.py: --nb_knn default [10, 20, 100, 200], --temperature default 0.07.
@@ -501,16 +402,14 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        let train = feats(&[[1.0, 0.0], [0.0, 1.0]]);
-        let labels = Tensor::from_slice(&[0i64, 1]);
-        let test = feats(&[[1.0, 0.1]]);
-        let test_labels = Tensor::from_slice(&[0i64]);
+        let train = set(&feats(&[[1.0, 0.0], [0.0, 1.0]]), &[0, 1]);
+        let test = set(&feats(&[[1.0, 0.1]]), &[0]);
         let cfg = |ks: Vec<usize>| KnnConfig {
             ks,
             temperature: 0.07,
             chunk_size: 4,
         };
-        let run = |c: &KnnConfig| knn_eval(&train, &labels, &test, &test_labels, c);
+        let run = |c: &KnnConfig| knn_eval(&train, &test, c);
         assert!(matches!(run(&cfg(vec![0])), Err(KnnError::ZeroK)));
         assert!(matches!(run(&cfg(vec![])), Err(KnnError::NoK)));
         let mut c = cfg(vec![1]);
@@ -520,39 +419,37 @@ mod tests {
         c.temperature = 0.0;
         assert!(matches!(run(&c), Err(KnnError::Temperature(_))));
         let c = cfg(vec![1]);
-        let wide = Tensor::zeros([1, 3], (Kind::Float, Device::Cpu));
+        let wide = set(&Tensor::zeros([1, 3], (Kind::Float, Device::Cpu)), &[0]);
         assert!(matches!(
-            knn_eval(&train, &labels, &wide, &test_labels, &c),
-            Err(KnnError::DimMismatch { train: 2, test: 3 })
+            knn_eval(&train, &wide, &c),
+            Err(KnnError::Features(FeaturesError::DimMismatch {
+                train: 2,
+                eval: 3,
+                ..
+            }))
         ));
-        let negative = Tensor::from_slice(&[0i64, -1]);
+        let negative = set(&feats(&[[1.0, 0.0], [0.0, 1.0]]), &[0, -1]);
         assert!(matches!(
-            knn_eval(&train, &negative, &test, &test_labels, &c),
-            Err(KnnError::NegativeLabel { label: -1, .. })
+            knn_eval(&negative, &test, &c),
+            Err(KnnError::Features(FeaturesError::NegativeLabel {
+                what: "train",
+                label: -1
+            }))
         ));
-        let float_labels = Tensor::from_slice(&[0f32, 1.0]);
+        // Queries to predict need no labels: -1 is fine there.
+        let unlabelled = set(&feats(&[[1.0, 0.1]]), &[-1]);
+        assert_eq!(knn_predict(&train, &unlabelled, 1, 0.07).unwrap(), [0]);
+        let empty = FeatureSet::labelled(
+            Tensor::zeros([0, 2], (Kind::Float, Device::Cpu)),
+            Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+        )
+        .unwrap();
         assert!(matches!(
-            knn_eval(&train, &float_labels, &test, &test_labels, &c),
-            Err(KnnError::LabelKind { .. })
-        ));
-        let short = Tensor::from_slice(&[0i64]);
-        assert!(matches!(
-            knn_eval(&train, &short, &test, &test_labels, &c),
-            Err(KnnError::LabelShape { rows: 2, .. })
-        ));
-        let flat = Tensor::from_slice(&[1f32, 0.0]);
-        assert!(matches!(
-            knn_eval(&flat, &labels, &test, &test_labels, &c),
-            Err(KnnError::FeatureShape { what: "train", .. })
-        ));
-        let empty = Tensor::zeros([0, 2], (Kind::Float, Device::Cpu));
-        let no_labels = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
-        assert!(matches!(
-            knn_eval(&train, &labels, &empty, &no_labels, &c),
-            Err(KnnError::Empty("test"))
+            knn_eval(&train, &empty, &c),
+            Err(KnnError::Features(FeaturesError::Empty("test")))
         ));
         assert!(matches!(
-            knn_predict(&train, &labels, &test, 0, 0.07),
+            knn_predict(&train, &test, 0, 0.07),
             Err(KnnError::ZeroK)
         ));
     }
@@ -561,15 +458,16 @@ mod tests {
     fn k_above_the_bank_is_capped_and_reported() {
         // shared/cases/knn-k-exceeds-bank: 4 train images, the default k list.
         let train = feats(&[[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]);
-        let labels = Tensor::from_slice(&[0i64, 0, 1, 1]);
+        let labels = [0i64, 0, 1, 1];
         let test = feats(&[[1.0, 0.05], [0.05, 1.0]]);
-        let test_labels = Tensor::from_slice(&[0i64, 1]);
+        let test_labels = [0i64, 1];
         let cfg = KnnConfig {
             ks: vec![2, 10, 20, 100, 200],
             temperature: 0.07,
             chunk_size: 1,
         };
-        let r = knn_eval(&train, &labels, &test, &test_labels, &cfg).unwrap();
+        let (train, test) = (set(&train, &labels), set(&test, &test_labels));
+        let r = knn_eval(&train, &test, &cfg).unwrap();
         let used: Vec<(usize, Vec<usize>)> = r
             .scores
             .iter()
@@ -586,10 +484,7 @@ mod tests {
         assert_eq!(json["scores"][1]["k"], 4);
         assert_eq!(json["scores"][1]["capped_from"][3], 200);
         assert!(json["scores"][0].get("capped_from").is_none());
-        assert_eq!(
-            knn_predict(&train, &labels, &test, 50, 0.07).unwrap(),
-            [0, 1]
-        );
+        assert_eq!(knn_predict(&train, &test, 50, 0.07).unwrap(), [0, 1]);
     }
 
     #[test]
@@ -597,15 +492,16 @@ mod tests {
         // shared/cases/knn-top5-zero-vote: class 0's test image has both neighbours in class 2;
         // class 0 gets no vote and must not fill a top-min(5, k) rank.
         let train = feats(&[[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.61, 0.79]]);
-        let labels = Tensor::from_slice(&[0i64, 1, 2, 2]);
+        let labels = [0i64, 1, 2, 2];
         let test = feats(&[[0.6, 0.8], [0.0, 1.0], [0.6, 0.8]]);
-        let test_labels = Tensor::from_slice(&[0i64, 1, 2]);
+        let test_labels = [0i64, 1, 2];
         let cfg = KnnConfig {
             ks: vec![1, 2],
             temperature: 0.07,
             chunk_size: 2,
         };
-        let r = knn_eval(&train, &labels, &test, &test_labels, &cfg).unwrap();
+        let (train, test) = (set(&train, &labels), set(&test, &test_labels));
+        let r = knn_eval(&train, &test, &cfg).unwrap();
         let two = r.score(2).unwrap();
         assert!((two.top1 - 200.0 / 3.0).abs() < 1e-9, "{two:?}");
         assert!((two.top5 - 200.0 / 3.0).abs() < 1e-9, "{two:?}");
@@ -617,10 +513,16 @@ mod tests {
     fn features_need_not_be_normalised() {
         // Scaling a feature must not change anything: cosine similarity only.
         let train = feats(&[[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]]);
-        let labels = Tensor::from_slice(&[0i64, 1, 2]);
+        let labels = [0i64, 1, 2];
         let test = feats(&[[0.9, 0.2], [0.1, 0.8]]);
-        let a = knn_predict(&train, &labels, &test, 1, 0.07).unwrap();
-        let b = knn_predict(&(&train * 10.0), &labels, &(&test * 0.01), 1, 0.07).unwrap();
+        let a = knn_predict(&set(&train, &labels), &set(&test, &[-1, -1]), 1, 0.07).unwrap();
+        let b = knn_predict(
+            &set(&(&train * 10.0), &labels),
+            &set(&(&test * 0.01), &[-1, -1]),
+            1,
+            0.07,
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_eq!(a, vec![0, 1]);
     }

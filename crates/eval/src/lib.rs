@@ -9,6 +9,7 @@
 //! Weighted k-NN on a few hand-made features:
 //!
 //! ```
+//! use dino_eval::features::FeatureSet;
 //! use dino_eval::knn::{knn_eval, knn_predict, KnnConfig};
 //! use tch::Tensor;
 //!
@@ -17,13 +18,16 @@
 //! let train_labels = Tensor::from_slice(&[0i64, 0, 1, 1]);
 //! let test = Tensor::from_slice(&[0.8f32, 0.3, 0.1, 1.0]).view([2, 2]);
 //! let test_labels = Tensor::from_slice(&[0i64, 1]);
+//! // Shapes and label kinds are checked once, here.
+//! let train = FeatureSet::labelled(train, train_labels)?;
+//! let test = FeatureSet::labelled(test, test_labels)?;
 //!
 //! let cfg = KnnConfig { ks: vec![1, 3], temperature: 0.07, chunk_size: 256 };
-//! let report = knn_eval(&train, &train_labels, &test, &test_labels, &cfg)?;
+//! let report = knn_eval(&train, &test, &cfg)?;
 //! assert_eq!(report.score(1).unwrap().top1, 100.0);
 //! println!("{}", serde_json::to_string(&report)?);
 //!
-//! assert_eq!(knn_predict(&train, &train_labels, &test, 3, 0.07)?, [0, 1]);
+//! assert_eq!(knn_predict(&train, &test, 3, 0.07)?, [0, 1]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -10,6 +10,7 @@
 //! official training set is seen through RandomResizedCrop + flip each epoch. Use
 //! [`concat_last_blocks`] to build the official ViT feature from the backbone's last blocks.
 
+use crate::features::{check_train_eval, FeatureSet, FeaturesError};
 use dino_config::EvalConfig;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -23,45 +24,9 @@ const EVAL_CHUNK: i64 = 1024;
 /// Bad input to the linear probe or to [`concat_last_blocks`].
 #[derive(Debug, thiserror::Error)]
 pub enum LinearError {
-    /// Features are not a 2-D float tensor `[N, F]`.
-    #[error("{what} features must be a 2-D float tensor [N, F], got shape {shape:?}")]
-    FeatureShape {
-        /// Which features ("train" or "val").
-        what: &'static str,
-        /// The shape received.
-        shape: Vec<i64>,
-    },
-    /// Labels are not a 1-D integer tensor with one entry per feature row.
-    #[error("{what} labels must be a 1-D integer tensor of length {rows}, got {kind:?} {shape:?}")]
-    Labels {
-        /// Which labels ("train" or "val").
-        what: &'static str,
-        /// Rows of the matching features.
-        rows: i64,
-        /// The shape received.
-        shape: Vec<i64>,
-        /// The kind received.
-        kind: Kind,
-    },
-    /// A label is negative.
-    #[error("{what} labels must be >= 0, found {label}")]
-    NegativeLabel {
-        /// Which labels ("train" or "val").
-        what: &'static str,
-        /// The smallest label.
-        label: i64,
-    },
-    /// Train and validation features differ in width.
-    #[error("train features have {train} dimensions but val features have {val}")]
-    DimMismatch {
-        /// Train feature width.
-        train: i64,
-        /// Validation feature width.
-        val: i64,
-    },
-    /// A set is empty.
-    #[error("the {0} set is empty")]
-    Empty(&'static str),
+    /// The features or labels (see [`FeatureSet::new`] and [`check_train_eval`]).
+    #[error(transparent)]
+    Features(#[from] FeaturesError),
     /// A setting is out of range.
     #[error("invalid linear-probe setting: {0}")]
     Config(String),
@@ -263,61 +228,43 @@ pub struct LinearProbeReport {
     pub config: LinearProbeConfig,
 }
 
-/// Trains a linear classifier on `train_features` and evaluates it on `val_features` after
-/// every epoch. See [`train_linear_probe_with`].
+/// Trains a linear classifier on `train` and evaluates it on `val` after every epoch. See
+/// [`train_linear_probe_with`].
 ///
 /// # Errors
 /// As [`train_linear_probe_with`].
 pub fn train_linear_probe(
-    train_features: &Tensor,
-    train_labels: &Tensor,
-    val_features: &Tensor,
-    val_labels: &Tensor,
+    train: &FeatureSet,
+    val: &FeatureSet,
     cfg: &LinearProbeConfig,
 ) -> Result<(LinearClassifier, LinearProbeReport), LinearError> {
-    train_linear_probe_with(
-        train_features,
-        train_labels,
-        val_features,
-        val_labels,
-        cfg,
-        |_| {},
-    )
+    train_linear_probe_with(train, val, cfg, |_| {})
 }
 
 /// Trains a linear classifier, calling `on_epoch` after each epoch's validation (for logging).
 ///
-/// Shapes: features `[N, F]` of a float kind (trained in f32 on the train features' device),
-/// labels `[N]` of an integer kind, values `>= 0`. Initialisation: weight N(0, 0.01²), bias 0
+/// Shapes: features `[N, F]` f32 and labels `[N]` i64 with values `>= 0`, as [`FeatureSet`]
+/// holds them (on the CPU). Initialisation: weight N(0, 0.01²), bias 0
 /// (official `LinearClassifier`); the draw and every epoch's shuffle come from `cfg.seed`
 /// (ChaCha8), so results do not depend on thread count. The last mini-batch of an epoch may be
 /// smaller (the official loader keeps it).
 ///
 /// # Errors
-/// [`LinearError`] on mismatched shapes, non-integer or negative labels, an empty set, a setting
-/// out of range, or a libtorch failure.
+/// [`LinearError::Features`] for an empty set, a negative label or feature widths that differ
+/// ([`check_train_eval`]); [`LinearError::Config`] for a setting out of range; a libtorch failure.
 pub fn train_linear_probe_with(
-    train_features: &Tensor,
-    train_labels: &Tensor,
-    val_features: &Tensor,
-    val_labels: &Tensor,
+    train: &FeatureSet,
+    val: &FeatureSet,
     cfg: &LinearProbeConfig,
     mut on_epoch: impl FnMut(&EpochStats),
 ) -> Result<(LinearClassifier, LinearProbeReport), LinearError> {
     cfg.validate()?;
-    let device = train_features.device();
-    let (n_train, dim) = feature_dims("train", train_features)?;
-    let (n_val, val_dim) = feature_dims("val", val_features)?;
-    if val_dim != dim {
-        return Err(LinearError::DimMismatch {
-            train: dim,
-            val: val_dim,
-        });
-    }
-    let train_labels = check_labels("train", train_labels, n_train)?.f_to_device(device)?;
-    let val_labels = check_labels("val", val_labels, n_val)?.f_to_device(device)?;
-    let train_x = train_features.f_to_kind(Kind::Float)?;
-    let val_x = val_features.f_to_kind(Kind::Float)?.f_to_device(device)?;
+    check_train_eval(train, val, "val", true)?;
+    let device = train.features.device();
+    let (n_train, dim) = (train.len() as i64, train.dim());
+    let n_val = val.len() as i64;
+    let (train_x, train_labels) = (&train.features, &train.labels);
+    let (val_x, val_labels) = (&val.features, &val.labels);
     let num_classes = 1 + train_labels
         .f_max()?
         .f_int64_value(&[])?
@@ -366,7 +313,7 @@ pub fn train_linear_probe_with(
             batches += 1;
             sgd_step(&classifier, &mut velocity, lr, cfg.momentum)?;
         }
-        let stats = tch::no_grad(|| evaluate(&classifier, &val_x, &val_labels, num_classes))?;
+        let stats = tch::no_grad(|| evaluate(&classifier, val_x, val_labels, num_classes))?;
         let stats = EpochStats {
             epoch,
             lr,
@@ -471,39 +418,6 @@ fn normal_samples(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
             (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
         })
         .collect()
-}
-
-fn feature_dims(what: &'static str, features: &Tensor) -> Result<(i64, i64), LinearError> {
-    match features.size()[..] {
-        [0, _] => Err(LinearError::Empty(what)),
-        [n, d] if features.is_floating_point() => Ok((n, d)),
-        _ => Err(LinearError::FeatureShape {
-            what,
-            shape: features.size(),
-        }),
-    }
-}
-
-fn check_labels(what: &'static str, labels: &Tensor, rows: i64) -> Result<Tensor, LinearError> {
-    let kind = labels.kind();
-    let integer = matches!(
-        kind,
-        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
-    );
-    if labels.size() != [rows] || !integer {
-        return Err(LinearError::Labels {
-            what,
-            rows,
-            shape: labels.size(),
-            kind,
-        });
-    }
-    let labels = labels.f_to_kind(Kind::Int64)?;
-    let label = labels.f_min()?.f_int64_value(&[])?;
-    if label < 0 {
-        return Err(LinearError::NegativeLabel { what, label });
-    }
-    Ok(labels)
 }
 
 #[cfg(test)]

@@ -3,8 +3,20 @@
 //! Every feature has unit norm and the test features are mostly basis vectors, so a cosine
 //! similarity is just a coordinate or a short dot product.
 
+use dino_eval::features::FeatureSet;
 use dino_eval::knn::{knn_eval, knn_predict, KnnConfig, KnnError};
 use tch::Tensor;
+
+/// The tensors as the [`FeatureSet`] k-NN and the probe take.
+fn fs(x: &Tensor, y: &Tensor) -> FeatureSet {
+    FeatureSet::labelled(x.shallow_clone(), y.shallow_clone()).unwrap()
+}
+
+/// Queries without labels (-1: k-NN prediction does not read them).
+fn queries(x: &Tensor) -> FeatureSet {
+    let unknown = Tensor::full([x.size()[0]], -1, (tch::Kind::Int64, tch::Device::Cpu));
+    FeatureSet::labelled(x.shallow_clone(), unknown).unwrap()
+}
 
 /// Train features r0..r6 and their classes.
 fn train() -> (Tensor, Tensor) {
@@ -79,7 +91,7 @@ fn hand_computed_accuracies() {
             temperature: 1.0,
             chunk_size,
         };
-        let report = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg).unwrap();
+        let report = knn_eval(&fs(&train_x, &train_y), &fs(&test_x, &test_y), &cfg).unwrap();
         assert_eq!(
             (report.n_train, report.n_test, report.num_classes),
             (7, 7, 3)
@@ -99,11 +111,11 @@ fn hand_computed_predictions() {
     let (train_x, train_y) = train();
     let (test_x, _) = test();
     assert_eq!(
-        knn_predict(&train_x, &train_y, &test_x, 1, 1.0).unwrap(),
+        knn_predict(&fs(&train_x, &train_y), &queries(&test_x), 1, 1.0).unwrap(),
         [0, 1, 2, 1, 2, 1, 1]
     );
     assert_eq!(
-        knn_predict(&train_x, &train_y, &test_x, 3, 1.0).unwrap(),
+        knn_predict(&fs(&train_x, &train_y), &queries(&test_x), 3, 1.0).unwrap(),
         [0, 1, 2, 1, 2, 1, 2]
     );
 }
@@ -121,13 +133,13 @@ fn temperature_and_k_beyond_a_class() {
     //   1.8965 + 1.7789 + 1.4333 = 5.1087 > c2 4.8372 → 1. t5: c1 2.6117 + 1.8965 = 4.5082 >
     //   c2 2.5498 + 1.8221 = 4.3719 → 1.
     assert_eq!(
-        knn_predict(&train_x, &train_y, &x, 5, 1.0).unwrap(),
+        knn_predict(&fs(&train_x, &train_y), &queries(&x), 5, 1.0).unwrap(),
         [1, 1, 1, 1]
     );
     // T = 0.1 sharpens the weights: t0: c0 e^10 = 22026 > c2 e^9.6 = 14765 > c1 e^8 + e^6 +
     //   e^2.8 ≈ 3400 → 0. t4: c2 e^9.6 + e^8 ≈ 17746 > c1 e^6.4 + e^5.76 + e^3.6 ≈ 954 → 2.
     assert_eq!(
-        knn_predict(&train_x, &train_y, &x, 5, 0.1).unwrap(),
+        knn_predict(&fs(&train_x, &train_y), &queries(&x), 5, 0.1).unwrap(),
         [0, 1, 2, 1]
     );
 }
@@ -141,14 +153,29 @@ fn k_beyond_the_train_set_is_capped_to_it() {
         temperature: 0.07,
         chunk_size: 256,
     };
-    let capped = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg(vec![1, 8])).unwrap();
-    let exact = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg(vec![1, 7])).unwrap();
+    let capped = knn_eval(
+        &fs(&train_x, &train_y),
+        &fs(&test_x, &test_y),
+        &cfg(vec![1, 8]),
+    )
+    .unwrap();
+    let exact = knn_eval(
+        &fs(&train_x, &train_y),
+        &fs(&test_x, &test_y),
+        &cfg(vec![1, 7]),
+    )
+    .unwrap();
     assert_eq!(capped.scores[1].k, 7);
     assert_eq!(capped.scores[1].capped_from, [8]);
     assert_eq!(
         (capped.scores[1].top1, capped.scores[1].top5),
         (exact.scores[1].top1, exact.scores[1].top5)
     );
-    let err = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg(vec![0])).unwrap_err();
+    let err = knn_eval(
+        &fs(&train_x, &train_y),
+        &fs(&test_x, &test_y),
+        &cfg(vec![0]),
+    )
+    .unwrap_err();
     assert!(matches!(err, KnnError::ZeroK), "{err}");
 }

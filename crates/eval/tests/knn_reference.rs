@@ -4,9 +4,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dino_eval::features::FeatureSet;
 use dino_eval::knn::{knn_eval, knn_predict, KnnConfig};
 use serde_json::Value;
 use tch::Tensor;
+
+/// The tensors as the [`FeatureSet`] k-NN and the probe take.
+fn fs(x: &Tensor, y: &Tensor) -> FeatureSet {
+    FeatureSet::labelled(x.shallow_clone(), y.shallow_clone()).unwrap()
+}
+
+/// Queries without labels (-1: k-NN prediction does not read them).
+fn queries(x: &Tensor) -> FeatureSet {
+    let unknown = Tensor::full([x.size()[0]], -1, (tch::Kind::Int64, tch::Device::Cpu));
+    FeatureSet::labelled(x.shallow_clone(), unknown).unwrap()
+}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -60,7 +72,7 @@ fn agrees_with_pytorch_reference() {
                 temperature,
                 chunk_size,
             };
-            let report = knn_eval(&train_x, &train_y, &test_x, &test_y, &cfg).unwrap();
+            let report = knn_eval(&fs(&train_x, &train_y), &fs(&test_x, &test_y), &cfg).unwrap();
             for (i, score) in report.scores.iter().enumerate() {
                 assert_eq!(score.k, ks[i]);
                 assert!(
@@ -80,7 +92,13 @@ fn agrees_with_pytorch_reference() {
         }
         let pred_k = expected["pred_k"].as_u64().unwrap() as usize;
         let want: Vec<i64> = serde_json::from_value(expected["predictions"].clone()).unwrap();
-        let got = knn_predict(&train_x, &train_y, &test_x, pred_k, temperature).unwrap();
+        let got = knn_predict(
+            &fs(&train_x, &train_y),
+            &queries(&test_x),
+            pred_k,
+            temperature,
+        )
+        .unwrap();
         assert_eq!(got, want, "{case}: predictions at k = {pred_k}");
     }
 }

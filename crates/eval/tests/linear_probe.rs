@@ -1,10 +1,16 @@
 //! Linear probe on synthetic features: learns a separable set, stays at chance on random labels,
 //! and is reproducible from its seed.
 
+use dino_eval::features::FeatureSet;
 use dino_eval::linear::{train_linear_probe, train_linear_probe_with, LinearProbeConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
+
+/// The tensors as the [`FeatureSet`] k-NN and the probe take.
+fn fs(x: &Tensor, y: &Tensor) -> FeatureSet {
+    FeatureSet::labelled(x.shallow_clone(), y.shallow_clone()).unwrap()
+}
 
 const CLASSES: i64 = 6;
 const DIM: i64 = 24;
@@ -48,11 +54,13 @@ fn separable_set_is_learned() {
     let (train_x, train_y) = dataset(600, 1, false);
     let (val_x, val_y) = dataset(300, 2, false);
     let mut seen = Vec::new();
-    let (classifier, report) =
-        train_linear_probe_with(&train_x, &train_y, &val_x, &val_y, &config(), |s| {
-            seen.push(s.epoch)
-        })
-        .unwrap();
+    let (classifier, report) = train_linear_probe_with(
+        &fs(&train_x, &train_y),
+        &fs(&val_x, &val_y),
+        &config(),
+        |s| seen.push(s.epoch),
+    )
+    .unwrap();
     assert_eq!(seen, (0..15).collect::<Vec<_>>());
     assert!(report.final_top1 > 99.0, "{report:?}");
     assert!(report.best_top1 >= report.final_top1);
@@ -84,7 +92,8 @@ fn separable_set_is_learned() {
 fn random_labels_stay_near_chance() {
     let (train_x, train_y) = dataset(600, 3, true);
     let (val_x, val_y) = dataset(600, 4, true);
-    let (_, report) = train_linear_probe(&train_x, &train_y, &val_x, &val_y, &config()).unwrap();
+    let (_, report) =
+        train_linear_probe(&fs(&train_x, &train_y), &fs(&val_x, &val_y), &config()).unwrap();
     // Chance is 100 / 6 = 16.7 %; with 600 samples the standard error is 1.5 points.
     assert!(report.final_top1 < 25.0, "{report:?}");
     assert!(report.final_top1 > 8.0, "{report:?}");
@@ -98,7 +107,7 @@ fn the_seed_fixes_the_result() {
     cfg.epochs = 3;
     cfg.base_lr = 0.01;
     let run = |cfg: &LinearProbeConfig| {
-        train_linear_probe(&train_x, &train_y, &val_x, &val_y, cfg).unwrap()
+        train_linear_probe(&fs(&train_x, &train_y), &fs(&val_x, &val_y), cfg).unwrap()
     };
     let (a, report_a) = run(&cfg);
     let (b, report_b) = run(&cfg);
@@ -118,7 +127,7 @@ fn bad_settings_are_errors() {
     let (x, y) = dataset(10, 8, false);
     let mut cfg = config();
     cfg.batch_size = 0;
-    assert!(train_linear_probe(&x, &y, &x, &y, &cfg).is_err());
+    assert!(train_linear_probe(&fs(&x, &y), &fs(&x, &y), &cfg).is_err());
     let narrow = x.narrow(1, 0, 3);
-    assert!(train_linear_probe(&x, &y, &narrow, &y, &config()).is_err());
+    assert!(train_linear_probe(&fs(&x, &y), &fs(&narrow, &y), &config()).is_err());
 }

@@ -12,7 +12,7 @@ use crate::error::ModelError;
 use crate::init::{default_bias, default_weight, trunc_normal_, TRUNC_NORMAL_STD};
 use crate::layers::LayerNorm;
 use crate::pos_embed::{interpolate_pos_embed, PosInterp};
-use dino_config::ModelConfig;
+use dino_config::{check_vit_shape, ModelConfig, VitShape};
 use tch::{nn, Tensor};
 
 /// Sizes of a [`VisionTransformer`]. Build it from the run configuration with
@@ -130,48 +130,28 @@ impl VitConfig {
             .collect()
     }
 
-    /// Checks the sizes.
+    /// The shape as dino-config's rules see it (negative sizes read as 0, which they reject).
+    pub fn shape(&self) -> VitShape {
+        let size = |v: i64| v.max(0) as usize;
+        VitShape {
+            patch_size: size(self.patch_size),
+            embed_dim: size(self.embed_dim),
+            depth: size(self.depth),
+            num_heads: size(self.num_heads),
+            mlp_ratio: self.mlp_ratio,
+            drop_path_rate: self.drop_path_rate,
+            img_size: size(self.img_size),
+            layer_norm_eps: self.layer_norm_eps,
+        }
+    }
+
+    /// Checks the sizes with [`dino_config::check_vit_shape`], the one home of the shape rules
+    /// (a config that passed `Config::validate` always passes).
     ///
     /// # Errors
-    /// [`ModelError::Config`] naming the first bad value.
+    /// [`ModelError::Config`] naming the first bad value and its `model.*` key.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |m: String| Err(ModelError::Config(m));
-        if self.patch_size < 1 || self.embed_dim < 1 || self.depth < 1 || self.num_heads < 1 {
-            return bad(format!(
-                "patch, width, depth and heads must be positive: {self:?}"
-            ));
-        }
-        if self.embed_dim % self.num_heads != 0 {
-            return bad(format!(
-                "{} heads do not divide width {}",
-                self.num_heads, self.embed_dim
-            ));
-        }
-        if !(0.0..1.0).contains(&self.drop_path_rate) {
-            return bad(format!(
-                "drop_path_rate {} outside [0, 1)",
-                self.drop_path_rate
-            ));
-        }
-        if self.grid_size() < 1 {
-            return bad(format!(
-                "img_size {} below patch {}",
-                self.img_size, self.patch_size
-            ));
-        }
-        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 || self.mlp_hidden() < 1 {
-            return bad(format!(
-                "mlp_ratio {} gives no hidden units",
-                self.mlp_ratio
-            ));
-        }
-        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
-            return bad(format!(
-                "layer_norm_eps {} must be positive",
-                self.layer_norm_eps
-            ));
-        }
-        Ok(())
+        check_vit_shape(&self.shape()).map_err(|e| ModelError::Config(e.to_string()))
     }
 }
 

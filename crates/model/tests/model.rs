@@ -62,10 +62,14 @@ fn config_from_model_resolves_presets_and_rejects_bad_sizes() {
         num_heads: 3,
         ..m.clone()
     };
-    assert!(matches!(
-        VitConfig::from_model(&custom),
-        Err(ModelError::Config(_))
-    ));
+    // The rule's one home is dino-config: the model's error names the config key.
+    match VitConfig::from_model(&custom) {
+        Err(ModelError::Config(m)) => assert!(m.contains("model.num_heads"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut tiny = VitConfig::vit_tiny(16);
+    tiny.img_size = 8;
+    assert!(matches!(tiny.validate(), Err(ModelError::Config(m)) if m.contains("model.img_size")));
     let rates = c.drop_path_rates();
     assert_eq!(rates.len(), 12);
     assert_eq!(rates[0], 0.0);

@@ -76,13 +76,8 @@ impl EpochHook for OnlineKnn {
         let backbone = &method.teacher.backbone;
         let (train, _) = embed_dataset(backbone, sets.train.as_ref(), &opts, method.device())?;
         let (test, _) = embed_dataset(backbone, &sets.val, &opts, method.device())?;
-        let report = dino_eval::knn::knn_eval(
-            &train.features,
-            &train.labels,
-            &test.features,
-            &test.labels,
-            &dino_eval::knn::KnnConfig::from_eval(e),
-        )?;
+        let report =
+            dino_eval::knn::knn_eval(&train, &test, &dino_eval::knn::KnnConfig::from_eval(e))?;
         for note in report.capped_notes() {
             tracing::info!("online k-NN: {note}");
         }

@@ -38,6 +38,9 @@ pub enum TransformError {
         /// Why.
         reason: String,
     },
+    /// An `[augmentation]` section that breaks a rule of [`dino_config::check_augmentation`].
+    #[error(transparent)]
+    Config(#[from] dino_config::ConfigError),
     /// A crop box that is empty or reaches outside the image.
     #[error("crop box {crop:?} does not fit inside a {width}x{height} image")]
     BadCrop {
