@@ -226,12 +226,22 @@ pub struct PrecisionChoice {
     pub reason: String,
     /// Whether the device multiplies bf16 natively.
     pub native_bf16: bool,
+    /// Whether the device is a CPU.
+    pub on_cpu: bool,
 }
 
 impl PrecisionChoice {
     /// A warning when bf16 was pinned on a device that only emulates it (an explicit `bf16`;
-    /// `auto` never chooses that).
+    /// `auto` never chooses that), or fp16 on a CPU.
     pub fn warning(&self) -> Option<String> {
+        if self.resolved == ComputePrecision::Fp16 && self.on_cpu {
+            return Some(String::from(
+                "runtime.precision = \"fp16\" on a CPU: libtorch runs fp16 autocast there far \
+                 slower than fp32 (about 50x for configs/cifar10_cpu.toml on an AVX2-only AMD \
+                 EPYC); fp16 is meant for GPUs without bf16; set runtime.precision = \"auto\" \
+                 or \"fp32\"",
+            ));
+        }
         (self.resolved == ComputePrecision::Bf16 && !self.native_bf16).then(|| {
             String::from(
                 "runtime.precision = \"bf16\" on a device without native bf16: libtorch \
@@ -311,6 +321,7 @@ pub fn resolve_precision(requested: Precision, support: Bf16Support) -> Precisio
         resolved,
         reason,
         native_bf16,
+        on_cpu: matches!(support, Bf16Support::Cpu(_)),
     }
 }
 
@@ -552,7 +563,11 @@ mod tests {
             let fp16 = resolve_precision(Precision::Fp16, support);
             assert_eq!(fp16.resolved, ComputePrecision::Fp16, "{support:?}");
             assert!(fp16.resolved.needs_loss_scaling());
-            assert_eq!(fp16.warning(), None);
+            assert_eq!(
+                fp16.warning().is_some(),
+                matches!(support, Bf16Support::Cpu(_)),
+                "fp16 warns on CPUs only: {support:?}"
+            );
             let bf16 = resolve_precision(Precision::Bf16, support);
             assert_eq!(bf16.resolved, ComputePrecision::Bf16, "{support:?}");
             assert_eq!(bf16.warning().is_some(), !bf16.native_bf16, "{support:?}");
