@@ -171,7 +171,7 @@ impl GradScaler {
             return Err(format!("unexpected entry `scaler.{n}`"));
         }
         let copy = |dst: &mut Tensor, src: &Tensor| -> Result<(), TchError> {
-            let _ = dst.f_copy_(&src.f_reshape([])?)?;
+            dst.f_copy_(&src.f_reshape([])?)?;
             Ok(())
         };
         tch::no_grad(|| -> Result<(), TchError> {
