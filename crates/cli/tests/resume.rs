@@ -1,6 +1,7 @@
 //! Exact resume: a run killed with SIGKILL mid-training and resumed with `--resume` ends with
 //! bitwise-identical student, teacher, optimizer state and center to an uninterrupted run
-//! (CPU, fixed seed; issue "trainer": checkpoints and resume).
+//! (CPU, fixed seed; issue "trainer": checkpoints and resume), for AdamW in fp32, SGD under fp16
+//! loss scaling (whose scaler state is in the checkpoint), and LARS.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,18 +31,27 @@ fn train(args: &[&str]) {
     );
 }
 
-#[test]
-fn killed_and_resumed_run_matches_uninterrupted_run_bitwise() {
-    let (tmp, cfg) = tiny_run("");
+/// Trains the tiny run (its `[runtime]` plus `runtime_extra`, then `sets` as `--set`) once
+/// uninterrupted and once killed with SIGKILL after its first mid-epoch checkpoint and resumed;
+/// asserts both end bitwise equal and returns the folder (runs `full` and `killed`) and the
+/// final tensors.
+fn kill_and_resume(
+    runtime_extra: &str,
+    sets: &[&str],
+) -> (tempfile::TempDir, Vec<(String, tch::Tensor)>) {
+    let (tmp, cfg) = tiny_run(runtime_extra);
     let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));
+    let sets: Vec<&str> = sets.iter().flat_map(|s| ["--set", s]).collect();
 
-    train(&[
+    let mut args = vec![
         "train",
         "--config",
         cfg.to_str().unwrap(),
         "--output",
         full.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(&sets);
+    train(&args);
     assert_eq!(
         position(&full),
         Some((3, 0)),
@@ -57,6 +67,7 @@ fn killed_and_resumed_run_matches_uninterrupted_run_bitwise() {
             "--output",
         ])
         .arg(&killed)
+        .args(&sets)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -92,6 +103,64 @@ fn killed_and_resumed_run_matches_uninterrupted_run_bitwise() {
             "{na} differs after kill -9 at {at_kill:?} and resume"
         );
     }
+    (tmp, b)
+}
+
+#[test]
+fn killed_and_resumed_run_matches_uninterrupted_run_bitwise() {
+    let (_tmp, t) = kill_and_resume("", &[]);
+    assert!(t.iter().any(|(n, _)| n.starts_with("optim.exp_avg_sq.")));
+    assert!(!t.iter().any(|(n, _)| n.starts_with("scaler.")));
+}
+
+#[test]
+fn fp16_sgd_run_resumes_bitwise_with_its_loss_scaler() {
+    let (tmp, t) = kill_and_resume(
+        "precision = \"fp16\"\nlog_every = 1",
+        &["optim.optimizer=sgd"],
+    );
+    assert!(t
+        .iter()
+        .any(|(n, _)| n.starts_with("optim.momentum_buffer.")));
+    let scale = t
+        .iter()
+        .find(|(n, _)| n == "scaler.scale")
+        .expect("the fp16 checkpoint holds the scaler's scale");
+    assert_eq!(scale.1.kind(), tch::Kind::Float);
+    assert!(t.iter().any(|(n, _)| n == "scaler.growth_tracker"));
+    // Every step line of metrics.jsonl carries the scale its backward used.
+    let metrics = std::fs::read_to_string(tmp.path().join("full/metrics.jsonl")).unwrap();
+    let steps: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "step")
+        .collect();
+    assert_eq!(steps.len(), 18, "3 epochs of 6 steps, each logged");
+    assert_eq!(
+        steps[0]["loss_scale"].as_f64(),
+        Some(65536.0),
+        "2^16 at the start"
+    );
+    for pair in steps.windows(2) {
+        let scale = pair[0]["loss_scale"].as_f64().expect("loss_scale logged");
+        let skipped = pair[0]["skipped_step"]
+            .as_bool()
+            .expect("skipped_step logged");
+        let next = pair[1]["loss_scale"].as_f64().unwrap();
+        // Halved after a skipped step, else kept (growth needs 2,000 finite steps).
+        assert_eq!(
+            next,
+            if skipped { scale / 2.0 } else { scale },
+            "{}",
+            pair[0]
+        );
+    }
+}
+
+#[test]
+fn lars_run_resumes_bitwise() {
+    let (_tmp, t) = kill_and_resume("", &["optim.optimizer=lars", "optim.lr=0.3"]);
+    assert!(t.iter().any(|(n, _)| n.starts_with("optim.mu.")));
 }
 
 #[test]

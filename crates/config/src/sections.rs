@@ -277,10 +277,48 @@ impl Default for LossConfig {
     }
 }
 
-/// `[optim]`: AdamW, batch and epochs.
+/// The optimizer of the student (official `--optimizer adamw|sgd|lars`). All three use DINO's
+/// two parameter groups (weight decay from the schedule on the regularized group, none on biases
+/// and 1-D parameters), the cosine lr and weight-decay schedules, per-parameter clipping and the
+/// frozen last layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// `torch.optim.AdamW` with `optim.betas` and `optim.eps` (official default, for ViTs).
+    #[default]
+    Adamw,
+    /// `torch.optim.SGD` with momentum `optim.momentum` (official `SGD(params_groups, lr=0,
+    /// momentum=0.9)`); the official ResNet-50 recipe uses it with lr 0.03.
+    Sgd,
+    /// The official `utils.LARS` (Barlow Twins' LARS; "to use with convnet and large batches"):
+    /// momentum `optim.momentum`, trust coefficient `optim.lars_eta`; parameters with one
+    /// dimension (biases, norms) get neither weight decay nor the layer-wise adaptation.
+    Lars,
+}
+
+impl OptimizerKind {
+    /// The TOML spelling (`adamw`, `sgd`, `lars`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Adamw => "adamw",
+            Self::Sgd => "sgd",
+            Self::Lars => "lars",
+        }
+    }
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[optim]`: optimizer, batch and epochs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {
+    /// `adamw`, `sgd` or `lars` (see [`OptimizerKind`]; official `--optimizer adamw`).
+    pub optimizer: OptimizerKind,
     /// Images per step on this process (official `--batch_size_per_gpu 64`).
     pub batch_size: usize,
     /// Training epochs (official `--epochs 100`).
@@ -297,10 +335,16 @@ pub struct OptimConfig {
     /// Maximal gradient norm of each parameter, clipped separately; 0 disables
     /// (official `--clip_grad 3.0`).
     pub clip_grad: f64,
-    /// AdamW (beta1, beta2) (PyTorch `AdamW` defaults used by the official code).
+    /// AdamW (beta1, beta2) (PyTorch `AdamW` defaults used by the official code). AdamW only.
     pub betas: [f64; 2],
-    /// AdamW epsilon (PyTorch default).
+    /// AdamW epsilon (PyTorch default). AdamW only.
     pub eps: f64,
+    /// Momentum of SGD and LARS (official `SGD(momentum=0.9)` and `utils.LARS(momentum=0.9)`).
+    /// Not used by AdamW.
+    pub momentum: f64,
+    /// LARS trust coefficient η: a weight's update is scaled by η·‖w‖/‖update‖ (official
+    /// `utils.LARS(eta=0.001)`). LARS only.
+    pub lars_eta: f64,
 }
 
 impl OptimConfig {
@@ -322,6 +366,9 @@ impl Default for OptimConfig {
             clip_grad: 3.0,
             betas: [0.9, 0.999],
             eps: 1e-8,
+            optimizer: OptimizerKind::Adamw,
+            momentum: 0.9,
+            lars_eta: 0.001,
         }
     }
 }
@@ -437,21 +484,30 @@ impl Default for EvalConfig {
 }
 
 /// Numeric precision of the forward pass, as configured. `auto` is resolved to `fp32` or `bf16`
-/// once, before training, on the machine that runs it (`dino_model::resolve_precision`).
+/// once, before training, on the machine that runs it (`dino_model::resolve_precision`); `fp16`
+/// is only ever chosen explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
     /// Full fp32 (default). The official default is fp16 autocast with a GradScaler
-    /// (`--use_fp16 True`), which this implementation does not have; fp32 is the exact choice
-    /// that runs everywhere.
+    /// (`--use_fp16 True`, here `fp16`); fp32 is the exact choice that runs fast everywhere,
+    /// CPUs included.
     #[default]
     Fp32,
     /// bf16 autocast (no loss scaling needed), on CUDA or CPU; weights and optimizer state stay
     /// fp32. On CPUs with AVX512-BF16 or AMX it speeds a step up (1.4x on an AVX512-BF16 CPU,
     /// docs/BENCHMARKS.md); on others libtorch emulates bf16 and a step is far slower (12.8x on
     /// an AVX2-only AMD EPYC for `configs/cifar10_cpu.toml`: 18.4 against 235.0 images/s).
-    /// The official code offers fp16 + GradScaler (`--use_fp16 True`) instead.
+    /// The official code offers fp16 + GradScaler (`--use_fp16 True`, here `fp16`) instead.
     Bf16,
+    /// fp16 autocast with dynamic loss scaling, the official `--use_fp16 True`: the loss is
+    /// multiplied by a scale before backward (PyTorch `GradScaler`: 2^16 at the start, x2 after
+    /// 2,000 steps in a row with finite gradients, x0.5 and the optimizer step skipped when any
+    /// gradient is inf or NaN), gradients are unscaled before the per-parameter clipping, and
+    /// the scaler's state is saved in checkpoints. Weights and optimizer state stay fp32. The
+    /// fast mixed precision of GPUs without bf16 (V100, T4, RTX 20xx); libtorch also runs it on
+    /// CPUs, where it is much slower than fp32 without native fp16 arithmetic.
+    Fp16,
     /// `bf16` where the device multiplies bf16 natively: a CUDA GPU of compute capability 8.0 or
     /// later (Ampere on; PyTorch's `torch.cuda.is_bf16_supported()` test), or a CPU with the
     /// AVX512-BF16 or AMX-BF16 flag; `fp32` everywhere else. Ours, for presets that must be fast
@@ -463,11 +519,12 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The TOML spelling (`fp32`, `bf16`, `auto`).
+    /// The TOML spelling (`fp32`, `bf16`, `fp16`, `auto`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fp32 => "fp32",
             Self::Bf16 => "bf16",
+            Self::Fp16 => "fp16",
             Self::Auto => "auto",
         }
     }

@@ -66,6 +66,9 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(o.clip_grad, 3.0); // MD --clip_grad 3.0
     assert_eq!(o.betas, [0.9, 0.999]); // torch.optim.AdamW defaults
     assert_eq!(o.eps, 1e-8);
+    assert_eq!(o.optimizer, OptimizerKind::Adamw); // MD --optimizer adamw
+    assert_eq!(o.momentum, 0.9); // MD torch.optim.SGD(params_groups, lr=0, momentum=0.9); utils.LARS momentum=0.9
+    assert_eq!(o.lars_eta, 0.001); // utils.LARS eta=0.001
 
     let s = &c.schedule;
     assert_eq!(s.warmup_epochs, 10); // MD --warmup_epochs 10
@@ -129,9 +132,23 @@ fn precision_auto_parses_and_round_trips() {
         assert!(stored.contains("precision = \"auto\""), "{stored}");
         assert_eq!(Config::from_toml_str(&stored, &[]).unwrap(), c);
     }
-    for p in [Precision::Fp32, Precision::Bf16, Precision::Auto] {
+    for p in [
+        Precision::Fp32,
+        Precision::Bf16,
+        Precision::Fp16,
+        Precision::Auto,
+    ] {
         let c = Config::with_overrides(&[&format!("runtime.precision={p}")]).unwrap();
         assert_eq!(c.runtime.precision, p, "Display spelling {p} parses back");
+    }
+    for k in [
+        OptimizerKind::Adamw,
+        OptimizerKind::Sgd,
+        OptimizerKind::Lars,
+    ] {
+        let c = Config::with_overrides(&[&format!("optim.optimizer={k}")]).unwrap();
+        assert_eq!(c.optim.optimizer, k, "Display spelling {k} parses back");
+        assert_eq!(Config::from_toml_str(&c.to_toml_string(), &[]).unwrap(), c);
     }
 }
 
@@ -236,11 +253,19 @@ fn malformed_configs_name_the_key() {
             "invalid type",
         ),
         (
-            "[runtime]\nprecision = \"fp16\"\n",
+            "[runtime]\nprecision = \"fp8\"\n",
             &[],
             "runtime.precision",
             "unknown variant",
         ),
+        (
+            "[optim]\noptimizer = \"adam\"\n",
+            &[],
+            "optim.optimizer",
+            "unknown variant",
+        ),
+        ("", &["optim.momentum=1.0"], "optim.momentum", "[0, 1)"),
+        ("", &["optim.lars_eta=0"], "optim.lars_eta", "> 0"),
         (
             "",
             &["runtime.precision=Auto"],

@@ -312,6 +312,13 @@ pub(crate) fn validate(c: &Config) -> R {
         }
     }
     positive("optim.eps", o.eps)?;
+    if !(0.0..1.0).contains(&o.momentum) {
+        return Err(ConfigError::invalid(
+            "optim.momentum",
+            format!("must be in [0, 1), got {}", o.momentum),
+        ));
+    }
+    positive("optim.lars_eta", o.lars_eta)?;
 
     // [schedule]
     let s = &c.schedule;

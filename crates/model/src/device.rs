@@ -1,4 +1,4 @@
-//! Device selection and bf16 mixed precision.
+//! Device selection and mixed precision (bf16, and fp16 whose loss scaling lives in the trainer).
 
 use crate::error::ModelError;
 use dino_config::{DeviceRequest, Precision};
@@ -166,15 +166,23 @@ pub enum ComputePrecision {
     Fp32,
     /// bf16 autocast (see [`with_precision`]).
     Bf16,
+    /// fp16 autocast (see [`with_precision`]); the trainer scales the loss (`GradScaler`).
+    Fp16,
 }
 
 impl ComputePrecision {
-    /// `fp32` or `bf16`, the spelling of `runtime.precision`.
+    /// `fp32`, `bf16` or `fp16`, the spelling of `runtime.precision`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fp32 => "fp32",
             Self::Bf16 => "bf16",
+            Self::Fp16 => "fp16",
         }
+    }
+
+    /// Whether gradients need dynamic loss scaling (fp16 only: its range ends at 65,504).
+    pub fn needs_loss_scaling(self) -> bool {
+        self == Self::Fp16
     }
 }
 
@@ -218,12 +226,22 @@ pub struct PrecisionChoice {
     pub reason: String,
     /// Whether the device multiplies bf16 natively.
     pub native_bf16: bool,
+    /// Whether the device is a CPU.
+    pub on_cpu: bool,
 }
 
 impl PrecisionChoice {
     /// A warning when bf16 was pinned on a device that only emulates it (an explicit `bf16`;
-    /// `auto` never chooses that).
+    /// `auto` never chooses that), or fp16 on a CPU.
     pub fn warning(&self) -> Option<String> {
+        if self.resolved == ComputePrecision::Fp16 && self.on_cpu {
+            return Some(String::from(
+                "runtime.precision = \"fp16\" on a CPU: libtorch runs fp16 autocast there far \
+                 slower than fp32 (about 50x for configs/cifar10_cpu.toml on an AVX2-only AMD \
+                 EPYC); fp16 is meant for GPUs without bf16; set runtime.precision = \"auto\" \
+                 or \"fp32\"",
+            ));
+        }
         (self.resolved == ComputePrecision::Bf16 && !self.native_bf16).then(|| {
             String::from(
                 "runtime.precision = \"bf16\" on a device without native bf16: libtorch \
@@ -245,7 +263,8 @@ impl std::fmt::Display for PrecisionChoice {
 }
 
 /// Resolves `runtime.precision` for a device with `support`, once, before training. Explicit
-/// `fp32` and `bf16` are kept as they are; `auto` becomes `bf16` where bf16 is native (a CUDA
+/// `fp32`, `bf16` and `fp16` are kept as they are (fp16 autocast runs on CUDA and, in
+/// libtorch 2.13, on CPU); `auto` becomes `bf16` where bf16 is native (a CUDA
 /// device of compute capability 8.0 or later, PyTorch's `torch.cuda.is_bf16_supported()` test;
 /// a CPU with AVX512-BF16 or AMX-BF16) and `fp32` elsewhere, including when the capability could
 /// not be read (fp32 is correct everywhere, emulated bf16 is not fast anywhere). Pure: the
@@ -290,6 +309,10 @@ pub fn resolve_precision(requested: Precision, support: Bf16Support) -> Precisio
             ComputePrecision::Bf16,
             format!("set by runtime.precision; {why}"),
         ),
+        Precision::Fp16 => (
+            ComputePrecision::Fp16,
+            "set by runtime.precision; dynamic loss scaling".to_string(),
+        ),
         Precision::Auto if native_bf16 => (ComputePrecision::Bf16, why),
         Precision::Auto => (ComputePrecision::Fp32, why),
     };
@@ -298,6 +321,7 @@ pub fn resolve_precision(requested: Precision, support: Bf16Support) -> Precisio
         resolved,
         reason,
         native_bf16,
+        on_cpu: matches!(support, Bf16Support::Cpu(_)),
     }
 }
 
@@ -338,7 +362,12 @@ fn cuda_compute_capability(ordinal: usize) -> Option<(i32, i32)> {
     }
 }
 
-/// Runs `f` under bf16 autocast for `device` when `precision` is `Bf16`, plainly otherwise.
+/// Runs `f` under bf16 autocast for `device` when `precision` is `Bf16`, under fp16 autocast
+/// when it is `Fp16`, plainly otherwise.
+///
+/// fp16 autocast (`torch.autocast(device, torch.float16)`, the official `--use_fp16`) casts the
+/// same ops to fp16, whose range ends at 65,504: gradients can overflow or underflow, so the
+/// trainer scales the loss (`dino_train::grad_scaler`).
 ///
 /// Autocast runs matmuls, linear layers, convolutions and attention in bf16 and keeps
 /// LayerNorm, softmax and reductions in fp32 (PyTorch's per-op lists); bf16 has fp32's range, so
@@ -353,14 +382,18 @@ pub fn with_precision<T>(precision: ComputePrecision, device: Device, f: impl Fn
     match precision {
         ComputePrecision::Fp32 => f(),
         ComputePrecision::Bf16 => {
-            let _region = AutocastRegion::enter(device_type(device));
+            let _region = AutocastRegion::enter(device_type(device), SCALAR_BF16);
+            f()
+        }
+        ComputePrecision::Fp16 => {
+            let _region = AutocastRegion::enter(device_type(device), SCALAR_HALF);
             f()
         }
     }
 }
 
-/// The autocast state of one device type, set to bf16 for as long as the value lives and put
-/// back on drop, so a panic inside the region does not leave autocast on for the thread.
+/// The autocast state of one device type, set to a dtype (bf16 or fp16) for as long as the
+/// value lives and put back on drop, so a panic inside the region does not leave autocast on for the thread.
 struct AutocastRegion {
     device_type: i8,
     prev_enabled: bool,
@@ -368,7 +401,7 @@ struct AutocastRegion {
 }
 
 impl AutocastRegion {
-    fn enter(device_type: i8) -> Self {
+    fn enter(device_type: i8, dtype: i8) -> Self {
         // SAFETY: thread-local flags and enum values; no pointers involved.
         unsafe {
             let region = Self {
@@ -376,7 +409,7 @@ impl AutocastRegion {
                 prev_enabled: at_is_autocast_enabled(device_type),
                 prev_dtype: at_get_autocast_dtype(device_type),
             };
-            at_set_autocast_dtype(device_type, SCALAR_BF16);
+            at_set_autocast_dtype(device_type, dtype);
             at_set_autocast_enabled(device_type, true);
             at_increment_nesting();
             region
@@ -527,6 +560,14 @@ mod tests {
             let fp32 = resolve_precision(Precision::Fp32, support);
             assert_eq!(fp32.resolved, ComputePrecision::Fp32, "{support:?}");
             assert_eq!(fp32.warning(), None);
+            let fp16 = resolve_precision(Precision::Fp16, support);
+            assert_eq!(fp16.resolved, ComputePrecision::Fp16, "{support:?}");
+            assert!(fp16.resolved.needs_loss_scaling());
+            assert_eq!(
+                fp16.warning().is_some(),
+                matches!(support, Bf16Support::Cpu(_)),
+                "fp16 warns on CPUs only: {support:?}"
+            );
             let bf16 = resolve_precision(Precision::Bf16, support);
             assert_eq!(bf16.resolved, ComputePrecision::Bf16, "{support:?}");
             assert_eq!(bf16.warning().is_some(), !bf16.native_bf16, "{support:?}");
@@ -610,6 +651,26 @@ mod tests {
         assert!(rel < 0.02, "relative error {rel}");
         // Outside the region the same op is fp32 again.
         assert_eq!(x.linear::<tch::Tensor>(&w, None).kind(), tch::Kind::Float);
+    }
+
+    #[test]
+    fn cpu_fp16_autocast_runs_linear_layers_in_half_and_restores_the_state() {
+        let cpu = Device::Cpu;
+        let before = autocast_kind(cpu);
+        let x = tch::Tensor::randn([16, 32], (tch::Kind::Float, cpu));
+        let w = tch::Tensor::randn([8, 32], (tch::Kind::Float, cpu));
+        let (kind, inside) = with_precision(ComputePrecision::Fp16, cpu, || {
+            (x.linear::<tch::Tensor>(&w, None).kind(), autocast_kind(cpu))
+        });
+        assert_eq!(inside, tch::Kind::Half);
+        assert_eq!(
+            kind,
+            tch::Kind::Half,
+            "libtorch's CPU autocast has no fp16 linear"
+        );
+        assert_eq!((autocast_kind(cpu), autocast_enabled(cpu)), (before, false));
+        assert!(!ComputePrecision::Bf16.needs_loss_scaling());
+        assert_eq!(ComputePrecision::Fp16.to_string(), "fp16");
     }
 
     #[test]

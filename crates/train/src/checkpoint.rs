@@ -5,7 +5,8 @@
 //!
 //! Layout of `<dir>`:
 //! - `checkpoint.safetensors`: `student.<name>`, `teacher.<name>` (VarStore names, which mirror
-//!   the PyTorch state dict), `optim.<state name>` ([`crate::optim::AdamW::state_tensors`]),
+//!   the PyTorch state dict), `optim.<state name>` ([`crate::optim::Optimizer::state_tensors`]),
+//!   `scaler.scale` and `scaler.growth_tracker` under fp16 ([`crate::grad_scaler::GradScaler`]),
 //!   `center` (`[1, K]`), and `checkpoint.save_id` (`[1]` Int64) tying it to its JSON;
 //! - `checkpoint.json`: [`CheckpointMeta`].
 //!
@@ -143,8 +144,11 @@ pub struct CheckpointTensors<'a> {
     pub student: &'a VarStore,
     /// Teacher variables (`teacher.<name>`).
     pub teacher: &'a VarStore,
-    /// Optimizer state, e.g. `AdamW::state_tensors()` (`optim.<name>`).
+    /// Optimizer state, `Optimizer::state_tensors()` (`optim.<name>`).
     pub optim: Vec<(String, Tensor)>,
+    /// fp16 loss-scaler state, `GradScaler::state_tensors()` (`scaler.<name>`); empty in other
+    /// precisions.
+    pub scaler: Vec<(String, Tensor)>,
     /// The DINO loss center `[1, K]` (`center`).
     pub center: &'a Tensor,
 }
@@ -198,6 +202,9 @@ fn collect_tensors(
     }
     for (name, t) in &parts.optim {
         out.push((format!("optim.{name}"), cpu_contiguous(t)?));
+    }
+    for (name, t) in &parts.scaler {
+        out.push((format!("scaler.{name}"), cpu_contiguous(t)?));
     }
     out.push(("center".into(), cpu_contiguous(parts.center)?));
     out.push((
@@ -427,9 +434,15 @@ impl LoadedCheckpoint {
         self.restore("teacher", vs)
     }
 
-    /// The optimizer state with the `optim.` prefix removed, for `AdamW::load_state`.
+    /// The optimizer state with the `optim.` prefix removed, for `Optimizer::load_state`.
     pub fn optim_state(&self) -> Vec<(String, Tensor)> {
         self.group("optim")
+    }
+
+    /// The fp16 loss-scaler state with the `scaler.` prefix removed, for
+    /// `GradScaler::load_state`; empty when the run was not trained in fp16.
+    pub fn scaler_state(&self) -> Vec<(String, Tensor)> {
+        self.group("scaler")
     }
 
     /// The loss center `[1, K]`.

@@ -1,5 +1,6 @@
-//! The DINO self-distillation trainer: loss, EMA teacher, AdamW with DINO's schedules and
-//! per-parameter clipping, checkpoints, metrics, and the training loop behind `dino train`.
+//! The DINO self-distillation trainer: loss, EMA teacher, AdamW / SGD / LARS with DINO's
+//! schedules and per-parameter clipping, fp16 loss scaling, checkpoints, metrics, and the
+//! training loop behind `dino train`.
 //!
 //! The pieces can be used alone. The DINO loss on fixed logits (2 global + 2 local crops,
 //! batch 1, K = 4 prototypes), with the official temperatures and centering:
@@ -31,6 +32,7 @@ pub mod checkpoint;
 pub mod collapse;
 pub mod curves;
 pub mod distributed;
+pub mod grad_scaler;
 pub mod loss;
 pub mod method;
 pub mod metrics;

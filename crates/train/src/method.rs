@@ -2,7 +2,8 @@
 //! the EMA, with one training step split as dinov2's `SSLMetaArch` splits it —
 //! [`DinoMethod::forward_backward`] (teacher on the 2 global crops without gradient, student on
 //! all crops, loss, center update, backward), [`DinoMethod::optimizer_step`] (per-parameter
-//! clipping, last layer frozen in the first epochs, AdamW) and
+//! clipping, last layer frozen in the first epochs, AdamW / SGD / LARS; under fp16 the loss
+//! scaler's unscale, skip and update around them) and
 //! [`DinoMethod::update_teacher`] (EMA). The loop around it is [`crate::trainer::train`].
 //!
 //! Data parallel: [`Dist`] hooks average the center and the gradients across processes inside
@@ -10,9 +11,10 @@
 
 use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
 use crate::distributed::Dist;
+use crate::grad_scaler::{GradScaler, ScalerOptions};
 use crate::loss::{DinoLoss, LossStats};
 use crate::metrics::check_finite;
-use crate::optim::{frozen_last_layer, AdamW};
+use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
 use crate::teacher::{ema_update, init_teacher_from_student};
 use dino_config::Config;
 use dino_data::batch::MultiCropBatch;
@@ -31,8 +33,10 @@ pub struct DinoMethod {
     pub teacher: MultiCropWrapper,
     /// The DINO loss and its center.
     pub loss: DinoLoss,
-    /// AdamW over the student's trainable parameters.
-    pub optimizer: AdamW,
+    /// The optimizer (`optim.optimizer`) over the student's trainable parameters.
+    pub optimizer: Optimizer,
+    /// The fp16 loss scaler (`runtime.precision = "fp16"` only).
+    pub scaler: Option<GradScaler>,
     param_names: Vec<String>,
     mean: Tensor,
     std: Tensor,
@@ -73,7 +77,12 @@ impl DinoMethod {
             dist.broadcast_from_main(&student_vs)?;
             init_teacher_from_student(&mut teacher_vs, &student_vs)?;
         }
-        let optimizer = AdamW::from_var_store(&student_vs, &cfg.optim)?;
+        let optimizer = Optimizer::from_var_store(&student_vs, &cfg.optim)?;
+        let scaler = if precision.needs_loss_scaling() {
+            Some(GradScaler::new(ScalerOptions::default(), device)?)
+        } else {
+            None
+        };
         let loss = DinoLoss::new(cfg.head.out_dim, n_crops, &cfg.loss, cfg.optim.epochs)?;
         let param_names = optimizer.param_names().map(str::to_string).collect();
         let channel = |v: [f64; 3]| -> anyhow::Result<Tensor> {
@@ -88,6 +97,7 @@ impl DinoMethod {
             teacher,
             loss,
             optimizer,
+            scaler,
             param_names,
             mean: channel(cfg.augmentation.mean)?,
             std: channel(cfg.augmentation.std)?,
@@ -99,15 +109,37 @@ impl DinoMethod {
         })
     }
 
-    /// Restores student, teacher, optimizer moments and center from a checkpoint.
+    /// Restores student, teacher, optimizer state, center and, under fp16, the loss scaler from
+    /// a checkpoint. As the official `restart_from_checkpoint`, a scaler state is used only by an
+    /// fp16 run, and an fp16 run resuming a checkpoint without one starts a fresh scaler (said in
+    /// the log).
     ///
     /// # Errors
-    /// A checkpoint that does not fit these networks or this optimizer.
+    /// A checkpoint that does not fit these networks or this optimizer, or a malformed scaler
+    /// state.
     pub fn restore(&mut self, ck: &LoadedCheckpoint) -> anyhow::Result<()> {
         ck.restore_student(&self.student_vs)?;
         ck.restore_teacher(&self.teacher_vs)?;
         self.optimizer.load_state(&ck.optim_state())?;
         self.loss.set_center(ck.center()?)?;
+        if let Some(scaler) = &mut self.scaler {
+            let state = ck.scaler_state();
+            if state.is_empty() {
+                tracing::info!(
+                    "the checkpoint has no fp16 loss-scaler state (written in {}): the scaler \
+                     starts again at its initial scale",
+                    if ck.meta.precision.is_empty() {
+                        "another precision"
+                    } else {
+                        ck.meta.precision.as_str()
+                    }
+                );
+            } else {
+                scaler
+                    .load_state(&state)
+                    .map_err(|e| anyhow::anyhow!("checkpoint loss scaler: {e}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -116,7 +148,7 @@ impl DinoMethod {
         self.device
     }
 
-    /// The forward precision in force (`fp32` or `bf16`).
+    /// The forward precision in force (`fp32`, `bf16` or `fp16`).
     pub fn precision(&self) -> ComputePrecision {
         self.precision
     }
@@ -151,8 +183,8 @@ impl DinoMethod {
 
         seed_iteration(self.seed, it, dist.rank);
         let (precision, device) = (self.precision, self.device);
-        // Under bf16 autocast the logits come out bf16; the loss (softmax over out_dim
-        // prototypes at temperature 0.04-0.1) and the center run in fp32.
+        // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
+        // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32.
         let teacher_out = tch::no_grad(|| {
             with_precision(precision, device, || {
                 self.teacher.forward_t(&[globals], true)
@@ -173,7 +205,11 @@ impl DinoMethod {
         check_finite(out.stats.loss, epoch, step)?;
 
         self.optimizer.zero_grad();
-        out.loss.f_backward()?;
+        match &self.scaler {
+            // Official fp16: fp16_scaler.scale(loss).backward().
+            Some(scaler) => scaler.scale_loss(&out.loss)?.f_backward()?,
+            None => out.loss.f_backward()?,
+        }
         // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
         if dist.world_size > 1 {
             dist.average_grads(&mut self.optimizer.grads()?)?;
@@ -183,22 +219,30 @@ impl DinoMethod {
 
     /// The optimizer half of a step in `epoch`: per-parameter gradient clipping at
     /// `optim.clip_grad` (official `clip_gradients`; 0 disables it), the last layer's update
-    /// cancelled while `epoch < schedule.freeze_last_layer`, then AdamW at learning rate `lr`
-    /// and weight decay `wd` (regularized group).
+    /// cancelled while `epoch < schedule.freeze_last_layer`, then the optimizer at learning rate
+    /// `lr` and weight decay `wd` (regularized group).
+    ///
+    /// Under fp16, as the official loop: the gradients are unscaled before clipping (all of
+    /// them, the frozen last layer's included; without clipping, only those the optimizer
+    /// steps, inside `fp16_scaler.step`), the optimizer step is skipped when any of them held
+    /// inf or NaN, and the scale is updated.
     ///
     /// # Errors
     /// libtorch errors.
-    pub fn optimizer_step(&mut self, lr: f64, wd: f64, epoch: usize) -> anyhow::Result<()> {
-        if self.clip_grad > 0.0 {
-            self.optimizer.clip_gradients(self.clip_grad)?;
-        }
+    pub fn optimizer_step(
+        &mut self,
+        lr: f64,
+        wd: f64,
+        epoch: usize,
+    ) -> anyhow::Result<StepOutcome> {
         let frozen = frozen_last_layer(
             self.param_names.iter().map(String::as_str),
             epoch,
             self.freeze_last_layer,
         );
-        self.optimizer.step(lr, wd, &frozen)?;
-        Ok(())
+        Ok(self
+            .optimizer
+            .clip_and_step(self.clip_grad, lr, wd, &frozen, self.scaler.as_mut())?)
     }
 
     /// EMA of the student into the teacher with `momentum` (official `m` of the iteration).
@@ -219,6 +263,11 @@ impl DinoMethod {
             student: &self.student_vs,
             teacher: &self.teacher_vs,
             optim: self.optimizer.state_tensors()?,
+            scaler: self
+                .scaler
+                .as_ref()
+                .map(GradScaler::state_tensors)
+                .unwrap_or_default(),
             center: self.loss.center(),
         })
     }

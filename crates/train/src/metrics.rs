@@ -108,6 +108,14 @@ pub struct StepRecord {
     pub images_per_s: f64,
     /// Fraction of the step's wall time spent waiting for the data loader, in [0, 1].
     pub data_wait_fraction: f64,
+    /// fp16 only: the loss scale this step's backward used (`GradScaler.get_scale()` before
+    /// its update). Absent from the JSON line in other precisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// fp16 only: `true` when a gradient was inf or NaN, so the optimizer step was skipped and
+    /// the scale halved. Absent from the JSON line in other precisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_step: Option<bool>,
 }
 
 impl StepRecord {
@@ -130,6 +138,8 @@ impl StepRecord {
             momentum: sv.momentum,
             images_per_s: timing.images as f64 / total,
             data_wait_fraction: timing.data_wait.as_secs_f64() / total,
+            loss_scale: None,
+            skipped_step: None,
         }
     }
 }

@@ -69,8 +69,8 @@ pub struct TrainSummary {
     pub threads: Threads,
     /// Device used.
     pub device: String,
-    /// Forward precision this invocation ran in, `fp32` or `bf16` (`runtime.precision` with
-    /// `auto` resolved on this machine).
+    /// Forward precision this invocation ran in, `fp32`, `bf16` or `fp16` (`runtime.precision`
+    /// with `auto` resolved on this machine).
     pub precision: String,
 }
 
@@ -127,7 +127,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         let stats = method
             .forward_backward(&batch, it, &dist)
             .map_err(|e| explain_stop(e, &out_dir, &dist))?;
-        method.optimizer_step(sv.lr, sv.wd, epoch)?;
+        let outcome = method.optimizer_step(sv.lr, sv.wd, epoch)?;
         method.update_teacher(sv.momentum)?;
 
         let timing = StepTiming {
@@ -135,10 +135,12 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             data_wait: wait,
             total: t_step.elapsed() + wait,
         };
-        logger.log_step(
-            StepRecord::new((epoch, step, it), &sv, stats, &timing),
-            &timing,
-        )?;
+        let record = StepRecord {
+            loss_scale: outcome.loss_scale,
+            skipped_step: outcome.loss_scale.map(|_| outcome.skipped),
+            ..StepRecord::new((epoch, step, it), &sv, stats, &timing)
+        };
+        logger.log_step(record, &timing)?;
         checkpointer.after_step(&method, epoch, step)?;
         if step + 1 == niter {
             logger.end_epoch(epoch, &method)?;
@@ -189,7 +191,7 @@ fn training_device(cfg: &Config, dist: &Dist) -> anyhow::Result<Device> {
 
 /// `runtime.precision` resolved on this machine, and said on rank 0. `auto` is resolved once,
 /// here; a resumed run resolves it again on its own machine (see `dino_config::Precision::Auto`).
-/// The loop and the checkpoints only ever see fp32 or bf16.
+/// The loop and the checkpoints only ever see fp32, bf16 or fp16.
 fn training_precision(cfg: &Config, device: Device, dist: &Dist) -> ComputePrecision {
     let precision = resolve_precision(cfg.runtime.precision, Bf16Support::detect(device));
     if dist.is_main() {

@@ -5,7 +5,7 @@ use dino_train::checkpoint::{
     load_latest, load_named, numbered_name, save_checkpoint, CheckpointError, CheckpointMeta,
     CheckpointTensors,
 };
-use dino_train::optim::AdamW;
+use dino_train::optim::Optimizer;
 use std::collections::HashSet;
 use std::fs;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -24,7 +24,7 @@ fn store() -> VarStore {
 struct Run {
     student: VarStore,
     teacher: VarStore,
-    opt: AdamW,
+    opt: Optimizer,
     center: Tensor,
 }
 
@@ -32,7 +32,7 @@ fn run(seed: i64, steps: usize) -> Run {
     tch::manual_seed(seed);
     let student = store();
     let teacher = store();
-    let mut opt = AdamW::from_var_store(&student, &OptimConfig::default()).unwrap();
+    let mut opt = Optimizer::from_var_store(&student, &OptimConfig::default()).unwrap();
     for _ in 0..steps {
         opt.zero_grad();
         let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
@@ -64,6 +64,7 @@ fn save(dir: &std::path::Path, r: &Run, epoch: usize, numbered: Option<&str>) ->
         student: &r.student,
         teacher: &r.teacher,
         optim: r.opt.state_tensors().unwrap(),
+        scaler: Vec::new(),
         center: &r.center,
     };
     save_checkpoint(dir, &parts, &meta, numbered).unwrap()

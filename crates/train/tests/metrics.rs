@@ -27,6 +27,8 @@ fn step(i: usize, loss: f64) -> StepRecord {
         momentum: 0.996,
         images_per_s: 100.0 + i as f64,
         data_wait_fraction: 0.1,
+        loss_scale: None,
+        skipped_step: None,
     }
 }
 

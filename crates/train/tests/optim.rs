@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, npy, run_reference, values};
 use dino_config::OptimConfig;
-use dino_train::optim::{frozen_last_layer, is_regularized, AdamW, OptimError};
+use dino_train::optim::{frozen_last_layer, is_regularized, OptimError, Optimizer};
 use std::collections::HashSet;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -50,7 +50,7 @@ fn matches_torch_adamw_with_dino_groups_clipping_and_freezing() {
             (n.clone(), t.set_requires_grad(!n.ends_with("weight_g")))
         })
         .collect();
-    let mut opt = AdamW::new(
+    let mut opt = Optimizer::new(
         params
             .iter()
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
@@ -180,7 +180,7 @@ fn var_store_groups_and_state_round_trip() {
     tch::manual_seed(0);
     let vs = small_store();
     let cfg = OptimConfig::default();
-    let mut opt = AdamW::from_var_store(&vs, &cfg).unwrap();
+    let mut opt = Optimizer::from_var_store(&vs, &cfg).unwrap();
     let names: Vec<&str> = opt.param_names().collect();
     assert_eq!(
         names,
@@ -200,7 +200,7 @@ fn var_store_groups_and_state_round_trip() {
     let vs2 = small_store();
     let mut vs2m = vs2;
     vs2m.copy(&vs).unwrap();
-    let mut opt2 = AdamW::from_var_store(&vs2m, &cfg).unwrap();
+    let mut opt2 = Optimizer::from_var_store(&vs2m, &cfg).unwrap();
     opt2.load_state(&state).unwrap();
     assert_eq!(opt2.step_count("a.weight"), Some(3));
     for (o, v) in [(&mut opt, &vs), (&mut opt2, &vs2m)] {
@@ -220,7 +220,7 @@ fn var_store_groups_and_state_round_trip() {
 fn frozen_params_get_no_update_and_clip_zero_disables() {
     tch::manual_seed(1);
     let vs = small_store();
-    let mut opt = AdamW::from_var_store(&vs, &OptimConfig::default()).unwrap();
+    let mut opt = Optimizer::from_var_store(&vs, &OptimConfig::default()).unwrap();
     let before = vs.variables()["head.last_layer.weight_v"].copy();
     backward_on(&vs, 3);
     let g_before = vs.variables()["a.weight"].grad().copy();
@@ -252,7 +252,7 @@ fn frozen_params_get_no_update_and_clip_zero_disables() {
 #[test]
 fn load_state_rejects_mismatches() {
     let vs = small_store();
-    let mut opt = AdamW::from_var_store(&vs, &OptimConfig::default()).unwrap();
+    let mut opt = Optimizer::from_var_store(&vs, &OptimConfig::default()).unwrap();
     let state = opt.state_tensors().unwrap();
     let missing: Vec<_> = state[1..]
         .iter()
@@ -292,7 +292,7 @@ fn load_state_rejects_mismatches() {
         ),
     ];
     assert!(matches!(
-        AdamW::new(dup, &OptimConfig::default()),
+        Optimizer::new(dup, &OptimConfig::default()),
         Err(OptimError::DuplicateName(_))
     ));
 }
