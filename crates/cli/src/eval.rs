@@ -91,6 +91,9 @@ pub enum EvalCmd {
     Knn(KnnArgs),
     /// Linear probe on frozen features (official eval_linear.py, features cached).
     Linear(LinearArgs),
+    /// k-means on L2-normalised features, scored against the labels (NMI, ARI, purity,
+    /// Hungarian accuracy).
+    Cluster(crate::cluster::ClusterArgs),
 }
 
 /// The labeled train / validation pair of `dino eval`.
@@ -159,6 +162,7 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
     match cmd {
         EvalCmd::Knn(a) => knn(a),
         EvalCmd::Linear(a) => linear(a),
+        EvalCmd::Cluster(a) => crate::cluster::run(a),
     }
 }
 

@@ -4,9 +4,11 @@
 
 mod args;
 mod attention;
+mod cluster;
 mod config;
 mod env;
 mod eval;
+mod features_in;
 mod launch;
 mod output;
 mod tools;
@@ -39,7 +41,7 @@ enum Command {
     Train(train::TrainArgs),
     /// Start N worker processes of a data-parallel job: `dino launch --nproc-per-node 2 -- train ...`.
     Launch(launch::LaunchArgs),
-    /// Evaluate frozen features: weighted k-NN or linear probe.
+    /// Evaluate frozen features: weighted k-NN, linear probe, k-means clusters.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
     /// Write features (normalized CLS, optionally patch tokens) with labels and paths.

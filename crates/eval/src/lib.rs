@@ -32,6 +32,11 @@ pub mod attention;
 /// How much of the CLS attention lies on the object: mass in hand-drawn boxes and Jaccard of
 /// the threshold masks with them.
 pub mod attention_score;
+/// Clusters without labels: seeded k-means on L2-normalised features, scored against the
+/// classes (NMI, ARI, purity, Hungarian accuracy).
+pub mod cluster;
+/// Scores of a clustering against the classes, from one contingency table.
+pub mod cluster_metrics;
 /// Features of a whole dataset through a frozen backbone (the official `extract_features`).
 pub mod embed;
 /// Feature files: `.npy` or `.safetensors` with labels and image paths.
