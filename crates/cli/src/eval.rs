@@ -94,6 +94,9 @@ pub enum EvalCmd {
     /// k-means on L2-normalised features, scored against the labels (NMI, ARI, purity,
     /// Hungarian accuracy).
     Cluster(crate::cluster::ClusterArgs),
+    /// Image retrieval: mAP and recall@k of ranking a gallery (or leave-one-out) by cosine
+    /// similarity of CLS or CLS+GeM descriptors.
+    Retrieval(crate::retrieval::RetrievalArgs),
 }
 
 /// The labeled train / validation pair of `dino eval`.
@@ -163,6 +166,7 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
         EvalCmd::Knn(a) => knn(a),
         EvalCmd::Linear(a) => linear(a),
         EvalCmd::Cluster(a) => crate::cluster::run(a),
+        EvalCmd::Retrieval(a) => crate::retrieval::run(a),
     }
 }
 

@@ -5,10 +5,10 @@
 use crate::eval::ModelArgs;
 use anyhow::Context;
 use dino_config::DataFormat;
-use dino_data::dataset::open_dataset;
+use dino_data::dataset::{align_classes, open_dataset, UnknownClass};
 use dino_eval::embed::FeatureKind;
 use dino_eval::features::{read_features, FeatureSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `--features FILE`, or a model and `--data DIR`.
 #[derive(clap::Args, Debug)]
@@ -34,19 +34,53 @@ impl FeatureInput {
     /// # Errors
     /// An unreadable features file or dataset (the message names it), or a model error.
     pub fn load(&self) -> anyhow::Result<FeatureSet> {
+        Ok(self.load_with(None, false)?.0)
+    }
+
+    /// The features of the input and, when `gallery` is given, of a second set: a features
+    /// file when the input is one, else a folder embedded by the same model, its images
+    /// labelled by the input's class names (a gallery class the input lacks is an error).
+    /// `patch_tokens` keeps the last block's patch tokens of embedded images.
+    ///
+    /// # Errors
+    /// As [`FeatureInput::load`].
+    pub fn load_with(
+        &self,
+        gallery: Option<&Path>,
+        patch_tokens: bool,
+    ) -> anyhow::Result<(FeatureSet, Option<FeatureSet>)> {
+        let read = |path: &Path| {
+            read_features(path).with_context(|| format!("reading features from {}", path.display()))
+        };
         if let Some(path) = &self.features {
-            return read_features(path)
-                .with_context(|| format!("reading features from {}", path.display()));
+            return Ok((read(path)?, gallery.map(read).transpose()?));
         }
         let data = self
             .data
             .as_ref()
             .expect("clap requires --data without --features");
         let emb = self.model.embedder()?;
-        let ds = open_dataset(data, DataFormat::Auto, &self.split, &emb.cfg.data)
-            .with_context(|| format!("opening {}", data.display()))?;
-        let opts = emb.options(FeatureKind::Cls, false)?;
-        Ok(emb.embed(ds.as_ref(), &opts)?)
+        let open = |path: &Path| {
+            open_dataset(path, DataFormat::Auto, &self.split, &emb.cfg.data)
+                .with_context(|| format!("opening {}", path.display()))
+        };
+        let ds = open(data)?;
+        let opts = emb.options(FeatureKind::Cls, patch_tokens)?;
+        let second = match gallery {
+            Some(g) => {
+                let aligned = align_classes(ds.classes(), open(g)?, UnknownClass::Error)
+                    .with_context(|| {
+                        format!(
+                            "labelling {} by the classes of {}",
+                            g.display(),
+                            data.display()
+                        )
+                    })?;
+                Some(emb.embed(&aligned, &opts)?)
+            }
+            None => None,
+        };
+        Ok((emb.embed(ds.as_ref(), &opts)?, second))
     }
 
     /// A short name of the source for reports: the features file, or `which` and the data.

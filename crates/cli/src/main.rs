@@ -10,7 +10,9 @@ mod env;
 mod eval;
 mod features_in;
 mod launch;
+mod map;
 mod output;
+mod retrieval;
 mod tools;
 mod train;
 
@@ -46,6 +48,9 @@ enum Command {
     Eval(eval::EvalCmd),
     /// Write features (normalized CLS, optionally patch tokens) with labels and paths.
     Embed(eval::EmbedArgs),
+    /// A 2-D map of the feature space (t-SNE or PCA) as a PNG coloured by class, with the
+    /// coordinates as .npy and CSV.
+    Map(map::MapArgs),
     /// Attention maps of the last block's CLS token, per head, with threshold masks.
     Attention(attention::AttentionArgs),
     /// Benchmarks.
@@ -80,6 +85,7 @@ fn main() {
         Command::Launch(a) => launch::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Embed(a) => eval::embed(a),
+        Command::Map(a) => map::run(a),
         Command::Attention(a) => attention::run(a),
         Command::Bench(c) => tools::bench(c),
         Command::Augment(c) => tools::augment(c),

@@ -47,6 +47,14 @@ pub mod knn;
 pub mod labelled;
 /// Linear probe on frozen features and the official ViT probe feature (`eval_linear.py`).
 pub mod linear;
+/// A 2-D map of the feature space: deterministic Barnes–Hut t-SNE or PCA.
+pub mod map;
+/// The 2-D map's coordinates as `.npy` and CSV.
+pub mod map_output;
+/// The 2-D map drawn as a PNG scatter plot coloured by class, with a legend.
+pub mod map_plot;
+/// Image retrieval: cosine ranking, mAP and recall@k; CLS and CLS+GeM descriptors.
+pub mod retrieval;
 /// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
 /// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.
 pub mod source;
