@@ -91,6 +91,12 @@ pub enum EvalCmd {
     Knn(KnnArgs),
     /// Linear probe on frozen features (official eval_linear.py, features cached).
     Linear(LinearArgs),
+    /// k-means on L2-normalised features, scored against the labels (NMI, ARI, purity,
+    /// Hungarian accuracy).
+    Cluster(crate::cluster::ClusterArgs),
+    /// Image retrieval: mAP and recall@k of ranking a gallery (or leave-one-out) by cosine
+    /// similarity of CLS or CLS+GeM descriptors.
+    Retrieval(crate::retrieval::RetrievalArgs),
 }
 
 /// The labeled train / validation pair of `dino eval`.
@@ -159,6 +165,8 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
     match cmd {
         EvalCmd::Knn(a) => knn(a),
         EvalCmd::Linear(a) => linear(a),
+        EvalCmd::Cluster(a) => crate::cluster::run(a),
+        EvalCmd::Retrieval(a) => crate::retrieval::run(a),
     }
 }
 

@@ -5,11 +5,15 @@
 mod alloc;
 mod args;
 mod attention;
+mod cluster;
 mod config;
 mod env;
 mod eval;
+mod features_in;
 mod launch;
+mod map;
 mod output;
+mod retrieval;
 mod tools;
 mod train;
 
@@ -40,11 +44,14 @@ enum Command {
     Train(train::TrainArgs),
     /// Start N worker processes of a data-parallel job: `dino launch --nproc-per-node 2 -- train ...`.
     Launch(launch::LaunchArgs),
-    /// Evaluate frozen features: weighted k-NN or linear probe.
+    /// Evaluate frozen features: weighted k-NN, linear probe, k-means clusters.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
     /// Write features (normalized CLS, optionally patch tokens) with labels and paths.
     Embed(eval::EmbedArgs),
+    /// A 2-D map of the feature space (t-SNE or PCA) as a PNG coloured by class, with the
+    /// coordinates as .npy and CSV.
+    Map(map::MapArgs),
     /// Attention maps of the last block's CLS token, per head, with threshold masks.
     Attention(attention::AttentionArgs),
     /// Benchmarks.
@@ -79,6 +86,7 @@ fn main() {
         Command::Launch(a) => launch::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Embed(a) => eval::embed(a),
+        Command::Map(a) => map::run(a),
         Command::Attention(a) => attention::run(a),
         Command::Bench(c) => tools::bench(c),
         Command::Augment(c) => tools::augment(c),

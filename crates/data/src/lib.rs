@@ -50,6 +50,7 @@ pub mod rng;
 // Datasets, decoding, batches, the loader.
 pub mod batch;
 pub mod bench;
+pub mod copydetect;
 pub mod dataset;
 pub mod decode;
 pub mod error;

@@ -36,6 +36,11 @@ pub mod attention;
 /// How much of the CLS attention lies on the object: mass in hand-drawn boxes and Jaccard of
 /// the threshold masks with them.
 pub mod attention_score;
+/// Clusters without labels: seeded k-means on L2-normalised features, scored against the
+/// classes (NMI, ARI, purity, Hungarian accuracy).
+pub mod cluster;
+/// Scores of a clustering against the classes, from one contingency table.
+pub mod cluster_metrics;
 /// Features of a whole dataset through a frozen backbone (the official `extract_features`).
 pub mod embed;
 /// Feature files: `.npy` or `.safetensors` with labels and image paths.
@@ -46,6 +51,14 @@ pub mod knn;
 pub mod labelled;
 /// Linear probe on frozen features and the official ViT probe feature (`eval_linear.py`).
 pub mod linear;
+/// A 2-D map of the feature space: deterministic Barnes–Hut t-SNE or PCA.
+pub mod map;
+/// The 2-D map's coordinates as `.npy` and CSV.
+pub mod map_output;
+/// The 2-D map drawn as a PNG scatter plot coloured by class, with a legend.
+pub mod map_plot;
+/// Image retrieval: cosine ranking, mAP and recall@k; CLS and CLS+GeM descriptors.
+pub mod retrieval;
 /// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
 /// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.
 pub mod source;

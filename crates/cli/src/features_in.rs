@@ -1,0 +1,94 @@
+//! Where a feature-space command (`dino eval cluster`, `dino map`, …) takes its features from:
+//! a features file written by `dino embed`, or a model (`--checkpoint`/`--which`, see
+//! [`ModelArgs`]) run over a folder of images.
+
+use crate::eval::ModelArgs;
+use anyhow::Context;
+use dino_config::DataFormat;
+use dino_data::dataset::{align_classes, open_dataset, UnknownClass};
+use dino_eval::embed::FeatureKind;
+use dino_eval::features::{read_features, FeatureSet};
+use std::path::{Path, PathBuf};
+
+/// `--features FILE`, or a model and `--data DIR`.
+#[derive(clap::Args, Debug)]
+pub struct FeatureInput {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Labelled images to embed (class folders, CIFAR-10 binary or IDX). Needed unless
+    /// --features is given.
+    #[arg(long, required_unless_present = "features")]
+    pub data: Option<PathBuf>,
+    /// Split for CIFAR-10 binary / IDX folders.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// A features file of `dino embed` (`.npy` with its `.labels.npy`, or `.safetensors`)
+    /// instead of a model and --data.
+    #[arg(long, conflicts_with_all = ["data", "checkpoint"])]
+    pub features: Option<PathBuf>,
+}
+
+impl FeatureInput {
+    /// The features (CLS tokens) with labels, paths and class names.
+    ///
+    /// # Errors
+    /// An unreadable features file or dataset (the message names it), or a model error.
+    pub fn load(&self) -> anyhow::Result<FeatureSet> {
+        Ok(self.load_with(None, false)?.0)
+    }
+
+    /// The features of the input and, when `gallery` is given, of a second set: a features
+    /// file when the input is one, else a folder embedded by the same model, its images
+    /// labelled by the input's class names (a gallery class the input lacks is an error).
+    /// `patch_tokens` keeps the last block's patch tokens of embedded images.
+    ///
+    /// # Errors
+    /// As [`FeatureInput::load`].
+    pub fn load_with(
+        &self,
+        gallery: Option<&Path>,
+        patch_tokens: bool,
+    ) -> anyhow::Result<(FeatureSet, Option<FeatureSet>)> {
+        let read = |path: &Path| {
+            read_features(path).with_context(|| format!("reading features from {}", path.display()))
+        };
+        if let Some(path) = &self.features {
+            return Ok((read(path)?, gallery.map(read).transpose()?));
+        }
+        let data = self
+            .data
+            .as_ref()
+            .expect("clap requires --data without --features");
+        let emb = self.model.embedder()?;
+        let open = |path: &Path| {
+            open_dataset(path, DataFormat::Auto, &self.split, &emb.cfg.data)
+                .with_context(|| format!("opening {}", path.display()))
+        };
+        let ds = open(data)?;
+        let opts = emb.options(FeatureKind::Cls, patch_tokens)?;
+        let second = match gallery {
+            Some(g) => {
+                let aligned = align_classes(ds.classes(), open(g)?, UnknownClass::Error)
+                    .with_context(|| {
+                        format!(
+                            "labelling {} by the classes of {}",
+                            g.display(),
+                            data.display()
+                        )
+                    })?;
+                Some(emb.embed(&aligned, &opts)?)
+            }
+            None => None,
+        };
+        Ok((emb.embed(ds.as_ref(), &opts)?, second))
+    }
+
+    /// A short name of the source for reports: the features file, or `which` and the data.
+    pub fn describe(&self) -> String {
+        match (&self.features, &self.data) {
+            (Some(f), _) => f.display().to_string(),
+            (None, Some(d)) => format!("{:?} features of {}", self.model.which, d.display()),
+            (None, None) => String::new(),
+        }
+    }
+}
