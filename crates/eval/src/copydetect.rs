@@ -96,14 +96,22 @@ fn check(what: &'static str, x: &Tensor) -> Result<Tensor, CopyDetectError> {
 /// `y = diag(λ^-1/2) Vᵀ (x − μ)`, with μ the mean of the whitening features and (λ, V) the
 /// eigen-decomposition of their *uncentred* second-moment matrix `XᵀX / N` (as the official
 /// code, which centres the searched features but not the matrix). Eigenvalues below
-/// `1e-5 · λ_max` are raised to it, so a whitening set smaller than the width still works.
-/// Computed in f64.
+/// `ε = 1e-5 · λ_max` are raised to ε. Computed in f64.
+///
+/// With fewer whitening rows than the width (N < D, e.g. raw pixels) the D x D matrix is never
+/// formed: the N right singular vectors of X give the non-null eigenpairs, and the remaining
+/// (null-space) directions, all at ε, are kept as `ε^-1/2 (a − V_r V_rᵀ a)`. The output then has
+/// r + D columns instead of D, with the same inner products (and so the same cosine ranking)
+/// as the full whitening.
 #[derive(Debug)]
 pub struct Whitening {
     /// `[D]` mean of the whitening features.
     pub mean: Tensor,
-    /// `[D, D]` projection `diag(λ^-1/2) Vᵀ`, components in decreasing eigenvalue order.
+    /// `[r, D]` projection `diag(λ^-1/2) Vᵀ`, components in decreasing eigenvalue order
+    /// (r = D when N ≥ D).
     pub dvt: Tensor,
+    /// For N < D: the `[r, D]` eigenvectors `V_rᵀ` above ε and ε, for the null-space part.
+    pub null_space: Option<(Tensor, f64)>,
 }
 
 impl Whitening {
@@ -113,22 +121,44 @@ impl Whitening {
     /// [`CopyDetectError::Shape`], [`CopyDetectError::Empty`], [`CopyDetectError::NonFinite`].
     pub fn fit(features: &Tensor) -> Result<Self, CopyDetectError> {
         let x = check("whitening", features)?;
-        let n = x.size()[0] as f64;
+        let (n, d) = (x.size()[0], x.size()[1]);
         let mean = x.f_mean_dim([0i64].as_slice(), false, Kind::Double)?;
-        let cov = x.f_tr()?.f_matmul(&x)?.f_div_scalar(n)?;
-        let (d, v) = cov.f_linalg_eigh("L")?;
-        let eps = d.f_max()?.f_double_value(&[])? * 1e-5;
-        let d = d.f_clamp_min(eps)?;
+        if n < d {
+            // XᵀX / N = V (S² / N) Vᵀ; singular values come sorted in decreasing order.
+            let (_, s, v) = x.f_svd(true, true)?;
+            let vh = v.f_tr()?;
+            let lambda = s.f_square()?.f_div_scalar(n as f64)?;
+            let eps = lambda.f_max()?.f_double_value(&[])? * 1e-5;
+            let r = Vec::<f64>::try_from(&lambda)?
+                .iter()
+                .filter(|&&l| l >= eps)
+                .count() as i64;
+            let (lambda, vr) = (lambda.f_narrow(0, 0, r)?, vh.f_narrow(0, 0, r)?);
+            let dvt = vr.f_mul(&lambda.f_pow_tensor_scalar(-0.5)?.f_unsqueeze(1)?)?;
+            return Ok(Self {
+                mean,
+                dvt,
+                null_space: Some((vr, eps)),
+            });
+        }
+        let cov = x.f_tr()?.f_matmul(&x)?.f_div_scalar(n as f64)?;
+        let (lambda, v) = cov.f_linalg_eigh("L")?;
+        let eps = lambda.f_max()?.f_double_value(&[])? * 1e-5;
+        let lambda = lambda.f_clamp_min(eps)?;
         // eigh sorts ascending; the official code keeps the largest first.
-        let d = d.f_flip([0i64].as_slice())?;
+        let lambda = lambda.f_flip([0i64].as_slice())?;
         let v = v.f_flip([1i64].as_slice())?;
         let dvt = v
             .f_tr()?
-            .f_mul(&d.f_pow_tensor_scalar(-0.5)?.f_unsqueeze(1)?)?;
-        Ok(Self { mean, dvt })
+            .f_mul(&lambda.f_pow_tensor_scalar(-0.5)?.f_unsqueeze(1)?)?;
+        Ok(Self {
+            mean,
+            dvt,
+            null_space: None,
+        })
     }
 
-    /// Whitens `x` `[M, D]` → `[M, D]` f64.
+    /// Whitens `x` `[M, D]` → `[M, D]` f64 (`[M, r + D]` when learned on fewer rows than D).
     ///
     /// # Errors
     /// As [`Whitening::fit`] for `x`; [`CopyDetectError::Width`] when its width is not D.
@@ -142,7 +172,16 @@ impl Whitening {
                 database: d,
             });
         }
-        Ok(x.f_sub(&self.mean)?.f_matmul(&self.dvt.f_tr()?)?)
+        let a = x.f_sub(&self.mean)?;
+        let y = a.f_matmul(&self.dvt.f_tr()?)?;
+        Ok(match &self.null_space {
+            None => y,
+            Some((vr, eps)) => {
+                let inside = a.f_matmul(&vr.f_tr()?)?.f_matmul(vr)?;
+                let rest = a.f_sub(&inside)?.f_mul_scalar(eps.powf(-0.5))?;
+                Tensor::f_cat(&[y, rest], 1)?
+            }
+        })
     }
 }
 
@@ -228,6 +267,22 @@ mod tests {
         let m = y.tr().matmul(&y) / 200.0;
         let eye = Tensor::eye(5, (Kind::Double, Device::Cpu));
         assert!((m - eye).abs().max().double_value(&[]) < 1e-9);
+    }
+
+    #[test]
+    fn few_rows_whiten_like_the_full_matrix() {
+        // N < D takes the SVD route; its inner products equal those of the D x D eigh route
+        // (forced here by stacking the rows twice, which leaves the mean and XᵀX/N as they are).
+        let x = Tensor::randn([4, 6], (Kind::Double, Device::Cpu)) + 1.0;
+        let few = Whitening::fit(&x).unwrap();
+        assert!(few.null_space.is_some());
+        let many = Whitening::fit(&Tensor::cat(&[&x, &x], 0)).unwrap();
+        assert!(many.null_space.is_none());
+        let q = Tensor::randn([3, 6], (Kind::Double, Device::Cpu));
+        let (a, b) = (few.apply("q", &q).unwrap(), many.apply("q", &q).unwrap());
+        let (ga, gb) = (a.matmul(&a.tr()), b.matmul(&b.tr()));
+        let rel = ((&ga - &gb).abs().max() / gb.abs().max()).double_value(&[]);
+        assert!(rel < 1e-6, "{rel}");
     }
 
     #[test]
