@@ -97,6 +97,9 @@ pub enum EvalCmd {
     /// Image retrieval: mAP and recall@k of ranking a gallery (or leave-one-out) by cosine
     /// similarity of CLS or CLS+GeM descriptors.
     Retrieval(crate::retrieval::RetrievalArgs),
+    /// Copy detection on a `dino data copydetect` benchmark: mAP and recall@k of finding each
+    /// edited copy's original among distractors, after PCA whitening (eval_copy_detection.py).
+    Copydetect(crate::copydetect::CopyDetectArgs),
 }
 
 /// The labeled train / validation pair of `dino eval`.
@@ -167,6 +170,7 @@ pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
         EvalCmd::Linear(a) => linear(a),
         EvalCmd::Cluster(a) => crate::cluster::run(a),
         EvalCmd::Retrieval(a) => crate::retrieval::run(a),
+        EvalCmd::Copydetect(a) => crate::copydetect::run(a),
     }
 }
 

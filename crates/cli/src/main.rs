@@ -7,6 +7,7 @@ mod args;
 mod attention;
 mod cluster;
 mod config;
+mod copydetect;
 mod env;
 mod eval;
 mod features_in;

@@ -36,7 +36,7 @@ pub struct RetrievalArgs {
 }
 
 /// The descriptor of a set: its CLS features, or CLS + GeM of its patch tokens.
-fn describe(set: &FeatureSet, d: Descriptor, what: &str) -> anyhow::Result<tch::Tensor> {
+pub(crate) fn describe(set: &FeatureSet, d: Descriptor, what: &str) -> anyhow::Result<tch::Tensor> {
     Ok(match d {
         Descriptor::Cls => set.features.shallow_clone(),
         Descriptor::ClsGem => {

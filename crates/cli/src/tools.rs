@@ -113,13 +113,70 @@ pub enum DataCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Generate a copy-detection benchmark from a folder of photos: originals with strongly
+    /// edited copies (crop, rescale, blur, rotation, colour, text, patch; JPEG 10-50),
+    /// distractors and a whitening set, for `dino eval copydetect`.
+    Copydetect(CopyDetectGenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CopyDetectGenArgs {
+    /// Folder of photos (searched recursively), e.g. an ImageFolder.
+    #[arg(long = "from")]
+    from: PathBuf,
+    /// Output folder (new, or empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the selection and the edits.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Photos that get copies.
+    #[arg(long, default_value_t = 100)]
+    originals: usize,
+    /// Edited copies per original.
+    #[arg(long, default_value_t = 2)]
+    copies: usize,
+    /// Distractor photos in the database.
+    #[arg(long, default_value_t = 500)]
+    distractors: usize,
+    /// Photos to learn the whitening on.
+    #[arg(long, default_value_t = 500)]
+    whitening: usize,
+    /// Distinct edits chained in each copy (1-7), before the JPEG re-compression.
+    #[arg(long, default_value_t = 3)]
+    edits: usize,
 }
 
 pub fn data(cmd: DataCmd) -> anyhow::Result<()> {
-    let DataCmd::Cifar10 { from, out } = cmd;
+    let (from, out) = match cmd {
+        DataCmd::Cifar10 { from, out } => (from, out),
+        DataCmd::Copydetect(a) => return copydetect(a),
+    };
     crate::output::prepare_dir(&out)?;
     let n = dino_data::dataset::extract_cifar10_tarball(&from, &out)?;
     eprintln!("extracted {n} images into {}", out.display());
+    Ok(())
+}
+
+fn copydetect(a: CopyDetectGenArgs) -> anyhow::Result<()> {
+    let spec = dino_data::copydetect::CopyDetectSpec {
+        originals: a.originals,
+        copies: a.copies,
+        distractors: a.distractors,
+        whitening: a.whitening,
+        edits_per_copy: a.edits,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let s = dino_data::copydetect::generate(&a.from, &a.out, &spec)?;
+    eprintln!(
+        "wrote {}: {} originals, {} copies, {} distractors, {} whitening photos",
+        a.out.display(),
+        s.originals,
+        s.queries,
+        s.distractors,
+        s.whitening
+    );
     Ok(())
 }
 

@@ -41,6 +41,9 @@ pub mod attention_score;
 pub mod cluster;
 /// Scores of a clustering against the classes, from one contingency table.
 pub mod cluster_metrics;
+/// Copy detection: PCA whitening learned on distractors, then the rank of each copy's
+/// original (`eval_copy_detection.py`).
+pub mod copydetect;
 /// Features of a whole dataset through a frozen backbone (the official `extract_features`).
 pub mod embed;
 /// Feature files: `.npy` or `.safetensors` with labels and image paths.

@@ -44,7 +44,7 @@ pub struct CopyDetectSpec {
     pub originals: usize,
     /// Edited copies of each original.
     pub copies: usize,
-    /// Other photos in the database.
+    /// Other photos in the database (at least one; the patch overlays come from them).
     pub distractors: usize,
     /// Photos of the whitening set (may be 0: then the benchmark is searched without whitening).
     pub whitening: usize,
@@ -102,6 +102,12 @@ fn bad(name: &'static str, reason: String) -> DataError {
 fn check_spec(spec: &CopyDetectSpec, out: &Path) -> Result<(), DataError> {
     if spec.originals == 0 {
         return Err(bad("originals", "needs at least one original".into()));
+    }
+    if spec.distractors == 0 {
+        return Err(bad(
+            "distractors",
+            "needs at least one distractor (the database and the patch overlays)".into(),
+        ));
     }
     if spec.copies == 0 {
         return Err(bad("copies", "needs at least one copy per original".into()));
@@ -194,15 +200,14 @@ pub fn generate(
         return Err(DataError::NotFound { path: from.into() });
     }
     let mut files = ImageFiles::flat(from, spec.max_pixels)?.files().to_vec();
-    let need = spec.originals + spec.distractors.max(1) + spec.whitening;
+    let need = spec.originals + spec.distractors + spec.whitening;
     if files.len() < need {
         return Err(DataError::Layout(format!(
-            "{} holds {} images; {} originals + {} distractors + {} whitening photos need {need} \
-             (at least one distractor, the source of the patch overlays)",
+            "{} holds {} images; {} originals + {} distractors + {} whitening photos need {need}",
             from.display(),
             files.len(),
             spec.originals,
-            spec.distractors.max(1),
+            spec.distractors,
             spec.whitening
         )));
     }
@@ -212,13 +217,16 @@ pub fn generate(
         files.swap(i, j);
     }
     let (originals, rest) = files.split_at(spec.originals);
-    let (distractors, rest) = rest.split_at(spec.distractors.max(1));
+    let (distractors, rest) = rest.split_at(spec.distractors);
     let whitening = &rest[..spec.whitening];
 
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "copydetect".into());
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
+    }
     let staging = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let result = write_all(spec, originals, distractors, whitening, &staging);
     match result {
@@ -261,9 +269,7 @@ fn write_all(
             .collect::<Result<Vec<String>, DataError>>()
     };
     let original_names = copy_set(originals, "originals", "o", 4)?;
-    // Only distractors that were asked for go into the database; the one kept for patches
-    // when `spec.distractors` is 0 stays out of it.
-    copy_set(&distractors[..spec.distractors], "distractors", "d", 5)?;
+    copy_set(distractors, "distractors", "d", 5)?;
     copy_set(whitening, "whitening", "w", 5)?;
     let copies: Vec<(String, Vec<u8>, CopyPair)> = (0..originals.len() * spec.copies)
         .into_par_iter()
