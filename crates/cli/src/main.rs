@@ -8,6 +8,7 @@ mod attention;
 mod config;
 mod env;
 mod eval;
+mod export;
 mod launch;
 mod output;
 mod tools;
@@ -58,6 +59,8 @@ enum Command {
     Data(tools::DataCmd),
     /// Convert an official DINO PyTorch checkpoint to safetensors (uses the project's PyTorch).
     Import(tools::ImportArgs),
+    /// Export the backbone as ONNX or TorchScript (dynamic image size; uses the project's PyTorch).
+    Export(export::ExportArgs),
 }
 
 fn main() {
@@ -84,6 +87,7 @@ fn main() {
         Command::Augment(c) => tools::augment(c),
         Command::Data(c) => tools::data(c),
         Command::Import(a) => tools::import(a),
+        Command::Export(a) => export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
