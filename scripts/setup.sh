@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine, idempotently and quietly:
 #   - a project-local Python virtualenv (.venv) with torch==2.13.0 (the libtorch that tch 0.26
-#     links against), torchvision, pillow, numpy and scikit-learn (the parity-test references);
+#     links against), torchvision, pillow, numpy and scikit-learn (the parity-test references),
+#     onnx, onnxscript and onnxruntime (`dino export --format onnx` and its test);
 #   - Debian's `dataset-fashion-mnist` package (the README's main job), when apt is usable;
 #   - Debian's `fonts-dejavu-core`, the font of the text in a run's curves.png (without it the
 #     curves are drawn without text), when apt is usable.
@@ -30,11 +31,14 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -c "import torch, torchvision, PIL, numpy; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__"
   touch "$stamp"
 fi
-# scikit-learn came later (clustering references): a virtualenv set up before it gets it here.
-if ! "$VENV/bin/python" -c "import sklearn" 2>/dev/null; then
-  log "installing scikit-learn"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check scikit-learn
-fi
+# Packages that came later (scikit-learn: clustering references; onnx, onnxscript, onnxruntime:
+# `dino export --format onnx` and its check): a virtualenv set up before them gets them here.
+for pkg in sklearn:scikit-learn onnx:onnx onnxscript:onnxscript onnxruntime:onnxruntime; do
+  if ! "$VENV/bin/python" -c "import ${pkg%%:*}" 2>/dev/null; then
+    log "installing ${pkg#*:}"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${pkg#*:}"
+  fi
+done
 # A stable path for .cargo/config.toml, whatever the Python minor version.
 [ -e "$VENV/libtorch" ] || ln -sfn "$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')" "$VENV/libtorch"
 

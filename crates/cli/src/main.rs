@@ -10,6 +10,7 @@ mod config;
 mod copydetect;
 mod env;
 mod eval;
+mod export;
 mod features_in;
 mod launch;
 mod map;
@@ -66,6 +67,8 @@ enum Command {
     Data(tools::DataCmd),
     /// Convert an official DINO PyTorch checkpoint to safetensors (uses the project's PyTorch).
     Import(tools::ImportArgs),
+    /// Export the backbone as ONNX or TorchScript (dynamic image size; uses the project's PyTorch).
+    Export(export::ExportArgs),
 }
 
 fn main() {
@@ -93,6 +96,7 @@ fn main() {
         Command::Augment(c) => tools::augment(c),
         Command::Data(c) => tools::data(c),
         Command::Import(a) => tools::import(a),
+        Command::Export(a) => export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -351,6 +351,11 @@ impl Embedder {
         &self.pretrained.backbone
     }
 
+    /// The backbone's variables (official names at the root), e.g. for `dino export`.
+    pub fn variables(&self) -> &nn::VarStore {
+        &self.pretrained.vs
+    }
+
     /// The device features are computed on.
     pub fn device(&self) -> Device {
         self.device

@@ -96,6 +96,14 @@ pub enum WeightsError {
         /// What went wrong (the script's message, or why it could not start).
         reason: String,
     },
+    /// `dino export` failed.
+    #[error("exporting the backbone to {out}: {reason}")]
+    Export {
+        /// The file being written.
+        out: String,
+        /// What went wrong (the exporter's message, or why it could not start).
+        reason: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {cause}")]
     Io {

@@ -2,9 +2,8 @@
 //! `python/import_checkpoint.py` of this crate, embedded in the library, with the project's Python).
 
 use crate::error::WeightsError;
-use std::io::Write;
+use crate::python::run_script;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The converter, compiled in so the library needs no repository checkout at run time.
 const SCRIPT: &str = include_str!("../python/import_checkpoint.py");
@@ -31,24 +30,6 @@ pub struct ImportReport {
     pub python: PathBuf,
 }
 
-/// The Python used for conversions: `$DINO_PYTHON` if set; else the first
-/// `.venv/bin/python` found walking up from the running executable's folder (a binary in
-/// `target/release/` finds the repository's `.venv`); else `python3` from `PATH`.
-pub fn find_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("DINO_PYTHON") {
-        return PathBuf::from(p);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            let cand = dir.join(".venv").join("bin").join("python");
-            if cand.is_file() {
-                return cand;
-            }
-        }
-    }
-    PathBuf::from("python3")
-}
-
 /// Converts the PyTorch checkpoint `from` to the safetensors file `out` with the key names of
 /// [`crate::MultiCropWrapper`] (`backbone.…`, `head.…`). Handles the released backbone-only
 /// `.pth` files and full training checkpoints (`student` / `teacher` entries, `module.` and
@@ -64,56 +45,21 @@ pub fn import_official(
     out: &Path,
     key: Option<&str>,
 ) -> Result<ImportReport, WeightsError> {
-    let python = find_python();
     let err = |reason: String| WeightsError::Import {
         from: from.display().to_string(),
         reason,
     };
-    let mut cmd = Command::new(&python);
-    cmd.arg("-").arg("--from").arg(from).arg("--out").arg(out);
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--from".as_ref(),
+        from.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
     if let Some(k) = key {
-        cmd.arg("--key").arg(k);
+        args.push("--key".as_ref());
+        args.push(std::ffi::OsStr::new(k));
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            err(format!(
-                "cannot run {} ({e}); set DINO_PYTHON or run scripts/setup.sh",
-                python.display()
-            ))
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(SCRIPT.as_bytes())
-        .map_err(|e| err(format!("writing the script to {}: {e}", python.display())))?;
-    let output = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !output.status.success() {
-        let msg = String::from_utf8_lossy(&output.stderr);
-        let last = msg
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
-        return Err(err(format!(
-            "{} exited with {}: {}",
-            python.display(),
-            output.status,
-            last
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("");
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| err(format!("bad report {line:?}: {e}")))?;
+    let (v, python) = run_script(&[("import_checkpoint.py", SCRIPT)], &args).map_err(err)?;
     let strs = |k: &str| -> Vec<String> {
         v[k].as_array()
             .map(|a| {

@@ -48,6 +48,8 @@ pub mod block;
 pub mod device;
 /// Error enums.
 pub mod error;
+/// A backbone exported as TorchScript or ONNX through the project's PyTorch (`dino export`).
+pub mod export;
 /// The DINO projection head and parameter-group rules.
 pub mod head;
 /// Conversion of official `.pth` checkpoints.
@@ -60,6 +62,8 @@ mod layers;
 pub mod multicrop_wrapper;
 /// Position-embedding interpolation.
 pub mod pos_embed;
+/// Running this crate's compiled-in Python scripts with the project's Python.
+pub mod python;
 /// The Vision Transformer.
 pub mod vit;
 /// safetensors I/O under the official names.
@@ -70,10 +74,12 @@ pub use device::{
     with_precision, Bf16Support, ComputePrecision, CpuBf16Flags, PrecisionChoice,
 };
 pub use error::{ModelError, WeightsError};
+pub use export::{export_backbone, ExportFormat, ExportReport};
 pub use head::{is_last_layer, is_regularized, DinoHead};
-pub use import::{find_python, import_official, ImportReport};
+pub use import::{import_official, ImportReport};
 pub use multicrop_wrapper::MultiCropWrapper;
 pub use pos_embed::PosInterp;
+pub use python::find_python;
 pub use vit::{VisionTransformer, VitConfig};
 pub use weights::{
     check_safetensors, load_safetensors, load_safetensors_with_prefix, save_safetensors, LoadReport,
