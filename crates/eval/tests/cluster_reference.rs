@@ -1,40 +1,14 @@
 //! Agreement of the clustering scores with scikit-learn (`tests/reference/cluster_reference.py`)
 //! to 1e-6 on fixed labellings, and of the k-means with scikit-learn's on fixed blobs.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::run_reference;
+
+use std::path::Path;
 
 use dino_eval::cluster::{cluster_eval, kmeans, ClusterConfig};
 use dino_eval::cluster_metrics::Contingency;
-use serde_json::Value;
 use tch::Tensor;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs the reference script into a temporary folder; fails with a setup hint without the venv
-/// or scikit-learn.
-fn run_reference() -> (tempfile::TempDir, Value) {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(&python)
-        .arg(repo_root().join("tests/reference/cluster_reference.py"))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cluster_reference.py failed (scikit-learn missing? run scripts/setup.sh)"
-    );
-    let results = std::fs::read_to_string(dir.path().join("results.json")).unwrap();
-    (dir, serde_json::from_str(&results).unwrap())
-}
 
 fn labels(dir: &Path, name: &str) -> Vec<i64> {
     Vec::try_from(&Tensor::read_npy(dir.join(format!("{name}.npy"))).unwrap()).unwrap()
@@ -42,7 +16,7 @@ fn labels(dir: &Path, name: &str) -> Vec<i64> {
 
 #[test]
 fn scores_agree_with_scikit_learn() {
-    let (dir, results) = run_reference();
+    let (dir, results) = run_reference("cluster_reference.py");
     let cases = results["cases"].as_object().unwrap();
     assert_eq!(cases.len(), 6);
     for (case, want) in cases {
@@ -67,7 +41,7 @@ fn scores_agree_with_scikit_learn() {
 
 #[test]
 fn kmeans_reaches_scikit_learn() {
-    let (dir, results) = run_reference();
+    let (dir, results) = run_reference("cluster_reference.py");
     let want = &results["kmeans"];
     let x = Tensor::read_npy(dir.path().join("kmeans_x.npy")).unwrap();
     let y = Tensor::read_npy(dir.path().join("kmeans_y.npy")).unwrap();

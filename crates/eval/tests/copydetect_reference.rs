@@ -2,16 +2,11 @@
 //! scikit-learn reference (`tests/reference/copydetect_reference.py`) on fixed features:
 //! whitening on more rows than the width, on fewer (rank-deficient), and none.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::run_reference;
 
 use dino_eval::copydetect::{copy_detection_eval, Whitening};
-use serde_json::Value;
 use tch::{Kind, Tensor};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn l2(x: &Tensor) -> Tensor {
     x / x.norm_scalaropt_dim(2, [1i64].as_slice(), true)
@@ -19,25 +14,7 @@ fn l2(x: &Tensor) -> Tensor {
 
 #[test]
 fn whitening_and_map_agree_with_numpy() {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(&python)
-        .arg(repo_root().join("tests/reference/copydetect_reference.py"))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "copydetect_reference.py failed (run scripts/setup.sh)"
-    );
-    let results: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
-            .unwrap();
+    let (dir, results) = run_reference("copydetect_reference.py");
     let cases = results.as_object().unwrap();
     assert_eq!(cases.len(), 3);
     for (case, want) in cases {

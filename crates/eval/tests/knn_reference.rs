@@ -1,12 +1,13 @@
 //! Agreement of the weighted k-NN with a PyTorch re-implementation of the official
 //! `eval_knn.py` classifier (`tests/reference/knn_reference.py`) on fixed random features.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::run_reference;
+
+use std::path::Path;
 
 use dino_eval::features::FeatureSet;
 use dino_eval::knn::{knn_eval, knn_predict, KnnConfig};
-use serde_json::Value;
 use tch::Tensor;
 
 /// The tensors as the [`FeatureSet`] k-NN and the probe take.
@@ -20,36 +21,13 @@ fn queries(x: &Tensor) -> FeatureSet {
     FeatureSet::labelled(x.shallow_clone(), unknown).unwrap()
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs the reference script into a temporary folder; fails with a setup hint without the venv.
-fn run_reference() -> (tempfile::TempDir, Value) {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(&python)
-        .arg(repo_root().join("tests/reference/knn_reference.py"))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "knn_reference.py failed");
-    let results = std::fs::read_to_string(dir.path().join("results.json")).unwrap();
-    (dir, serde_json::from_str(&results).unwrap())
-}
-
 fn load(dir: &Path, case: &str, what: &str) -> Tensor {
     Tensor::read_npy(dir.join(format!("{case}_{what}.npy"))).unwrap()
 }
 
 #[test]
 fn agrees_with_pytorch_reference() {
-    let (dir, results) = run_reference();
+    let (dir, results) = run_reference("knn_reference.py");
     let cases = results.as_object().unwrap();
     assert_eq!(cases.len(), 3);
     // The official count (zero-vote classes may fill top-5 ranks) differs somewhere in these

@@ -1,38 +1,15 @@
 //! Agreement of retrieval mAP and recall@k with scikit-learn's `average_precision_score`
 //! (`tests/reference/retrieval_reference.py`) on a hand case and fixed random features.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::run_reference;
 
 use dino_eval::retrieval::retrieval_eval;
-use serde_json::Value;
 use tch::Tensor;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 #[test]
 fn map_and_recall_agree_with_scikit_learn() {
-    let python = repo_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(&python)
-        .arg(repo_root().join("tests/reference/retrieval_reference.py"))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "retrieval_reference.py failed (run scripts/setup.sh)"
-    );
-    let results: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
-            .unwrap();
+    let (dir, results) = run_reference("retrieval_reference.py");
     let cases = results.as_object().unwrap();
     assert_eq!(cases.len(), 3);
     for (case, want) in cases {
