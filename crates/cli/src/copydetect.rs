@@ -3,7 +3,7 @@
 //! (`dino_eval::copydetect`, official `eval_copy_detection.py`).
 
 use crate::eval::ModelArgs;
-use crate::retrieval::{describe, Descriptor};
+use crate::retrieval::{describe, print_scores, Descriptor};
 use anyhow::Context;
 use dino_config::DataFormat;
 use dino_data::copydetect::read_ground_truth;
@@ -127,12 +127,7 @@ pub fn run(a: CopyDetectArgs) -> anyhow::Result<()> {
                 None => "no whitening".into(),
             }
         );
-        let recall: Vec<String> = report
-            .recall
-            .iter()
-            .map(|r| format!("R@{} {:.2}%", r.k, 100.0 * r.recall))
-            .collect();
-        println!("  mAP {:.2}%  {}", 100.0 * report.map, recall.join("  "));
+        print_scores(&report);
     }
     Ok(())
 }

@@ -85,12 +85,17 @@ pub fn run(a: RetrievalArgs) -> anyhow::Result<()> {
                 n => format!(" ({n} queries without an image of their class left out)"),
             }
         );
-        let recall: Vec<String> = report
-            .recall
-            .iter()
-            .map(|r| format!("R@{} {:.2}%", r.k, 100.0 * r.recall))
-            .collect();
-        println!("  mAP {:.2}%  {}", 100.0 * report.map, recall.join("  "));
+        print_scores(&report);
     }
     Ok(())
+}
+
+/// The mAP / recall@k line shared by `dino eval retrieval` and `dino eval copydetect`.
+pub fn print_scores(report: &dino_eval::retrieval::RetrievalReport) {
+    let recall: Vec<String> = report
+        .recall
+        .iter()
+        .map(|r| format!("R@{} {:.2}%", r.k, 100.0 * r.recall))
+        .collect();
+    println!("  mAP {:.2}%  {}", 100.0 * report.map, recall.join("  "));
 }
