@@ -40,3 +40,8 @@ impl ConfigArgs {
         })
     }
 }
+
+/// A path as a TOML string value for `--set` (quotes and backslashes escaped by `toml`).
+pub fn toml_str(p: &std::path::Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}

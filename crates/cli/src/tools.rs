@@ -1,7 +1,7 @@
 //! Data and weight tools: `dino bench data`, `dino augment preview`, `dino data cifar10`,
 //! `dino import`.
 
-use crate::args::ConfigArgs;
+use crate::args::{toml_str, ConfigArgs};
 use anyhow::Context;
 use dino_config::DataFormat;
 use std::path::PathBuf;
@@ -10,6 +10,42 @@ use std::path::PathBuf;
 pub enum BenchCmd {
     /// Throughput of the multi-crop data pipeline (decode + augmentation), images/s and crops/s.
     Data(BenchDataArgs),
+    /// Images/s of the full DINO training step (teacher, student forward/backward, loss,
+    /// clipping, optimizer, EMA) on synthetic crops on the device and/or through the real loader.
+    Train(BenchTrainArgs),
+}
+
+/// Which inputs `dino bench train` times.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchInputArg {
+    /// Fixed random crops on the device: the model-bound speed.
+    Synthetic,
+    /// The dataset through the multi-crop loader: the end-to-end speed (needs --data).
+    Loader,
+    /// Synthetic, then loader.
+    Both,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchTrainArgs {
+    /// Model, crops, batch, precision and device from a config (default: the official ViT-S/16 recipe).
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Image folder (or CIFAR-10 / IDX folder) for `--input loader|both` (sets data.path).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// What feeds the step.
+    #[arg(long, value_enum, default_value_t = BenchInputArg::Synthetic)]
+    input: BenchInputArg,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Print one JSON line per input.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -35,7 +71,60 @@ pub struct BenchDataArgs {
 }
 
 pub fn bench(cmd: BenchCmd) -> anyhow::Result<()> {
-    let BenchCmd::Data(a) = cmd;
+    match cmd {
+        BenchCmd::Data(a) => bench_data(a),
+        BenchCmd::Train(a) => bench_train(a),
+    }
+}
+
+fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
+    use dino_train::bench::{run_train_bench, BenchInput, TrainBenchOptions};
+    let extra: Vec<String> = a
+        .data
+        .iter()
+        .map(|d| format!("data.path={}", toml_str(d)))
+        .collect();
+    let cfg = a.config.load(&extra)?;
+    let inputs: &[BenchInput] = match a.input {
+        BenchInputArg::Synthetic => &[BenchInput::Synthetic],
+        BenchInputArg::Loader => &[BenchInput::Loader],
+        BenchInputArg::Both => &[BenchInput::Synthetic, BenchInput::Loader],
+    };
+    if inputs.contains(&BenchInput::Loader) {
+        anyhow::ensure!(
+            !cfg.data.path.is_empty(),
+            "--input {:?} needs a dataset: pass --data DIR (or set data.path)",
+            a.input
+        );
+    }
+    for &input in inputs {
+        let opts = TrainBenchOptions {
+            input,
+            warmup: a.warmup,
+            steps: a.steps,
+        };
+        let r = run_train_bench(&cfg, &opts)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:>9}: {:.1} images/s (step median {:.1} ms, min {:.1} ms; {} steps of {} on {:?}, {}, data wait {:.1} %)",
+                r.input,
+                r.images_per_s,
+                r.step_ms.median,
+                r.step_ms.min,
+                r.steps,
+                r.batch_size,
+                r.device,
+                r.precision,
+                r.data_wait_fraction * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_data(a: BenchDataArgs) -> anyhow::Result<()> {
     let cfg = a.config.load(&[])?;
     let mut opts = dino_data::bench::BenchOptions::new(&a.data);
     opts.batch_size = a.batch;

@@ -1,6 +1,6 @@
 //! `dino train`: the self-distillation loop.
 
-use crate::args::ConfigArgs;
+use crate::args::{toml_str, ConfigArgs};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -98,9 +98,4 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A path as a TOML string value for `--set`.
-fn toml_str(p: &std::path::Path) -> String {
-    toml::Value::String(p.display().to_string()).to_string()
 }

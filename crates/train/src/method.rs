@@ -172,15 +172,43 @@ impl DinoMethod {
         it: usize,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
-        let (epoch, step) = (batch.epoch as usize, batch.step as usize);
+        let crops = self.input_crops(batch)?;
+        let position = (batch.epoch as usize, batch.step as usize);
+        self.forward_backward_crops(&crops, position, it, dist)
+    }
+
+    /// The crops of `batch` as the networks take them: normalized float on the device (official
+    /// `ToTensor + Normalize`), `[2·B, 3, Hg, Wg]` globals first, then `[n_local·B, 3, Hl, Wl]`
+    /// locals when there are any.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn input_crops(&self, batch: &MultiCropBatch) -> anyhow::Result<Vec<Tensor>> {
         let b = batch.batch_size as i64;
         let (g, l) = (batch.global_size as i64, batch.local_size as i64);
-        let globals = self.to_input(&batch.globals, [2 * b, 3, g, g])?;
-        let mut crops = vec![globals.shallow_clone()];
+        let mut crops = vec![self.to_input(&batch.globals, [2 * b, 3, g, g])?];
         if batch.n_local > 0 {
             crops.push(self.to_input(&batch.locals, [batch.n_local as i64 * b, 3, l, l])?);
         }
+        Ok(crops)
+    }
 
+    /// [`Self::forward_backward`] on crops already on the device ([`Self::input_crops`]):
+    /// `crops[0]` the globals (the teacher's input), `position` = (epoch, step in epoch).
+    /// `dino bench train` times this on fixed crops to measure the step without the loader.
+    ///
+    /// # Errors
+    /// As [`Self::forward_backward`].
+    pub fn forward_backward_crops(
+        &mut self,
+        crops: &[Tensor],
+        (epoch, step): (usize, usize),
+        it: usize,
+        dist: &Dist,
+    ) -> anyhow::Result<LossStats> {
+        let Some(globals) = crops.first().map(Tensor::shallow_clone) else {
+            anyhow::bail!("no crops: the teacher needs the global crops first");
+        };
         seed_iteration(self.seed, it, dist.rank);
         let (precision, device) = (self.precision, self.device);
         // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
@@ -192,7 +220,7 @@ impl DinoMethod {
         })?
         .to_kind(Kind::Float);
         let student_out =
-            with_precision(precision, device, || self.student.forward_t(&crops, true))?
+            with_precision(precision, device, || self.student.forward_t(crops, true))?
                 .to_kind(Kind::Float);
         let mut out = self.loss.forward(&student_out, &teacher_out, epoch)?;
         // Official update_center: all-reduce of the teacher logits' sum / (2 · global batch),

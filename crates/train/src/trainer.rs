@@ -205,15 +205,15 @@ fn training_precision(cfg: &Config, device: Device, dist: &Dist) -> ComputePreci
 
 /// The training set of this process: the dataset, its shard, the multi-crop transform, and the
 /// iterations per epoch.
-struct TrainData {
+pub(crate) struct TrainData {
     dataset: Arc<dyn Dataset>,
     shard: Shard,
     transform: DataAugmentationDino,
-    niter: usize,
+    pub(crate) niter: usize,
 }
 
 impl TrainData {
-    fn open(cfg: &Config, dist: &Dist) -> anyhow::Result<Self> {
+    pub(crate) fn open(cfg: &Config, dist: &Dist) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !cfg.data.path.is_empty(),
             "no training data: set data.path or pass --data DIR"
@@ -245,7 +245,12 @@ impl TrainData {
     }
 
     /// The loader from resume position (`epoch`, `step`) to the last configured epoch.
-    fn spawn_loader(self, cfg: &Config, epoch: usize, step: usize) -> anyhow::Result<Loader> {
+    pub(crate) fn spawn_loader(
+        self,
+        cfg: &Config,
+        epoch: usize,
+        step: usize,
+    ) -> anyhow::Result<Loader> {
         Ok(Loader::spawn(
             self.dataset,
             self.transform,
