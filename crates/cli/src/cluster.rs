@@ -24,6 +24,7 @@ pub struct ClusterArgs {
 
 pub fn run(a: ClusterArgs) -> anyhow::Result<()> {
     // Settings are checked before any image is embedded.
+    a.input.require()?;
     anyhow::ensure!(a.k != Some(0), "--k must be at least 1");
     anyhow::ensure!(a.restarts > 0, "--restarts must be at least 1");
     let set = a.input.load()?;

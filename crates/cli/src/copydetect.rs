@@ -9,7 +9,6 @@ use dino_config::DataFormat;
 use dino_data::copydetect::read_ground_truth;
 use dino_data::dataset::open_dataset;
 use dino_eval::copydetect::copy_detection_eval;
-use dino_eval::embed::FeatureKind;
 use dino_eval::features::FeatureSet;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +24,9 @@ pub struct CopyDetectArgs {
     /// The descriptor (official: CLS + GeM of the patch tokens).
     #[arg(long, value_enum, default_value = "cls-gem")]
     descriptor: Descriptor,
+    /// The official multi-scale descriptor: CLS averaged over the image at scales 1, 1/√2, 1/2.
+    #[arg(long)]
+    multiscale: bool,
     /// Rank without the PCA whitening.
     #[arg(long)]
     no_whitening: bool,
@@ -58,6 +60,7 @@ pub fn run(a: CopyDetectArgs) -> anyhow::Result<()> {
     let pairs = read_ground_truth(&a.bench)
         .with_context(|| format!("reading the benchmark {}", a.bench.display()))?;
     let emb = a.model.embedder()?;
+    let kind = crate::retrieval::feature_kind(a.multiscale, emb.source())?;
     let open = |sub: &str| {
         let path = a.bench.join(sub);
         open_dataset(&path, DataFormat::Flat, "test", &emb.cfg.data)
@@ -69,7 +72,7 @@ pub fn run(a: CopyDetectArgs) -> anyhow::Result<()> {
         true => None,
         false => Some(open("whitening").context("(or pass --no-whitening)")?),
     };
-    let opts = emb.options(FeatureKind::Cls, a.descriptor == Descriptor::ClsGem)?;
+    let opts = emb.options(kind, a.descriptor == Descriptor::ClsGem)?;
     let embed = |ds: &dyn dino_data::dataset::Dataset, what: &str| -> anyhow::Result<_> {
         let set = emb.embed(ds, &opts)?;
         let d = describe(&set, a.descriptor, what)?;

@@ -16,8 +16,8 @@ pub struct FeatureInput {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Labelled images to embed (class folders, CIFAR-10 binary or IDX). Needed unless
-    /// --features is given.
-    #[arg(long, required_unless_present = "features")]
+    /// --features is given (or, for retrieval, --revisited).
+    #[arg(long)]
     pub data: Option<PathBuf>,
     /// Split for CIFAR-10 binary / IDX folders.
     #[arg(long, default_value = "test")]
@@ -29,24 +29,38 @@ pub struct FeatureInput {
 }
 
 impl FeatureInput {
+    /// Refuses a command line with neither --data nor --features, before any work.
+    ///
+    /// # Errors
+    /// When both are missing.
+    pub fn require(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.data.is_some() || self.features.is_some(),
+            "no input: pass --data DIR (images to embed) or --features FILE"
+        );
+        Ok(())
+    }
+
     /// The features (CLS tokens) with labels, paths and class names.
     ///
     /// # Errors
     /// An unreadable features file or dataset (the message names it), or a model error.
     pub fn load(&self) -> anyhow::Result<FeatureSet> {
-        Ok(self.load_with(None, false)?.0)
+        Ok(self.load_with(None, FeatureKind::Cls, false)?.0)
     }
 
     /// The features of the input and, when `gallery` is given, of a second set: a features
     /// file when the input is one, else a folder embedded by the same model, its images
     /// labelled by the input's class names (a gallery class the input lacks is an error).
-    /// `patch_tokens` keeps the last block's patch tokens of embedded images.
+    /// `kind` is the feature of embedded images (CLS, or multi-scale CLS); `patch_tokens` keeps
+    /// the last block's patch tokens.
     ///
     /// # Errors
     /// As [`FeatureInput::load`].
     pub fn load_with(
         &self,
         gallery: Option<&Path>,
+        kind: FeatureKind,
         patch_tokens: bool,
     ) -> anyhow::Result<(FeatureSet, Option<FeatureSet>)> {
         let read = |path: &Path| {
@@ -58,14 +72,14 @@ impl FeatureInput {
         let data = self
             .data
             .as_ref()
-            .expect("clap requires --data without --features");
+            .context("no input: pass --data DIR (images to embed) or --features FILE")?;
         let emb = self.model.embedder()?;
         let open = |path: &Path| {
             open_dataset(path, DataFormat::Auto, &self.split, &emb.cfg.data)
                 .with_context(|| format!("opening {}", path.display()))
         };
         let ds = open(data)?;
-        let opts = emb.options(FeatureKind::Cls, patch_tokens)?;
+        let opts = emb.options(kind, patch_tokens)?;
         let second = match gallery {
             Some(g) => {
                 let aligned = align_classes(ds.classes(), open(g)?, UnknownClass::Error)

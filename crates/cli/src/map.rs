@@ -5,7 +5,7 @@ use crate::features_in::FeatureInput;
 use anyhow::Context;
 use dino_eval::map::{map_2d, MapMethod, TsneConfig};
 use dino_eval::map_output::{write_coords_csv, write_coords_npy};
-use dino_eval::map_plot::draw_map;
+use dino_eval::map_plot::{draw_map_with_thumbnails, Thumbnail};
 use std::path::PathBuf;
 
 /// The 2-D embedding (clap's names for `dino_eval::map::MapMethod`).
@@ -42,6 +42,13 @@ pub struct MapArgs {
     /// Height of the PNG in pixels.
     #[arg(long, default_value_t = 1000)]
     height: u32,
+    /// Draw this many sample images as small thumbnails at their points (spread over the
+    /// dataset in index order; needs images: --data, or a features file whose paths exist).
+    #[arg(long, default_value_t = 0)]
+    thumbnails: usize,
+    /// Side of a thumbnail in pixels.
+    #[arg(long, default_value_t = 40)]
+    thumbnail_size: u32,
     /// Output folder: map.png, coords.npy ([N, 2] f32), coords.csv (x, y, label, class, path)
     /// and map.json (settings and time).
     #[arg(long, short = 'o')]
@@ -49,6 +56,7 @@ pub struct MapArgs {
 }
 
 pub fn run(a: MapArgs) -> anyhow::Result<()> {
+    a.input.require()?;
     let tsne = TsneConfig {
         perplexity: a.perplexity,
         iterations: a.iterations,
@@ -87,7 +95,8 @@ pub fn run(a: MapArgs) -> anyhow::Result<()> {
     });
     let png = a.out.join("map.png");
     let text = dino_train::curves::text_available();
-    draw_map(
+    let thumbs = thumbnails(&set.paths, a.thumbnails, a.thumbnail_size)?;
+    draw_map_with_thumbnails(
         &png,
         &points,
         &labels,
@@ -95,6 +104,7 @@ pub fn run(a: MapArgs) -> anyhow::Result<()> {
         &title,
         (a.width, a.height),
         text,
+        &thumbs,
     )?;
     let npy = a.out.join("coords.npy");
     write_coords_npy(&npy, &points)?;
@@ -119,4 +129,30 @@ pub fn run(a: MapArgs) -> anyhow::Result<()> {
         json.display()
     );
     Ok(())
+}
+
+/// `n` thumbnails of side `side` from images spread evenly over `paths` (index order), each
+/// decoded with the project's decoder and resized to fit, aspect kept.
+fn thumbnails(paths: &[String], n: usize, side: u32) -> anyhow::Result<Vec<Thumbnail>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    anyhow::ensure!(
+        (8..=256).contains(&side),
+        "--thumbnail-size {side}: use 8 to 256 pixels"
+    );
+    anyhow::ensure!(
+        !paths.is_empty(),
+        "--thumbnails needs the images' paths, and these features have none"
+    );
+    let n = n.min(paths.len());
+    (0..n)
+        .map(|k| {
+            let point = k * paths.len() / n;
+            let path = std::path::Path::new(&paths[point]);
+            let img = dino_data::decode::decode_file(path, u64::MAX)
+                .with_context(|| format!("--thumbnails: reading {}", path.display()))?;
+            Ok(Thumbnail::of(point, &img, side))
+        })
+        .collect()
 }

@@ -165,12 +165,37 @@ fn map_writes_png_npy_and_csv() {
         data,
         "--method",
         "pca",
+        "--thumbnails",
+        "6",
         "--out",
         pca.to_str().unwrap(),
     ]);
     assert_eq!(
         Tensor::read_npy(pca.join("coords.npy")).unwrap().size(),
         [48, 2]
+    );
+    // Thumbnails change the picture, not the coordinates.
+    let plain = tmp.path().join("plain");
+    ok(&[
+        "map",
+        "--which",
+        "pixels",
+        "--config",
+        cfg,
+        "--data",
+        data,
+        "--method",
+        "pca",
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(pca.join("coords.npy")).unwrap(),
+        std::fs::read(plain.join("coords.npy")).unwrap()
+    );
+    assert_ne!(
+        image::open(pca.join("map.png")).unwrap().to_rgb8(),
+        image::open(plain.join("map.png")).unwrap().to_rgb8()
     );
 }
 
@@ -305,4 +330,129 @@ fn retrieval_leave_one_out_and_bad_input() {
     assert!(err.contains("--patch-tokens"), "{err}");
     let err = fails(&["--features", q, "--recall-at", "0"]);
     assert!(err.contains("--recall-at"), "{err}");
+}
+
+/// A revisited Oxford/Paris folder: `jpg/` with the tiny images renamed, and a `gnd_toy.pkl`
+/// (written with Python's pickle, revisitop's layout) whose queries are database images'
+/// copies, each listing its original as easy and one other as hard.
+fn revisited_folder(tmp: &std::path::Path, data: &std::path::Path) -> Option<std::path::PathBuf> {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if !python.exists() {
+        eprintln!("skipped: no {} (run scripts/setup.sh)", python.display());
+        return None;
+    }
+    let dir = tmp.join("roxtoy");
+    std::fs::create_dir_all(dir.join("jpg")).unwrap();
+    let mut names = Vec::new();
+    for class in ["a", "b"] {
+        let mut files: Vec<_> = std::fs::read_dir(data.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.iter().take(6) {
+            let name = format!("{class}_{}", f.file_stem().unwrap().to_string_lossy());
+            image::open(f)
+                .unwrap()
+                .save(dir.join("jpg").join(format!("{name}.jpg")))
+                .unwrap();
+            names.push(name);
+        }
+    }
+    // Queries: the first image of each class, under another name.
+    for (q, src) in [("qa", &names[0]), ("qb", &names[6])] {
+        std::fs::copy(
+            dir.join(format!("jpg/{src}.jpg")),
+            dir.join(format!("jpg/{q}.jpg")),
+        )
+        .unwrap();
+    }
+    let code = format!(
+        "import pickle,sys; pickle.dump({{'imlist': {names:?}, 'qimlist': ['qa', 'qb'], 'gnd': [\
+         {{'easy': [0, 1], 'hard': [2], 'junk': [3], 'bbx': [0, 0, 5, 5]}}, \
+         {{'easy': [6], 'hard': [7, 8], 'junk': [], 'bbx': [0, 0, 5, 5]}}]}}, open(sys.argv[1], 'wb'))"
+    );
+    let status = std::process::Command::new(&python)
+        .args(["-c", &code])
+        .arg(dir.join("gnd_roxtoy.pkl"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Some(dir)
+}
+
+#[test]
+fn retrieval_on_a_revisited_folder_scores_three_protocols() {
+    let (tmp, cfg) = tiny_run("");
+    let data = tmp.path().join("data");
+    let Some(dir) = revisited_folder(tmp.path(), &data) else {
+        return;
+    };
+    let (cfg, dir_s) = (cfg.to_str().unwrap(), dir.to_str().unwrap());
+    for extra in [&[][..], &["--multiscale"][..]] {
+        let mut args = vec![
+            "eval",
+            "retrieval",
+            "--which",
+            "random",
+            "--config",
+            cfg,
+            "--revisited",
+            dir_s,
+            "--json",
+        ];
+        args.extend(extra);
+        let r = json(&ok(&args));
+        assert_eq!(r["n_database"], 12, "{extra:?}");
+        for p in ["easy", "medium", "hard"] {
+            assert_eq!(r[p]["n_queries"], 2, "{p}");
+            let map = r[p]["map"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&map), "{p} {map}");
+        }
+        // Query qa is a copy of database image 0, an easy positive: ranked first.
+        assert!(r["easy"]["precision"][0]["precision"].as_f64().unwrap() >= 0.5);
+    }
+    // A listed image that is missing: named, before any model is built.
+    std::fs::remove_file(dir.join("jpg/qb.jpg")).unwrap();
+    let out = dino(&[
+        "eval",
+        "retrieval",
+        "--which",
+        "random",
+        "--config",
+        cfg,
+        "--revisited",
+        dir_s,
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("qb") && err.contains("missing"), "{err}");
+    // Neither --data nor --features: refused before the output folder exists.
+    let nothing = tmp.path().join("nothing");
+    let out = dino(&[
+        "map",
+        "--which",
+        "random",
+        "--config",
+        cfg,
+        "--out",
+        nothing.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--data"), "{}", stderr(&out));
+    assert!(!nothing.exists());
+    // Pixels have no CLS token to average over scales.
+    let out = dino(&[
+        "eval",
+        "retrieval",
+        "--which",
+        "pixels",
+        "--config",
+        cfg,
+        "--data",
+        data.to_str().unwrap(),
+        "--multiscale",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--multiscale"));
 }

@@ -16,6 +16,11 @@ pub enum FeatureKind {
     /// The normalized CLS token `[D]` (official k-NN feature).
     #[default]
     Cls,
+    /// The CLS token averaged over the input at scales 1, 1/√2 and 1/2 (bilinear resize of the
+    /// normalized crop), then L2-normalized: the official `--multiscale` descriptor of
+    /// `eval_image_retrieval.py` / `eval_copy_detection.py` (`utils.multi_scale`). With
+    /// `patch_tokens` the patch tokens are those of scale 1.
+    ClsMultiScale,
     /// The linear-probe feature: CLS tokens of the last `n` blocks concatenated, optionally with
     /// the last block's mean patch token (official `eval_linear.py`).
     LastBlocks {
@@ -92,6 +97,16 @@ pub fn embed_dataset(
                 let patches = tokens.f_narrow(1, 1, tokens.size()[1] - 1)?;
                 (tokens.f_select(1, 0)?, Some(patches))
             }
+            FeatureKind::ClsMultiScale => {
+                let patches = match opts.patch_tokens {
+                    true => {
+                        let tokens = backbone.forward_tokens(x, false)?;
+                        Some(tokens.f_narrow(1, 1, tokens.size()[1] - 1)?)
+                    }
+                    false => None,
+                };
+                (multi_scale_cls(backbone, x)?, patches)
+            }
             FeatureKind::LastBlocks { n, avgpool } => {
                 let layers = backbone.intermediate_layers(x, n)?;
                 let patches = match (opts.patch_tokens, layers.last()) {
@@ -105,6 +120,48 @@ pub fn embed_dataset(
             }
         })
     })
+}
+
+/// The scales of the official multi-scale descriptor (`utils.multi_scale`).
+pub const MULTI_SCALES: [f64; 3] = [1.0, std::f64::consts::FRAC_1_SQRT_2, 0.5];
+
+/// CLS tokens `[B, D]` of `x` `[B, 3, H, W]` averaged over [`MULTI_SCALES`] and L2-normalized
+/// per image. Each scale s < 1 resizes `x` bilinearly to `floor(H·s) × floor(W·s)` with
+/// PyTorch's `interpolate(scale_factor=s, align_corners=False)` sampling (the scale itself, not
+/// the rounded size, maps coordinates), as the official code, then drops the rows and columns
+/// past the last whole patch, which the official stride-P patch convolution never reads.
+///
+/// # Errors
+/// Model and libtorch errors (e.g. a scale too small for one patch).
+pub fn multi_scale_cls(backbone: &VisionTransformer, x: &Tensor) -> Result<Tensor, EmbedError> {
+    let size = x.size();
+    let (h, w) = (size[2], size[3]);
+    let mut sum: Option<Tensor> = None;
+    for s in MULTI_SCALES {
+        let input = if s == 1.0 {
+            x.shallow_clone()
+        } else {
+            let out = [(h as f64 * s).floor() as i64, (w as f64 * s).floor() as i64];
+            let y = x.f_upsample_bilinear2d(out, false, s, s)?;
+            // The official patch embedding (a stride-P convolution) ignores the last H mod P
+            // rows and W mod P columns; ours needs whole patches, so they are cut here.
+            let p = backbone.config().patch_size;
+            y.f_narrow(2, 0, out[0] / p * p)?
+                .f_narrow(3, 0, out[1] / p * p)?
+        };
+        let f = backbone.forward_t(&input, false)?;
+        sum = Some(match sum {
+            None => f,
+            Some(acc) => acc.f_add(&f)?,
+        });
+    }
+    let v = sum
+        .expect("three scales")
+        .f_div_scalar(MULTI_SCALES.len() as f64)?;
+    let norm = v
+        .f_norm_scalaropt_dim(2.0, [1i64].as_slice(), true)?
+        .f_clamp_min(1e-12)?;
+    Ok(v.f_div(&norm)?)
 }
 
 /// Raw-pixel features: the normalized evaluation crop, flattened to `[N, 3·H·W]` (the

@@ -62,6 +62,8 @@ pub mod map_output;
 pub mod map_plot;
 /// Image retrieval: cosine ranking, mAP and recall@k; CLS and CLS+GeM descriptors.
 pub mod retrieval;
+/// The revisited Oxford / Paris protocol: ground truth and Easy / Medium / Hard mAP.
+pub mod revisited;
 /// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
 /// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.
 pub mod source;

@@ -51,8 +51,50 @@ pub fn draw_map(
     labels: &[i64],
     class_names: &[String],
     title: &str,
+    size: (u32, u32),
+    text: bool,
+) -> Result<(), PlotError> {
+    draw_map_with_thumbnails(path, points, labels, class_names, title, size, text, &[])
+}
+
+/// A small picture drawn at a point of the map (the paper's and blog's t-SNE figures show
+/// sample images where they fall).
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    /// Index of the point (into `points`).
+    pub point: usize,
+    /// The picture, drawn centred on the point with a 2-px frame in its class colour.
+    pub image: image::RgbImage,
+}
+
+impl Thumbnail {
+    /// `img` shrunk to fit `side × side` pixels, aspect kept, for point `point`.
+    pub fn of(point: usize, img: &image::RgbImage, side: u32) -> Self {
+        let (w, h) = img.dimensions();
+        let scale = f64::from(side) / f64::from(w.max(h).max(1));
+        let fit = |v: u32| ((f64::from(v) * scale).round() as u32).clamp(1, side.max(1));
+        Self {
+            point,
+            image: image::imageops::thumbnail(img, fit(w), fit(h)),
+        }
+    }
+}
+
+/// [`draw_map`] with `thumbnails` drawn over the dots (in the order given; later ones on top).
+/// A thumbnail of a non-finite or out-of-range point is skipped.
+///
+/// # Errors
+/// As [`draw_map`].
+#[allow(clippy::too_many_arguments)]
+pub fn draw_map_with_thumbnails(
+    path: &Path,
+    points: &[[f64; 2]],
+    labels: &[i64],
+    class_names: &[String],
+    title: &str,
     (width, height): (u32, u32),
     text: bool,
+    thumbnails: &[Thumbnail],
 ) -> Result<(), PlotError> {
     if points.len() != labels.len() {
         return Err(PlotError::Input(format!(
@@ -99,6 +141,8 @@ pub fn draw_map(
     let radius = if points.len() > 3000 { 2 } else { 3 };
     let font = (height as f64 / 45.0).clamp(11.0, 22.0);
     let mut pixels = vec![255u8; width as usize * height as usize * 3];
+    // Pixel centres of the thumbnails' points, read from the chart's coordinate map.
+    let mut thumb_at: Vec<(usize, (i32, i32))> = Vec::new();
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         let legend_w = if text {
@@ -147,6 +191,15 @@ pub fn draw_map(
                 })
             }))
             .map_err(|e| write_err(e.to_string()))?;
+        for t in thumbnails {
+            if let Some(p) = points
+                .get(t.point)
+                .filter(|p| p[0].is_finite() && p[1].is_finite())
+            {
+                let (px, py) = chart.backend_coord(&(p[0], p[1]));
+                thumb_at.push((t.point, (px, py)));
+            }
+        }
         // Legend: a swatch and the class name per row, as many rows as fit.
         let row_h = (font * 1.5) as i32;
         let top = (font * 2.5) as i32;
@@ -169,8 +222,23 @@ pub fn draw_map(
         }
         root.present().map_err(|e| write_err(e.to_string()))?;
     }
-    let img = image::RgbImage::from_raw(width, height, pixels)
+    let mut img = image::RgbImage::from_raw(width, height, pixels)
         .ok_or_else(|| write_err("pixel buffer of the wrong size".into()))?;
+    for (t, (_, (px, py))) in thumbnails
+        .iter()
+        .filter(|t| thumb_at.iter().any(|(i, _)| *i == t.point))
+        .zip(&thumb_at)
+    {
+        let RGBColor(r, g, b) = class_colour(labels[t.point] as usize, n_classes);
+        let (w, h) = t.image.dimensions();
+        let mut framed = image::RgbImage::from_pixel(w + 4, h + 4, image::Rgb([r, g, b]));
+        image::imageops::overlay(&mut framed, &t.image, 2, 2);
+        let (x, y) = (
+            i64::from(*px) - i64::from(w + 4) / 2,
+            i64::from(*py) - i64::from(h + 4) / 2,
+        );
+        image::imageops::overlay(&mut img, &framed, x, y);
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -216,6 +284,32 @@ mod tests {
         assert!(!dir.path().join("map.png.tmp").exists());
         let err = draw_map(&path, &points[..2], &labels, &names, "", (400, 300), false);
         assert!(matches!(err, Err(PlotError::Input(_))));
+    }
+
+    #[test]
+    fn thumbnails_are_drawn_at_their_points_in_a_class_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map.png");
+        let points = vec![[0.0, 0.0], [1.0, 1.0], [0.5, 0.2]];
+        let labels = vec![0, 1, 1];
+        let magenta = image::RgbImage::from_pixel(64, 32, image::Rgb([255, 0, 255]));
+        let thumbs = [Thumbnail::of(2, &magenta, 20)];
+        assert_eq!(thumbs[0].image.dimensions(), (20, 10), "aspect kept");
+        draw_map_with_thumbnails(&path, &points, &labels, &[], "", (400, 300), false, &thumbs)
+            .unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let inside = img.pixels().filter(|p| p.0 == [255, 0, 255]).count();
+        assert_eq!(inside, 20 * 10, "the whole thumbnail, once");
+        let RGBColor(r, g, b) = class_colour(1, 2);
+        // Its frame: the pixel left of the thumbnail's first magenta pixel is the class colour.
+        let (x, y) = img
+            .enumerate_pixels()
+            .find(|(_, _, p)| p.0 == [255, 0, 255])
+            .map(|(x, y, _)| (x, y))
+            .unwrap();
+        assert_eq!(img.get_pixel(x - 1, y).0, [r, g, b]);
+        // The point (0.5, 0.2) is left of centre and below it.
+        assert!(x + 10 < 400 / 2 && y > 300 / 2, "({x}, {y})");
     }
 
     #[test]

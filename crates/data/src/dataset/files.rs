@@ -103,6 +103,18 @@ impl ImageFiles {
         })
     }
 
+    /// The given image files in the given order, all with label 0 and no classes (a list a
+    /// benchmark's ground truth names, e.g. revisited Oxford/Paris). Files are not checked
+    /// here: a missing or undecodable one fails when loaded, as in the other layouts.
+    pub fn from_files(files: Vec<PathBuf>, max_pixels: u64) -> Self {
+        Self {
+            classes: Vec::new(),
+            labels: vec![0; files.len()],
+            files,
+            max_pixels,
+        }
+    }
+
     /// The image paths in index order.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
