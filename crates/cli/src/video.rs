@@ -230,14 +230,26 @@ fn attention(a: AttentionArgs) -> anyhow::Result<()> {
         summary.frames as f64 / summary.seconds.max(1e-9),
         100.0 * summary.mean_mask_area
     );
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak memory of this process: {mib:.0} MiB");
+    }
     println!("frames: {}", a.out.join("frames").display());
     if let Some(f) = format {
         println!(
-            "video: {} ({fps} frames/s)",
+            "video: {} ({fps:.3} frames/s)",
             a.out.join(format!("attention.{}", f.extension())).display()
         );
     }
     Ok(())
+}
+
+/// This process's peak resident memory in MiB (`VmHWM` of /proc/self/status; Linux only), for
+/// checking that memory stays flat with the video's length. The ffmpeg children are not in it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 struct Summary {
@@ -336,6 +348,7 @@ fn render(
         "video": video_path.as_ref().and_then(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()),
         "mean_mask_area": area_sum / n as f64,
         "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
     });
     let json_path = stage.join("video.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&summary)?)

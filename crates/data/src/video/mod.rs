@@ -306,6 +306,9 @@ pub struct Frame {
     pub image: RgbImage,
 }
 
+/// A frame as read: its file (folders), and its pixels unless it was skipped.
+type RawFrame = (Option<PathBuf>, Option<RgbImage>);
+
 enum Reader {
     Folder(std::vec::IntoIter<PathBuf>),
     File(ffmpeg::Decoder, Vec<u8>),
@@ -403,11 +406,8 @@ impl FrameSource {
         index >= self.opts.start && (index - self.opts.start) % self.opts.every == 0
     }
 
-    /// The next frame of the stream, decoded but not fitted; `None` at the end.
-    fn read_raw(
-        &mut self,
-        keep: bool,
-    ) -> Result<Option<(Option<PathBuf>, Option<RgbImage>)>, VideoError> {
+    /// The next frame of the stream, decoded (when `keep`) but not fitted; `None` at the end.
+    fn read_raw(&mut self, keep: bool) -> Result<Option<RawFrame>, VideoError> {
         let (w, h) = self.info.source_size;
         match &mut self.reader {
             Reader::Folder(files) => {
