@@ -339,7 +339,8 @@ impl std::fmt::Debug for FrameSource {
 impl FrameSource {
     /// Opens `path`: a folder of frames or a video file. Everything that can be checked before
     /// decoding is: the options, that the path exists, a folder's file list and that its frames
-    /// share one size (headers only), a file's video stream (`ffprobe`).
+    /// share one stored size (headers) and the first frame (decoded for its upright size), a
+    /// file's video stream (`ffprobe`).
     ///
     /// # Errors
     /// [`VideoError::BadOption`], [`VideoError::NotFound`], [`VideoError::NoFrames`],
@@ -355,7 +356,10 @@ impl FrameSource {
         }
         let (info, reader) = if path.is_dir() {
             let files = frame_files(path)?;
-            let source_size = common_size(&files, opts.max_pixels)?;
+            common_size(&files, opts.max_pixels)?;
+            // The upright size: EXIF orientation (applied by the decoder) can turn the stored
+            // size, so the first frame is decoded; every frame must decode to this size.
+            let source_size = decode_file(&files[0], opts.max_pixels)?.dimensions();
             let info = VideoInfo {
                 path: path.to_path_buf(),
                 kind: SourceKind::Folder {
@@ -419,7 +423,8 @@ impl FrameSource {
                 }
                 let img = decode_file(&file, self.opts.max_pixels)?;
                 if img.dimensions() != (w, h) {
-                    // The header scan saw one size; EXIF orientation can turn a frame.
+                    // The stored sizes agree (checked when opened), but EXIF orientation can
+                    // turn one frame and not the first.
                     let first = match &self.info.kind {
                         SourceKind::Folder { files } => files[0].clone(),
                         SourceKind::File => self.info.path.clone(),
@@ -516,18 +521,23 @@ fn frame_files(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
     Ok(files)
 }
 
-/// The one size of all frames, from their headers (no pixels decoded).
+/// The one stored size of all frames, from their headers (no pixels decoded).
 fn common_size(files: &[PathBuf], max_pixels: u64) -> Result<(u32, u32), VideoError> {
+    // Format from the content, as decode_file does (a PNG named .jpg is a PNG).
     let header = |p: &PathBuf| {
-        image::image_dimensions(p).map_err(|e| {
-            VideoError::Frame(DataError::Decode {
-                what: p.display().to_string(),
-                cause: crate::decode::DecodeError::Decoder {
-                    format: "image",
-                    source: e,
-                },
+        image::ImageReader::open(p)
+            .map_err(image::ImageError::IoError)
+            .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
+            .and_then(|r| r.into_dimensions())
+            .map_err(|e| {
+                VideoError::Frame(DataError::Decode {
+                    what: p.display().to_string(),
+                    cause: crate::decode::DecodeError::Decoder {
+                        format: "image",
+                        source: e,
+                    },
+                })
             })
-        })
     };
     let first = header(&files[0])?;
     if u64::from(first.0) * u64::from(first.1) > max_pixels {
