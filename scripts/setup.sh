@@ -64,3 +64,16 @@ fi
 # this file; DINO_PLOT_FONT names another). Optional: without it the curves have no text.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] ||
   apt_install fonts-dejavu-core "curves.png will have no text"
+
+# ffmpeg (and ffprobe) for `dino video`: reading video files and writing MP4s
+# (crates/data/src/video/). Optional: frames folders and GIF output work without it, and the
+# tests that need it print a notice and skip that part.
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 ||
+  apt_install ffmpeg "dino video reads frames folders only and writes GIFs"
+
+# Real videos to try `dino video` on: Debian's OpenCV examples ship vtest.avi (pedestrians,
+# 768x576, 795 frames) and box.mp4.gz / cup.mp4.gz (a hand moving an object, 640x480) under
+# /usr/share/doc/opencv-doc/. Optional data, never needed by the tests.
+if [ "${DINO_SETUP_DATASETS:-1}" = 1 ] && [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then
+  apt_install opencv-doc "no real example videos for dino video"
+fi

@@ -12,6 +12,8 @@
 //! - [`batch`] — [`MultiCropBatch`](batch::MultiCropBatch), view-major `u8` CHW crops;
 //! - [`loader`] — [`Loader`](loader::Loader), the producer thread + rayon pool + channel;
 //! - [`bench`], [`preview`] — throughput report and crop picture for the CLI;
+//! - [`video`] — frames of a video file (through `ffmpeg`) or a frames folder, one at a time,
+//!   fitted to the patch grid; MP4 / GIF output;
 //! - [`error`] — [`DataError`](error::DataError).
 //!
 //! Open a folder, spawn the loader and receive a batch:
@@ -59,3 +61,5 @@ pub mod preview;
 // Augmentation.
 pub mod augmentation;
 pub mod transforms;
+// Video input (frames folders, video files through ffmpeg) and output.
+pub mod video;

@@ -67,3 +67,6 @@ pub mod revisited;
 /// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
 /// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.
 pub mod source;
+/// Attention over a video, frame by frame (`video_generation.py`): maps, smoothing over frames,
+/// threshold masks and the side-by-side `original | attention | mask` picture.
+pub mod video_attention;
