@@ -18,6 +18,7 @@ mod output;
 mod retrieval;
 mod tools;
 mod train;
+mod video;
 
 use clap::{Parser, Subcommand};
 
@@ -56,6 +57,9 @@ enum Command {
     Map(map::MapArgs),
     /// Attention maps of the last block's CLS token, per head, with threshold masks.
     Attention(attention::AttentionArgs),
+    /// Video: object segmentation by label propagation on the DAVIS layout (J, F, J&F-mean).
+    #[command(subcommand)]
+    Video(video::VideoCmd),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(tools::BenchCmd),
@@ -92,6 +96,7 @@ fn main() {
         Command::Embed(a) => eval::embed(a),
         Command::Map(a) => map::run(a),
         Command::Attention(a) => attention::run(a),
+        Command::Video(c) => video::run(c),
         Command::Bench(c) => tools::bench(c),
         Command::Augment(c) => tools::augment(c),
         Command::Data(c) => tools::data(c),
