@@ -19,6 +19,7 @@ mod retrieval;
 mod tools;
 mod train;
 mod video;
+mod video_segment;
 
 use clap::{Parser, Subcommand};
 
@@ -57,7 +58,8 @@ enum Command {
     Map(map::MapArgs),
     /// Attention maps of the last block's CLS token, per head, with threshold masks.
     Attention(attention::AttentionArgs),
-    /// Run a model over a video file or a folder of frames.
+    /// Video: attention over a video file or frames folder, and object segmentation by label
+    /// propagation on the DAVIS layout (J, F, J&F-mean).
     #[command(subcommand)]
     Video(video::VideoCmd),
     /// Benchmarks.

@@ -206,6 +206,34 @@ pub enum DataCmd {
     /// edited copies (crop, rescale, blur, rotation, colour, text, patch; JPEG 10-50),
     /// distractors and a whitening set, for `dino eval copydetect`.
     Copydetect(CopyDetectGenArgs),
+    /// Generate a DAVIS-layout video with exact masks for `dino video segment`: elliptical
+    /// cut-outs of two photos moving over a third (seeded), every frame annotated.
+    VideoSeq(VideoSeqArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VideoSeqArgs {
+    /// Folder of photos (searched recursively).
+    #[arg(long = "from")]
+    from: PathBuf,
+    /// DAVIS root to write into (JPEGImages/480p/<name>, Annotations/480p/<name>).
+    #[arg(long)]
+    out: PathBuf,
+    /// Sequence name (its folders must not exist yet).
+    #[arg(long, default_value = "synth")]
+    name: String,
+    /// Frames.
+    #[arg(long, default_value_t = 24)]
+    frames: usize,
+    /// Frame width.
+    #[arg(long, default_value_t = 480)]
+    width: u32,
+    /// Frame height.
+    #[arg(long, default_value_t = 360)]
+    height: u32,
+    /// Seed of the photo choice, object sizes and paths.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -240,6 +268,7 @@ pub fn data(cmd: DataCmd) -> anyhow::Result<()> {
     let (from, out) = match cmd {
         DataCmd::Cifar10 { from, out } => (from, out),
         DataCmd::Copydetect(a) => return copydetect(a),
+        DataCmd::VideoSeq(a) => return video_seq(a),
     };
     crate::output::prepare_dir(&out)?;
     let n = dino_data::dataset::extract_cifar10_tarball(&from, &out)?;
@@ -265,6 +294,32 @@ fn copydetect(a: CopyDetectGenArgs) -> anyhow::Result<()> {
         s.queries,
         s.distractors,
         s.whitening
+    );
+    Ok(())
+}
+
+fn video_seq(a: VideoSeqArgs) -> anyhow::Result<()> {
+    for sub in ["JPEGImages/480p", "Annotations/480p"] {
+        let d = a.out.join(sub).join(&a.name);
+        anyhow::ensure!(!d.exists(), "{} exists already", d.display());
+    }
+    crate::output::prepare_dir(&a.out)?;
+    let spec = dino_eval::video_synth::SynthSpec {
+        name: a.name.clone(),
+        frames: a.frames,
+        width: a.width,
+        height: a.height,
+        seed: a.seed,
+    };
+    let used = dino_eval::video_synth::generate(&a.from, &a.out, &spec)?;
+    eprintln!(
+        "wrote {} frames of {} into {} (background {}, objects {} and {})",
+        a.frames,
+        a.name,
+        a.out.display(),
+        used[0].display(),
+        used[1].display(),
+        used[2].display()
     );
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `dino video ...`: models run over a video, frame by frame. The input (a video file decoded by
 //! ffmpeg, or a folder of frames) and the frame selection are shared by every subcommand
 //! ([`InputArgs`], `dino_data::video`); `attention` draws the CLS attention and its mask over
-//! each frame (official video_generation.py, `dino_eval::video_attention`).
+//! each frame (official video_generation.py, `dino_eval::video_attention`); `segment` propagates
+//! a DAVIS sequence's first mask (crate::video_segment).
 
 use crate::eval::{ModelArgs, Source};
 use anyhow::Context;
@@ -20,11 +21,16 @@ pub enum VideoCmd {
     /// mask, as PNG frames `original | attention | mask` and a video of them (official
     /// video_generation.py).
     Attention(AttentionArgs),
+    /// Video object segmentation on a DAVIS-2017 folder: the first frame's annotation propagated
+    /// with the last block's patch features (official eval_video_segmentation.py); predictions
+    /// as palette PNGs (OUT/<sequence>/<frame>.png) and J, F, J&F-mean on the annotated frames.
+    Segment(crate::video_segment::SegmentArgs),
 }
 
 pub fn run(c: VideoCmd) -> anyhow::Result<()> {
     match c {
         VideoCmd::Attention(a) => attention(a),
+        VideoCmd::Segment(a) => crate::video_segment::segment(a),
     }
 }
 

@@ -44,6 +44,13 @@ pub mod cluster_metrics;
 /// Copy detection: PCA whitening learned on distractors, then the rank of each copy's
 /// original (`eval_copy_detection.py`).
 pub mod copydetect;
+/// The DAVIS-2017 folder layout and its palette-PNG annotations (read, checked, written).
+pub mod davis;
+/// DAVIS's region similarity J and contour accuracy F, and the J&F-mean.
+pub mod davis_metrics;
+/// A DAVIS sequence segmented end to end (frames → patch features → propagation → palette
+/// PNGs) and scored on its annotated frames.
+pub mod davis_segment;
 /// Features of a whole dataset through a frozen backbone (the official `extract_features`).
 pub mod embed;
 /// Feature files: `.npy` or `.safetensors` with labels and image paths.
@@ -70,3 +77,8 @@ pub mod source;
 /// Attention over a video, frame by frame (`video_generation.py`): maps, smoothing over frames,
 /// threshold masks and the side-by-side `original | attention | mask` picture.
 pub mod video_attention;
+/// Video object segmentation by label propagation of the first frame's mask
+/// (`eval_video_segmentation.py`).
+pub mod video_seg;
+/// A generated DAVIS sequence with exact masks: photo cut-outs moving over another photo.
+pub mod video_synth;
