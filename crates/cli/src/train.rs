@@ -1,4 +1,5 @@
-//! `dino train`: the self-distillation loop.
+//! `dino train`: the self-distillation loop, or the supervised baseline (`--objective
+//! supervised`).
 
 use crate::args::{toml_str, ConfigArgs};
 use std::path::PathBuf;
@@ -13,6 +14,11 @@ pub struct TrainArgs {
     /// Run folder for checkpoints and metrics (overrides checkpoint.output_dir).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// What to train (overrides method.objective): `dino` self-distillation, or `supervised`,
+    /// the baseline with the same backbone, augmentation and optimizer, a linear classifier on
+    /// the CLS feature and cross-entropy on the dataset's labels.
+    #[arg(long, value_parser = ["dino", "supervised"])]
+    objective: Option<String>,
     /// Continue the run in DIR from its latest checkpoint, with the configuration stored there.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
@@ -31,6 +37,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let mut sets = Vec::new();
     if let Some(d) = &a.data {
         sets.push(format!("data.path={}", toml_str(d)));
+    }
+    if let Some(o) = &a.objective {
+        sets.push(format!("method.objective={o}"));
     }
     let cfg = if let Some(dir) = &a.resume {
         anyhow::ensure!(

@@ -1,7 +1,7 @@
 //! Exact resume: a run killed with SIGKILL mid-training and resumed with `--resume` ends with
 //! bitwise-identical student, teacher, optimizer state and center to an uninterrupted run
 //! (CPU, fixed seed; issue "trainer": checkpoints and resume), for AdamW in fp32, SGD under fp16
-//! loss scaling (whose scaler state is in the checkpoint), and LARS.
+//! loss scaling (whose scaler state is in the checkpoint), LARS, and the supervised objective.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -161,6 +161,13 @@ fn fp16_sgd_run_resumes_bitwise_with_its_loss_scaler() {
 fn lars_run_resumes_bitwise() {
     let (_tmp, t) = kill_and_resume("", &["optim.optimizer=lars", "optim.lr=0.3"]);
     assert!(t.iter().any(|(n, _)| n.starts_with("optim.mu.")));
+}
+
+#[test]
+fn supervised_run_resumes_bitwise() {
+    let (_tmp, t) = kill_and_resume("", &["method.objective=supervised", "optim.lr=0.05"]);
+    assert!(t.iter().any(|(n, _)| n == "teacher.classifier.weight"));
+    assert!(!t.iter().any(|(n, _)| n == "center"));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Typed, validated configuration for DINO training and evaluation.
 //!
 //! One [`Config`] with a section per concern (data, augmentation, model, head, loss, optim,
-//! schedule, checkpoint, eval, runtime). Every default equals the official DINO default
+//! schedule, checkpoint, eval, runtime, method). Every default equals the official DINO default
 //! (`facebookresearch/dino` `main_dino.py` argparse, `eval_knn.py`, `eval_linear.py`) unless its
 //! doc comment says otherwise, and every field documents its meaning where it is declared.
 //! A preset file lists only what differs from the defaults; `--set section.key=value` overrides
@@ -57,6 +57,9 @@ pub struct Config {
     pub eval: EvalConfig,
     /// Seed, device, thread pools, precision, logging.
     pub runtime: RuntimeConfig,
+    /// What the network is trained for: DINO self-distillation (default) or the supervised
+    /// baseline.
+    pub method: MethodConfig,
 }
 
 impl Config {

@@ -624,3 +624,46 @@ impl Default for RuntimeConfig {
         }
     }
 }
+
+/// The training objective (`method.objective`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// DINO self-distillation without labels (paper §3): student and EMA teacher with the DINO
+    /// head and loss.
+    #[default]
+    Dino,
+    /// Ours, the baseline of the paper's supervised rows (§4.2.1, Table 5, Fig. 3-4: a ViT of the
+    /// same size trained with labels, there DeiT): the same backbone, data loader, augmentation
+    /// and optimizer, with a linear classifier on the CLS feature and cross-entropy on the
+    /// dataset's labels (class folders, CIFAR-10, IDX). Each image's 2 global crops are two
+    /// labelled samples; local crops are not made (`augmentation.local_crops_number` is ignored).
+    /// The DINO head, loss and teacher EMA are not used; the checkpoint stores the trained
+    /// network under both `student.*` and `teacher.*`, so every evaluation reads it as it reads
+    /// a DINO run.
+    Supervised,
+}
+
+impl Objective {
+    /// The TOML spelling (`dino`, `supervised`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dino => "dino",
+            Self::Supervised => "supervised",
+        }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[method]`: what the network is trained for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodConfig {
+    /// `dino` (default) or `supervised` (see [`Objective`]; `dino train --objective`).
+    pub objective: Objective,
+}

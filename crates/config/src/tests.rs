@@ -264,6 +264,18 @@ fn malformed_configs_name_the_key() {
             "optim.optimizer",
             "unknown variant",
         ),
+        (
+            "[method]\nobjective = \"simclr\"\n",
+            &[],
+            "method.objective",
+            "unknown variant",
+        ),
+        (
+            "[method]\nobjective = \"supervised\"\n",
+            &["data.format=flat"],
+            "method.objective",
+            "no labels",
+        ),
         ("", &["optim.momentum=1.0"], "optim.momentum", "[0, 1)"),
         ("", &["optim.lars_eta=0"], "optim.lars_eta", "> 0"),
         (
@@ -392,4 +404,19 @@ fn augmentation_rules_are_shared_with_validation() {
         check_augmentation(&c.augmentation).unwrap_err().key(),
         "augmentation.global_crops_scale"
     );
+}
+
+#[test]
+fn objective_defaults_to_dino_and_round_trips() {
+    let c = Config::default();
+    assert_eq!(c.method.objective, Objective::Dino);
+    // A config stored before the key existed (no [method]) still reads as DINO.
+    let old = Config::from_toml_str("[optim]\nepochs = 30\n", &[]).unwrap();
+    assert_eq!(old.method.objective, Objective::Dino);
+    for o in [Objective::Dino, Objective::Supervised] {
+        let c = Config::with_overrides(&[&format!("method.objective={o}")]).unwrap();
+        assert_eq!(c.method.objective, o, "Display spelling {o} parses back");
+        let again = Config::from_toml_str(&c.to_toml_string(), &[]).unwrap();
+        assert_eq!(again, c);
+    }
 }

@@ -1,6 +1,6 @@
 //! Range and cross-section checks, each error naming its key.
 
-use crate::{AugmentationConfig, Config, ConfigError, ModelConfig};
+use crate::{AugmentationConfig, Config, ConfigError, DataFormat, ModelConfig, Objective};
 
 type R = Result<(), ConfigError>;
 
@@ -229,6 +229,15 @@ pub fn check_augmentation(a: &AugmentationConfig) -> Result<(), ConfigError> {
 }
 
 pub(crate) fn validate(c: &Config) -> R {
+    // [method]
+    if c.method.objective == Objective::Supervised && c.data.format == DataFormat::Flat {
+        return Err(ConfigError::invalid(
+            "method.objective",
+            "\"supervised\" trains on labels, and data.format = \"flat\" has no labels: give \
+             class folders (root/<class>/<image>), CIFAR-10 or IDX data",
+        ));
+    }
+
     // [data]
     prob("data.max_failed_fraction", c.data.max_failed_fraction)?;
     if c.data.max_image_pixels == 0 {

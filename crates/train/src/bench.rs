@@ -117,10 +117,14 @@ pub struct TrainBenchReport {
 /// does every step), so step times are wall times of finished work.
 ///
 /// # Errors
-/// `opts.steps == 0`, a missing or empty dataset, the loader ending before the timed steps
+/// `opts.steps == 0`, `method.objective` other than `dino`, a missing or empty dataset, the loader ending before the timed steps
 /// are done, model and libtorch errors, a non-finite loss.
 pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     anyhow::ensure!(opts.steps > 0, "--steps must be at least 1");
+    anyhow::ensure!(
+        cfg.method.objective == dino_config::Objective::Dino,
+        "method.objective: `dino bench train` times the DINO step; the supervised objective has no bench"
+    );
     let threads = apply_threads(&cfg.runtime);
     let dist = Dist::single();
     let device = select_device(cfg.runtime.device)?;

@@ -7,7 +7,7 @@
 //! - `checkpoint.safetensors`: `student.<name>`, `teacher.<name>` (VarStore names, which mirror
 //!   the PyTorch state dict), `optim.<state name>` ([`crate::optim::Optimizer::state_tensors`]),
 //!   `scaler.scale` and `scaler.growth_tracker` under fp16 ([`crate::grad_scaler::GradScaler`]),
-//!   `center` (`[1, K]`), and `checkpoint.save_id` (`[1]` Int64) tying it to its JSON;
+//!   `center` (`[1, K]`; DINO only), and `checkpoint.save_id` (`[1]` Int64) tying it to its JSON;
 //! - `checkpoint.json`: [`CheckpointMeta`].
 //!
 //! Save order: both files are written to `*.tmp` and fsynced, then the tensors are renamed into
@@ -149,8 +149,9 @@ pub struct CheckpointTensors<'a> {
     /// fp16 loss-scaler state, `GradScaler::state_tensors()` (`scaler.<name>`); empty in other
     /// precisions.
     pub scaler: Vec<(String, Tensor)>,
-    /// The DINO loss center `[1, K]` (`center`).
-    pub center: &'a Tensor,
+    /// The DINO loss center `[1, K]` (`center`); `None` for the supervised objective, which
+    /// has none.
+    pub center: Option<&'a Tensor>,
 }
 
 /// Base name of the numbered copy kept for a finished (0-based) `epoch`:
@@ -206,7 +207,9 @@ fn collect_tensors(
     for (name, t) in &parts.scaler {
         out.push((format!("scaler.{name}"), cpu_contiguous(t)?));
     }
-    out.push(("center".into(), cpu_contiguous(parts.center)?));
+    if let Some(center) = parts.center {
+        out.push(("center".into(), cpu_contiguous(center)?));
+    }
     out.push((
         SAVE_ID.into(),
         Tensor::from_slice(&[save_id as i64]).f_to_kind(Kind::Int64)?,

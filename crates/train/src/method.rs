@@ -296,7 +296,7 @@ impl DinoMethod {
                 .as_ref()
                 .map(GradScaler::state_tensors)
                 .unwrap_or_default(),
-            center: self.loss.center(),
+            center: Some(self.loss.center()),
         })
     }
 
@@ -316,7 +316,7 @@ impl DinoMethod {
 /// Seeds libtorch's generator for iteration `it` of rank `rank`, so stochastic depth draws
 /// depend only on (seed, iteration, rank): a resumed run sees the same masks as an uninterrupted
 /// one, and ranks draw different masks for their different images.
-fn seed_iteration(seed: u64, it: usize, rank: usize) {
+pub(crate) fn seed_iteration(seed: u64, it: usize, rank: usize) {
     let mixed = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add((it as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))

@@ -52,6 +52,10 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
     move |cause| MetricsError::Io { op, path, cause }
 }
 
+/// Name of the epoch record's extra value holding the mean train accuracy of the supervised
+/// objective ([`StepRecord::train_top1`], percent).
+pub const TRAIN_TOP1: &str = "train_top1";
+
 /// The loss was NaN or infinite: training must stop (official: `sys.exit(1)` after printing
 /// "Loss is nan, stopping training").
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -116,6 +120,10 @@ pub struct StepRecord {
     /// the scale halved. Absent from the JSON line in other precisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_step: Option<bool>,
+    /// Supervised objective only: top-1 accuracy (percent) of the step's training crops before
+    /// the update. Absent from DINO's JSON lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_top1: Option<f64>,
 }
 
 impl StepRecord {
@@ -140,6 +148,7 @@ impl StepRecord {
             data_wait_fraction: timing.data_wait.as_secs_f64() / total,
             loss_scale: None,
             skipped_step: None,
+            train_top1: None,
         }
     }
 }
@@ -197,8 +206,9 @@ pub struct EpochRecord {
 impl EpochRecord {
     /// The summary of `epoch` from its step records, in order: means of the per-step values
     /// (summed from 0 in step order, then divided by the count), and the last step's learning
-    /// rate, teacher temperature and center norm; zeros when `steps` is empty. `extra` starts
-    /// empty (epoch hooks such as the online k-NN fill it).
+    /// rate, teacher temperature and center norm; zeros when `steps` is empty. `extra` holds
+    /// the mean train accuracy as [`TRAIN_TOP1`] when the steps have one (supervised), and is
+    /// empty otherwise; epoch hooks such as the online k-NN add theirs.
     pub fn from_steps(epoch: usize, steps: &[StepRecord], elapsed_s: f64) -> Self {
         let n = steps.len().max(1) as f64;
         let mean = |f: fn(&StepRecord) -> f64| steps.iter().fold(0.0, |sum, r| sum + f(r)) / n;
@@ -219,9 +229,18 @@ impl EpochRecord {
             images_per_s: mean(|r| r.images_per_s),
             data_wait_fraction: mean(|r| r.data_wait_fraction),
             elapsed_s,
-            extra: BTreeMap::new(),
+            extra: mean_train_top1(steps)
+                .map(|a| BTreeMap::from([(TRAIN_TOP1.to_string(), a)]))
+                .unwrap_or_default(),
         }
     }
+}
+
+/// Mean of the steps' [`StepRecord::train_top1`] over the steps that have one, `None` when none
+/// has (DINO).
+fn mean_train_top1(steps: &[StepRecord]) -> Option<f64> {
+    let values: Vec<f64> = steps.iter().filter_map(|r| r.train_top1).collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// A metrics line: what [`MetricsWriter`] writes and [`read_jsonl`] reads.

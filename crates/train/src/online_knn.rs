@@ -1,10 +1,10 @@
 //! Online k-NN during training: every `eval.knn_every_epochs` epochs, the weighted k-NN
-//! (official `eval_knn.py` protocol) of the teacher's CLS features, with `eval.knn_train_path`
-//! as the bank and `eval.knn_val_path` as the queries. Not in the official trainer. It runs as a
-//! [`crate::run_logger::EpochHook`], on rank 0, and its top-1 accuracies land in the epoch's
-//! metrics record as `knn_top1_k<k>`.
+//! (official `eval_knn.py` protocol) of the teacher's CLS features (the supervised objective's
+//! network), with `eval.knn_train_path` as the bank and `eval.knn_val_path` as the queries. Not
+//! in the official trainer. It runs as a [`crate::run_logger::EpochHook`], on rank 0, and its
+//! top-1 accuracies land in the epoch's metrics record as `knn_top1_k<k>`.
 
-use crate::method::DinoMethod;
+use crate::objective::TrainMethod;
 use crate::run_logger::EpochHook;
 use anyhow::Context;
 use dino_config::Config;
@@ -60,7 +60,11 @@ impl EpochHook for OnlineKnn {
         every > 0 && (epoch + 1) % every == 0
     }
 
-    fn run(&mut self, epoch: usize, method: &DinoMethod) -> anyhow::Result<BTreeMap<String, f64>> {
+    fn run(
+        &mut self,
+        epoch: usize,
+        method: &dyn TrainMethod,
+    ) -> anyhow::Result<BTreeMap<String, f64>> {
         let cfg = &self.cfg;
         let e = &cfg.eval;
         let sets = &self.sets;
@@ -73,7 +77,7 @@ impl EpochHook for OnlineKnn {
             patch_tokens: false,
             limit: None,
         };
-        let backbone = &method.teacher.backbone;
+        let backbone = method.eval_backbone();
         let (train, _) = embed_dataset(backbone, sets.train.as_ref(), &opts, method.device())?;
         let (test, _) = embed_dataset(backbone, &sets.val, &opts, method.device())?;
         let report =

@@ -10,11 +10,12 @@
 
 use crate::collapse::{CollapseConfig, CollapseMonitor};
 use crate::curves::plot_curves;
-use crate::method::DinoMethod;
+use crate::metrics::TRAIN_TOP1;
 use crate::metrics::{
     read_jsonl, step_records, EpochRecord, MetricsWriter, StepRecord, StepTiming,
 };
-use dino_config::Config;
+use crate::objective::TrainMethod;
+use dino_config::{Config, Objective};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,7 +28,11 @@ pub trait EpochHook {
     ///
     /// # Errors
     /// Whatever the hook cannot do; it stops the run.
-    fn run(&mut self, epoch: usize, method: &DinoMethod) -> anyhow::Result<BTreeMap<String, f64>>;
+    fn run(
+        &mut self,
+        epoch: usize,
+        method: &dyn TrainMethod,
+    ) -> anyhow::Result<BTreeMap<String, f64>>;
 }
 
 /// What the logger saw over this invocation.
@@ -52,7 +57,8 @@ struct Outputs {
     metrics: MetricsWriter,
     curves: PathBuf,
     history: Vec<StepRecord>,
-    collapse: CollapseMonitor,
+    /// DINO only: the supervised objective has no teacher to collapse.
+    collapse: Option<CollapseMonitor>,
     hooks: Vec<Box<dyn EpochHook>>,
     bar: indicatif::ProgressBar,
 }
@@ -108,10 +114,12 @@ impl RunLogger {
                 history,
                 // No collapse verdict during the lr warm-up, when a healthy run is still near
                 // uniform.
-                collapse: CollapseMonitor::new(
-                    cfg.head.out_dim,
-                    CollapseConfig::for_warmup(cfg.schedule.warmup_epochs * niter),
-                ),
+                collapse: (cfg.method.objective == Objective::Dino).then(|| {
+                    CollapseMonitor::new(
+                        cfg.head.out_dim,
+                        CollapseConfig::for_warmup(cfg.schedule.warmup_epochs * niter),
+                    )
+                }),
                 hooks,
                 bar: progress_bar(progress, remaining),
             })
@@ -168,7 +176,11 @@ impl RunLogger {
                     );
                 }
             }
-            if let Some(w) = out.collapse.observe(record.global_step, &record.stats) {
+            let warning = out
+                .collapse
+                .as_mut()
+                .and_then(|c| c.observe(record.global_step, &record.stats));
+            if let Some(w) = warning {
                 let msg = w.to_string();
                 tracing::warn!("{msg}");
                 self.warnings.push(msg);
@@ -188,7 +200,7 @@ impl RunLogger {
     ///
     /// # Errors
     /// A hook fails, or `metrics.jsonl` cannot be written.
-    pub fn end_epoch(&mut self, epoch: usize, method: &DinoMethod) -> anyhow::Result<()> {
+    pub fn end_epoch(&mut self, epoch: usize, method: &dyn TrainMethod) -> anyhow::Result<()> {
         let elapsed = self.epoch_start.elapsed().as_secs_f64();
         let mut rec = EpochRecord::from_steps(epoch, &self.epoch_steps, elapsed);
         self.last_epoch_loss = rec.loss;
@@ -204,11 +216,16 @@ impl RunLogger {
         if let Err(e) = plot_curves(&out.curves, &out.history, Some(self.ln_k), 900, 600) {
             tracing::warn!("could not draw curves.png: {e}");
         }
+        let diagnostics = match rec.extra.get(TRAIN_TOP1) {
+            Some(top1) => format!("train top-1 {top1:.2}%"),
+            None => format!(
+                "teacher entropy {:.3}, KL {:.3}",
+                rec.teacher_entropy, rec.kl
+            ),
+        };
         tracing::info!(
-            "epoch {epoch} done: loss {:.4}, teacher entropy {:.3}, KL {:.3}, {:.1} img/s in this epoch",
+            "epoch {epoch} done: loss {:.4}, {diagnostics}, {:.1} img/s in this epoch",
             rec.loss,
-            rec.teacher_entropy,
-            rec.kl,
             rec.images_per_s
         );
         Ok(())
@@ -280,7 +297,7 @@ mod tests {
         fn due(&self, epoch: usize) -> bool {
             epoch == 1
         }
-        fn run(&mut self, _: usize, _: &DinoMethod) -> anyhow::Result<BTreeMap<String, f64>> {
+        fn run(&mut self, _: usize, _: &dyn TrainMethod) -> anyhow::Result<BTreeMap<String, f64>> {
             Ok(BTreeMap::from([("probe".to_string(), 0.5)]))
         }
     }
@@ -308,7 +325,7 @@ mod tests {
             serde_json::to_string(&Record::Step(record(0, 0, 9.0))).unwrap() + "\n",
         )
         .unwrap();
-        let method = DinoMethod::new(
+        let method = crate::method::DinoMethod::new(
             &cfg,
             4,
             tch::Device::Cpu,

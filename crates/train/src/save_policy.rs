@@ -13,7 +13,7 @@
 //!   from exactly there.
 
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::method::DinoMethod;
+use crate::objective::TrainMethod;
 use dino_config::Config;
 use std::path::{Path, PathBuf};
 
@@ -115,7 +115,7 @@ impl<'a> Checkpointer<'a> {
     /// The checkpoint cannot be written.
     pub fn after_step(
         &mut self,
-        method: &DinoMethod,
+        method: &dyn TrainMethod,
         epoch: usize,
         step: usize,
     ) -> anyhow::Result<()> {
@@ -132,7 +132,7 @@ impl<'a> Checkpointer<'a> {
     /// The checkpoint cannot be written.
     pub fn at_stop(
         &mut self,
-        method: &DinoMethod,
+        method: &dyn TrainMethod,
         epoch: usize,
         step: usize,
     ) -> anyhow::Result<()> {
@@ -165,7 +165,7 @@ impl<'a> Checkpointer<'a> {
     /// (`epoch`, `step`).
     fn write(
         &mut self,
-        method: &DinoMethod,
+        method: &dyn TrainMethod,
         epoch: usize,
         step: usize,
         numbered: Option<&str>,

@@ -1,22 +1,24 @@
 //! The DINO training loop (official `train_dino` + `train_one_epoch`, `main_dino.py`; dinov2's
 //! `do_train`), read top to bottom in [`train`]: join the job, open the data, build the method
-//! ([`DinoMethod`]: student, teacher, loss, optimizer), resume if asked, then per iteration:
-//! schedules → [`DinoMethod::forward_backward`] → [`DinoMethod::optimizer_step`] →
-//! [`DinoMethod::update_teacher`] → one record to the [`RunLogger`] → the [`Checkpointer`]'s
-//! save policy; at each epoch end the logger's summary, hooks (online k-NN) and curves. The setup
-//! helpers follow `train`.
+//! of `method.objective` ([`build_method`]: [`crate::method::DinoMethod`], student, teacher,
+//! loss, optimizer; or the supervised baseline, [`crate::supervised::SupervisedMethod`]), resume
+//! if asked, then per iteration: schedules → [`TrainMethod::forward_backward`] →
+//! [`TrainMethod::optimizer_step`] → [`TrainMethod::update_teacher`] → one record to the
+//! [`RunLogger`] → the [`Checkpointer`]'s save policy; at each epoch end the logger's summary,
+//! hooks (online k-NN) and curves. The setup helpers follow `train`.
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::distributed::Dist;
-use crate::method::DinoMethod;
 use crate::metrics::{NonFiniteLoss, StepRecord, StepTiming};
+use crate::objective::{build_method, TrainMethod};
 use crate::online_knn::OnlineKnn;
 use crate::run_logger::{EpochHook, RunLogger};
 use crate::runtime::{apply_threads, Threads};
 use crate::save_policy::{next_position, Checkpointer};
 use crate::schedule::Schedules;
+use crate::supervised::supervised_augmentation;
 use anyhow::{bail, Context};
-use dino_config::Config;
+use dino_config::{Config, Objective};
 use dino_data::augmentation::DataAugmentationDino;
 use dino_data::dataset::{open_configured, Dataset};
 use dino_data::loader::{batches_per_epoch, Loader, LoaderOptions, Shard};
@@ -97,10 +99,18 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     } else {
         None
     };
-    let mut method = DinoMethod::new(cfg, data.transform.n_crops(), device, precision, &dist)?;
+    let mut method = build_method(
+        cfg,
+        data.transform.n_crops(),
+        data.n_classes,
+        device,
+        precision,
+        &dist,
+    )?;
     // The official lr rule uses the global batch: lr · batch_size_per_gpu · world_size / 256.
     let schedules = Schedules::new(cfg, niter, dist.world_size)?;
-    let (mut epoch, mut step) = start_run(cfg, opts.resume, &out_dir, &mut method, niter, &dist)?;
+    let (mut epoch, mut step) =
+        start_run(cfg, opts.resume, &out_dir, method.as_mut(), niter, &dist)?;
 
     let loader = data.spawn_loader(cfg, epoch, step)?;
     let loader_stats = loader.stats();
@@ -123,7 +133,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         let it = epoch * niter + step;
         let sv = schedules.at(it).context("iteration past the schedules")?;
 
-        // One DINO step (official train_one_epoch): loss and gradients, update, EMA teacher.
+        // One step (official train_one_epoch): loss and gradients, update, EMA teacher.
         let stats = method
             .forward_backward(&batch, it, &dist)
             .map_err(|e| explain_stop(e, &out_dir, &dist))?;
@@ -138,18 +148,19 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         let record = StepRecord {
             loss_scale: outcome.loss_scale,
             skipped_step: outcome.loss_scale.map(|_| outcome.skipped),
-            ..StepRecord::new((epoch, step, it), &sv, stats, &timing)
+            train_top1: stats.train_top1,
+            ..StepRecord::new((epoch, step, it), &sv, stats.loss, &timing)
         };
         logger.log_step(record, &timing)?;
-        checkpointer.after_step(&method, epoch, step)?;
+        checkpointer.after_step(method.as_ref(), epoch, step)?;
         if step + 1 == niter {
-            logger.end_epoch(epoch, &method)?;
+            logger.end_epoch(epoch, method.as_ref())?;
         }
         (epoch, step) = next_position(epoch, step, niter);
     }
     // A stop before the end (max_steps, inside an epoch or after an epoch whose save was skipped
     // by checkpoint.latest_every_epochs) keeps its position, so --resume continues from there.
-    checkpointer.at_stop(&method, epoch, step)?;
+    checkpointer.at_stop(method.as_ref(), epoch, step)?;
     // Nobody leaves while rank 0 may still be writing the checkpoint the others would resume.
     dist.barrier()?;
     let totals = logger.finish();
@@ -203,12 +214,14 @@ fn training_precision(cfg: &Config, device: Device, dist: &Dist) -> ComputePreci
     precision.resolved
 }
 
-/// The training set of this process: the dataset, its shard, the multi-crop transform, and the
-/// iterations per epoch.
+/// The training set of this process: the dataset, its shard, the multi-crop transform (without
+/// local crops for the supervised objective), its number of classes, and the iterations per
+/// epoch.
 pub(crate) struct TrainData {
     dataset: Arc<dyn Dataset>,
     shard: Shard,
     transform: DataAugmentationDino,
+    n_classes: usize,
     pub(crate) niter: usize,
 }
 
@@ -235,11 +248,29 @@ impl TrainData {
             cfg.optim.batch_size,
             dist.world_size
         );
-        let transform = DataAugmentationDino::new(&cfg.augmentation)?;
+        let n_classes = dataset.classes().len();
+        let transform = match cfg.method.objective {
+            Objective::Dino => DataAugmentationDino::new(&cfg.augmentation)?,
+            Objective::Supervised => {
+                anyhow::ensure!(
+                    n_classes >= 2,
+                    "method.objective = \"supervised\" trains on labels, and {} has {}: give \
+                     class folders (root/<class>/<image>), CIFAR-10 or IDX data",
+                    cfg.data.path,
+                    if n_classes == 0 {
+                        "none (a flat folder of images)".to_string()
+                    } else {
+                        format!("only one class ({})", dataset.classes()[0])
+                    }
+                );
+                DataAugmentationDino::new(&supervised_augmentation(&cfg.augmentation))?
+            }
+        };
         Ok(Self {
             dataset,
             shard,
             transform,
+            n_classes,
             niter,
         })
     }
@@ -270,7 +301,7 @@ fn start_run(
     cfg: &Config,
     resume: bool,
     out_dir: &Path,
-    method: &mut DinoMethod,
+    method: &mut dyn TrainMethod,
     niter: usize,
     dist: &Dist,
 ) -> anyhow::Result<(usize, usize)> {
@@ -278,6 +309,14 @@ fn start_run(
     if resume {
         let ck = checkpoint::load_latest(out_dir)
             .with_context(|| format!("resuming from {}", out_dir.display()))?;
+        let saved = ck.meta.config()?.method.objective;
+        anyhow::ensure!(
+            saved == cfg.method.objective,
+            "{} was trained with method.objective = \"{saved}\"; it cannot be resumed as \
+             \"{}\"",
+            out_dir.display(),
+            cfg.method.objective
+        );
         method.restore(&ck)?;
         epoch = ck.meta.epoch;
         step = resume_step(&ck.meta, cfg.optim.batch_size, dist, niter);

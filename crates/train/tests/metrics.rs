@@ -6,6 +6,7 @@ use dino_train::curves::{plot_curves, text_available, PANEL_COLORS};
 use dino_train::loss::LossStats;
 use dino_train::metrics::{
     check_finite, read_jsonl, step_records, EpochRecord, MetricsWriter, Record, StepRecord,
+    TRAIN_TOP1,
 };
 use std::fs;
 
@@ -29,7 +30,32 @@ fn step(i: usize, loss: f64) -> StepRecord {
         data_wait_fraction: 0.1,
         loss_scale: None,
         skipped_step: None,
+        train_top1: None,
     }
+}
+
+#[test]
+fn supervised_train_accuracy_is_logged_and_averaged_only_where_it_exists() {
+    // DINO steps: no `train_top1` key in the line, nothing in the epoch's extras.
+    let dino: Vec<StepRecord> = (0..4).map(|i| step(i, 5.0)).collect();
+    let line = serde_json::to_string(&Record::Step(dino[0].clone())).unwrap();
+    assert!(!line.contains("train_top1"), "{line}");
+    assert!(EpochRecord::from_steps(0, &dino, 1.0).extra.is_empty());
+    // Supervised steps: logged per step, the epoch's mean among the extras.
+    let sup: Vec<StepRecord> = [50.0, 75.0, 100.0]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| StepRecord {
+            train_top1: Some(*a),
+            ..step(i, 1.0)
+        })
+        .collect();
+    let line = serde_json::to_string(&Record::Step(sup[1].clone())).unwrap();
+    assert!(line.contains("\"train_top1\":75.0"), "{line}");
+    let back: Record = serde_json::from_str(&line).unwrap();
+    assert_eq!(back, Record::Step(sup[1].clone()));
+    let epoch = EpochRecord::from_steps(0, &sup, 1.0);
+    assert_eq!(epoch.extra.get(TRAIN_TOP1), Some(&75.0));
 }
 
 #[test]
