@@ -6,18 +6,19 @@
 use crate::features::FeatureSet;
 use dino_data::dataset::Dataset;
 use dino_data::transforms::eval::EvalTransform;
-use dino_model::VisionTransformer;
+use dino_model::Backbone;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// What [`embed_dataset`] computes per image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FeatureKind {
-    /// The normalized CLS token `[D]` (official k-NN feature).
+    /// The normalized CLS token `[D]` (official k-NN feature); a ResNet's pooled feature.
     #[default]
     Cls,
     /// The linear-probe feature: CLS tokens of the last `n` blocks concatenated, optionally with
-    /// the last block's mean patch token (official `eval_linear.py`).
+    /// the last block's mean patch token (official `eval_linear.py`). A ResNet gives its pooled
+    /// feature, as `eval_linear.py` does for torchvision models (`n`, `avgpool` ignored).
     LastBlocks {
         /// Number of blocks.
         n: usize,
@@ -39,7 +40,7 @@ pub struct EmbedOptions {
     pub std: [f64; 3],
     /// Which feature.
     pub kind: FeatureKind,
-    /// Also keep the last block's patch tokens `[N, P, D]` (after the final norm).
+    /// Also keep the last block's patch tokens `[N, P, D]` (after the final norm); ViT only.
     pub patch_tokens: bool,
     /// Embed at most this many images (the first ones), e.g. for quick checks.
     pub limit: Option<usize>,
@@ -77,13 +78,26 @@ pub enum EmbedError {
 /// [`FeatureKind::Cls`]), `labels` `[N]`, `paths` from [`Dataset::describe`].
 ///
 /// # Errors
-/// [`EmbedError::NothingDecoded`] when no image decodes; model and libtorch errors.
+/// [`EmbedError::NothingDecoded`] when no image decodes; model and libtorch errors;
+/// [`dino_model::ModelError::NotAVit`] for patch tokens of a ResNet (before any image is read).
 pub fn embed_dataset(
-    backbone: &VisionTransformer,
+    backbone: &Backbone,
     dataset: &dyn Dataset,
     opts: &EmbedOptions,
     device: Device,
 ) -> Result<(FeatureSet, usize), EmbedError> {
+    let backbone = match backbone {
+        Backbone::Vit(v) => v,
+        Backbone::ResNet(_) if opts.patch_tokens => {
+            return Err(backbone.vit("patch tokens").unwrap_err().into())
+        }
+        // CLS and linear-probe features are both the pooled feature (official eval_linear.py).
+        resnet => {
+            return embed_with(dataset, opts, device, |x| {
+                Ok((resnet.forward_t(x, false)?, None))
+            })
+        }
+    };
     embed_with(dataset, opts, device, |x| {
         Ok(match opts.kind {
             FeatureKind::Cls if !opts.patch_tokens => (backbone.forward_t(x, false)?, None),
