@@ -57,8 +57,10 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
         a.model.which != Source::Pixels,
         "--which pixels has no attention"
     );
-    crate::output::prepare_dir(&a.out)?;
     let emb = a.model.embedder()?;
+    // Refused before the output folder is made: a ResNet has no attention to show.
+    let vit = emb.backbone().vit("attention to show (dino attention)")?;
+    crate::output::prepare_dir(&a.out)?;
     let cfg = &emb.cfg;
     let decode = |path: &std::path::Path| {
         dino_data::decode::decode_file(path, cfg.data.max_image_pixels)
@@ -102,7 +104,7 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     let (mean, std) = (cfg.augmentation.mean, cfg.augmentation.std);
     let mut scores = std::collections::BTreeMap::new();
     for (stem, img) in images {
-        let (seen, maps) = attention_of(emb.backbone(), &img, fit, mean, std, emb.device())
+        let (seen, maps) = attention_of(vit, &img, fit, mean, std, emb.device())
             .with_context(|| format!("attention maps of {stem}"))?;
         let dir = a.out.join(&stem);
         let files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;

@@ -25,7 +25,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     }
     crate::output::prepare_file(&a.out)?;
     let emb = a.model.embedder()?;
-    let vit = emb.backbone().config().clone();
+    // A ResNet would need another exporter (torchvision's); refused before anything is written.
+    let vit = emb.backbone().vit("exportable ViT graph")?.config().clone();
     let r = dino_model::export_backbone(emb.variables(), &vit, format, &a.out)?;
     eprintln!(
         "wrote {} ({:?}, {} parameters): images [B, 3, H, W] normalised, H and W multiples of \

@@ -298,8 +298,14 @@ fn render(
     let planned = info.planned_frames(&a.input.options(patch, cfg.data.max_image_pixels));
     for frame in source {
         let frame = frame?;
-        let maps = frame_attention(emb.backbone(), &frame.image, mean, std, emb.device())
-            .with_context(|| format!("attention of frame {}", frame.index))?;
+        let maps = frame_attention(
+            emb.backbone().vit("video attention")?,
+            &frame.image,
+            mean,
+            std,
+            emb.device(),
+        )
+        .with_context(|| format!("attention of frame {}", frame.index))?;
         let result = shown(&smoother.push(maps)?, which, a.threshold)?;
         let picture = side_by_side(&frame.image, &result, patch)?;
         let png = frames_dir.join(format!("{:06}.png", frame.position));

@@ -92,7 +92,7 @@ pub fn segment(a: SegmentArgs) -> anyhow::Result<()> {
         let name = &prep.seq.name;
         let scores = segment_sequence(
             prep,
-            emb.backbone(),
+            emb.backbone().vit("video segmentation (patch features)")?,
             cfg,
             &opts,
             emb.device(),

@@ -286,3 +286,66 @@ fn attention_boxes_follow_the_crop_of_a_non_square_grid() {
         );
     }
 }
+
+/// A ResNet run (resnet18, CIFAR stem) trains, and its teacher's pooled features go through
+/// k-NN and the linear probe; `dino attention` refuses it, naming why, before writing anything.
+#[test]
+fn resnet_runs_evaluate_and_have_no_attention() {
+    let (tmp, cfg) = tiny_run("");
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("rn");
+    let (cfg, data, run_s) = (
+        cfg.to_str().unwrap(),
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+    );
+    let mut args = train_args(cfg, run_s, "2");
+    args.extend([
+        "--set",
+        "model.arch=resnet18",
+        "--set",
+        "model.cifar_stem=true",
+    ]);
+    ok(&args);
+    // Bank = queries, k = 1: features that tell the images apart score 100 %.
+    let out = ok(&[
+        "eval",
+        "knn",
+        "--checkpoint",
+        run_s,
+        "--train",
+        data,
+        "--val",
+        data,
+        "--k",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(knn_top1(&out.stdout), 100.0);
+    ok(&[
+        "eval",
+        "linear",
+        "--checkpoint",
+        run_s,
+        "--train",
+        data,
+        "--val",
+        data,
+        "--epochs",
+        "1",
+    ]);
+    let attn = tmp.path().join("attn");
+    let out = dino(&[
+        "attention",
+        "--checkpoint",
+        run_s,
+        "--data",
+        data,
+        "--out",
+        attn.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no attention to show"), "{err}");
+    assert!(!attn.exists(), "nothing written");
+}

@@ -137,7 +137,9 @@ impl Default for AugmentationConfig {
     }
 }
 
-/// Named ViT sizes of the official `vision_transformer.py`.
+/// The backbone: a named ViT size of the official `vision_transformer.py`, or one of the
+/// torchvision ResNets the official `main_dino.py` accepts through `--arch` (any name of
+/// `torchvision.models`; these three are the ones built here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
@@ -149,25 +151,52 @@ pub enum Arch {
     VitBase,
     /// Sizes from `embed_dim`, `depth` and `num_heads`.
     Custom,
+    /// torchvision `resnet18`: basic blocks [2, 2, 2, 2], 512-wide pooled feature.
+    Resnet18,
+    /// torchvision `resnet34`: basic blocks [3, 4, 6, 3], 512-wide pooled feature.
+    Resnet34,
+    /// torchvision `resnet50`: bottleneck blocks [3, 4, 6, 3], 2048-wide pooled feature.
+    Resnet50,
 }
 
 impl Arch {
-    /// (embed_dim, depth, num_heads) of a named size; `None` for `Custom`.
+    /// (embed_dim, depth, num_heads) of a named ViT size; `None` for `Custom` and the ResNets.
     pub fn dims(self) -> Option<(usize, usize, usize)> {
         match self {
             Arch::VitTiny => Some((192, 12, 3)),
             Arch::VitSmall => Some((384, 12, 6)),
             Arch::VitBase => Some((768, 12, 12)),
-            Arch::Custom => None,
+            Arch::Custom | Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => None,
+        }
+    }
+
+    /// True for the torchvision ResNets (no patches, no tokens, no attention).
+    pub fn is_resnet(self) -> bool {
+        matches!(self, Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50)
+    }
+
+    /// The name as written in a config and as the official `--arch` (`vit_small`, `resnet50`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::VitTiny => "vit_tiny",
+            Arch::VitSmall => "vit_small",
+            Arch::VitBase => "vit_base",
+            Arch::Custom => "custom",
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet34 => "resnet34",
+            Arch::Resnet50 => "resnet50",
         }
     }
 }
 
-/// `[model]`: the Vision Transformer backbone (`vision_transformer.py`).
+/// `[model]`: the backbone, a Vision Transformer (`vision_transformer.py`) or a torchvision
+/// ResNet. The ViT keys (`patch_size` … `layer_norm_eps`) are ignored by a ResNet, and
+/// `cifar_stem` by a ViT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Named size (official `--arch vit_small`); `custom` uses the three keys below.
+    /// Named size (official `--arch vit_small`); `custom` uses the three keys below;
+    /// `resnet18`, `resnet34`, `resnet50` are torchvision's ResNets (official `--arch resnet50`).
     pub arch: Arch,
     /// Patch side in pixels (official `--patch_size 16`).
     pub patch_size: usize,
@@ -189,6 +218,11 @@ pub struct ModelConfig {
     pub img_size: usize,
     /// LayerNorm epsilon (official named configs: 1e-6).
     pub layer_norm_eps: f64,
+    /// ResNets only: the CIFAR stem for 32-px images (a 3×3 stride-1 `conv1` and no max-pool,
+    /// as in He et al. 2016 §4.2 and the CIFAR recipes of SimCLR and solo-learn) instead of
+    /// torchvision's 7×7 stride-2 `conv1` and 3×3 stride-2 max-pool, which leave a 32-px image
+    /// 1×1 at `layer4`. Not in the official code (ImageNet only); default false.
+    pub cifar_stem: bool,
 }
 
 impl ModelConfig {
@@ -213,6 +247,7 @@ impl Default for ModelConfig {
             drop_path_rate: 0.1,
             img_size: 224,
             layer_norm_eps: 1e-6,
+            cifar_stem: false,
         }
     }
 }

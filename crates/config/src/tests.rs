@@ -215,6 +215,12 @@ fn malformed_configs_name_the_key() {
             "divide",
         ),
         (
+            "[model]\narch = \"vit_tiny\"\ncifar_stem = true\n",
+            &[],
+            "model.cifar_stem",
+            "ResNet",
+        ),
+        (
             "[loss]\nteacher_temp = 0\n",
             &[],
             "loss.teacher_temp",
@@ -419,4 +425,71 @@ fn objective_defaults_to_dino_and_round_trips() {
         let again = Config::from_toml_str(&c.to_toml_string(), &[]).unwrap();
         assert_eq!(again, c);
     }
+}
+
+/// A ResNet ignores the ViT keys: crops of any size pass (no patch multiple), a ViT-only
+/// `n_last_blocks` beyond its depth is not checked, and the CIFAR stem is accepted.
+#[test]
+fn resnet_archs_skip_the_vit_rules() {
+    let c = Config::with_overrides(&[
+        "model.arch=resnet18",
+        "model.cifar_stem=true",
+        "model.patch_size=0",
+        "augmentation.global_crops_size=33",
+        "augmentation.local_crops_size=15",
+        "eval.crop_size=33",
+        "eval.n_last_blocks=40",
+    ])
+    .unwrap();
+    assert!(c.model.arch.is_resnet());
+    assert_eq!(c.model.arch.name(), "resnet18");
+    for (name, arch) in [
+        ("resnet18", Arch::Resnet18),
+        ("resnet34", Arch::Resnet34),
+        ("resnet50", Arch::Resnet50),
+    ] {
+        let c = Config::with_overrides(&[&format!("model.arch={name}")]).unwrap();
+        assert_eq!(c.model.arch, arch);
+        assert_eq!(arch.dims(), None);
+        assert!(!c.model.cifar_stem); // not in the official code: off by default
+    }
+    // The same sizes break a ViT.
+    let err = Config::with_overrides(&["augmentation.global_crops_size=33"]).unwrap_err();
+    assert_eq!(err.key(), "augmentation.global_crops_size");
+}
+
+/// `configs/resnet50_official.toml` is the official ResNet-50 command of the README
+/// (facebookresearch/dino @ 7c446df, README.md line 207, "ResNet-50 and other convnets
+/// trainings": `main_dino.py --arch resnet50 --optimizer sgd --lr 0.03 --weight_decay 1e-4
+/// --weight_decay_end 1e-4 --global_crops_scale 0.14 1 --local_crops_scale 0.05 0.14`, on 8 GPUs
+/// at the default `--batch_size_per_gpu 64` for the default 100 epochs) and every other key at
+/// the official default. In particular the head has no BatchNorm: the command does not set
+/// `--use_bn_in_head`, whose default is False (main_dino.py line 64).
+#[test]
+fn resnet50_preset_is_the_official_readme_recipe() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/resnet50_official.toml"
+    );
+    let c = Config::from_file(path, &[]).unwrap();
+    assert_eq!(c.model.arch, Arch::Resnet50);
+    assert!(!c.model.cifar_stem);
+    assert_eq!(c.optim.optimizer, OptimizerKind::Sgd);
+    assert_eq!(c.optim.lr, 0.03);
+    assert_eq!(c.optim.weight_decay, 1e-4);
+    assert_eq!(c.optim.weight_decay_end, 1e-4);
+    assert_eq!(c.optim.momentum, 0.9); // main_dino.py: torch.optim.SGD(..., momentum=0.9)
+    assert_eq!(c.augmentation.global_crops_scale, [0.14, 1.0]);
+    assert_eq!(c.augmentation.local_crops_scale, [0.05, 0.14]);
+    assert!(!c.head.use_bn);
+    // Nothing else differs from the defaults.
+    let mut d = Config::default();
+    d.model.arch = Arch::Resnet50;
+    d.optim.optimizer = OptimizerKind::Sgd;
+    (d.optim.lr, d.optim.weight_decay, d.optim.weight_decay_end) = (0.03, 1e-4, 1e-4);
+    d.augmentation.global_crops_scale = [0.14, 1.0];
+    d.augmentation.local_crops_scale = [0.05, 0.14];
+    let mut c = c;
+    c.data = DataConfig::default();
+    assert_eq!(c, d);
 }

@@ -255,16 +255,31 @@ pub(crate) fn validate(c: &Config) -> R {
 
     // [model] first: crop sizes depend on the patch size.
     let m = &c.model;
-    if !(1..=64).contains(&m.patch_size) {
+    let resnet = m.arch.is_resnet();
+    // A ResNet takes any image size (global average pooling): the ViT keys do not apply to it.
+    // Its "patch" for the crop-size rules below is 1.
+    let patch = if resnet { 1 } else { m.patch_size };
+    if !resnet && m.cifar_stem {
         return Err(ConfigError::invalid(
-            "model.patch_size",
-            format!("must be in 1..=64, got {}", m.patch_size),
+            "model.cifar_stem",
+            format!(
+                "is for the ResNet archs (resnet18, resnet34, resnet50), not {}",
+                m.arch.name()
+            ),
         ));
     }
-    check_vit_shape(&m.vit_shape())?;
+    if !resnet {
+        if !(1..=64).contains(&m.patch_size) {
+            return Err(ConfigError::invalid(
+                "model.patch_size",
+                format!("must be in 1..=64, got {}", m.patch_size),
+            ));
+        }
+        check_vit_shape(&m.vit_shape())?;
+        // Stricter than a ViT needs (it floors img_size / patch_size): a config's table is exact.
+        multiple_of_patch("model.img_size", m.img_size, m.patch_size)?;
+    }
     let depth = m.dims().1;
-    // Stricter than a ViT needs (it floors img_size / patch_size): a config's table is exact.
-    multiple_of_patch("model.img_size", m.img_size, m.patch_size)?;
 
     // [augmentation]
     let a = &c.augmentation;
@@ -272,13 +287,13 @@ pub(crate) fn validate(c: &Config) -> R {
     multiple_of_patch(
         "augmentation.global_crops_size",
         a.global_crops_size as usize,
-        m.patch_size,
+        patch,
     )?;
     if a.local_crops_number > 0 {
         multiple_of_patch(
             "augmentation.local_crops_size",
             a.local_crops_size as usize,
-            m.patch_size,
+            patch,
         )?;
     }
 
@@ -386,8 +401,10 @@ pub(crate) fn validate(c: &Config) -> R {
             format!("must be >= 1, got {}", e.resize_ratio),
         ));
     }
-    multiple_of_patch("eval.crop_size", e.crop_size as usize, m.patch_size)?;
-    if e.n_last_blocks == 0 || e.n_last_blocks > depth {
+    multiple_of_patch("eval.crop_size", e.crop_size as usize, patch)?;
+    // A ResNet's linear-probe feature is its pooled output (official eval_linear.py), so
+    // n_last_blocks only applies to a ViT.
+    if !resnet && (e.n_last_blocks == 0 || e.n_last_blocks > depth) {
         return Err(ConfigError::invalid(
             "eval.n_last_blocks",
             format!(

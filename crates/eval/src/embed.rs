@@ -6,14 +6,14 @@
 use crate::features::FeatureSet;
 use dino_data::dataset::Dataset;
 use dino_data::transforms::eval::EvalTransform;
-use dino_model::VisionTransformer;
+use dino_model::Backbone;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// What [`embed_dataset`] computes per image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FeatureKind {
-    /// The normalized CLS token `[D]` (official k-NN feature).
+    /// The normalized CLS token `[D]` (official k-NN feature); a ResNet's pooled feature.
     #[default]
     Cls,
     /// The CLS token averaged over the input at scales 1, 1/√2 and 1/2 (bilinear resize of the
@@ -22,7 +22,8 @@ pub enum FeatureKind {
     /// `patch_tokens` the patch tokens are those of scale 1.
     ClsMultiScale,
     /// The linear-probe feature: CLS tokens of the last `n` blocks concatenated, optionally with
-    /// the last block's mean patch token (official `eval_linear.py`).
+    /// the last block's mean patch token (official `eval_linear.py`). A ResNet gives its pooled
+    /// feature, as `eval_linear.py` does for torchvision models (`n`, `avgpool` ignored).
     LastBlocks {
         /// Number of blocks.
         n: usize,
@@ -44,7 +45,7 @@ pub struct EmbedOptions {
     pub std: [f64; 3],
     /// Which feature.
     pub kind: FeatureKind,
-    /// Also keep the last block's patch tokens `[N, P, D]` (after the final norm).
+    /// Also keep the last block's patch tokens `[N, P, D]` (after the final norm); ViT only.
     pub patch_tokens: bool,
     /// Embed at most this many images (the first ones), e.g. for quick checks.
     pub limit: Option<usize>,
@@ -82,13 +83,26 @@ pub enum EmbedError {
 /// [`FeatureKind::Cls`]), `labels` `[N]`, `paths` from [`Dataset::describe`].
 ///
 /// # Errors
-/// [`EmbedError::NothingDecoded`] when no image decodes; model and libtorch errors.
+/// [`EmbedError::NothingDecoded`] when no image decodes; model and libtorch errors;
+/// [`dino_model::ModelError::NotAVit`] for patch tokens of a ResNet (before any image is read).
 pub fn embed_dataset(
-    backbone: &VisionTransformer,
+    backbone: &Backbone,
     dataset: &dyn Dataset,
     opts: &EmbedOptions,
     device: Device,
 ) -> Result<(FeatureSet, usize), EmbedError> {
+    let backbone = match backbone {
+        Backbone::Vit(v) => v,
+        Backbone::ResNet(_) if opts.patch_tokens => {
+            return Err(backbone.vit("patch tokens").unwrap_err().into())
+        }
+        // CLS and linear-probe features are both the pooled feature (official eval_linear.py).
+        resnet => {
+            return embed_with(dataset, opts, device, |x| {
+                Ok((resnet.forward_t(x, false)?, None))
+            })
+        }
+    };
     embed_with(dataset, opts, device, |x| {
         Ok(match opts.kind {
             FeatureKind::Cls if !opts.patch_tokens => (backbone.forward_t(x, false)?, None),
@@ -133,7 +147,10 @@ pub const MULTI_SCALES: [f64; 3] = [1.0, std::f64::consts::FRAC_1_SQRT_2, 0.5];
 ///
 /// # Errors
 /// Model and libtorch errors (e.g. a scale too small for one patch).
-pub fn multi_scale_cls(backbone: &VisionTransformer, x: &Tensor) -> Result<Tensor, EmbedError> {
+pub fn multi_scale_cls(
+    backbone: &dino_model::VisionTransformer,
+    x: &Tensor,
+) -> Result<Tensor, EmbedError> {
     let size = x.size();
     let (h, w) = (size[2], size[3]);
     let mut sum: Option<Tensor> = None;

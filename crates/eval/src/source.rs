@@ -14,7 +14,7 @@ use dino_data::dataset::Dataset;
 use dino_data::transforms::eval::EvalTransform;
 use dino_data::transforms::TransformError;
 use dino_model::{
-    load_safetensors_with_prefix, ModelError, VisionTransformer, VitConfig, WeightsError,
+    load_safetensors_with_prefix, Backbone, BackboneConfig, ModelError, WeightsError,
 };
 use tch::{nn, Device, Tensor};
 
@@ -140,8 +140,8 @@ pub enum SourceError {
 pub struct Pretrained {
     /// Owns the weights.
     pub vs: nn::VarStore,
-    /// The ViT (no stochastic depth).
-    pub backbone: VisionTransformer,
+    /// The ViT (no stochastic depth) or ResNet.
+    pub backbone: Backbone,
     /// The configuration the backbone was built from.
     pub config: Config,
 }
@@ -151,7 +151,7 @@ impl Pretrained {
     /// `runtime.seed` (no stochastic depth): the baseline a trained network must beat.
     ///
     /// # Errors
-    /// [`SourceError::Model`] for a model configuration the ViT cannot be built from.
+    /// [`SourceError::Model`] for a model configuration the backbone cannot be built from.
     pub fn random(config: &Config, device: Device) -> Result<Self, SourceError> {
         tch::manual_seed(config.runtime.seed as i64);
         let (vs, backbone) = frozen_backbone(config, device, |_| Ok(()))?;
@@ -163,15 +163,16 @@ impl Pretrained {
     }
 }
 
-/// Builds `config.model`'s ViT without stochastic depth, fills it with `load`, and freezes it.
+/// Builds `config.model`'s backbone (a ViT without stochastic depth, or a ResNet), fills it
+/// with `load`, and freezes it.
 fn frozen_backbone(
     config: &Config,
     device: Device,
     load: impl FnOnce(&mut nn::VarStore) -> Result<(), SourceError>,
-) -> Result<(nn::VarStore, VisionTransformer), SourceError> {
-    let vit = VitConfig::from_model(&config.model)?.with_drop_path(0.0);
+) -> Result<(nn::VarStore, Backbone), SourceError> {
+    let cfg = BackboneConfig::from_model(&config.model)?.without_drop_path();
     let mut vs = nn::VarStore::new(device);
-    let backbone = VisionTransformer::new(&vs.root(), &vit)?;
+    let backbone = Backbone::new(&vs.root(), &cfg)?;
     load(&mut vs)?;
     vs.freeze();
     Ok((vs, backbone))
@@ -269,14 +270,12 @@ pub fn load_backbone(
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        // The first prefix under which a backbone (its cls_token) is found.
+        // The first prefix under which a backbone of this architecture is found (its
+        // `cls_token` for a ViT, its `conv1.weight` for a ResNet).
+        let marker = BackboneConfig::from_model(&fallback.model)?.marker_key();
         let prefix = [which.prefix(), "backbone.", ""]
             .into_iter()
-            .find(|p| {
-                names
-                    .iter()
-                    .any(|n| n.starts_with(p) && n.ends_with("cls_token"))
-            })
+            .find(|p| names.iter().any(|n| *n == format!("{p}{marker}")))
             .unwrap_or("")
             .to_string();
         (fallback.clone(), path.to_path_buf(), prefix)
@@ -347,7 +346,7 @@ impl Embedder {
     }
 
     /// The loaded backbone (the random one for [`Source::Pixels`]).
-    pub fn backbone(&self) -> &VisionTransformer {
+    pub fn backbone(&self) -> &Backbone {
         &self.pretrained.backbone
     }
 

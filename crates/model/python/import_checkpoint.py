@@ -5,7 +5,10 @@ Usage: import_checkpoint.py --from model.pth --out model.safetensors [--key teac
 
 Accepted inputs (facebookresearch/dino):
   * backbone-only weights, e.g. the released `dino_deitsmall16_pretrain.pth`
-    (keys `cls_token`, `blocks.0.attn.qkv.weight`, ...);
+    (keys `cls_token`, `blocks.0.attn.qkv.weight`, ...) or `dino_resnet50_pretrain.pth`
+    (torchvision keys without `fc`: `conv1.weight`, `layer1.0.bn1.running_mean`, ...); a
+    torchvision state dict's `fc.weight` / `fc.bias` are dropped (reported as skipped), as the
+    official MultiCropWrapper replaces `fc` by identity;
   * full training checkpoints `checkpoint.pth` with `student` / `teacher` entries, whose keys carry
     `module.` (DistributedDataParallel) and `backbone.` / `head.` (MultiCropWrapper) prefixes;
   * any bare state dict in either naming.
@@ -92,6 +95,12 @@ def convert(sd):
         tensors[k] = v
     if not tensors:
         fail("the selected entry holds no tensors")
+    # A torchvision classifier's `fc` (e.g. torchvision's own ImageNet ResNet weights): the
+    # official MultiCropWrapper replaces it by nn.Identity, so DINO checkpoints never have it.
+    for k in ("fc.weight", "fc.bias", "backbone.fc.weight", "backbone.fc.bias"):
+        if k in tensors:
+            del tensors[k]
+            skipped.append(f"{k} (classifier; DINO's backbone has fc = identity)")
     if any(k.startswith(("backbone.", "head.")) for k in tensors):
         layout = "multicrop"
         other = sorted(k for k in tensors if not k.startswith(("backbone.", "head.")))

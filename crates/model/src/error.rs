@@ -52,6 +52,15 @@ pub enum ModelError {
     /// `MultiCropWrapper::forward_t` got no crops, or crops with different batch layouts.
     #[error("bad crop list: {0}")]
     BadCrops(String),
+    /// Something only a Vision Transformer has (attention maps, patch tokens, intermediate
+    /// blocks, export) was asked of another backbone.
+    #[error("{arch} has no {what}: only a Vision Transformer has them (model.arch = vit_*)")]
+    NotAVit {
+        /// What was asked for.
+        what: String,
+        /// The backbone that was given.
+        arch: String,
+    },
     /// A device string or index that this machine cannot provide.
     #[error("device: {0}")]
     Device(String),

@@ -11,67 +11,19 @@
 
 use crate::error::ModelError;
 use crate::init::default_weight;
-use crate::layers::Linear;
+use crate::layers::{BatchNorm, Linear};
 use dino_config::HeadConfig;
-use tch::{nn, Kind, TchError, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// F.normalize's eps: ‖x‖ is clamped below at this value.
 pub const NORMALIZE_EPS: f64 = 1e-12;
-/// `nn.BatchNorm1d` defaults used when `use_bn` is on.
-pub const BN_EPS: f64 = 1e-5;
-/// `nn.BatchNorm1d` running-statistics momentum.
-pub const BN_MOMENTUM: f64 = 0.1;
-
-/// `nn.BatchNorm1d(dim)` with its state-dict entries (`weight`, `bias`, `running_mean`,
-/// `running_var`, `num_batches_tracked`); batch statistics in training, running ones otherwise.
-#[derive(Debug)]
-struct BatchNorm1d {
-    weight: Tensor,
-    bias: Tensor,
-    running_mean: Tensor,
-    running_var: Tensor,
-    num_batches_tracked: Tensor,
-}
-
-impl BatchNorm1d {
-    fn new(p: &nn::Path, dim: i64) -> Result<Self, TchError> {
-        let weight = p.f_ones("weight", &[dim])?;
-        let bias = p.f_zeros("bias", &[dim])?;
-        let running_mean = p.f_zeros_no_train("running_mean", &[dim])?;
-        let running_var = p.f_ones_no_train("running_var", &[dim])?;
-        let nbt = Tensor::f_zeros([], (Kind::Int64, p.device()))?;
-        let num_batches_tracked = p.add("num_batches_tracked", nbt, false);
-        Ok(Self {
-            weight,
-            bias,
-            running_mean,
-            running_var,
-            num_batches_tracked,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        if train {
-            let mut n = self.num_batches_tracked.shallow_clone();
-            let _ = tch::no_grad(|| n.f_add_scalar_(1))?;
-        }
-        x.f_batch_norm(
-            Some(&self.weight),
-            Some(&self.bias),
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            train,
-            BN_MOMENTUM,
-            BN_EPS,
-            true,
-        )
-    }
-}
+/// `nn.BatchNorm1d` defaults used when `use_bn` is on (PyTorch's, shared by the ResNets' `BatchNorm2d`).
+pub use crate::layers::{BN_EPS, BN_MOMENTUM};
 
 #[derive(Debug)]
 enum MlpLayer {
     Linear(Linear),
-    BatchNorm(BatchNorm1d),
+    BatchNorm(BatchNorm),
     Gelu,
 }
 
@@ -123,10 +75,7 @@ impl DinoHead {
                     true,
                 )?));
                 if cfg.use_bn {
-                    mlp.push(MlpLayer::BatchNorm(BatchNorm1d::new(
-                        &(&mp / mlp.len()),
-                        o,
-                    )?));
+                    mlp.push(MlpLayer::BatchNorm(BatchNorm::new(&(&mp / mlp.len()), o)?));
                 }
                 mlp.push(MlpLayer::Gelu);
             }

@@ -1,8 +1,13 @@
-//! The two parametrised building blocks every network here is made of, with PyTorch's names
-//! (`weight`, `bias`) and PyTorch's default initialisation.
+//! The parametrised building blocks the networks here are made of, with PyTorch's names
+//! (`weight`, `bias`, `running_mean`, …) and PyTorch's default initialisation.
 
 use crate::init::{default_bias, default_weight, fill_, trunc_normal_, TRUNC_NORMAL_STD};
-use tch::{nn, TchError, Tensor};
+use tch::{nn, Kind, TchError, Tensor};
+
+/// PyTorch's BatchNorm epsilon (`nn.BatchNorm1d/2d(eps=1e-5)`).
+pub const BN_EPS: f64 = 1e-5;
+/// PyTorch's BatchNorm running-statistics momentum (`momentum=0.1`).
+pub const BN_MOMENTUM: f64 = 0.1;
 
 /// `nn.Linear(in_dim, out_dim, bias)`: weight `[out, in]`, bias `[out]`.
 #[derive(Debug)]
@@ -71,6 +76,60 @@ impl LayerNorm {
             Some(&self.weight),
             Some(&self.bias),
             self.eps,
+            true,
+        )
+    }
+}
+
+/// `nn.BatchNorm1d(dim)` / `nn.BatchNorm2d(dim)` (the same op over `[B, C]` or `[B, C, H, W]`)
+/// with its state-dict entries: parameters `weight` (1) and `bias` (0), buffers
+/// `running_mean` (0), `running_var` (1) and `num_batches_tracked` (int64, 0). Buffers are
+/// non-trainable variables, so they are saved, loaded and copied with the weights but get no
+/// gradient, no weight decay and no EMA.
+///
+/// Training mode normalises with the batch statistics and updates the running ones in place
+/// (`running = (1 − 0.1)·running + 0.1·batch`, the variance unbiased) and counts the batch;
+/// evaluation mode normalises with the running statistics — all as PyTorch.
+#[derive(Debug)]
+pub(crate) struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    num_batches_tracked: Tensor,
+}
+
+impl BatchNorm {
+    pub(crate) fn new(p: &nn::Path, dim: i64) -> Result<Self, TchError> {
+        let weight = p.f_ones("weight", &[dim])?;
+        let bias = p.f_zeros("bias", &[dim])?;
+        let running_mean = p.f_zeros_no_train("running_mean", &[dim])?;
+        let running_var = p.f_ones_no_train("running_var", &[dim])?;
+        let nbt = Tensor::f_zeros([], (Kind::Int64, p.device()))?;
+        let num_batches_tracked = p.add("num_batches_tracked", nbt, false);
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+        })
+    }
+
+    /// `[B, C, ..]` → same shape; `train` selects batch statistics (and updates the running ones).
+    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        if train {
+            let mut n = self.num_batches_tracked.shallow_clone();
+            let _ = tch::no_grad(|| n.f_add_scalar_(1))?;
+        }
+        x.f_batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            BN_MOMENTUM,
+            BN_EPS,
             true,
         )
     }

@@ -1,5 +1,5 @@
-//! The networks of DINO (Caron et al. 2021) on libtorch through `tch`: the Vision Transformer
-//! backbone, the DINO projection head, the multi-crop wrapper that runs them over crops of
+//! The networks of DINO (Caron et al. 2021) on libtorch through `tch`: the backbones (Vision
+//! Transformer, torchvision ResNets), the DINO projection head, the multi-crop wrapper that runs them over crops of
 //! several resolutions, and weight I/O under the official PyTorch state-dict names.
 //!
 //! Everything follows `facebookresearch/dino` (`vision_transformer.py`, `utils.py`): the same
@@ -32,7 +32,7 @@
 //! // Features and attention maps for evaluation.
 //! let cls = student.backbone.forward_t(&g, false)?;
 //! assert_eq!(cls.size(), [2, 192]);
-//! let attn = student.backbone.last_selfattention(&g)?;
+//! let attn = student.backbone.vit("attention maps")?.last_selfattention(&g)?;
 //! assert_eq!(attn.size(), [2, 3, 197, 197]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -42,6 +42,8 @@
 
 /// Fused and explicit multi-head self-attention.
 mod attention;
+/// The backbone: a ViT or a ResNet, one enum.
+pub mod backbone;
 /// Pre-norm transformer block, MLP and stochastic depth.
 pub mod block;
 /// Device selection, bf16 autocast and the resolution of `runtime.precision = "auto"`.
@@ -56,7 +58,7 @@ pub mod head;
 pub mod import;
 /// PyTorch-identical initialisation.
 pub mod init;
-/// Linear and LayerNorm with PyTorch names.
+/// Linear, LayerNorm and BatchNorm with PyTorch names.
 mod layers;
 /// Backbone + head over multi-resolution crops.
 pub mod multicrop_wrapper;
@@ -64,11 +66,14 @@ pub mod multicrop_wrapper;
 pub mod pos_embed;
 /// Running this crate's compiled-in Python scripts with the project's Python.
 pub mod python;
+/// torchvision's ResNets (`fc` = identity).
+pub mod resnet;
 /// The Vision Transformer.
 pub mod vit;
 /// safetensors I/O under the official names.
 pub mod weights;
 
+pub use backbone::{Backbone, BackboneConfig};
 pub use device::{
     autocast_enabled, autocast_kind, cpu_has_native_bf16, resolve_precision, select_device,
     with_precision, Bf16Support, ComputePrecision, CpuBf16Flags, PrecisionChoice,
@@ -80,6 +85,7 @@ pub use import::{import_official, ImportReport};
 pub use multicrop_wrapper::MultiCropWrapper;
 pub use pos_embed::PosInterp;
 pub use python::find_python;
+pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use vit::{VisionTransformer, VitConfig};
 pub use weights::{
     check_safetensors, load_safetensors, load_safetensors_with_prefix, save_safetensors, LoadReport,

@@ -1,37 +1,44 @@
 //! Backbone + head over a list of crops of several resolutions (official
 //! `utils.MultiCropWrapper`, paper §3.1 "multi-crop").
 
+use crate::backbone::{Backbone, BackboneConfig};
 use crate::error::ModelError;
 use crate::head::DinoHead;
-use crate::vit::{VisionTransformer, VitConfig};
 use dino_config::HeadConfig;
 use tch::{nn, Tensor};
 
-/// A student or teacher network: [`VisionTransformer`] at `backbone.*` and [`DinoHead`] at
-/// `head.*`, so a [`nn::VarStore`] holding it has exactly the official `MultiCropWrapper`
-/// state-dict keys (`backbone.blocks.0.attn.qkv.weight`, `head.mlp.0.weight`,
-/// `head.last_layer.weight_v`, …).
+/// A student or teacher network: a [`Backbone`] (ViT or ResNet) at `backbone.*` and
+/// [`DinoHead`] at `head.*`, so a [`nn::VarStore`] holding it has exactly the official
+/// `MultiCropWrapper` state-dict keys (`backbone.blocks.0.attn.qkv.weight` or
+/// `backbone.layer1.0.conv1.weight`, `head.mlp.0.weight`, `head.last_layer.weight_v`, …; a
+/// ResNet has no `fc`, which the official wrapper replaces by identity).
 #[derive(Debug)]
 pub struct MultiCropWrapper {
-    /// The ViT.
-    pub backbone: VisionTransformer,
+    /// The ViT or ResNet.
+    pub backbone: Backbone,
     /// The DINO head.
     pub head: DinoHead,
 }
 
 impl MultiCropWrapper {
     /// Builds backbone then head under `p / "backbone"` and `p / "head"` (the official order,
-    /// so the same seed gives PyTorch's weights).
+    /// so the same seed gives PyTorch's weights); the head's input width is the backbone's
+    /// feature width (384 for ViT-S, 512 for resnet18/34, 2048 for resnet50).
     ///
     /// # Errors
-    /// As [`VisionTransformer::new`] and [`DinoHead::new`].
-    pub fn new(p: &nn::Path, vit: &VitConfig, head: &HeadConfig) -> Result<Self, ModelError> {
-        let backbone = VisionTransformer::new(&(p / "backbone"), vit)?;
+    /// As [`Backbone::new`] and [`DinoHead::new`].
+    pub fn new(
+        p: &nn::Path,
+        backbone: impl Into<BackboneConfig>,
+        head: &HeadConfig,
+    ) -> Result<Self, ModelError> {
+        let backbone = Backbone::new(&(p / "backbone"), &backbone.into())?;
         let head = DinoHead::new(&(p / "head"), backbone.embed_dim(), head)?;
         Ok(Self { backbone, head })
     }
 
-    /// CLS features `[ΣB, D]` of all crops, in input order. Consecutive crops of the same
+    /// Backbone features `[ΣB, D]` (ViT CLS token, ResNet pooled map) of all crops, in input
+    /// order. Consecutive crops of the same
     /// height and width are concatenated and go through the backbone in one pass (the official
     /// wrapper groups by width only; grouping by both sizes also handles non-square crops).
     /// Each crop tensor is `[B_i, 3, H_i, W_i]`; `B_i` may differ between tensors (e.g. the data
@@ -71,7 +78,9 @@ impl MultiCropWrapper {
     }
 
     /// Head logits `[ΣB, K]` of all crops, in input order: the backbone once per group of
-    /// same-resolution crops, then the head once on all features.
+    /// same-resolution crops, then the head once on all features. With a ResNet in training
+    /// mode, BatchNorm's batch statistics are those of each group (the global crops together,
+    /// the local crops together), as in the official wrapper.
     ///
     /// # Errors
     /// As [`MultiCropWrapper::backbone_features`].

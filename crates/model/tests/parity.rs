@@ -125,11 +125,24 @@ fn parity(arch: &str, patch: i64, sizes: &[&str]) -> (MultiCropWrapper, HashMap<
         for s in sizes {
             let x = &io[&format!("input.{s}")];
             let cls = model.backbone.forward_t(x, false).unwrap();
-            let attn = model.backbone.last_selfattention(x).unwrap();
+            let attn = model
+                .backbone
+                .as_vit()
+                .unwrap()
+                .last_selfattention(x)
+                .unwrap();
             // The head on the backbone's features is what the wrapper computes for one crop
             // group (its grouping is tested in tests/model.rs); one backbone pass less.
             let logits = model.head.forward_t(&cls, false).unwrap();
-            let inter = Tensor::stack(&model.backbone.intermediate_layers(x, 2).unwrap(), 0);
+            let inter = Tensor::stack(
+                &model
+                    .backbone
+                    .as_vit()
+                    .unwrap()
+                    .intermediate_layers(x, 2)
+                    .unwrap(),
+                0,
+            );
             let d = [
                 max_diff(&cls, &io[&format!("cls.{s}")]),
                 max_diff(&attn, &io[&format!("attn.{s}")]),
@@ -142,11 +155,11 @@ fn parity(arch: &str, patch: i64, sizes: &[&str]) -> (MultiCropWrapper, HashMap<
             );
             assert!(d.iter().all(|&d| d <= TOL), "{arch}/{patch} {s}: {d:?}");
             if let Some(r) = io.get(&format!("cls_official.{s}")) {
-                model
-                    .backbone
-                    .set_pos_interp(PosInterp::OfficialScaleFactor);
+                let vit = model.backbone.as_vit_mut().unwrap();
+                vit.set_pos_interp(PosInterp::OfficialScaleFactor);
                 let off = model.backbone.forward_t(x, false).unwrap();
-                model.backbone.set_pos_interp(PosInterp::ExactSize);
+                let vit = model.backbone.as_vit_mut().unwrap();
+                vit.set_pos_interp(PosInterp::ExactSize);
                 let d_off = max_diff(&off, r);
                 let gap = max_diff(&off, &cls);
                 eprintln!("{arch}/{patch} {s}: official scale-factor mode Δ {d_off:.2e} (vs exact size {gap:.2e})");
@@ -186,7 +199,12 @@ fn non_square_grid_wider_than_tall_matches_pytorch() {
     let x = &io["input.48x80"];
     let (attn, cls) = tch::no_grad(|| {
         (
-            model.backbone.last_selfattention(x).unwrap(),
+            model
+                .backbone
+                .as_vit()
+                .unwrap()
+                .last_selfattention(x)
+                .unwrap(),
             model.backbone.forward_t(x, false).unwrap(),
         )
     });

@@ -18,7 +18,7 @@ use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
 use crate::teacher::{ema_update, init_teacher_from_student};
 use dino_config::Config;
 use dino_data::batch::MultiCropBatch;
-use dino_model::{with_precision, ComputePrecision, MultiCropWrapper, VitConfig};
+use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Everything one DINO training step changes, and how it changes it.
@@ -62,16 +62,13 @@ impl DinoMethod {
         precision: ComputePrecision,
         dist: &Dist,
     ) -> anyhow::Result<Self> {
-        let vit = VitConfig::from_model(&cfg.model)?;
+        let backbone = BackboneConfig::from_model(&cfg.model)?;
         tch::manual_seed(cfg.runtime.seed as i64);
         let student_vs = nn::VarStore::new(device);
-        let student = MultiCropWrapper::new(&student_vs.root(), &vit, &cfg.head)?;
+        let student = MultiCropWrapper::new(&student_vs.root(), &backbone, &cfg.head)?;
         let mut teacher_vs = nn::VarStore::new(device);
-        let teacher = MultiCropWrapper::new(
-            &teacher_vs.root(),
-            &vit.clone().with_drop_path(0.0),
-            &cfg.head,
-        )?;
+        let teacher =
+            MultiCropWrapper::new(&teacher_vs.root(), backbone.without_drop_path(), &cfg.head)?;
         init_teacher_from_student(&mut teacher_vs, &student_vs)?;
         if dist.world_size > 1 {
             dist.broadcast_from_main(&student_vs)?;

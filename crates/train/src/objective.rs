@@ -11,7 +11,7 @@ use crate::optim::StepOutcome;
 use crate::supervised::{loss_stats, SupervisedMethod};
 use dino_config::{Config, Objective};
 use dino_data::batch::MultiCropBatch;
-use dino_model::{ComputePrecision, VisionTransformer};
+use dino_model::{Backbone, ComputePrecision};
 use tch::Device;
 
 /// What one step reports: the loss with the DINO teacher diagnostics (zeros for the supervised
@@ -71,7 +71,7 @@ pub trait TrainMethod {
     fn precision(&self) -> ComputePrecision;
 
     /// The backbone evaluations read during training: DINO's teacher, the supervised network.
-    fn eval_backbone(&self) -> &VisionTransformer;
+    fn eval_backbone(&self) -> &Backbone;
 }
 
 /// The method of `method.objective`: DINO for `n_crops` crops, or the supervised baseline with
@@ -132,7 +132,7 @@ impl TrainMethod for DinoMethod {
         DinoMethod::precision(self)
     }
 
-    fn eval_backbone(&self) -> &VisionTransformer {
+    fn eval_backbone(&self) -> &Backbone {
         &self.teacher.backbone
     }
 }
@@ -175,7 +175,7 @@ impl TrainMethod for SupervisedMethod {
         SupervisedMethod::precision(self)
     }
 
-    fn eval_backbone(&self) -> &VisionTransformer {
+    fn eval_backbone(&self) -> &Backbone {
         &self.backbone
     }
 }

@@ -2,7 +2,9 @@
 //! (official `eval_knn.py` protocol) of the teacher's CLS features (the supervised objective's
 //! network), with `eval.knn_train_path` as the bank and `eval.knn_val_path` as the queries. Not
 //! in the official trainer. It runs as a [`crate::run_logger::EpochHook`], on rank 0, and its
-//! top-1 accuracies land in the epoch's metrics record as `knn_top1_k<k>`.
+//! top-1 accuracies land in the epoch's metrics record as `knn_top1_k<k>`. With a ResNet the
+//! feature is its pooled output in eval mode, normalised with the teacher's own BatchNorm
+//! running statistics (see [`crate::teacher::ema_update`]).
 
 use crate::objective::TrainMethod;
 use crate::run_logger::EpochHook;

@@ -4,7 +4,7 @@
 //! with the same backbone, data, augmentation, optimizer and budget.
 //!
 //! What it is, and where each choice comes from:
-//! - **Network**: the configured [`VisionTransformer`] at `backbone.*` (the name a DINO
+//! - **Network**: the configured [`Backbone`] (ViT or ResNet) at `backbone.*` (the name a DINO
 //!   network's backbone has) and a linear classifier `classifier.weight` `[C, D]`,
 //!   `classifier.bias` `[C]` on its normalised CLS token (DeiT's and timm's `head` on the CLS
 //!   token; named `classifier` here so it is never mistaken for the DINO head). The backbone is
@@ -47,7 +47,7 @@ use crate::optim::{Optimizer, StepOutcome};
 use dino_config::{AugmentationConfig, Config};
 use dino_data::batch::MultiCropBatch;
 use dino_model::init::trunc_normal_;
-use dino_model::{with_precision, ComputePrecision, VisionTransformer, VitConfig};
+use dino_model::{with_precision, Backbone, BackboneConfig, ComputePrecision};
 use std::collections::HashSet;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
@@ -75,7 +75,7 @@ pub struct SupervisedMethod {
     /// The variables: `backbone.*` (official ViT names) and `classifier.{weight,bias}`.
     pub vs: nn::VarStore,
     /// The ViT (stochastic depth at `model.drop_path_rate` in training).
-    pub backbone: VisionTransformer,
+    pub backbone: Backbone,
     /// The optimizer (`optim.optimizer`) over every variable.
     pub optimizer: Optimizer,
     /// The fp16 loss scaler (`runtime.precision = "fp16"` only).
@@ -109,11 +109,11 @@ impl SupervisedMethod {
             n_classes >= 2,
             "method.objective = \"supervised\" needs at least 2 classes, the data has {n_classes}"
         );
-        let vit = VitConfig::from_model(&cfg.model)?;
+        let net = BackboneConfig::from_model(&cfg.model)?;
         tch::manual_seed(cfg.runtime.seed as i64);
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let backbone = VisionTransformer::new(&(&root / "backbone"), &vit)?;
+        let backbone = Backbone::new(&(&root / "backbone"), &net)?;
         let c = &root / "classifier";
         let d = backbone.embed_dim();
         let mut weight = c.f_var("weight", &[n_classes as i64, d], nn::Init::Const(0.0))?;
