@@ -140,7 +140,7 @@ fn bad_inputs_are_errors_not_panics() {
         bottleneck_dim: 4,
         ..HeadConfig::default()
     };
-    let m = MultiCropWrapper::new(&(vs.root() / "m"), &small(1, 16), &head).unwrap();
+    let m = MultiCropWrapper::new(&(vs.root() / "m"), small(1, 16), &head).unwrap();
     assert!(matches!(
         m.forward_t(&[], true),
         Err(ModelError::BadCrops(_))
@@ -210,7 +210,7 @@ fn gradients_reach_every_parameter_through_the_resized_position_table() {
     };
     // No stochastic depth: a branch dropped for every sample would leave its weights without a
     // gradient by chance (p = 0.1^3 for the last block's attention), which is not what is tested.
-    let m = MultiCropWrapper::new(&vs.root(), &small(2, 16).with_drop_path(0.0), &head).unwrap();
+    let m = MultiCropWrapper::new(&vs.root(), small(2, 16).with_drop_path(0.0), &head).unwrap();
     // Only local 96-px crops: the 14x14 table is trained through its bicubic resize to 6x6.
     let logits = m.forward_t(&[randn(&[3, 3, 96, 96])], true).unwrap();
     logits.square().sum(Kind::Float).backward();
@@ -248,7 +248,7 @@ fn initialisation_follows_the_official_recipe() {
         out_dim: 4096,
         ..HeadConfig::default()
     };
-    let _m = MultiCropWrapper::new(&vs.root(), &VitConfig::vit_small(16), &head).unwrap();
+    let _m = MultiCropWrapper::new(&vs.root(), VitConfig::vit_small(16), &head).unwrap();
     let v = vs.variables();
     let std = |k: &str| v[k].std(true).double_value(&[]);
     let absmax = |k: &str| v[k].abs().max().double_value(&[]);
@@ -351,7 +351,7 @@ fn multicrop_groups_same_resolution_crops_like_separate_runs() {
         bottleneck_dim: 8,
         ..HeadConfig::default()
     };
-    let m = MultiCropWrapper::new(&vs.root(), &small(2, 16).with_drop_path(0.0), &head).unwrap();
+    let m = MultiCropWrapper::new(&vs.root(), small(2, 16).with_drop_path(0.0), &head).unwrap();
     let crops = [
         randn(&[2, 3, 64, 64]),
         randn(&[2, 3, 64, 64]),
@@ -378,7 +378,7 @@ fn parameter_group_rules_follow_the_official_code() {
         norm_last_layer: false,
         ..HeadConfig::default()
     };
-    let _m = MultiCropWrapper::new(&vs.root(), &small(1, 16), &head).unwrap();
+    let _m = MultiCropWrapper::new(&vs.root(), small(1, 16), &head).unwrap();
     let v = vs.variables();
     let reg = |k: &str| is_regularized(k, &v[k].size());
     assert!(
@@ -409,10 +409,10 @@ fn save_and_strict_load_round_trip_with_clear_mismatch_errors() {
         ..HeadConfig::default()
     };
     let vs = nn::VarStore::new(Device::Cpu);
-    let a = MultiCropWrapper::new(&vs.root(), &small(1, 16), &head).unwrap();
+    let a = MultiCropWrapper::new(&vs.root(), small(1, 16), &head).unwrap();
     save_safetensors(&vs, &path).unwrap();
     let mut vs2 = nn::VarStore::new(Device::Cpu);
-    let b = MultiCropWrapper::new(&vs2.root(), &small(1, 16), &head).unwrap();
+    let b = MultiCropWrapper::new(&vs2.root(), small(1, 16), &head).unwrap();
     let r = load_safetensors(&mut vs2, &path, true).unwrap();
     assert_eq!(r.loaded, vs.variables().len());
     let x = randn(&[1, 3, 32, 32]);
@@ -423,7 +423,7 @@ fn save_and_strict_load_round_trip_with_clear_mismatch_errors() {
 
     // A deeper network misses blocks.1.*; a shallower one finds them unexpected.
     let mut vs3 = nn::VarStore::new(Device::Cpu);
-    let _c = MultiCropWrapper::new(&vs3.root(), &small(2, 16), &head).unwrap();
+    let _c = MultiCropWrapper::new(&vs3.root(), small(2, 16), &head).unwrap();
     let e = load_safetensors(&mut vs3, &path, true).unwrap_err();
     match &e {
         WeightsError::KeyMismatch {
@@ -447,7 +447,7 @@ fn save_and_strict_load_round_trip_with_clear_mismatch_errors() {
     let mut vs4 = nn::VarStore::new(Device::Cpu);
     let _d = MultiCropWrapper::new(
         &vs4.root(),
-        &small(1, 16),
+        small(1, 16),
         &HeadConfig {
             out_dim: 32,
             ..head

@@ -94,7 +94,7 @@ fn parity(arch: &str, patch: i64, sizes: &[&str]) -> (MultiCropWrapper, HashMap<
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut model = build(|| {
         tch::manual_seed(0);
-        MultiCropWrapper::new(&vs.root(), &vit_config(arch, patch), &head).unwrap()
+        MultiCropWrapper::new(&vs.root(), vit_config(arch, patch), &head).unwrap()
     });
 
     // Initialisation: same seed, same weights as PyTorch, bit for bit.
