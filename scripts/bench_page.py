@@ -7,7 +7,7 @@ collecting page. Usage: python3 scripts/bench_page.py
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PAGES = ["data.md", "augment.md", "model.md", "trainer.md"]
+PAGES = ["data.md", "augment.md", "model.md", "trainer.md", "train_step.md"]
 MARK = "<!-- generated from docs/bench/*.md by scripts/bench_page.py: edit those pages -->"
 
 
