@@ -145,9 +145,24 @@ pub struct KnnArgs {
     /// Vote temperature (default eval.knn_temperature: 0.07).
     #[arg(long)]
     temperature: Option<f64>,
+    /// Which feature of the backbone the neighbours are found with.
+    #[arg(long, value_enum, default_value = "cls")]
+    feature: KnnFeature,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The feature `dino eval knn` compares images with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KnnFeature {
+    /// The last block's normed CLS token (official eval_knn.py).
+    Cls,
+    /// The linear probe's feature (official eval_linear.py): the CLS tokens of the last
+    /// eval.n_last_blocks blocks concatenated (4 for ViT-S), with the mean patch token when
+    /// eval.avgpool_patchtokens. The earlier blocks keep more of the image's layout. Raw pixels
+    /// and ResNets give their only feature.
+    LastBlocks,
 }
 
 #[derive(clap::Args, Debug)]
@@ -187,7 +202,14 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
     model.config.set.extend(sets);
     let emb = model.embedder()?;
     let sets = a.data.open(&emb.cfg)?;
-    let opts = emb.options(FeatureKind::Cls, false)?;
+    let kind = match a.feature {
+        KnnFeature::LastBlocks if model.which != Source::Pixels => FeatureKind::LastBlocks {
+            n: emb.cfg.eval.n_last_blocks,
+            avgpool: emb.cfg.eval.avgpool_patchtokens,
+        },
+        _ => FeatureKind::Cls,
+    };
+    let opts = emb.options(kind, false)?;
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
     let report = knn_eval(&train, &val, &KnnConfig::from_eval(&emb.cfg.eval))?;
@@ -198,8 +220,8 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "weighted k-NN ({:?} features, T = {}), {} train / {} val images:",
-            model.which, report.temperature, report.n_train, report.n_test
+            "weighted k-NN ({:?} features, {:?}, T = {}), {} train / {} val images:",
+            model.which, a.feature, report.temperature, report.n_train, report.n_test
         );
         for s in &report.scores {
             println!(

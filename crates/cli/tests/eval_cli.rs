@@ -35,6 +35,64 @@ fn baselines_need_no_checkpoint() {
 }
 
 #[test]
+fn knn_on_the_linear_probe_feature() {
+    let (tmp, cfg) = tiny_run("");
+    let data = tmp.path().join("data");
+    let (cfg, data) = (cfg.to_str().unwrap(), data.to_str().unwrap());
+    let scores = |extra: &[&str]| {
+        let mut args = vec![
+            "eval", "knn", "--which", "random", "--config", cfg, "--train", data, "--val", data,
+            "--k", "1,5,10", "--json",
+        ];
+        args.extend(extra);
+        let v: serde_json::Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+        v["scores"].clone()
+    };
+    let cls = scores(&[]);
+    // One block without the mean patch token is the CLS feature itself: the last block's
+    // normed CLS token, whichever path computes it.
+    let one_block = scores(&[
+        "--feature",
+        "last-blocks",
+        "--set",
+        "eval.n_last_blocks=1",
+        "--set",
+        "eval.avgpool_patchtokens=false",
+    ]);
+    assert_eq!(cls, one_block);
+    let two_blocks = scores(&[
+        "--feature",
+        "last-blocks",
+        "--set",
+        "eval.n_last_blocks=2",
+        "--set",
+        "eval.avgpool_patchtokens=true",
+    ]);
+    assert_eq!(
+        two_blocks[0]["top1"].as_f64(),
+        Some(100.0),
+        "bank = queries at k = 1"
+    );
+    let out = dino(&[
+        "eval",
+        "knn",
+        "--which",
+        "random",
+        "--config",
+        cfg,
+        "--train",
+        data,
+        "--val",
+        data,
+        "--feature",
+        "last-blocks",
+        "--set",
+        "eval.n_last_blocks=99",
+    ]);
+    assert!(!out.status.success(), "more blocks than the ViT has");
+}
+
+#[test]
 fn random_features_do_not_depend_on_the_run_folder() {
     let (tmp, cfg) = tiny_run("");
     let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
