@@ -91,10 +91,18 @@ pub fn embed_dataset(
     opts: &EmbedOptions,
     device: Device,
 ) -> Result<(FeatureSet, usize), EmbedError> {
+    let whole = backbone;
     let backbone = match backbone {
         Backbone::Vit(v) => v,
         Backbone::ResNet(_) if opts.patch_tokens => {
             return Err(backbone.vit("patch tokens").unwrap_err().into())
+        }
+        // The multi-scale descriptor averages the pooled feature over scales, as the official
+        // `utils.multi_scale` does for any model.
+        resnet if opts.kind == FeatureKind::ClsMultiScale => {
+            return embed_with(dataset, opts, device, |x| {
+                Ok((multi_scale_cls(resnet, x)?, None))
+            })
         }
         // CLS and linear-probe features are both the pooled feature (official eval_linear.py).
         resnet => {
@@ -119,7 +127,7 @@ pub fn embed_dataset(
                     }
                     false => None,
                 };
-                (multi_scale_cls(backbone, x)?, patches)
+                (multi_scale_cls(whole, x)?, patches)
             }
             FeatureKind::LastBlocks { n, avgpool } => {
                 let layers = backbone.intermediate_layers(x, n)?;
@@ -139,18 +147,16 @@ pub fn embed_dataset(
 /// The scales of the official multi-scale descriptor (`utils.multi_scale`).
 pub const MULTI_SCALES: [f64; 3] = [1.0, std::f64::consts::FRAC_1_SQRT_2, 0.5];
 
-/// CLS tokens `[B, D]` of `x` `[B, 3, H, W]` averaged over [`MULTI_SCALES`] and L2-normalized
-/// per image. Each scale s < 1 resizes `x` bilinearly to `floor(H·s) × floor(W·s)` with
-/// PyTorch's `interpolate(scale_factor=s, align_corners=False)` sampling (the scale itself, not
-/// the rounded size, maps coordinates), as the official code, then drops the rows and columns
-/// past the last whole patch, which the official stride-P patch convolution never reads.
+/// CLS tokens `[B, D]` of `x` `[B, 3, H, W]` (a ResNet's pooled feature) averaged over
+/// [`MULTI_SCALES`] and L2-normalized per image. Each scale s < 1 resizes `x` bilinearly to
+/// `floor(H·s) × floor(W·s)` with PyTorch's `interpolate(scale_factor=s, align_corners=False)`
+/// sampling (the scale itself, not the rounded size, maps coordinates), as the official code;
+/// for a ViT it then drops the rows and columns past the last whole patch, which the official
+/// stride-P patch convolution never reads.
 ///
 /// # Errors
 /// Model and libtorch errors (e.g. a scale too small for one patch).
-pub fn multi_scale_cls(
-    backbone: &dino_model::VisionTransformer,
-    x: &Tensor,
-) -> Result<Tensor, EmbedError> {
+pub fn multi_scale_cls(backbone: &Backbone, x: &Tensor) -> Result<Tensor, EmbedError> {
     let size = x.size();
     let (h, w) = (size[2], size[3]);
     let mut sum: Option<Tensor> = None;
@@ -160,11 +166,16 @@ pub fn multi_scale_cls(
         } else {
             let out = [(h as f64 * s).floor() as i64, (w as f64 * s).floor() as i64];
             let y = x.f_upsample_bilinear2d(out, false, s, s)?;
-            // The official patch embedding (a stride-P convolution) ignores the last H mod P
-            // rows and W mod P columns; ours needs whole patches, so they are cut here.
-            let p = backbone.config().patch_size;
-            y.f_narrow(2, 0, out[0] / p * p)?
-                .f_narrow(3, 0, out[1] / p * p)?
+            match backbone {
+                // The official patch embedding (a stride-P convolution) ignores the last H mod
+                // P rows and W mod P columns; ours needs whole patches, so they are cut here.
+                Backbone::Vit(v) => {
+                    let p = v.config().patch_size;
+                    y.f_narrow(2, 0, out[0] / p * p)?
+                        .f_narrow(3, 0, out[1] / p * p)?
+                }
+                Backbone::ResNet(_) => y,
+            }
         };
         let f = backbone.forward_t(&input, false)?;
         sum = Some(match sum {
