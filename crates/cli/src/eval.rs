@@ -9,6 +9,10 @@ use dino_eval::features::write_features;
 use dino_eval::knn::{knn_eval, KnnConfig};
 use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
 use dino_eval::source::{run_folder_config, Embedder, SourceError};
+use dino_eval::tokens::{
+    per_image_names, plan_tokens, Layers, NpyTokenWriter, PerImageWriter, SafetensorsTokenWriter,
+    TokenKind, TokenSink,
+};
 use dino_train::runtime::apply_threads;
 use std::path::{Path, PathBuf};
 
@@ -284,9 +288,27 @@ pub struct EmbedArgs {
     /// Output file: `.npy` (+ `.labels.npy`, `.paths.json`) or `.safetensors`.
     #[arg(long)]
     out: PathBuf,
-    /// Also store the last block's patch tokens.
-    #[arg(long)]
+    /// Also store the last block's patch tokens `[N, P, D]` beside the CLS features (as
+    /// `<stem>.patch_tokens.npy` or tensor `patch_tokens`); the token array of `--tokens` is the
+    /// general form.
+    #[arg(long, conflicts_with_all = ["tokens", "layers", "per_image"])]
     patch_tokens: bool,
+    /// Write the token array `[images, layers, tokens, dim]` f32 instead of CLS features:
+    /// `cls` (tokens = 1), `patch` (P = h·w, row-major) or `all` (1 + P, CLS first), each block
+    /// through the final norm (official get_intermediate_layers). Streamed batch by batch; the
+    /// layout (grid h, w, patch size, blocks) goes to `<stem>.tokens.json` / the safetensors
+    /// metadata. ViT only, except `cls` with one layer (a ResNet's pooled feature).
+    #[arg(long, value_enum)]
+    tokens: Option<TokenArg>,
+    /// Blocks of the token array: `last` (the final block), N (the last N blocks) or `all`
+    /// (every block). Implies --tokens (default cls).
+    #[arg(long, value_name = "last|N|all")]
+    layers: Option<dino_eval::tokens::Layers>,
+    /// Write one `.npy` `[layers, tokens, dim]` per image into the folder --out (named after
+    /// the image's path under --data, extension .npy), plus `index.json` (layout, paths,
+    /// labels). Implies --tokens (default cls).
+    #[arg(long)]
+    per_image: bool,
     /// Number the labels by the class names of this (training) folder instead of --data's own
     /// sorted classes, so that features of a validation folder embedded on their own share the
     /// bank's labels. A class of --data that it lacks is an error.
@@ -294,10 +316,122 @@ pub struct EmbedArgs {
     classes_from: Option<PathBuf>,
 }
 
+/// `--tokens` values (`dino_eval::tokens::TokenKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenArg {
+    /// The CLS token.
+    Cls,
+    /// The patch tokens.
+    Patch,
+    /// The CLS token then the patch tokens.
+    All,
+}
+
+impl From<TokenArg> for TokenKind {
+    fn from(t: TokenArg) -> Self {
+        match t {
+            TokenArg::Cls => Self::Cls,
+            TokenArg::Patch => Self::Patch,
+            TokenArg::All => Self::All,
+        }
+    }
+}
+
 pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
+    if a.tokens.is_some() || a.layers.is_some() || a.per_image {
+        return embed_tokens(a);
+    }
     dino_eval::features::check_path(&a.out)?;
     crate::output::prepare_file(&a.out)?;
     let emb = a.model.embedder()?;
+    let ds = open_labelled(&a, &emb)?;
+    let set = emb.embed(ds.as_ref(), &emb.options(FeatureKind::Cls, a.patch_tokens)?)?;
+    let files = write_features(&a.out, &set)?;
+    eprintln!(
+        "{} features of dim {} written:",
+        set.len(),
+        set.features.size()[1]
+    );
+    for f in files {
+        eprintln!("  {}", f.display());
+    }
+    Ok(())
+}
+
+/// `dino embed --tokens/--layers/--per-image`: the token array, streamed (a thin shell over
+/// `dino_eval::tokens::embed_tokens`). Every argument is checked against the model before any
+/// output is created.
+fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
+    if a.per_image {
+        anyhow::ensure!(
+            !a.out.is_file(),
+            "--per-image writes into a folder, but --out {} is a file",
+            a.out.display()
+        );
+        let non_empty = std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some());
+        anyhow::ensure!(
+            !non_empty,
+            "--per-image: the output folder {} is not empty",
+            a.out.display()
+        );
+    } else {
+        dino_eval::features::check_path(&a.out)?;
+    }
+    let emb = a.model.embedder()?;
+    anyhow::ensure!(
+        emb.source() != dino_eval::source::Source::Pixels,
+        "--tokens needs a backbone: --which pixels has no tokens"
+    );
+    let kind = a.tokens.map_or(TokenKind::Cls, TokenKind::from);
+    let layers = a.layers.unwrap_or(Layers::Last(1));
+    let opts = emb.options(FeatureKind::Cls, false)?;
+    let crop = opts.transform.crop_size() as usize;
+    let layout = plan_tokens(emb.backbone(), kind, layers, crop, 0)?;
+    let ds = open_labelled(&a, &emb)?;
+    let mut sink: Box<dyn TokenSink> = if a.per_image {
+        let names = per_image_names(ds.as_ref(), &a.data, ds.len())?;
+        crate::output::prepare_dir(&a.out)?;
+        Box::new(PerImageWriter::new(&a.out, names))
+    } else {
+        crate::output::prepare_file(&a.out)?;
+        match a.out.extension().and_then(|e| e.to_str()) {
+            Some("npy") => Box::new(NpyTokenWriter::new(&a.out)),
+            _ => Box::new(SafetensorsTokenWriter::new(&a.out)),
+        }
+    };
+    let report = dino_eval::tokens::embed_tokens(
+        emb.backbone(),
+        ds.as_ref(),
+        &opts,
+        &layout,
+        emb.device(),
+        sink.as_mut(),
+    )?;
+    let l = &report.layout;
+    let shape = if a.per_image {
+        format!(
+            "{} files of [{}, {}, {}]",
+            l.images, l.layers, l.tokens, l.dim
+        )
+    } else {
+        format!("{:?}", l.shape())
+    };
+    eprintln!(
+        "tokens ({}, blocks {:?}, grid {}x{} of {} px patches) {shape} written:",
+        l.token_kind.name(),
+        l.blocks,
+        l.grid_h,
+        l.grid_w,
+        l.patch_size
+    );
+    for f in &report.files {
+        eprintln!("  {}", f.display());
+    }
+    Ok(())
+}
+
+/// The dataset of `dino embed`: --data with --split, labelled by --classes-from when given.
+fn open_labelled(a: &EmbedArgs, emb: &Embedder) -> anyhow::Result<Box<dyn Dataset>> {
     let mut ds = open(&a.data, &a.split, &emb.cfg)?;
     if let Some(bank) = &a.classes_from {
         let bank = open(bank, "train", &emb.cfg)?;
@@ -311,15 +445,5 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
                 })?,
         );
     }
-    let set = emb.embed(ds.as_ref(), &emb.options(FeatureKind::Cls, a.patch_tokens)?)?;
-    let files = write_features(&a.out, &set)?;
-    eprintln!(
-        "{} features of dim {} written:",
-        set.len(),
-        set.features.size()[1]
-    );
-    for f in files {
-        eprintln!("  {}", f.display());
-    }
-    Ok(())
+    Ok(ds)
 }

@@ -22,6 +22,12 @@ pub struct TrainArgs {
     /// Continue the run in DIR from its latest checkpoint, with the configuration stored there.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
+    /// Start student and teacher from FILE: a `dino import` file (official weights) or one of
+    /// our runs (a run folder or its checkpoint.safetensors; the teacher is used). The backbone
+    /// must match the configured model; the head is loaded when its shapes match, else it starts
+    /// fresh (see schedule.freeze_backbone_epochs). Optimizer, schedules and center start fresh.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Stop after this many iterations (smoke tests); the schedules still span the epochs.
     #[arg(long)]
     max_steps: Option<usize>,
@@ -69,6 +75,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         resume: a.resume.is_some(),
         max_steps: a.max_steps,
         progress: !a.no_progress,
+        init_from: a.init_from,
     };
     let summary = dino_train::trainer::train(&cfg, &opts)?;
     if summary.rank != 0 {

@@ -417,6 +417,11 @@ pub struct ScheduleConfig {
     /// Epochs during which the head's last layer gets no update at all
     /// (official `--freeze_last_layer 1`).
     pub freeze_last_layer: usize,
+    /// Epochs during which the backbone gets no update at all (no step, no weight decay): only
+    /// the head trains, so a fresh head on a pretrained backbone (`dino train --init-from`)
+    /// cannot wreck it (dino#80, #207). The teacher's EMA of an unchanged backbone leaves it
+    /// equal to the student's. 0 (default) freezes nothing; not in the official code.
+    pub freeze_backbone_epochs: usize,
     /// Teacher EMA momentum at the start, cosine to `momentum_teacher_end`
     /// (official `--momentum_teacher 0.996`).
     pub momentum_teacher: f64,
@@ -429,6 +434,7 @@ impl Default for ScheduleConfig {
         Self {
             warmup_epochs: 10,
             freeze_last_layer: 1,
+            freeze_backbone_epochs: 0,
             momentum_teacher: 0.996,
             momentum_teacher_end: 1.0,
         }

@@ -73,6 +73,7 @@ fn defaults_equal_the_official_dino_values() {
     let s = &c.schedule;
     assert_eq!(s.warmup_epochs, 10); // MD --warmup_epochs 10
     assert_eq!(s.freeze_last_layer, 1); // MD --freeze_last_layer 1
+    assert_eq!(s.freeze_backbone_epochs, 0); // not official: nothing frozen
     assert_eq!((s.momentum_teacher, s.momentum_teacher_end), (0.996, 1.0)); // MD cosine_scheduler(m, 1, ...)
 
     assert_eq!(c.checkpoint.saveckp_freq, 20); // MD --saveckp_freq 20

@@ -219,17 +219,67 @@ pub fn embed_with(
     device: Device,
     mut f: impl FnMut(&Tensor) -> Result<(Tensor, Option<Tensor>), EmbedError>,
 ) -> Result<(FeatureSet, usize), EmbedError> {
-    let n = opts.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
-    let crop = opts.transform.crop_size() as i64;
-    let mean = Tensor::f_from_slice(&opts.mean.map(|v| v as f32))?
-        .f_view([1, 3, 1, 1])?
-        .f_to_device(device)?;
-    let std = Tensor::f_from_slice(&opts.std.map(|v| v as f32))?
-        .f_view([1, 3, 1, 1])?
-        .f_to_device(device)?;
     let (mut feats, mut patches, mut labels, mut paths) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut failed, mut first_failure) = (0usize, String::new());
+    let failed = for_each_batch(dataset, opts, device, |batch| {
+        let (feat, patch) = f(&batch.x)?;
+        if let Some(p) = patch {
+            patches.push(p.f_to_device(Device::Cpu)?);
+        }
+        feats.push(feat.f_to_device(Device::Cpu)?);
+        labels.extend_from_slice(&batch.labels);
+        paths.extend(batch.indices.iter().map(|&i| dataset.describe(i)));
+        Ok::<(), EmbedError>(())
+    })?;
+    let set = FeatureSet::new(
+        Tensor::f_cat(&feats, 0)?,
+        Tensor::f_from_slice(&labels)?,
+        if patches.is_empty() {
+            None
+        } else {
+            Some(Tensor::f_cat(&patches, 0)?)
+        },
+        paths,
+    )?
+    .with_classes(dataset.classes().to_vec());
+    Ok((set, failed))
+}
+
+/// One batch of [`for_each_batch`]: the images that decoded, in index order.
+#[derive(Debug)]
+pub struct EvalBatch {
+    /// Normalized evaluation crops `[B, 3, S, S]` f32 on the device (S = the crop size).
+    pub x: Tensor,
+    /// Dataset indices of the B rows.
+    pub indices: Vec<usize>,
+    /// Labels of the B rows.
+    pub labels: Vec<i64>,
+}
+
+/// Runs `f` on every batch of `dataset` (the first `opts.limit` images) in index order, under
+/// no-grad: decode and evaluation transform on the rayon pool, then normalization on `device`.
+/// Images that fail to decode are logged with their path and get no row; a batch where none
+/// decodes is not passed to `f`. Memory is bounded by one batch. Returns how many failed.
+///
+/// # Errors
+/// [`EmbedError::NothingDecoded`] when no image decodes (after the whole pass); libtorch errors;
+/// whatever `f` returns (which stops the pass).
+pub fn for_each_batch<E: From<EmbedError>>(
+    dataset: &dyn Dataset,
+    opts: &EmbedOptions,
+    device: Device,
+    mut f: impl FnMut(EvalBatch) -> Result<(), E>,
+) -> Result<usize, E> {
+    let torch = |e: tch::TchError| E::from(EmbedError::Torch(e));
+    let n = opts.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
+    let crop = opts.transform.crop_size() as i64;
+    let mean = Tensor::f_from_slice(&opts.mean.map(|v| v as f32))
+        .and_then(|t| t.f_view([1, 3, 1, 1])?.f_to_device(device))
+        .map_err(torch)?;
+    let std = Tensor::f_from_slice(&opts.std.map(|v| v as f32))
+        .and_then(|t| t.f_view([1, 3, 1, 1])?.f_to_device(device))
+        .map_err(torch)?;
+    let (mut rows, mut failed, mut first_failure) = (0usize, 0usize, String::new());
     let _guard = tch::no_grad_guard();
     for start in (0..n).step_by(opts.batch_size.max(1)) {
         let end = (start + opts.batch_size.max(1)).min(n);
@@ -246,14 +296,13 @@ pub fn embed_with(
             })
             .collect();
         let mut bytes = Vec::with_capacity(decoded.len() * (3 * crop * crop) as usize);
-        let mut count = 0i64;
+        let (mut indices, mut labels) = (Vec::new(), Vec::new());
         for (i, r) in decoded {
             match r {
                 Ok((chw, label)) => {
                     bytes.extend_from_slice(&chw);
                     labels.push(label);
-                    paths.push(dataset.describe(i));
-                    count += 1;
+                    indices.push(i);
                 }
                 Err(e) => {
                     tracing::warn!(path = %dataset.describe(i), reason = %e, "skipping an image that failed to decode");
@@ -264,38 +313,28 @@ pub fn embed_with(
                 }
             }
         }
-        if count == 0 {
+        if indices.is_empty() {
             continue;
         }
-        let x = Tensor::f_from_slice(&bytes)?
-            .f_view([count, 3, crop, crop])?
-            .f_to_device(device)?
-            .f_to_kind(Kind::Float)?
-            .f_div_scalar(255.0)?
-            .f_sub(&mean)?
-            .f_div(&std)?;
-        let (feat, patch) = f(&x)?;
-        if let Some(p) = patch {
-            patches.push(p.f_to_device(Device::Cpu)?);
-        }
-        feats.push(feat.f_to_device(Device::Cpu)?);
+        let x = Tensor::f_from_slice(&bytes)
+            .and_then(|t| {
+                t.f_view([indices.len() as i64, 3, crop, crop])?
+                    .f_to_device(device)?
+                    .f_to_kind(Kind::Float)?
+                    .f_div_scalar(255.0)?
+                    .f_sub(&mean)?
+                    .f_div(&std)
+            })
+            .map_err(torch)?;
+        rows += indices.len();
+        f(EvalBatch { x, indices, labels })?;
     }
-    if feats.is_empty() {
+    if rows == 0 {
         return Err(EmbedError::NothingDecoded {
             failed,
             first: first_failure,
-        });
+        }
+        .into());
     }
-    let set = FeatureSet::new(
-        Tensor::f_cat(&feats, 0)?,
-        Tensor::f_from_slice(&labels)?,
-        if patches.is_empty() {
-            None
-        } else {
-            Some(Tensor::f_cat(&patches, 0)?)
-        },
-        paths,
-    )?
-    .with_classes(dataset.classes().to_vec());
-    Ok((set, failed))
+    Ok(failed)
 }

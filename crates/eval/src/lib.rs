@@ -74,6 +74,9 @@ pub mod revisited;
 /// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
 /// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.
 pub mod source;
+/// Every token out: CLS and patch tokens of the last L blocks, `[N, L, T, D]`, streamed to
+/// `.npy`, `.safetensors` or one file per image.
+pub mod tokens;
 /// Attention over a video, frame by frame (`video_generation.py`): maps, smoothing over frames,
 /// threshold masks and the side-by-side `original | attention | mask` picture.
 pub mod video_attention;

@@ -12,6 +12,7 @@
 use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
 use crate::distributed::Dist;
 use crate::grad_scaler::{GradScaler, ScalerOptions};
+use crate::init_from::{init_student, InitReport};
 use crate::loss::{DinoLoss, LossStats};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
@@ -45,6 +46,7 @@ pub struct DinoMethod {
     seed: u64,
     clip_grad: f64,
     freeze_last_layer: usize,
+    freeze_backbone_epochs: usize,
 }
 
 impl DinoMethod {
@@ -103,6 +105,7 @@ impl DinoMethod {
             seed: cfg.runtime.seed,
             clip_grad: cfg.optim.clip_grad,
             freeze_last_layer: cfg.schedule.freeze_last_layer,
+            freeze_backbone_epochs: cfg.schedule.freeze_backbone_epochs,
         })
     }
 
@@ -260,14 +263,35 @@ impl DinoMethod {
         wd: f64,
         epoch: usize,
     ) -> anyhow::Result<StepOutcome> {
-        let frozen = frozen_last_layer(
+        let mut frozen = frozen_last_layer(
             self.param_names.iter().map(String::as_str),
             epoch,
             self.freeze_last_layer,
         );
+        if epoch < self.freeze_backbone_epochs {
+            // The head warm-up: the backbone is left alone as the frozen last layer is.
+            let backbone = self
+                .param_names
+                .iter()
+                .filter(|n| n.starts_with("backbone."));
+            frozen.extend(backbone.cloned());
+        }
         Ok(self
             .optimizer
             .clip_and_step(self.clip_grad, lr, wd, &frozen, self.scaler.as_mut())?)
+    }
+
+    /// Starts student and teacher from the weights of `path` (`dino train --init-from`, see
+    /// [`crate::init_from`]): the backbone, and the head when the file has one of the same
+    /// shapes; the teacher is then the student's copy again.
+    ///
+    /// # Errors
+    /// A file that does not fit the configured backbone (naming the keys), before any variable
+    /// changes; libtorch errors.
+    pub fn init_from(&mut self, path: &std::path::Path) -> anyhow::Result<InitReport> {
+        let report = init_student(path, &self.student_vs)?;
+        init_teacher_from_student(&mut self.teacher_vs, &self.student_vs)?;
+        Ok(report)
     }
 
     /// EMA of the student into the teacher with `momentum` (official `m` of the iteration).

@@ -58,6 +58,21 @@ pub trait TrainMethod {
     /// A checkpoint that does not fit these networks or this optimizer.
     fn restore(&mut self, ck: &LoadedCheckpoint) -> anyhow::Result<()>;
 
+    /// Starts the networks from the weights of `path` (`dino train --init-from`); an objective
+    /// without that support refuses.
+    ///
+    /// # Errors
+    /// A file that does not fit the networks; an objective that cannot start from a file.
+    fn init_from(
+        &mut self,
+        path: &std::path::Path,
+    ) -> anyhow::Result<crate::init_from::InitReport> {
+        anyhow::bail!(
+            "--init-from {} is for method.objective = \"dino\"",
+            path.display()
+        )
+    }
+
     /// The tensors a checkpoint holds.
     ///
     /// # Errors
@@ -118,6 +133,13 @@ impl TrainMethod for DinoMethod {
 
     fn restore(&mut self, ck: &LoadedCheckpoint) -> anyhow::Result<()> {
         DinoMethod::restore(self, ck)
+    }
+
+    fn init_from(
+        &mut self,
+        path: &std::path::Path,
+    ) -> anyhow::Result<crate::init_from::InitReport> {
+        DinoMethod::init_from(self, path)
     }
 
     fn checkpoint_tensors(&self) -> anyhow::Result<CheckpointTensors<'_>> {

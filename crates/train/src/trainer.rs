@@ -38,6 +38,9 @@ pub struct TrainOptions {
     pub max_steps: Option<usize>,
     /// Show an interactive progress bar (plain log lines when false or not a terminal).
     pub progress: bool,
+    /// Start student and teacher from these weights (`--init-from`, see
+    /// [`crate::init_from`]); optimizer, schedules and center start fresh. Not with `resume`.
+    pub init_from: Option<PathBuf>,
 }
 
 /// What a finished (or stopped) run reports.
@@ -107,6 +110,16 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         precision,
         &dist,
     )?;
+    if let Some(path) = &opts.init_from {
+        anyhow::ensure!(
+            !opts.resume,
+            "--init-from starts a new run; it cannot go with --resume"
+        );
+        let report = method.init_from(path)?;
+        if dist.is_main() {
+            tracing::info!("{}", report.describe());
+        }
+    }
     // The official lr rule uses the global batch: lr · batch_size_per_gpu · world_size / 256.
     let schedules = Schedules::new(cfg, niter, dist.world_size)?;
     let (mut epoch, mut step) =
