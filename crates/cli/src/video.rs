@@ -174,8 +174,10 @@ fn attention(a: AttentionArgs) -> anyhow::Result<()> {
         OutFormat::Gif => Some(VideoFormat::Gif),
         OutFormat::None => None,
     };
-    crate::output::prepare_dir(&a.out)?;
     let emb = a.model.embedder()?;
+    // A ResNet has no attention: refused before the output folder or a frame is touched.
+    emb.backbone().vit("video attention")?;
+    crate::output::prepare_dir(&a.out)?;
     let cfg = &emb.cfg;
     let patch = cfg.model.patch_size as u32;
     if let Some(k) = a.head {

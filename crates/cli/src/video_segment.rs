@@ -78,8 +78,10 @@ pub fn segment(a: SegmentArgs) -> anyhow::Result<()> {
         );
         prepared.push(prepare_sequence(seq)?);
     }
-    crate::output::prepare_dir(&a.out)?;
     let emb = a.model.embedder()?;
+    // Propagation needs patch features: a ResNet is refused before any output is written.
+    let vit = emb.backbone().vit("video segmentation (patch features)")?;
+    crate::output::prepare_dir(&a.out)?;
     let opts = FrameOptions {
         short_side: a.size,
         mean: emb.cfg.augmentation.mean,
@@ -90,15 +92,8 @@ pub fn segment(a: SegmentArgs) -> anyhow::Result<()> {
     let mut scored_frames = 0;
     for prep in &prepared {
         let name = &prep.seq.name;
-        let scores = segment_sequence(
-            prep,
-            emb.backbone().vit("video segmentation (patch features)")?,
-            cfg,
-            &opts,
-            emb.device(),
-            &a.out.join(name),
-        )
-        .with_context(|| format!("segmenting {name}"))?;
+        let scores = segment_sequence(prep, vit, cfg, &opts, emb.device(), &a.out.join(name))
+            .with_context(|| format!("segmenting {name}"))?;
         let n = prep.truth.len();
         scored_frames += n;
         if n == 0 {

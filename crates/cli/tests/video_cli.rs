@@ -198,6 +198,22 @@ fn bad_input_fails_before_writing_and_keeps_the_last_output() {
     let err = fails(run(&cfg, &good, &out, &["--start", "3"], None));
     assert!(err.contains("no frames selected"), "{err}");
     assert_eq!(png_count(&out), 0);
+    // A ResNet has no attention: refused before the output folder exists.
+    let resnet_out = tmp.path().join("resnet_out");
+    let err = fails(run(
+        &cfg,
+        &good,
+        &resnet_out,
+        &[
+            "--set",
+            "model.arch=resnet18",
+            "--set",
+            "model.cifar_stem=true",
+        ],
+        None,
+    ));
+    assert!(err.contains("video attention"), "{err}");
+    assert!(!resnet_out.exists(), "no output folder for a refused model");
 
     // A good run, then one that fails at its third frame (a PNG whose header is fine and whose
     // pixels are cut off): the first run's output stays whole, no staging folder is left.
