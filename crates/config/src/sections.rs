@@ -369,13 +369,14 @@ pub struct OptimConfig {
     /// Checkpoints are taken at optimizer-step boundaries only; `--max-steps` counts optimizer
     /// steps. DINO only (the supervised objective refuses values above 1).
     pub accum_steps: usize,
-    /// Forward and backward the student one crop-resolution group at a time (the global crops,
-    /// then the local crops), with the teacher targets computed once: the DINO loss is a sum over
+    /// Forward and backward the student one crop group at a time (each global view alone, then
+    /// the local crops), with the teacher targets computed once: the DINO loss is a sum over
     /// (teacher view, student view) pairs, so each group's terms are back-propagated as soon as
-    /// its forward is done and only one group's activations are alive. The same gradient as the
-    /// joint backward up to float rounding, and the same stochastic-depth masks (the groups run
-    /// in the joint forward's order); lower peak memory. DINO only; false: one joint backward
-    /// (official).
+    /// its forward is done and only one group's activations are alive: lower peak memory, the
+    /// same gradient as the joint backward up to float rounding (stochastic-depth masks are
+    /// drawn per forward, so with `model.drop_path_rate > 0` they differ from the joint
+    /// forward's, with the same distribution). DINO only, and not with `head.use_bn`; false:
+    /// one joint backward (official).
     pub backward_per_crop_group: bool,
     /// Training epochs (official `--epochs 100`).
     pub epochs: usize,
