@@ -1,5 +1,5 @@
 //! `optim.backward_per_crop_group` end to end (issue #17): a short run that back-propagates the
-//! student one crop group at a time (each global view, then the locals) logs the joint run's
+//! student one crop group at a time (one view at a time) logs the joint run's
 //! losses and ends with its weights. Stochastic depth is off: its masks are drawn per forward, so
 //! they differ between the two (same distribution).
 //!

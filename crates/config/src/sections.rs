@@ -369,8 +369,8 @@ pub struct OptimConfig {
     /// Checkpoints are taken at optimizer-step boundaries only; `--max-steps` counts optimizer
     /// steps. DINO only (the supervised objective refuses values above 1).
     pub accum_steps: usize,
-    /// Forward and backward the student one crop group at a time (each global view alone, then
-    /// the local crops), with the teacher targets computed once: the DINO loss is a sum over
+    /// Forward and backward the student one crop group at a time (one view of B crops at a time:
+    /// global view 1, global view 2, then each local view), with the teacher targets computed once: the DINO loss is a sum over
     /// (teacher view, student view) pairs, so each group's terms are back-propagated as soon as
     /// its forward is done and only one group's activations are alive: lower peak memory, the
     /// same gradient as the joint backward up to float rounding (stochastic-depth masks are

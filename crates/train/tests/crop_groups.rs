@@ -1,10 +1,10 @@
 //! `optim.backward_per_crop_group` (issue #17): forwarding and back-propagating the student one
-//! crop group at a time (each of the 2 global views alone, then the 6 local crops) gives the
+//! crop group at a time (one view of B crops at a time: 2 global and 6 local views) gives the
 //! joint backward's gradients, loss and center. Stochastic depth is off: it draws its masks per
 //! forward, so with it the groups' masks differ from the joint forward's (same distribution).
 //!
-//! Tolerance: the per-group step sums each parameter's gradient over three backward passes
-//! instead of one, and runs the head on each group's rows instead of all rows at once, so float
+//! Tolerance: the per-group step sums each parameter's gradient over eight backward passes
+//! (one per view) instead of one, and runs the head on each group's rows instead of all rows at once, so float
 //! rounding differs. We require every gradient within 1e-6 absolute, or within 1e-6 relative to
 //! the largest element of that gradient where that element exceeds 1 (`--nocapture` prints the
 //! measured worst), and the logged loss equal to 1e-6 relative.
