@@ -69,6 +69,10 @@ pub struct LossOutput {
     pub stats: LossStats,
 }
 
+/// One term of the DINO loss: ((teacher view j, student view v), the scalar batch mean of
+/// `−Σ_k t_j[k] · s_v[k]`).
+pub type PairTerm = ((usize, usize), Tensor);
+
 /// The teacher side of one loss evaluation ([`DinoLoss::targets`]): the centred, sharpened
 /// teacher logits and their softmax `[2·B, K]` (Float, detached), split per global view.
 #[derive(Debug)]
@@ -281,7 +285,7 @@ impl DinoLoss {
         student: &Tensor,
         first_view: usize,
         targets: &TeacherTargets,
-    ) -> Result<Vec<((usize, usize), Tensor)>, LossError> {
+    ) -> Result<Vec<PairTerm>, LossError> {
         let (b, k) = (targets.batch, self.out_dim as i64);
         let s = student.size();
         let n_views = if s.len() == 2 && s[1] == k && s[0] > 0 && s[0] % b == 0 {
