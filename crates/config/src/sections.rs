@@ -354,8 +354,30 @@ impl std::fmt::Display for OptimizerKind {
 pub struct OptimConfig {
     /// `adamw`, `sgd` or `lars` (see [`OptimizerKind`]; official `--optimizer adamw`).
     pub optimizer: OptimizerKind,
-    /// Images per step on this process (official `--batch_size_per_gpu 64`).
+    /// Images per micro-batch on this process: what the data loader produces and one
+    /// forward/backward takes (official `--batch_size_per_gpu 64`). An optimizer step sees
+    /// `batch_size · accum_steps · world_size` images (the effective batch, which the lr rule
+    /// uses).
     pub batch_size: usize,
+    /// Gradient accumulation: micro-batches per optimizer step (≥ 1; 1 = none, official).
+    /// A step over `accum_steps` micro-batches equals one step on the `accum_steps`-times larger
+    /// batch: each micro-batch's loss is scaled by `1 / accum_steps`, every micro-batch of a
+    /// window uses the same center and the center is updated once from all of them, and clipping,
+    /// the optimizer, the EMA, the logged record and checkpoints happen once per optimizer step.
+    /// Schedules count optimizer steps: an epoch has `⌊micro-batches / accum_steps⌋` of them and
+    /// its last `micro-batches mod accum_steps` micro-batches are not used (as `drop_last`).
+    /// Checkpoints are taken at optimizer-step boundaries only; `--max-steps` counts optimizer
+    /// steps. DINO only (the supervised objective refuses values above 1).
+    pub accum_steps: usize,
+    /// Forward and backward the student one crop group at a time (one view of B crops at a time:
+    /// global view 1, global view 2, then each local view), with the teacher targets computed once: the DINO loss is a sum over
+    /// (teacher view, student view) pairs, so each group's terms are back-propagated as soon as
+    /// its forward is done and only one group's activations are alive: lower peak memory, the
+    /// same gradient as the joint backward up to float rounding (stochastic-depth masks are
+    /// drawn per forward, so with `model.drop_path_rate > 0` they differ from the joint
+    /// forward's, with the same distribution). DINO only, and not with `head.use_bn`; false:
+    /// one joint backward (official).
+    pub backward_per_crop_group: bool,
     /// Training epochs (official `--epochs 100`).
     pub epochs: usize,
     /// Peak learning rate at batch 256; the rate used is `lr * global_batch / 256`
@@ -383,9 +405,15 @@ pub struct OptimConfig {
 }
 
 impl OptimConfig {
-    /// `lr * batch_size / 256` for one process (the linear scaling rule of `main_dino.py`).
+    /// `lr * batch_size * accum_steps / 256` for one process (the linear scaling rule of
+    /// `main_dino.py` on the batch of one optimizer step).
     pub fn scaled_lr(&self) -> f64 {
-        self.lr * self.batch_size as f64 / 256.0
+        self.lr * self.step_batch_size() as f64 / 256.0
+    }
+
+    /// Images per optimizer step on this process: `batch_size · accum_steps`.
+    pub fn step_batch_size(&self) -> usize {
+        self.batch_size * self.accum_steps
     }
 }
 
@@ -393,6 +421,8 @@ impl Default for OptimConfig {
     fn default() -> Self {
         Self {
             batch_size: 64,
+            accum_steps: 1,
+            backward_per_crop_group: false,
             epochs: 100,
             lr: 0.0005,
             min_lr: 1e-6,

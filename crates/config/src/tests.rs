@@ -58,6 +58,9 @@ fn defaults_equal_the_official_dino_values() {
 
     let o = &c.optim;
     assert_eq!(o.batch_size, 64); // MD --batch_size_per_gpu 64
+    assert_eq!(o.accum_steps, 1); // MD: no accumulation, one step per batch
+    assert_eq!(o.step_batch_size(), 64);
+    assert!(!o.backward_per_crop_group); // MD: one joint loss.backward()
     assert_eq!(o.epochs, 100); // MD --epochs 100
     assert_eq!(o.lr, 0.0005); // MD --lr 0.0005 (at batch 256)
     assert_eq!(o.scaled_lr(), 0.0005 * 64.0 / 256.0); // MD lr * batch_size / 256
@@ -253,6 +256,30 @@ fn malformed_configs_name_the_key() {
             "labeled dataset",
         ),
         ("", &["optim.clip_grad=-1"], "optim.clip_grad", ">= 0"),
+        (
+            "",
+            &["optim.accum_steps=0"],
+            "optim.accum_steps",
+            "at least 1",
+        ),
+        (
+            "",
+            &["optim.backward_per_crop_group=true", "head.use_bn=true"],
+            "optim.backward_per_crop_group",
+            "head.use_bn",
+        ),
+        (
+            "[method]\nobjective = \"supervised\"\n",
+            &["optim.accum_steps=2"],
+            "optim.accum_steps",
+            "dino",
+        ),
+        (
+            "[method]\nobjective = \"supervised\"\n",
+            &["optim.backward_per_crop_group=true"],
+            "optim.backward_per_crop_group",
+            "dino",
+        ),
         (
             "",
             &["optim.batch_size=many"],

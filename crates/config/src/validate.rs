@@ -321,6 +321,37 @@ pub(crate) fn validate(c: &Config) -> R {
     // [optim]
     let o = &c.optim;
     nonzero("optim.batch_size", o.batch_size)?;
+    nonzero("optim.accum_steps", o.accum_steps)?;
+    // The head runs once per crop group then; with BatchNorm its statistics would be each
+    // group's instead of all crops' (the backbone already runs per resolution group).
+    if o.backward_per_crop_group && c.head.use_bn {
+        return Err(ConfigError::invalid(
+            "optim.backward_per_crop_group",
+            "needs head.use_bn = false: the head's BatchNorm normalises over all crops of a \
+             step, which a per-group forward does not see together",
+        ));
+    }
+    // Both are DINO step features (the center, the teacher targets, the crop groups); the
+    // supervised baseline is a comparison run, kept to one plain step.
+    if c.method.objective == Objective::Supervised {
+        if o.accum_steps > 1 {
+            return Err(ConfigError::invalid(
+                "optim.accum_steps",
+                format!(
+                    "gradient accumulation is implemented for method.objective = \"dino\" only; \
+                     the supervised objective needs 1, got {}",
+                    o.accum_steps
+                ),
+            ));
+        }
+        if o.backward_per_crop_group {
+            return Err(ConfigError::invalid(
+                "optim.backward_per_crop_group",
+                "is a DINO loss feature (method.objective = \"dino\"); the supervised \
+                 objective needs false",
+            ));
+        }
+    }
     nonzero("optim.epochs", o.epochs)?;
     positive("optim.lr", o.lr)?;
     non_negative("optim.min_lr", o.min_lr)?;

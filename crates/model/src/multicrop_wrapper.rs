@@ -51,30 +51,42 @@ impl MultiCropWrapper {
             return Err(ModelError::BadCrops("no crops".into()));
         }
         let mut feats = Vec::new();
-        let mut start = 0;
-        while start < crops.len() {
-            let hw = |t: &Tensor| {
-                let s = t.size();
-                (s.len() == 4).then(|| (s[2], s[3]))
-            };
-            let key = hw(&crops[start]);
-            let mut end = start + 1;
-            while end < crops.len() && key.is_some() && hw(&crops[end]) == key {
-                end += 1;
-            }
-            let group = if end - start == 1 {
-                crops[start].shallow_clone()
+        for group in Self::resolution_groups(crops) {
+            let group = if group.len() == 1 {
+                crops[group.start].shallow_clone()
             } else {
-                Tensor::f_cat(&crops[start..end], 0)?
+                Tensor::f_cat(&crops[group], 0)?
             };
             feats.push(self.backbone.forward_t(&group, train)?);
-            start = end;
         }
         Ok(if feats.len() == 1 {
             feats.pop().expect("one group")
         } else {
             Tensor::f_cat(&feats, 0)?
         })
+    }
+
+    /// The runs of consecutive crop tensors of equal height and width, as index ranges into
+    /// `crops`, in order: the groups [`MultiCropWrapper::backbone_features`] passes through the
+    /// backbone together (a tensor that is not `[B, 3, H, W]` forms a group of its own). The
+    /// data loader's crops `[globals, locals]` give two groups.
+    pub fn resolution_groups(crops: &[Tensor]) -> Vec<std::ops::Range<usize>> {
+        let hw = |t: &Tensor| {
+            let s = t.size();
+            (s.len() == 4).then(|| (s[2], s[3]))
+        };
+        let mut groups = Vec::new();
+        let mut start = 0;
+        while start < crops.len() {
+            let key = hw(&crops[start]);
+            let mut end = start + 1;
+            while end < crops.len() && key.is_some() && hw(&crops[end]) == key {
+                end += 1;
+            }
+            groups.push(start..end);
+            start = end;
+        }
+        groups
     }
 
     /// Head logits `[ΣB, K]` of all crops, in input order: the backbone once per group of

@@ -13,6 +13,7 @@
 //! `benches/dino_step_torch.py` times the same step in PyTorch (eager and `torch.compile`) and
 //! `benches/train_step_compare.py` runs both back to back and prints one table.
 
+use crate::accumulation::Window;
 use crate::distributed::Dist;
 use crate::method::DinoMethod;
 use crate::runtime::apply_threads;
@@ -84,8 +85,14 @@ pub struct TrainBenchReport {
     pub vit: [usize; 3],
     /// `model.patch_size`.
     pub patch_size: usize,
-    /// Images per step (`optim.batch_size`).
+    /// Images per micro-batch (`optim.batch_size`).
     pub batch_size: usize,
+    /// Micro-batches per optimizer step (`optim.accum_steps`); a timed step is one optimizer
+    /// step.
+    pub accum_steps: usize,
+    /// `optim.backward_per_crop_group`: the student forwarded and back-propagated one crop
+    /// resolution group at a time.
+    pub backward_per_crop_group: bool,
     /// `[2, global_size]`: the global crops per image and their side in pixels.
     pub global_crops: [usize; 2],
     /// `[local_crops_number, local_size]`.
@@ -106,6 +113,14 @@ pub struct TrainBenchReport {
     pub torch_threads: usize,
     /// The last timed step's loss (a finite number says the step really ran).
     pub last_loss: f64,
+    /// Resident memory of this process (MiB) once the networks, optimizer and input were built,
+    /// before the first step (`VmRSS`; Linux only, else null).
+    pub rss_before_mib: Option<f64>,
+    /// Peak resident memory of this process (MiB) over its whole life (`VmHWM`, the kernel's
+    /// high-water mark, as `getrusage`'s `ru_maxrss`; Linux only). Minus `rss_before_mib`: what
+    /// the steps added at their peak (activations, gradients, optimizer state). Run one setting
+    /// per process.
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// Runs `opts.warmup + opts.steps` DINO steps of `cfg` on `cfg.runtime.device` and times the
@@ -155,26 +170,39 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
 
     let mut times = Vec::with_capacity(opts.steps);
     let (mut wait_s, mut last_loss) = (0.0, f64::NAN);
+    let accum = cfg.optim.accum_steps.max(1);
+    let rss_before = memory::current_rss_bytes();
     for i in 0..total {
         let t0 = Instant::now();
         let step = i % niter;
-        let stats = match (&fixed, &loader) {
-            (Some(crops), _) => {
-                method.forward_backward_crops(crops, (epoch, step), epoch * niter + step, &dist)?
-            }
-            (None, Some(loader)) => {
-                let batch = loader
-                    .recv()
-                    .context("the loader ended before the bench's steps were done")?
-                    .context("data loader")?;
-                if i >= opts.warmup {
-                    wait_s += t0.elapsed().as_secs_f64();
+        let it = epoch * niter + step;
+        // One optimizer step: `optim.accum_steps` micro-batches (the same fixed crops each time
+        // for synthetic input).
+        let mut losses = Vec::with_capacity(accum);
+        for index in 0..accum {
+            let window = Window { index, len: accum };
+            let micro = (epoch, step * accum + index);
+            let stats = match (&fixed, &loader) {
+                (Some(crops), _) => {
+                    method.forward_backward_crops(crops, micro, it, window, &dist)?
                 }
-                let crops = method.input_crops(&batch)?;
-                method.forward_backward_crops(&crops, (epoch, step), epoch * niter + step, &dist)?
-            }
-            (None, None) => unreachable!("one input is always set"),
-        };
+                (None, Some(loader)) => {
+                    let t_wait = Instant::now();
+                    let batch = loader
+                        .recv()
+                        .context("the loader ended before the bench's steps were done")?
+                        .context("data loader")?;
+                    if i >= opts.warmup {
+                        wait_s += t_wait.elapsed().as_secs_f64();
+                    }
+                    let crops = method.input_crops(&batch)?;
+                    method.forward_backward_crops(&crops, micro, it, window, &dist)?
+                }
+                (None, None) => unreachable!("one input is always set"),
+            };
+            losses.push(stats.loss);
+        }
+        let loss = crate::accumulation::mean(losses);
         let sv = schedules
             .at(epoch * niter + step)
             .context("bench step past the schedules")?;
@@ -183,7 +211,7 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         synchronize(device);
         if i >= opts.warmup {
             times.push(t0.elapsed().as_secs_f64());
-            last_loss = stats.loss;
+            last_loss = loss;
         }
     }
 
@@ -205,7 +233,9 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         out_dim: cfg.head.out_dim,
         warmup: opts.warmup,
         steps: opts.steps,
-        images_per_s: (opts.steps * cfg.optim.batch_size) as f64 / wall,
+        accum_steps: accum,
+        backward_per_crop_group: cfg.optim.backward_per_crop_group,
+        images_per_s: (opts.steps * cfg.optim.batch_size * accum) as f64 / wall,
         step_ms: StepMillis {
             median: sorted[sorted.len() / 2] * 1e3,
             mean: wall / times.len() as f64 * 1e3,
@@ -214,6 +244,8 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         data_wait_fraction: wait_s / wall,
         torch_threads: threads.torch,
         last_loss,
+        rss_before_mib: rss_before.map(mib),
+        peak_rss_mib: memory::peak_rss_bytes().map(mib),
     })
 }
 
@@ -233,6 +265,37 @@ fn synthetic_batch(cfg: &Config) -> MultiCropBatch {
     rng.fill_bytes(&mut batch.globals);
     rng.fill_bytes(&mut batch.locals);
     batch
+}
+
+/// Bytes → MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// This process's resident memory from `/proc/self/status` (Linux).
+mod memory {
+    /// The `kB` value of `field` (e.g. `VmRSS:`) in `/proc/self/status`, in bytes.
+    fn status_bytes(field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        let kb: u64 = line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    }
+
+    /// Resident set size now.
+    pub(super) fn current_rss_bytes() -> Option<u64> {
+        status_bytes("VmRSS:")
+    }
+
+    /// Peak resident set size of the process so far (high-water mark).
+    pub(super) fn peak_rss_bytes() -> Option<u64> {
+        status_bytes("VmHWM:")
+    }
 }
 
 /// Waits for the device's queued work (CUDA kernels are asynchronous; CPU ops are not).

@@ -84,12 +84,14 @@ pub struct CheckpointMeta {
     /// Epoch to resume in (0-based). After a completed epoch `e` this is `e + 1`, as the
     /// official `epoch + 1` in `checkpoint.pth`.
     pub epoch: usize,
-    /// Iterations already done within `epoch` (0 at an epoch boundary).
+    /// Optimizer steps already done within `epoch` (0 at an epoch boundary); with
+    /// `optim.accum_steps` = N each is N micro-batches, and checkpoints are written at step
+    /// boundaries only.
     pub step_in_epoch: usize,
     /// Global iteration to resume at, `epoch * niter_per_epoch + step_in_epoch` (schedule index).
     pub global_iter: usize,
     /// Samples of `epoch` already consumed by the data loader over all ranks (its resume
-    /// position): `step_in_epoch · batch_size · world_size`.
+    /// position): `step_in_epoch · batch_size · accum_steps · world_size`.
     pub data_position: u64,
     /// Processes that trained the run (1 for checkpoints written before multi-process runs).
     #[serde(default = "one")]

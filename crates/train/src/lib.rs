@@ -28,6 +28,7 @@
 //! `dino train` runs [`trainer::train`]; see `docs/ARCHITECTURE.md` for where each concept of
 //! the paper lives.
 
+pub mod accumulation;
 pub mod bench;
 pub mod checkpoint;
 pub mod collapse;

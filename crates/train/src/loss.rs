@@ -69,6 +69,29 @@ pub struct LossOutput {
     pub stats: LossStats,
 }
 
+/// One term of the DINO loss: ((teacher view j, student view v), the scalar batch mean of
+/// `−Σ_k t_j[k] · s_v[k]`).
+pub type PairTerm = ((usize, usize), Tensor);
+
+/// The teacher side of one loss evaluation ([`DinoLoss::targets`]): the centred, sharpened
+/// teacher logits and their softmax `[2·B, K]` (Float, detached), split per global view.
+#[derive(Debug)]
+pub struct TeacherTargets {
+    logits: Tensor,
+    probs: Tensor,
+    views: Vec<Tensor>,
+    center: Tensor,
+    temp: f64,
+    batch: i64,
+}
+
+impl TeacherTargets {
+    /// Images per view, B.
+    pub fn batch(&self) -> i64 {
+        self.batch
+    }
+}
+
 /// DINO loss with its center buffer and teacher-temperature schedule.
 #[derive(Debug)]
 pub struct DinoLoss {
@@ -202,28 +225,95 @@ impl DinoLoss {
         epoch: usize,
     ) -> Result<LossOutput, LossError> {
         self.check_shapes(student, teacher)?;
+        let targets = self.targets(teacher, epoch)?;
+        let terms = self.pair_terms(student, 0, &targets)?;
+        let loss = self.combine(terms.into_iter().map(|(_, t)| t))?;
+        let stats = self.stats(&loss, &targets)?;
+        Ok(LossOutput { loss, stats })
+    }
+
+    /// The teacher side of the loss, computed once per batch from the raw teacher logits
+    /// `[2·B, K]` with the current center and the teacher temperature of `epoch`: the centred,
+    /// sharpened distribution of each global view (detached). [`DinoLoss::pair_terms`] takes
+    /// the student side, whole or one crop group at a time.
+    ///
+    /// # Errors
+    /// A teacher shape other than `[2·B, K]`, an epoch past the schedule, libtorch errors.
+    pub fn targets(&self, teacher: &Tensor, epoch: usize) -> Result<TeacherTargets, LossError> {
+        let k = self.out_dim as i64;
+        let t = teacher.size();
+        if t.len() != 2 || t[1] != k || t[0] == 0 || t[0] % 2 != 0 {
+            return Err(LossError::Shape {
+                what: "teacher logits",
+                expected: format!("[2·B, {k}] with B > 0"),
+                got: t,
+            });
+        }
         let temp = self.teacher_temp(epoch)?;
-        let student = student.f_to_kind(Kind::Float)?;
         let center = self.center.f_to_device(teacher.device())?;
-        // log_softmax is row-wise, so taking it once before chunking equals the official
-        // per-pair `F.log_softmax(student_out[v])`.
-        let student_logp = student
-            .f_div_scalar(self.student_temp)?
-            .f_log_softmax(-1, Kind::Float)?;
-        let student_views = student_logp.f_chunk(self.n_crops as i64, 0)?;
-        let teacher_logits = tch::no_grad(|| {
+        let logits = tch::no_grad(|| {
             teacher
                 .f_to_kind(Kind::Float)?
                 .f_sub(&center)?
                 .f_div_scalar(temp)
         })?;
-        let teacher_probs = teacher_logits.f_softmax(-1, Kind::Float)?.f_detach()?;
-        let teacher_views = teacher_probs.f_chunk(2, 0)?;
+        let probs = logits.f_softmax(-1, Kind::Float)?.f_detach()?;
+        let views = probs.f_chunk(2, 0)?;
+        Ok(TeacherTargets {
+            logits,
+            probs,
+            views,
+            center,
+            temp,
+            batch: t[0] / 2,
+        })
+    }
 
-        let mut total: Option<Tensor> = None;
-        let mut n_terms = 0usize;
-        for (j, q) in teacher_views.iter().enumerate() {
-            for (v, s) in student_views.iter().enumerate() {
+    /// The loss terms of the student views `first_view ..` held in `student` (`[n·B, K]` raw
+    /// head outputs of n consecutive views, view-major), against every *other* teacher view:
+    /// `((j, v), batch mean of −Σ_k t_j[k] · log_softmax(s_v / τ_s)[k])`, in the order of the
+    /// official double loop (j outer, v inner). Terms of all views, divided by
+    /// [`DinoLoss::n_loss_terms`], make the loss; the student side of each term depends on its
+    /// view only, so a crop group's terms can be back-propagated before the next group's
+    /// forward.
+    ///
+    /// # Errors
+    /// A student tensor that is not whole views of B rows, or that runs past `n_crops` views;
+    /// libtorch errors.
+    pub fn pair_terms(
+        &self,
+        student: &Tensor,
+        first_view: usize,
+        targets: &TeacherTargets,
+    ) -> Result<Vec<PairTerm>, LossError> {
+        let (b, k) = (targets.batch, self.out_dim as i64);
+        let s = student.size();
+        let n_views = if s.len() == 2 && s[1] == k && s[0] > 0 && s[0] % b == 0 {
+            (s[0] / b) as usize
+        } else {
+            0
+        };
+        if n_views == 0 || first_view + n_views > self.n_crops {
+            return Err(LossError::Shape {
+                what: "student logits",
+                expected: format!(
+                    "[n·{b}, {k}]: whole views {first_view}.. of the {} crops",
+                    self.n_crops
+                ),
+                got: s,
+            });
+        }
+        let student = student.f_to_kind(Kind::Float)?;
+        // log_softmax is row-wise, so taking it once before chunking equals the official
+        // per-pair `F.log_softmax(student_out[v])`.
+        let student_logp = student
+            .f_div_scalar(self.student_temp)?
+            .f_log_softmax(-1, Kind::Float)?;
+        let student_views = student_logp.f_chunk(n_views as i64, 0)?;
+        let mut terms = Vec::new();
+        for (j, q) in targets.views.iter().enumerate() {
+            for (i, s) in student_views.iter().enumerate() {
+                let v = first_view + i;
                 if v == j {
                     continue;
                 }
@@ -232,20 +322,41 @@ impl DinoLoss {
                     .f_mul(s)?
                     .f_sum_dim_intlist(-1, false, Kind::Float)?
                     .f_mean(Kind::Float)?;
-                total = Some(match total {
-                    None => term,
-                    Some(t) => t.f_add(&term)?,
-                });
-                n_terms += 1;
+                terms.push(((j, v), term));
             }
         }
-        let loss = total
-            .ok_or_else(|| LossError::Invalid("no loss terms".into()))?
-            .f_div_scalar(n_terms as f64)?;
+        Ok(terms)
+    }
 
+    /// The loss from its terms: their sum, in the given order, over [`DinoLoss::n_loss_terms`]
+    /// (official `total_loss /= n_loss_terms`). Given the terms of all views in the official
+    /// order, it is the joint loss bit for bit.
+    ///
+    /// # Errors
+    /// No terms; libtorch errors.
+    pub fn combine(&self, terms: impl IntoIterator<Item = Tensor>) -> Result<Tensor, LossError> {
+        let mut total: Option<Tensor> = None;
+        for term in terms {
+            total = Some(match total {
+                None => term,
+                Some(t) => t.f_add(&term)?,
+            });
+        }
+        Ok(total
+            .ok_or_else(|| LossError::Invalid("no loss terms".into()))?
+            .f_div_scalar(self.n_loss_terms() as f64)?)
+    }
+
+    /// The diagnostics of a loss value `loss` (scalar) computed against `targets` (one host
+    /// sync).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn stats(&self, loss: &Tensor, targets: &TeacherTargets) -> Result<LossStats, LossError> {
         let stats = tch::no_grad(|| -> Result<LossStats, TchError> {
+            let teacher_probs = &targets.probs;
             let rows = teacher_probs.size()[0] as f64;
-            let teacher_logp = teacher_logits.f_log_softmax(-1, Kind::Float)?;
+            let teacher_logp = targets.logits.f_log_softmax(-1, Kind::Float)?;
             let entropy = teacher_probs
                 .f_mul(&teacher_logp)?
                 .f_sum(Kind::Float)?
@@ -256,7 +367,7 @@ impl DinoLoss {
                 .f_mul(&mean_p.f_clamp_min(f64::MIN_POSITIVE)?.f_log()?)?
                 .f_sum(Kind::Float)?
                 .f_neg()?;
-            let center_norm = center.f_norm()?;
+            let center_norm = targets.center.f_norm()?;
             let all = Tensor::f_stack(&[loss.f_detach()?, entropy, mean_entropy, center_norm], 0)?
                 .f_to_kind(Kind::Double)?
                 .f_to_device(Device::Cpu)?;
@@ -267,10 +378,10 @@ impl DinoLoss {
                 kl: v[0] - v[1],
                 teacher_mean_entropy: v[2],
                 center_norm: v[3],
-                teacher_temp: temp,
+                teacher_temp: targets.temp,
             })
         })?;
-        Ok(LossOutput { loss, stats })
+        Ok(stats)
     }
 
     /// Mean of the raw (uncentred) teacher logits over all `2·B` rows, `[1, K]` Float, no grad.

@@ -9,6 +9,7 @@
 //! Data parallel: [`Dist`] hooks average the center and the gradients across processes inside
 //! these calls (see [`crate::distributed`]); with one process they do nothing.
 
+use crate::accumulation::Window;
 use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
 use crate::distributed::Dist;
 use crate::grad_scaler::{GradScaler, ScalerOptions};
@@ -47,6 +48,9 @@ pub struct DinoMethod {
     clip_grad: f64,
     freeze_last_layer: usize,
     freeze_backbone_epochs: usize,
+    per_crop_group: bool,
+    /// Sum of the batch centers of the current accumulation window's micro-batches.
+    center_sum: Option<Tensor>,
 }
 
 impl DinoMethod {
@@ -106,6 +110,8 @@ impl DinoMethod {
             clip_grad: cfg.optim.clip_grad,
             freeze_last_layer: cfg.schedule.freeze_last_layer,
             freeze_backbone_epochs: cfg.schedule.freeze_backbone_epochs,
+            per_crop_group: cfg.optim.backward_per_crop_group,
+            center_sum: None,
         })
     }
 
@@ -155,13 +161,15 @@ impl DinoMethod {
 
     /// The first half of a step at global iteration `it` (official `train_one_epoch` up to
     /// `loss.backward()`): teacher forward on the 2 global crops without gradient, student
-    /// forward on all crops, the loss against the current center, the center update (averaged
-    /// across ranks), then `zero_grad` and backward, with the gradients averaged across ranks.
-    /// Returns the loss of the global batch (the mean over ranks, which every rank logs and
-    /// checks) and the teacher diagnostics.
+    /// forward on all crops, the loss against the current center, then backward, with
+    /// `zero_grad` before the first micro-batch of the accumulation `window` and, after its
+    /// last, the center update and the gradients averaged across ranks
+    /// ([`crate::accumulation`]; [`Window::SINGLE`] is the official step). Returns the loss of
+    /// this micro-batch over all ranks (the mean over ranks, which every rank logs and checks)
+    /// and the teacher diagnostics.
     ///
-    /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`, `it`, rank),
-    /// so a resumed run draws the masks an uninterrupted one draws.
+    /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`,
+    /// micro-batch index, rank), so a resumed run draws the masks an uninterrupted one draws.
     ///
     /// # Errors
     /// A non-finite loss ([`crate::metrics::NonFiniteLoss`], before backward, so no gradient
@@ -170,11 +178,12 @@ impl DinoMethod {
         &mut self,
         batch: &MultiCropBatch,
         it: usize,
+        window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
         let crops = self.input_crops(batch)?;
         let position = (batch.epoch as usize, batch.step as usize);
-        self.forward_backward_crops(&crops, position, it, dist)
+        self.forward_backward_crops(&crops, position, it, window, dist)
     }
 
     /// The crops of `batch` as the networks take them: normalized float on the device (official
@@ -194,8 +203,17 @@ impl DinoMethod {
     }
 
     /// [`Self::forward_backward`] on crops already on the device ([`Self::input_crops`]):
-    /// `crops[0]` the globals (the teacher's input), `position` = (epoch, step in epoch).
-    /// `dino bench train` times this on fixed crops to measure the step without the loader.
+    /// `crops[0]` the globals (the teacher's input), `position` = (epoch, micro-batch in
+    /// epoch), used in messages. `dino bench train` times this on fixed crops to measure the
+    /// step without the loader.
+    ///
+    /// With `optim.backward_per_crop_group` the student runs one crop group at a time (one
+    /// view of B crops at a time: `student_crop_groups`), each group's loss
+    /// terms back-propagated before the next group's forward, against teacher targets computed
+    /// once; the logged loss is combined from the same terms in the joint loss's order.
+    /// Stochastic depth draws its masks per forward, so with `model.drop_path_rate > 0` they
+    /// differ from the joint forward's (the same distribution: independent per sample and
+    /// block); without it the gradients equal the joint ones up to float rounding.
     ///
     /// # Errors
     /// As [`Self::forward_backward`].
@@ -204,12 +222,13 @@ impl DinoMethod {
         crops: &[Tensor],
         (epoch, step): (usize, usize),
         it: usize,
+        window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
         let Some(globals) = crops.first().map(Tensor::shallow_clone) else {
             anyhow::bail!("no crops: the teacher needs the global crops first");
         };
-        seed_iteration(self.seed, it, dist.rank);
+        seed_iteration(self.seed, window.micro_index(it), dist.rank);
         let (precision, device) = (self.precision, self.device);
         // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
         // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32.
@@ -219,30 +238,117 @@ impl DinoMethod {
             })
         })?
         .to_kind(Kind::Float);
+        if window.is_first() {
+            self.optimizer.zero_grad();
+        }
+        let stats = if self.per_crop_group {
+            self.student_backward_per_group(crops, &teacher_out, (epoch, step), window, dist)?
+        } else {
+            self.student_backward_joint(crops, &teacher_out, (epoch, step), window, dist)?
+        };
+        // Official update_center: all-reduce of the teacher logits' sum / (2 · global batch),
+        // i.e. the mean over ranks of each rank's mean (equal per-rank batches); with
+        // accumulation the mean over the window's micro-batches too, once at its end.
+        let batch_center = DinoLoss::batch_center(&teacher_out)?;
+        self.center_sum = Some(match self.center_sum.take() {
+            None => batch_center,
+            Some(sum) => sum.f_add(&batch_center)?,
+        });
+        if window.is_last() {
+            if let Some(mut center) = self.center_sum.take() {
+                if window.len > 1 {
+                    center = center.f_div_scalar(window.len as f64)?;
+                }
+                dist.average(&mut center)?;
+                self.loss.update_center(&center)?;
+            }
+            // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
+            if dist.world_size > 1 {
+                dist.average_grads(&mut self.optimizer.grads()?)?;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The student on all crops at once, the loss, one backward (the official step).
+    fn student_backward_joint(
+        &mut self,
+        crops: &[Tensor],
+        teacher_out: &Tensor,
+        (epoch, step): (usize, usize),
+        window: Window,
+        dist: &Dist,
+    ) -> anyhow::Result<LossStats> {
+        let (precision, device) = (self.precision, self.device);
         let student_out =
             with_precision(precision, device, || self.student.forward_t(crops, true))?
                 .to_kind(Kind::Float);
-        let mut out = self.loss.forward(&student_out, &teacher_out, epoch)?;
-        // Official update_center: all-reduce of the teacher logits' sum / (2 · global batch),
-        // i.e. the mean over ranks of each rank's mean (equal per-rank batches).
-        let mut batch_center = DinoLoss::batch_center(&teacher_out)?;
-        dist.average(&mut batch_center)?;
-        self.loss.update_center(&batch_center)?;
+        let mut out = self.loss.forward(&student_out, teacher_out, epoch)?;
         // Every rank logs, checks and stops on the loss of the global batch.
         out.stats.loss = dist.mean_scalar(out.stats.loss)?;
         check_finite(out.stats.loss, epoch, step)?;
+        self.backward(&out.loss, window)?;
+        Ok(out.stats)
+    }
 
-        self.optimizer.zero_grad();
+    /// The student one view at a time: forward, that view's loss terms (over
+    /// `n_loss_terms`), backward, so only one group's activations are alive. Each group's
+    /// partial loss is checked (mean over ranks) before its backward.
+    fn student_backward_per_group(
+        &mut self,
+        crops: &[Tensor],
+        teacher_out: &Tensor,
+        (epoch, step): (usize, usize),
+        window: Window,
+        dist: &Dist,
+    ) -> anyhow::Result<LossStats> {
+        let (precision, device) = (self.precision, self.device);
+        let targets = self.loss.targets(teacher_out, epoch)?;
+        let mut values: Vec<((usize, usize), Tensor)> = Vec::new();
+        let mut first_view = 0usize;
+        for view in student_crop_groups(crops, targets.batch())? {
+            let group_out =
+                with_precision(precision, device, || self.student.forward_t(&[view], true))?
+                    .to_kind(Kind::Float);
+            let terms = self.loss.pair_terms(&group_out, first_view, &targets)?;
+            first_view += (group_out.size()[0] / targets.batch()) as usize;
+            let mut partial_terms = Vec::with_capacity(terms.len());
+            for (pair, term) in terms {
+                values.push((pair, term.f_detach()?));
+                partial_terms.push(term);
+            }
+            if partial_terms.is_empty() {
+                continue;
+            }
+            let partial = self.loss.combine(partial_terms)?;
+            check_finite(dist.mean_scalar(partial.f_double_value(&[])?)?, epoch, step)?;
+            self.backward(&partial, window)?;
+        }
+        // The logged loss: the same terms summed in the joint loss's order (j outer, v inner).
+        values.sort_by_key(|&(pair, _)| pair);
+        let loss = self.loss.combine(values.into_iter().map(|(_, t)| t))?;
+        let mut stats = self.loss.stats(&loss, &targets)?;
+        stats.loss = dist.mean_scalar(stats.loss)?;
+        check_finite(stats.loss, epoch, step)?;
+        Ok(stats)
+    }
+
+    /// Backward of `loss` scaled by the window's `1 / accum_steps` (nothing for one
+    /// micro-batch) and, under fp16, by the loss scaler.
+    fn backward(&self, loss: &Tensor, window: Window) -> anyhow::Result<()> {
+        let scaled;
+        let loss = if window.len > 1 {
+            scaled = loss.f_mul_scalar(window.loss_scale())?;
+            &scaled
+        } else {
+            loss
+        };
         match &self.scaler {
             // Official fp16: fp16_scaler.scale(loss).backward().
-            Some(scaler) => scaler.scale_loss(&out.loss)?.f_backward()?,
-            None => out.loss.f_backward()?,
+            Some(scaler) => scaler.scale_loss(loss)?.f_backward()?,
+            None => loss.f_backward()?,
         }
-        // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
-        if dist.world_size > 1 {
-            dist.average_grads(&mut self.optimizer.grads()?)?;
-        }
-        Ok(out.stats)
+        Ok(())
     }
 
     /// The optimizer half of a step in `epoch`: per-parameter gradient clipping at
@@ -332,6 +438,20 @@ impl DinoMethod {
             .f_sub(&self.mean)?
             .f_div(&self.std)?)
     }
+}
+
+/// The student's crop groups of `optim.backward_per_crop_group`, in the joint forward's order:
+/// one view at a time (`[B, 3, H, W]`: global view 1, global view 2, then each local view),
+/// `batch` = B. Smaller groups than the resolution groups, because with fused attention the
+/// activations grow with the tokens, and the 2 global views (2·B·197 tokens at 224 px) and the
+/// ten 96-px local views (10·B·37) hold about as many: measured on ViT-S/16, splitting into
+/// the two resolution groups only lowered the step's peak 1.5x.
+fn student_crop_groups(crops: &[Tensor], batch: i64) -> anyhow::Result<Vec<Tensor>> {
+    let mut views = Vec::new();
+    for c in crops {
+        views.extend(c.f_split(batch, 0)?);
+    }
+    Ok(views)
 }
 
 /// Seeds libtorch's generator for iteration `it` of rank `rank`, so stochastic depth draws

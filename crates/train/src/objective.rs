@@ -3,6 +3,7 @@
 //! which picks one from `method.objective`. The loop ([`crate::trainer::train`]), the save
 //! policy, the run logger and its epoch hooks only ever hold a `dyn TrainMethod`.
 
+use crate::accumulation::{mean, Window};
 use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
 use crate::distributed::Dist;
 use crate::loss::LossStats;
@@ -24,18 +25,47 @@ pub struct StepStats {
     pub train_top1: Option<f64>,
 }
 
+impl StepStats {
+    /// The record of an optimizer step from its micro-batches' stats: the mean of each field
+    /// over the window (one micro-batch comes back unchanged). The loss is then the loss of the
+    /// window's images; `center_norm` and `teacher_temp` are the same in every micro-batch;
+    /// `teacher_mean_entropy` is a mean of the micro-batches' values (see
+    /// [`crate::accumulation`]).
+    pub fn window_mean(micro: &[StepStats]) -> StepStats {
+        let m = |f: fn(&StepStats) -> f64| mean(micro.iter().map(f));
+        StepStats {
+            loss: LossStats {
+                loss: m(|s| s.loss.loss),
+                teacher_entropy: m(|s| s.loss.teacher_entropy),
+                kl: m(|s| s.loss.kl),
+                teacher_mean_entropy: m(|s| s.loss.teacher_mean_entropy),
+                center_norm: m(|s| s.loss.center_norm),
+                teacher_temp: m(|s| s.loss.teacher_temp),
+            },
+            train_top1: micro
+                .iter()
+                .map(|s| s.train_top1)
+                .collect::<Option<Vec<f64>>>()
+                .map(mean),
+        }
+    }
+}
+
 /// One training objective: a step split as dinov2's `SSLMetaArch` splits it, its checkpoint
 /// contents, and the backbone the epoch hooks (online k-NN) evaluate.
 pub trait TrainMethod {
-    /// Loss and gradients of the step at global iteration `it` (averaged across ranks).
+    /// Loss and gradients of one micro-batch of the step at global iteration `it`, at
+    /// position `window` of its accumulation window (gradients accumulate over the window and
+    /// are averaged across ranks at its end; see [`crate::accumulation`]).
     ///
     /// # Errors
     /// A non-finite loss ([`crate::metrics::NonFiniteLoss`]), libtorch errors, a failed
-    /// collective.
+    /// collective; the supervised objective refuses a window of more than one micro-batch.
     fn forward_backward(
         &mut self,
         batch: &MultiCropBatch,
         it: usize,
+        window: Window,
         dist: &Dist,
     ) -> anyhow::Result<StepStats>;
 
@@ -115,10 +145,11 @@ impl TrainMethod for DinoMethod {
         &mut self,
         batch: &MultiCropBatch,
         it: usize,
+        window: Window,
         dist: &Dist,
     ) -> anyhow::Result<StepStats> {
         Ok(StepStats {
-            loss: DinoMethod::forward_backward(self, batch, it, dist)?,
+            loss: DinoMethod::forward_backward(self, batch, it, window, dist)?,
             train_top1: None,
         })
     }
@@ -164,8 +195,14 @@ impl TrainMethod for SupervisedMethod {
         &mut self,
         batch: &MultiCropBatch,
         it: usize,
+        window: Window,
         dist: &Dist,
     ) -> anyhow::Result<StepStats> {
+        // The config refuses optim.accum_steps > 1 for this objective (dino_config::validate).
+        anyhow::ensure!(
+            window.len == 1,
+            "optim.accum_steps: the supervised objective does not accumulate gradients"
+        );
         let s = SupervisedMethod::forward_backward(self, batch, it, dist)?;
         Ok(StepStats {
             loss: loss_stats(&s),

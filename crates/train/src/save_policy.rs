@@ -176,7 +176,8 @@ impl<'a> Checkpointer<'a> {
         let cfg = self.cfg;
         let mut meta = CheckpointMeta::new(cfg, epoch, step, epoch * self.policy.niter + step);
         meta.precision = method.precision().to_string();
-        meta.data_position = (step * cfg.optim.batch_size * self.world_size) as u64;
+        // Optimizer steps are whole accumulation windows: checkpoints sit at their boundaries.
+        meta.data_position = (step * cfg.optim.step_batch_size() * self.world_size) as u64;
         meta.world_size = self.world_size;
         meta.seed = cfg.runtime.seed;
         meta.versions

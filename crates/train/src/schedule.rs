@@ -120,7 +120,7 @@ pub fn teacher_temp_schedule(
 /// (teacher temperature by epoch), built as `train_dino` in `main_dino.py` does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedules {
-    /// Learning rate per iteration: cosine from `optim.lr * global_batch / 256` to
+    /// Learning rate per iteration: cosine from `optim.lr * effective_batch / 256` to
     /// `optim.min_lr`, with a linear warm-up from 0 over `schedule.warmup_epochs`.
     pub lr: Vec<f64>,
     /// Weight decay of the regularized group per iteration: cosine `optim.weight_decay` →
@@ -151,9 +151,12 @@ pub struct StepValues {
 }
 
 impl Schedules {
-    /// Builds the tables from the `optim`, `schedule` and `loss` sections.
-    /// `world_size` is the number of processes sharing an iteration (1 on one device); the
-    /// official linear scaling rule uses the global batch `optim.batch_size * world_size`.
+    /// Builds the tables from the `optim`, `schedule` and `loss` sections, one entry per
+    /// optimizer step (`niter_per_epoch` of them an epoch; with `optim.accum_steps` = N, an
+    /// optimizer step is N micro-batches, see [`crate::accumulation`]). `world_size` is the
+    /// number of processes sharing an iteration (1 on one device); the official linear scaling
+    /// rule uses the effective batch of one optimizer step,
+    /// `optim.batch_size * optim.accum_steps * world_size`.
     pub fn new(
         cfg: &Config,
         niter_per_epoch: usize,
@@ -166,8 +169,8 @@ impl Schedules {
                 niter_per_epoch,
             });
         }
-        let global_batch = (cfg.optim.batch_size * world_size.max(1)) as f64;
-        let base_lr = cfg.optim.lr * global_batch / 256.0;
+        let effective_batch = (cfg.optim.step_batch_size() * world_size.max(1)) as f64;
+        let base_lr = cfg.optim.lr * effective_batch / 256.0;
         Ok(Self {
             lr: cosine_scheduler(
                 base_lr,

@@ -7,10 +7,11 @@
 //! [`RunLogger`] → the [`Checkpointer`]'s save policy; at each epoch end the logger's summary,
 //! hooks (online k-NN) and curves. The setup helpers follow `train`.
 
+use crate::accumulation::{optimizer_steps, Window};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::distributed::Dist;
 use crate::metrics::{NonFiniteLoss, StepRecord, StepTiming};
-use crate::objective::{build_method, TrainMethod};
+use crate::objective::{build_method, StepStats, TrainMethod};
 use crate::online_knn::OnlineKnn;
 use crate::run_logger::{EpochHook, RunLogger};
 use crate::runtime::{apply_threads, Threads};
@@ -33,8 +34,8 @@ use tch::Device;
 pub struct TrainOptions {
     /// Continue from the latest checkpoint in `checkpoint.output_dir`.
     pub resume: bool,
-    /// Stop after this many iterations of this invocation (tests, smoke runs); the schedules
-    /// still span the configured epochs.
+    /// Stop after this many optimizer steps of this invocation (tests, smoke runs); the
+    /// schedules still span the configured epochs.
     pub max_steps: Option<usize>,
     /// Show an interactive progress bar (plain log lines when false or not a terminal).
     pub progress: bool,
@@ -120,7 +121,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             tracing::info!("{}", report.describe());
         }
     }
-    // The official lr rule uses the global batch: lr · batch_size_per_gpu · world_size / 256.
+    // The official lr rule uses the effective batch of an optimizer step:
+    // lr · batch_size_per_gpu · accum_steps · world_size / 256.
     let schedules = Schedules::new(cfg, niter, dist.world_size)?;
     let (mut epoch, mut step) =
         start_run(cfg, opts.resume, &out_dir, method.as_mut(), niter, &dist)?;
@@ -133,36 +135,63 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let (main, progress) = (dist.is_main(), opts.progress);
     let mut logger = RunLogger::open(cfg, &out_dir, niter, remaining, main, progress, hooks)?;
 
-    loop {
+    let accum = cfg.optim.accum_steps.max(1);
+    'steps: loop {
         if opts.max_steps.is_some_and(|m| logger.steps() >= m) {
             break;
         }
-        let t_wait = Instant::now();
-        let Some(msg) = loader.recv() else { break };
-        let wait = t_wait.elapsed();
-        let batch = msg.context("data loader")?;
+        // One optimizer step (official train_one_epoch): the loss and gradients of its
+        // `optim.accum_steps` micro-batches, then the update and the EMA teacher.
         let t_step = Instant::now();
-        (epoch, step) = (batch.epoch as usize, batch.step as usize);
-        let it = epoch * niter + step;
-        let sv = schedules.at(it).context("iteration past the schedules")?;
-
-        // One step (official train_one_epoch): loss and gradients, update, EMA teacher.
-        let stats = method
-            .forward_backward(&batch, it, &dist)
-            .map_err(|e| explain_stop(e, &out_dir, &dist))?;
+        let (mut wait, mut images) = (Duration::ZERO, 0usize);
+        let mut micro_stats = Vec::with_capacity(accum);
+        let mut sv = None;
+        while micro_stats.len() < accum {
+            let t_wait = Instant::now();
+            let Some(msg) = loader.recv() else {
+                break 'steps;
+            };
+            wait += t_wait.elapsed();
+            let batch = msg.context("data loader")?;
+            let micro = batch.step as usize;
+            // An epoch's last micro-batches that fill no whole window are not used
+            // (crate::accumulation; never with accum_steps = 1).
+            if micro >= niter * accum {
+                continue;
+            }
+            (epoch, step) = (batch.epoch as usize, micro / accum);
+            let window = Window {
+                index: micro % accum,
+                len: accum,
+            };
+            let it = epoch * niter + step;
+            sv = Some(schedules.at(it).context("iteration past the schedules")?);
+            let stats = method
+                .forward_backward(&batch, it, window, &dist)
+                .map_err(|e| explain_stop(e, &out_dir, &dist))?;
+            micro_stats.push(stats);
+            images += batch.batch_size;
+        }
+        let sv = sv.context("an optimizer step without micro-batches")?;
+        let stats = StepStats::window_mean(&micro_stats);
         let outcome = method.optimizer_step(sv.lr, sv.wd, epoch)?;
         method.update_teacher(sv.momentum)?;
 
         let timing = StepTiming {
-            images: batch.batch_size,
+            images,
             data_wait: wait,
-            total: t_step.elapsed() + wait,
+            total: t_step.elapsed(),
         };
         let record = StepRecord {
             loss_scale: outcome.loss_scale,
             skipped_step: outcome.loss_scale.map(|_| outcome.skipped),
             train_top1: stats.train_top1,
-            ..StepRecord::new((epoch, step, it), &sv, stats.loss, &timing)
+            ..StepRecord::new(
+                (epoch, step, epoch * niter + step),
+                &sv,
+                stats.loss,
+                &timing,
+            )
         };
         logger.log_step(record, &timing)?;
         checkpointer.after_step(method.as_ref(), epoch, step)?;
@@ -228,8 +257,8 @@ fn training_precision(cfg: &Config, device: Device, dist: &Dist) -> ComputePreci
 }
 
 /// The training set of this process: the dataset, its shard, the multi-crop transform (without
-/// local crops for the supervised objective), its number of classes, and the iterations per
-/// epoch.
+/// local crops for the supervised objective), its number of classes, and the optimizer steps
+/// per epoch.
 pub(crate) struct TrainData {
     dataset: Arc<dyn Dataset>,
     shard: Shard,
@@ -248,17 +277,19 @@ impl TrainData {
             open_configured(&cfg.data).with_context(|| format!("opening {}", cfg.data.path))?,
         );
         let shard = dist.shard();
-        let niter = batches_per_epoch(
+        let micro_batches = batches_per_epoch(
             shard.len(dataset.len(), cfg.data.drop_last),
             cfg.optim.batch_size,
             cfg.data.drop_last,
         ) as usize;
+        let niter = optimizer_steps(micro_batches, cfg.optim.accum_steps);
         anyhow::ensure!(
             niter > 0,
-            "data.path: {} samples give no full batch of optim.batch_size = {} per process ({} \
-             processes)",
+            "data.path: {} samples give no full batch of optim.batch_size = {} x \
+             optim.accum_steps = {} per process ({} processes)",
             dataset.len(),
             cfg.optim.batch_size,
+            cfg.optim.accum_steps,
             dist.world_size
         );
         let n_classes = dataset.classes().len();
@@ -288,7 +319,8 @@ impl TrainData {
         })
     }
 
-    /// The loader from resume position (`epoch`, `step`) to the last configured epoch.
+    /// The loader from resume position (`epoch`, optimizer step `step`) to the last configured
+    /// epoch: it starts at micro-batch `step · optim.accum_steps`.
     pub(crate) fn spawn_loader(
         self,
         cfg: &Config,
@@ -300,7 +332,7 @@ impl TrainData {
             self.transform,
             LoaderOptions {
                 epochs: epoch as u64..cfg.optim.epochs as u64,
-                start_step: step as u64,
+                start_step: (step * cfg.optim.accum_steps.max(1)) as u64,
                 shard: self.shard,
                 ..LoaderOptions::from_config(cfg)
             },
@@ -332,7 +364,14 @@ fn start_run(
         );
         method.restore(&ck)?;
         epoch = ck.meta.epoch;
-        step = resume_step(&ck.meta, cfg.optim.batch_size, dist, niter);
+        let saved_step_batch = ck.meta.config()?.optim.step_batch_size();
+        step = resume_step(
+            &ck.meta,
+            saved_step_batch,
+            cfg.optim.step_batch_size(),
+            dist,
+            niter,
+        );
         if dist.is_main() {
             tracing::info!(epoch, step, dir = %out_dir.display(), "resumed");
         }
@@ -373,23 +412,33 @@ fn explain_stop(e: anyhow::Error, out_dir: &Path, dist: &Dist) -> anyhow::Error 
     anyhow::anyhow!("{e}. {note}.")
 }
 
-/// The step within the resumed epoch for this run's world size: the checkpoint's position in
-/// samples over all ranks, divided by the new global batch. The same world size resumes exactly;
-/// another one continues from the last whole global batch at or before the saved position (a
-/// few images of that epoch may be seen twice or skipped: logged).
-fn resume_step(meta: &CheckpointMeta, batch_size: usize, dist: &Dist, niter: usize) -> usize {
+/// The optimizer step within the resumed epoch for this run's world size and images per
+/// process and step (`step_batch` = `optim.batch_size · optim.accum_steps`; `saved_step_batch`
+/// the checkpoint's): the checkpoint's position in samples over all ranks, divided by the new
+/// global batch. The same world size and step batch resume exactly; another one continues from
+/// the last whole global batch at or before the saved position (a few images of that epoch may
+/// be seen twice or skipped: logged).
+fn resume_step(
+    meta: &CheckpointMeta,
+    saved_step_batch: usize,
+    step_batch: usize,
+    dist: &Dist,
+    niter: usize,
+) -> usize {
     let world_size = dist.world_size;
-    if meta.world_size == world_size {
+    if meta.world_size == world_size && saved_step_batch == step_batch {
         return meta.step_in_epoch;
     }
-    let global_batch = (batch_size * world_size) as u64;
+    let global_batch = (step_batch * world_size) as u64;
     let step = (meta.data_position / global_batch) as usize;
     if meta.data_position % global_batch != 0 && dist.is_main() {
         tracing::warn!(
-            "the checkpoint was written by {} process(es) and this run has {}: resuming epoch {} \
-             at step {step} (sample {} of {} saved)",
+            "the checkpoint was written by {} process(es) at {} images per process and step, \
+             and this run has {} at {}: resuming epoch {} at step {step} (sample {} of {} saved)",
             meta.world_size,
+            saved_step_batch,
             world_size,
+            step_batch,
             meta.epoch,
             step as u64 * global_batch,
             meta.data_position

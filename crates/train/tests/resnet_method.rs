@@ -98,7 +98,8 @@ fn teacher_batchnorm_keeps_its_own_statistics() {
     let key = "backbone.layer1.0.bn1.running_mean";
     let nbt = "backbone.layer1.0.bn1.num_batches_tracked";
     let before = var(&m.teacher_vs, key);
-    m.forward_backward(&batch(), 0, &dist).unwrap();
+    m.forward_backward(&batch(), 0, dino_train::accumulation::Window::SINGLE, &dist)
+        .unwrap();
     // Each network updated its own statistics by its own train-mode forward: the teacher once
     // (the 2 global crops), the student twice (globals, then the locals: one pass per size).
     let (t_after, s_after) = (var(&m.teacher_vs, key), var(&m.student_vs, key));

@@ -79,6 +79,14 @@ fn default_config_pins() {
     // Two processes double the global batch and the peak lr (linear scaling rule).
     let s2 = Schedules::new(&cfg, niter, 2).unwrap();
     assert!((s2.lr[warm] - 2.5e-4).abs() < 1e-18);
+    // So does accumulating 2 micro-batches per optimizer step (the effective batch is 128 on
+    // one process), and with two processes the effective batch is 256: the peak is lr itself.
+    let mut acc = cfg.clone();
+    acc.optim.accum_steps = 2;
+    let a1 = Schedules::new(&acc, niter, 1).unwrap();
+    assert_eq!(a1.lr, s2.lr, "batch 64 x accum 2 = batch 64 x 2 processes");
+    let a2 = Schedules::new(&acc, niter, 2).unwrap();
+    assert!((a2.lr[warm] - 5e-4).abs() < 1e-18);
     let v = s.at(warm + 3).unwrap();
     assert_eq!(
         (v.lr, v.wd, v.momentum),

@@ -1,0 +1,113 @@
+//! `optim.backward_per_crop_group` (issue #17): forwarding and back-propagating the student one
+//! crop group at a time (one view of B crops at a time: 2 global and 6 local views) gives the
+//! joint backward's gradients, loss and center. Stochastic depth is off: it draws its masks per
+//! forward, so with it the groups' masks differ from the joint forward's (same distribution).
+//!
+//! Tolerance: the per-group step sums each parameter's gradient over eight backward passes
+//! (one per view) instead of one, and runs the head on each group's rows instead of all rows at once, so float
+//! rounding differs. We require every gradient within 1e-6 absolute, or within 1e-6 relative to
+//! the largest element of that gradient where that element exceeds 1 (`--nocapture` prints the
+//! measured worst), and the logged loss equal to 1e-6 relative.
+
+use dino_config::Config;
+use dino_model::ComputePrecision;
+use dino_train::accumulation::Window;
+use dino_train::distributed::Dist;
+use dino_train::method::DinoMethod;
+use tch::{Device, Kind, Tensor};
+
+fn config(per_group: bool) -> Config {
+    Config::with_overrides(&[
+        "model.arch=\"custom\"",
+        "model.embed_dim=32",
+        "model.depth=3",
+        "eval.n_last_blocks=1",
+        "model.num_heads=2",
+        "model.patch_size=4",
+        "model.img_size=16",
+        "model.drop_path_rate=0.0",
+        "head.out_dim=64",
+        "head.hidden_dim=48",
+        "head.bottleneck_dim=16",
+        "augmentation.global_crops_size=16",
+        "augmentation.local_crops_size=8",
+        "augmentation.local_crops_number=6",
+        "optim.batch_size=5",
+        "optim.epochs=2",
+        "schedule.warmup_epochs=0",
+        "schedule.freeze_last_layer=0",
+        &format!("optim.backward_per_crop_group={per_group}"),
+    ])
+    .unwrap()
+}
+
+/// Normalized random crops `[2·5, 3, 16, 16]` and `[6·5, 3, 8, 8]` (fixed seed).
+fn crops() -> Vec<Tensor> {
+    tch::manual_seed(99);
+    let opts = (Kind::Float, Device::Cpu);
+    vec![
+        Tensor::randn([10, 3, 16, 16], opts),
+        Tensor::randn([30, 3, 8, 8], opts),
+    ]
+}
+
+/// One forward/backward at iteration 1 (the center is no longer zero): the loss and the
+/// student's gradients by name.
+fn step(per_group: bool) -> (f64, Vec<(String, Tensor)>, Tensor) {
+    let cfg = config(per_group);
+    let dist = Dist::single();
+    let mut m = DinoMethod::new(&cfg, 8, Device::Cpu, ComputePrecision::Fp32, &dist).unwrap();
+    let c = crops();
+    // A first step moves the center, so the second one centres with a non-zero vector.
+    m.forward_backward_crops(&c, (0, 0), 0, Window::SINGLE, &dist)
+        .unwrap();
+    let stats = m
+        .forward_backward_crops(&c, (0, 1), 1, Window::SINGLE, &dist)
+        .unwrap();
+    let mut grads = Vec::new();
+    let mut vars: Vec<(String, Tensor)> = m.student_vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, v) in vars {
+        if v.requires_grad() {
+            grads.push((name, v.grad().copy()));
+        }
+    }
+    (stats.loss, grads, m.loss.center().copy())
+}
+
+#[test]
+fn per_group_backward_gives_the_joint_gradients_and_loss() {
+    let (loss_joint, g_joint, c_joint) = step(false);
+    let (loss_group, g_group, c_group) = step(true);
+    assert_eq!(g_joint.len(), g_group.len());
+    let mut worst = (0.0f64, String::new());
+    let mut nonzero = 0;
+    for ((name, a), (name_b, b)) in g_joint.iter().zip(&g_group) {
+        assert_eq!(name, name_b);
+        assert!(a.defined() && b.defined(), "{name}: no gradient");
+        let scale = a.abs().max().double_value(&[]);
+        if scale > 0.0 {
+            nonzero += 1;
+        }
+        let d = (a - b).abs().max().double_value(&[]);
+        let rel = d / scale.max(1.0);
+        if rel > worst.0 {
+            worst = (rel, name.clone());
+        }
+        assert!(
+            d <= 1e-6 || rel <= 1e-6,
+            "{name}: gradients differ by {d:e} (largest element {scale:e})"
+        );
+    }
+    eprintln!(
+        "worst gradient difference {:e} ({}); loss joint {loss_joint} per group {loss_group}",
+        worst.0, worst.1
+    );
+    assert!(nonzero > g_joint.len() / 2, "real gradients flowed");
+    assert!(
+        ((loss_joint - loss_group) / loss_joint).abs() <= 1e-6,
+        "logged loss {loss_joint} vs {loss_group}"
+    );
+    // The center is the teacher's business: the same either way.
+    assert!(c_joint.equal(&c_group), "centers differ");
+}
