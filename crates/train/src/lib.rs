@@ -37,6 +37,7 @@ pub mod distributed;
 pub mod grad_scaler;
 /// `dino train --init-from`: student and teacher from an imported or earlier run's weights.
 pub mod init_from;
+pub mod input;
 pub mod loss;
 pub mod method;
 pub mod metrics;

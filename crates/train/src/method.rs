@@ -14,6 +14,7 @@ use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
 use crate::distributed::Dist;
 use crate::grad_scaler::{GradScaler, ScalerOptions};
 use crate::init_from::{init_student, InitReport};
+use crate::input::Normalizer;
 use crate::loss::{DinoLoss, LossStats};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
@@ -40,8 +41,7 @@ pub struct DinoMethod {
     /// The fp16 loss scaler (`runtime.precision = "fp16"` only).
     pub scaler: Option<GradScaler>,
     param_names: Vec<String>,
-    mean: Tensor,
-    std: Tensor,
+    input: Normalizer,
     device: Device,
     precision: ComputePrecision,
     seed: u64,
@@ -88,11 +88,6 @@ impl DinoMethod {
         };
         let loss = DinoLoss::new(cfg.head.out_dim, n_crops, &cfg.loss, cfg.optim.epochs)?;
         let param_names = optimizer.param_names().map(str::to_string).collect();
-        let channel = |v: [f64; 3]| -> anyhow::Result<Tensor> {
-            Ok(Tensor::f_from_slice(&v.map(|x| x as f32))?
-                .f_view([1, 3, 1, 1])?
-                .f_to_device(device)?)
-        };
         Ok(Self {
             student_vs,
             student,
@@ -102,8 +97,7 @@ impl DinoMethod {
             optimizer,
             scaler,
             param_names,
-            mean: channel(cfg.augmentation.mean)?,
-            std: channel(cfg.augmentation.std)?,
+            input: Normalizer::new(cfg.augmentation.mean, cfg.augmentation.std, device)?,
             device,
             precision,
             seed: cfg.runtime.seed,
@@ -195,9 +189,12 @@ impl DinoMethod {
     pub fn input_crops(&self, batch: &MultiCropBatch) -> anyhow::Result<Vec<Tensor>> {
         let b = batch.batch_size as i64;
         let (g, l) = (batch.global_size as i64, batch.local_size as i64);
-        let mut crops = vec![self.to_input(&batch.globals, [2 * b, 3, g, g])?];
+        let mut crops = vec![self.input.to_input(&batch.globals, [2 * b, 3, g, g])?];
         if batch.n_local > 0 {
-            crops.push(self.to_input(&batch.locals, [batch.n_local as i64 * b, 3, l, l])?);
+            crops.push(
+                self.input
+                    .to_input(&batch.locals, [batch.n_local as i64 * b, 3, l, l])?,
+            );
         }
         Ok(crops)
     }
@@ -425,18 +422,6 @@ impl DinoMethod {
                 .unwrap_or_default(),
             center: Some(self.loss.center()),
         })
-    }
-
-    /// u8 crops `[V·B, 3, H, W]` → normalized float on the device (official
-    /// `ToTensor + Normalize`).
-    fn to_input(&self, bytes: &[u8], shape: [i64; 4]) -> anyhow::Result<Tensor> {
-        let t = Tensor::f_from_slice(bytes)?
-            .f_view(shape)?
-            .f_to_device(self.device)?;
-        Ok(t.f_to_kind(Kind::Float)?
-            .f_div_scalar(255.0)?
-            .f_sub(&self.mean)?
-            .f_div(&self.std)?)
     }
 }
 

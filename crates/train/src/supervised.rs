@@ -40,6 +40,7 @@
 use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
 use crate::distributed::Dist;
 use crate::grad_scaler::{GradScaler, ScalerOptions};
+use crate::input::Normalizer;
 use crate::loss::LossStats;
 use crate::method::seed_iteration;
 use crate::metrics::check_finite;
@@ -83,8 +84,7 @@ pub struct SupervisedMethod {
     weight: Tensor,
     bias: Tensor,
     n_classes: i64,
-    mean: Tensor,
-    std: Tensor,
+    input: Normalizer,
     device: Device,
     precision: ComputePrecision,
     seed: u64,
@@ -128,11 +128,6 @@ impl SupervisedMethod {
         } else {
             None
         };
-        let channel = |v: [f64; 3]| -> anyhow::Result<Tensor> {
-            Ok(Tensor::f_from_slice(&v.map(|x| x as f32))?
-                .f_view([1, 3, 1, 1])?
-                .f_to_device(device)?)
-        };
         Ok(Self {
             vs,
             backbone,
@@ -141,8 +136,7 @@ impl SupervisedMethod {
             weight,
             bias,
             n_classes: n_classes as i64,
-            mean: channel(cfg.augmentation.mean)?,
-            std: channel(cfg.augmentation.std)?,
+            input: Normalizer::new(cfg.augmentation.mean, cfg.augmentation.std, device)?,
             device,
             precision,
             seed: cfg.runtime.seed,
@@ -195,7 +189,7 @@ impl SupervisedMethod {
                 self.n_classes
             );
         }
-        let input = self.to_input(&batch.globals, [2 * b, 3, g, g])?;
+        let input = self.input.to_input(&batch.globals, [2 * b, 3, g, g])?;
         let labels = Tensor::f_from_slice(&batch.labels)?.f_to_device(self.device)?;
         let targets = Tensor::f_cat(&[&labels, &labels], 0)?;
 
@@ -295,17 +289,6 @@ impl SupervisedMethod {
     /// The forward precision in force.
     pub fn precision(&self) -> ComputePrecision {
         self.precision
-    }
-
-    /// u8 crops `[V·B, 3, H, W]` → normalized float on the device (`ToTensor + Normalize`).
-    fn to_input(&self, bytes: &[u8], shape: [i64; 4]) -> anyhow::Result<Tensor> {
-        let t = Tensor::f_from_slice(bytes)?
-            .f_view(shape)?
-            .f_to_device(self.device)?;
-        Ok(t.f_to_kind(Kind::Float)?
-            .f_div_scalar(255.0)?
-            .f_sub(&self.mean)?
-            .f_div(&self.std)?)
     }
 }
 
