@@ -297,3 +297,59 @@ fn video_files_go_through_ffmpeg() {
         assert!(text.contains(want), "{want} in {text}");
     }
 }
+
+#[test]
+fn segmentation_refuses_a_resnet_before_writing() {
+    let (tmp, cfg) = setup();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (k, c) in [[200u8, 40, 40], [40, 200, 40], [40, 40, 200]]
+        .iter()
+        .enumerate()
+    {
+        image::RgbImage::from_fn(96, 80, |x, y| {
+            let t = ((x / 8 + y / 8) % 2) as u8 * 30;
+            image::Rgb([c[0].saturating_add(t), c[1], c[2].saturating_sub(t)])
+        })
+        .save(photos.join(format!("p{k}.png")))
+        .unwrap();
+    }
+    let davis = tmp.path().join("davis");
+    let status = Command::new(DINO)
+        .args([
+            "data",
+            "video-seq",
+            "--frames",
+            "3",
+            "--width",
+            "96",
+            "--height",
+            "72",
+        ])
+        .arg("--from")
+        .arg(&photos)
+        .arg("--out")
+        .arg(&davis)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tmp.path().join("seg");
+    let o = Command::new(DINO)
+        .args(["video", "segment", "--which", "random", "--config"])
+        .arg(&cfg)
+        .args([
+            "--set",
+            "model.arch=resnet18",
+            "--set",
+            "model.cifar_stem=true",
+        ])
+        .arg("--davis")
+        .arg(&davis)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = fails(o);
+    assert!(err.contains("video segmentation"), "{err}");
+    assert!(!out.exists(), "no output folder for a refused model");
+}
