@@ -97,7 +97,25 @@ impl MultiCropWrapper {
     /// # Errors
     /// As [`MultiCropWrapper::backbone_features`].
     pub fn forward_t(&self, crops: &[Tensor], train: bool) -> Result<Tensor, ModelError> {
-        let f = self.backbone_features(crops, train)?;
-        self.head.forward_t(&f, train)
+        self.forward_modes(crops, train, train)
+    }
+
+    /// [`MultiCropWrapper::forward_t`] with the backbone and the head each in its own mode:
+    /// `backbone_train = false` runs the backbone as in evaluation (a ResNet's BatchNorm
+    /// normalises with its running statistics and leaves them unchanged, a ViT has no stochastic
+    /// depth) while the head trains, as `schedule.freeze_backbone_epochs` needs (torchvision's
+    /// `backbone.eval()` on a frozen feature extractor). Gradients still flow through the
+    /// backbone to the input; whether its weights are updated is the optimizer's business.
+    ///
+    /// # Errors
+    /// As [`MultiCropWrapper::backbone_features`].
+    pub fn forward_modes(
+        &self,
+        crops: &[Tensor],
+        backbone_train: bool,
+        head_train: bool,
+    ) -> Result<Tensor, ModelError> {
+        let f = self.backbone_features(crops, backbone_train)?;
+        self.head.forward_t(&f, head_train)
     }
 }
