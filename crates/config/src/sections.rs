@@ -42,6 +42,14 @@ pub struct DataConfig {
     /// (decompression bombs). Default: Pillow's `DecompressionBombError` limit, 2 x 89,478,485.
     pub max_image_pixels: u64,
     /// Drop the last incomplete batch of an epoch (official `DataLoader(drop_last=True)`).
+    /// With `false` and a ResNet (or `head.use_bn`), a last batch so small that some
+    /// BatchNorm would see one value per channel (e.g. one image whose local crops are 1 × 1 at
+    /// `layer4`) is refused before training starts, naming the cure; the dataset size fixes it,
+    /// since undecodable images are replaced, never dropped. Should a BatchNorm still get one
+    /// value per channel at run time, the step stops with an error naming the layer, the step
+    /// and the cure, and the latest checkpoint is left as it was (not skipped and counted: a
+    /// step without that batch's BatchNorm statistics would silently differ from the
+    /// configured one).
     pub drop_last: bool,
 }
 
@@ -447,10 +455,17 @@ pub struct ScheduleConfig {
     /// Epochs during which the head's last layer gets no update at all
     /// (official `--freeze_last_layer 1`).
     pub freeze_last_layer: usize,
-    /// Epochs during which the backbone gets no update at all (no step, no weight decay): only
-    /// the head trains, so a fresh head on a pretrained backbone (`dino train --init-from`)
-    /// cannot wreck it (dino#80, #207). The teacher's EMA of an unchanged backbone leaves it
-    /// equal to the student's. 0 (default) freezes nothing; not in the official code.
+    /// Epochs during which the backbone is frozen, for student and teacher: its weights get no
+    /// update at all (no optimizer step, no weight decay, no EMA into the teacher's backbone),
+    /// and it runs as in evaluation (a ResNet's BatchNorm normalises with its running
+    /// statistics and leaves them and `num_batches_tracked` unchanged, as torchvision's
+    /// `FrozenBatchNorm2d`; a ViT has no stochastic depth). So the backbone, its BatchNorm
+    /// statistics and its features stay bitwise what was loaded, and the teacher's backbone
+    /// bitwise equal to the student's. Only the head trains: its weights, the teacher head's
+    /// EMA, the center and, with `head.use_bn`, the head's BatchNorm statistics. A fresh head on
+    /// a pretrained backbone (`dino train --init-from`) thus cannot wreck it (dino#80, #207).
+    /// Counted from the run's first epoch, so a run resumed inside them stays frozen. 0
+    /// (default) freezes nothing; not in the official code.
     pub freeze_backbone_epochs: usize,
     /// Teacher EMA momentum at the start, cosine to `momentum_teacher_end`
     /// (official `--momentum_teacher 0.996`).

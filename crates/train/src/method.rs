@@ -18,7 +18,7 @@ use crate::input::Normalizer;
 use crate::loss::{DinoLoss, LossStats};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
-use crate::teacher::{ema_update, init_teacher_from_student};
+use crate::teacher::{ema_update_skipping, init_teacher_from_student};
 use dino_config::Config;
 use dino_data::batch::MultiCropBatch;
 use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper};
@@ -48,6 +48,10 @@ pub struct DinoMethod {
     clip_grad: f64,
     freeze_last_layer: usize,
     freeze_backbone_epochs: usize,
+    /// Whether the current step's epoch is inside `schedule.freeze_backbone_epochs` (set by
+    /// [`Self::forward_backward_crops`] and [`Self::optimizer_step`], read by
+    /// [`Self::update_teacher`], which the loop calls after them in the same step).
+    backbone_frozen: bool,
     per_crop_group: bool,
     /// Sum of the batch centers of the current accumulation window's micro-batches.
     center_sum: Option<Tensor>,
@@ -104,6 +108,7 @@ impl DinoMethod {
             clip_grad: cfg.optim.clip_grad,
             freeze_last_layer: cfg.schedule.freeze_last_layer,
             freeze_backbone_epochs: cfg.schedule.freeze_backbone_epochs,
+            backbone_frozen: false,
             per_crop_group: cfg.optim.backward_per_crop_group,
             center_sum: None,
         })
@@ -226,12 +231,15 @@ impl DinoMethod {
             anyhow::bail!("no crops: the teacher needs the global crops first");
         };
         seed_iteration(self.seed, window.micro_index(it), dist.rank);
+        self.backbone_frozen = epoch < self.freeze_backbone_epochs;
+        let backbone_train = !self.backbone_frozen;
         let (precision, device) = (self.precision, self.device);
         // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
-        // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32.
+        // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32. A frozen
+        // backbone runs in evaluation mode (see `schedule.freeze_backbone_epochs`).
         let teacher_out = tch::no_grad(|| {
             with_precision(precision, device, || {
-                self.teacher.forward_t(&[globals], true)
+                self.teacher.forward_modes(&[globals], backbone_train, true)
             })
         })?
         .to_kind(Kind::Float);
@@ -277,9 +285,11 @@ impl DinoMethod {
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
         let (precision, device) = (self.precision, self.device);
-        let student_out =
-            with_precision(precision, device, || self.student.forward_t(crops, true))?
-                .to_kind(Kind::Float);
+        let backbone_train = !self.backbone_frozen;
+        let student_out = with_precision(precision, device, || {
+            self.student.forward_modes(crops, backbone_train, true)
+        })?
+        .to_kind(Kind::Float);
         let mut out = self.loss.forward(&student_out, teacher_out, epoch)?;
         // Every rank logs, checks and stops on the loss of the global batch.
         out.stats.loss = dist.mean_scalar(out.stats.loss)?;
@@ -300,13 +310,15 @@ impl DinoMethod {
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
         let (precision, device) = (self.precision, self.device);
+        let backbone_train = !self.backbone_frozen;
         let targets = self.loss.targets(teacher_out, epoch)?;
         let mut values: Vec<((usize, usize), Tensor)> = Vec::new();
         let mut first_view = 0usize;
         for view in student_crop_groups(crops, targets.batch())? {
-            let group_out =
-                with_precision(precision, device, || self.student.forward_t(&[view], true))?
-                    .to_kind(Kind::Float);
+            let group_out = with_precision(precision, device, || {
+                self.student.forward_modes(&[view], backbone_train, true)
+            })?
+            .to_kind(Kind::Float);
             let terms = self.loss.pair_terms(&group_out, first_view, &targets)?;
             first_view += (group_out.size()[0] / targets.batch()) as usize;
             let mut partial_terms = Vec::with_capacity(terms.len());
@@ -371,12 +383,10 @@ impl DinoMethod {
             epoch,
             self.freeze_last_layer,
         );
-        if epoch < self.freeze_backbone_epochs {
+        self.backbone_frozen = epoch < self.freeze_backbone_epochs;
+        if self.backbone_frozen {
             // The head warm-up: the backbone is left alone as the frozen last layer is.
-            let backbone = self
-                .param_names
-                .iter()
-                .filter(|n| n.starts_with("backbone."));
+            let backbone = self.param_names.iter().filter(|n| is_backbone(n));
             frozen.extend(backbone.cloned());
         }
         Ok(self
@@ -398,11 +408,18 @@ impl DinoMethod {
     }
 
     /// EMA of the student into the teacher with `momentum` (official `m` of the iteration).
+    /// While the step's epoch is inside `schedule.freeze_backbone_epochs` the teacher's
+    /// backbone is left out: the student's did not move, and averaging equal tensors in floats
+    /// would still change them by rounding (`m·t + (1 − m)·t ≠ t` bitwise), so it stays
+    /// bitwise what was loaded.
     ///
     /// # Errors
     /// A momentum outside [0, 1], libtorch errors.
     pub fn update_teacher(&self, momentum: f64) -> anyhow::Result<()> {
-        ema_update(&self.teacher_vs, &self.student_vs, momentum)?;
+        let frozen = self.backbone_frozen;
+        ema_update_skipping(&self.teacher_vs, &self.student_vs, momentum, |name| {
+            frozen && is_backbone(name)
+        })?;
         Ok(())
     }
 
@@ -423,6 +440,11 @@ impl DinoMethod {
             center: Some(self.loss.center()),
         })
     }
+}
+
+/// Whether a variable of a [`MultiCropWrapper`] store belongs to its backbone (`backbone.*`).
+fn is_backbone(name: &str) -> bool {
+    name.starts_with("backbone.")
 }
 
 /// The student's crop groups of `optim.backward_per_crop_group`, in the joint forward's order:
