@@ -533,3 +533,37 @@ fn resume_note(dir: &Path) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What got past `dino_config::check_batchnorm` stops the step with the layer, the step, the
+    /// cure and what the run folder holds; other errors pass unchanged.
+    #[test]
+    fn a_batchnorm_stop_names_the_layer_the_step_and_the_cure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = anyhow::Error::from(ModelError::OneValuePerChannel {
+            layer: "backbone.layer4.0.bn1".into(),
+            shape: vec![1, 512, 1, 1],
+        });
+        let msg = explain_stop(e, tmp.path(), &Dist::single(), (3, 17)).to_string();
+        for part in [
+            "epoch 3, step 17",
+            "backbone.layer4.0.bn1",
+            "one value per channel",
+            "model.cifar_stem = true",
+            "data.drop_last = true",
+            "No checkpoint was written yet",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        let other = explain_stop(
+            anyhow::anyhow!("disk full"),
+            tmp.path(),
+            &Dist::single(),
+            (0, 0),
+        );
+        assert_eq!(other.to_string(), "disk full");
+    }
+}
