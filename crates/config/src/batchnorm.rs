@@ -45,13 +45,14 @@ pub fn resnet_min_side_above_one(cifar_stem: bool) -> usize {
 /// One backbone or head forward of a training step whose images share BatchNorm statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchNormPass {
-    /// What passes, for messages ("the local crops (1 per image × batch 1)").
+    /// What passes, for messages ("the local crops go through the backbone together: 1 per
+    /// image x 1 image(s) per pass").
     pub what: String,
     /// Images (or feature rows) in the pass.
     pub images: usize,
     /// Crop side in pixels; `None` for the head, whose BatchNorm sees `[N, C]` rows.
     pub side: Option<usize>,
-    /// The keys that change this pass, for the message.
+    /// The keys other than the batch size that change this pass, for the message.
     pub cure: String,
 }
 
@@ -60,8 +61,8 @@ pub struct BatchNormPass {
 /// together (teacher and student) and the local crops together (student; official
 /// `MultiCropWrapper`, one backbone pass per resolution), or with
 /// `optim.backward_per_crop_group` one view of `batch` crops at a time; with `head.use_bn`, the
-/// head's rows (the student's all crops, the teacher's global ones). The supervised objective
-/// passes the global crops only. A ViT without a BatchNorm head has none.
+/// head's rows (the teacher's 2 global ones per image; the student's all crops, more). The
+/// supervised objective passes the global crops only. A ViT without a BatchNorm head has none.
 pub fn batchnorm_passes(c: &Config, batch: usize) -> Vec<BatchNormPass> {
     let a = &c.augmentation;
     let (g, l, n) = (
@@ -73,62 +74,58 @@ pub fn batchnorm_passes(c: &Config, batch: usize) -> Vec<BatchNormPass> {
     let mut passes = Vec::new();
     if c.model.arch.is_resnet() {
         let min = resnet_min_side_above_one(c.model.cifar_stem);
-        let stem = "model.cifar_stem = true";
+        let size = |key: &str| format!("model.cifar_stem = true, {key} of at least {min}");
         passes.push(BatchNormPass {
-            what: format!("the 2 global crops of each image together (2 x batch {batch})"),
+            what: format!(
+                "the 2 global crops of each image go through the backbone together: 2 x {batch} \
+                 image(s) per pass"
+            ),
             images: 2 * batch,
             side: Some(g),
-            cure: format!(
-                "{stem}, augmentation.global_crops_size of at least {min}, or a larger \
-                 optim.batch_size"
-            ),
+            cure: size("augmentation.global_crops_size"),
         });
         if dino && c.optim.backward_per_crop_group {
-            let cure = |key: &str| {
-                format!(
-                    "{stem}, {key} of at least {min}, optim.batch_size of at least 2, or \
-                     optim.backward_per_crop_group = false"
-                )
-            };
-            passes.push(BatchNormPass {
-                what: format!(
-                    "one global view at a time (optim.backward_per_crop_group: {batch} crop(s))"
-                ),
-                images: batch,
-                side: Some(g),
-                cure: cure("augmentation.global_crops_size"),
-            });
-            if n > 0 {
+            for (view, side, key) in [
+                ("global", g, "augmentation.global_crops_size"),
+                ("local", l, "augmentation.local_crops_size"),
+            ] {
+                if view == "local" && n == 0 {
+                    continue;
+                }
                 passes.push(BatchNormPass {
                     what: format!(
-                        "one local view at a time (optim.backward_per_crop_group: {batch} \
-                         crop(s))"
+                        "optim.backward_per_crop_group sends one {view} view at a time through \
+                         the backbone: {batch} image(s) per pass"
                     ),
                     images: batch,
-                    side: Some(l),
-                    cure: cure("augmentation.local_crops_size"),
+                    side: Some(side),
+                    cure: format!("{}, optim.backward_per_crop_group = false", size(key)),
                 });
             }
         } else if dino && n > 0 {
             passes.push(BatchNormPass {
-                what: format!("the local crops together ({n} per image x batch {batch})"),
+                what: format!(
+                    "the local crops go through the backbone together: {n} per image x {batch} \
+                     image(s) per pass"
+                ),
                 images: n * batch,
                 side: Some(l),
                 cure: format!(
-                    "{stem}, augmentation.local_crops_size of at least {min}, \
-                     augmentation.local_crops_number of at least 2, or optim.batch_size of at \
-                     least 2"
+                    "{}, augmentation.local_crops_number of at least 2",
+                    size("augmentation.local_crops_size")
                 ),
             });
         }
     }
     if dino && c.head.use_bn {
-        // The teacher's head sees the 2·B global rows, the student's (2 + n)·B.
         passes.push(BatchNormPass {
-            what: format!("the teacher head's rows (2 global crops x batch {batch})"),
+            what: format!(
+                "the teacher's head normalises the rows of the 2 global crops: 2 x {batch} per \
+                 pass"
+            ),
             images: 2 * batch,
             side: None,
-            cure: "head.use_bn = false or a larger optim.batch_size".into(),
+            cure: "head.use_bn = false".into(),
         });
     }
     passes
@@ -139,7 +136,7 @@ pub fn batchnorm_passes(c: &Config, batch: usize) -> Vec<BatchNormPass> {
 /// the pass sees at least 2 values per channel.
 fn one_value_at(p: &BatchNormPass, cifar_stem: bool) -> Option<String> {
     match p.side {
-        None => (p.images < 2).then(|| "the head's BatchNorm".to_string()),
+        None => (p.images < 2).then(|| "the head's BatchNorm1d sees one row".to_string()),
         Some(side) => {
             let sides = resnet_map_sides(cifar_stem, side);
             let smallest = sides[4].1;
@@ -153,7 +150,7 @@ fn one_value_at(p: &BatchNormPass, cifar_stem: bool) -> Option<String> {
                 "torchvision's stem"
             };
             Some(format!(
-                "a {side}-px crop is 1 x 1 from ResNet {stage} on (with {stem})"
+                "a {side}-px crop is 1 x 1 from ResNet {stage} on ({stem})"
             ))
         }
     }
@@ -170,15 +167,16 @@ fn one_value_at(p: &BatchNormPass, cifar_stem: bool) -> Option<String> {
 /// [`ConfigError::Invalid`] naming `optim.batch_size` (or `data.drop_last` for the last batch),
 /// the pass, the stage where the map is 1 × 1, and the keys that cure it.
 pub fn check_batchnorm(c: &Config, last_batch: Option<(usize, usize)>) -> Result<(), ConfigError> {
+    const WHY: &str = "its batch variance is then undefined, and its running variance would \
+                       become NaN for good";
     let b = c.optim.batch_size;
     for p in batchnorm_passes(c, b) {
         if let Some(at) = one_value_at(&p, c.model.cifar_stem) {
             return Err(ConfigError::invalid(
                 "optim.batch_size",
                 format!(
-                    "{b} leaves BatchNorm one value per channel: {at}, and {} pass through the \
-                     network at once; its batch variance is undefined and the running variance \
-                     would become NaN. Use {}",
+                    "{b} leaves a BatchNorm one value per channel: {}, and {at}; {WHY}. Use {}, \
+                     or optim.batch_size of at least 2",
                     p.what, p.cure
                 ),
             ));
@@ -191,10 +189,9 @@ pub fn check_batchnorm(c: &Config, last_batch: Option<(usize, usize)>) -> Result
                     "data.drop_last",
                     format!(
                         "false keeps each epoch's last batch of {last} image(s) ({samples} images \
-                         per process, optim.batch_size = {b}), which leaves BatchNorm one value \
-                         per channel: {at}, and {} pass through the network at once; its batch \
-                         variance is undefined and the running variance would become NaN. Set \
-                         data.drop_last = true (official), or use {}",
+                         per process, optim.batch_size = {b}), which leaves a BatchNorm one value \
+                         per channel: {}, and {at}; {WHY}. Set data.drop_last = true (official), \
+                         or use {}, or an optim.batch_size that leaves no last batch of {last}",
                         p.what, p.cure
                     ),
                 ));
@@ -246,6 +243,7 @@ mod tests {
         for part in [
             "32-px crop is 1 x 1 from ResNet layer4",
             "one global view at a time",
+            "1 image(s) per pass",
             "model.cifar_stem = true",
             "at least 33",
             "optim.backward_per_crop_group = false",
