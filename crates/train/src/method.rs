@@ -169,6 +169,8 @@ impl DinoMethod {
     ///
     /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`,
     /// micro-batch index, rank), so a resumed run draws the masks an uninterrupted one draws.
+    /// While the batch's epoch is inside `schedule.freeze_backbone_epochs`, both backbones run
+    /// in evaluation mode (BatchNorm statistics used and left alone, no stochastic depth).
     ///
     /// # Errors
     /// A non-finite loss ([`crate::metrics::NonFiniteLoss`], before backward, so no gradient
