@@ -1,7 +1,7 @@
 //! Backbone + head over a list of crops of several resolutions (official
 //! `utils.MultiCropWrapper`, paper §3.1 "multi-crop").
 
-use crate::backbone::{Backbone, BackboneConfig};
+use crate::backbone::{Backbone, BackboneConfig, TokenScope};
 use crate::error::ModelError;
 use crate::head::DinoHead;
 use dino_config::HeadConfig;
@@ -45,8 +45,17 @@ impl MultiCropWrapper {
     /// loader's `[2B, 3, 224, 224]` globals and `[8B, 3, 96, 96]` locals).
     ///
     /// # Errors
+    /// `scope` says which of the backbone's tokens are read ([`Backbone::forward_scoped`]); the
+    /// features are CLS tokens either way.
+    ///
+    /// # Errors
     /// [`ModelError::BadCrops`] on an empty list; backbone errors.
-    pub fn backbone_features(&self, crops: &[Tensor], train: bool) -> Result<Tensor, ModelError> {
+    pub fn backbone_features(
+        &self,
+        crops: &[Tensor],
+        train: bool,
+        scope: TokenScope,
+    ) -> Result<Tensor, ModelError> {
         if crops.is_empty() {
             return Err(ModelError::BadCrops("no crops".into()));
         }
@@ -57,7 +66,7 @@ impl MultiCropWrapper {
             } else {
                 Tensor::f_cat(&crops[group], 0)?
             };
-            feats.push(self.backbone.forward_t(&group, train)?);
+            feats.push(self.backbone.forward_scoped(&group, train, scope)?);
         }
         Ok(if feats.len() == 1 {
             feats.pop().expect("one group")
@@ -97,7 +106,22 @@ impl MultiCropWrapper {
     /// # Errors
     /// As [`MultiCropWrapper::backbone_features`].
     pub fn forward_t(&self, crops: &[Tensor], train: bool) -> Result<Tensor, ModelError> {
-        let f = self.backbone_features(crops, train)?;
+        self.forward_scoped(crops, train, TokenScope::AllTokens)
+    }
+
+    /// [`MultiCropWrapper::forward_t`] computing only the backbone tokens `scope` says are
+    /// read: the training methods pass [`TokenScope::ClsOnly`] under
+    /// `model.cls_only_last_block`, since the DINO head reads only CLS.
+    ///
+    /// # Errors
+    /// As [`MultiCropWrapper::backbone_features`].
+    pub fn forward_scoped(
+        &self,
+        crops: &[Tensor],
+        train: bool,
+        scope: TokenScope,
+    ) -> Result<Tensor, ModelError> {
+        let f = self.backbone_features(crops, train, scope)?;
         self.head.forward_t(&f, train)
     }
 }
