@@ -6,7 +6,8 @@ Every round runs each side once (`dino bench train --json`, one process per run)
 rotating from round to round so that load from other jobs hits every side alike. Prints each
 run's JSON line as it comes, then a table: the median images/s of each side over the rounds and,
 against the first side, the median of the per-round ratios (this side's images/s over the first
-side's, > 1: faster) with their spread. Environment variables given with --env apply to every
+side's, > 1: faster) with their spread; and the same for each run's fastest step, the estimator
+least disturbed by other jobs on a shared machine. Environment variables given with --env apply to every
 run (e.g. the ISA cap of docs/BENCHMARKS.md).
 
 usage: dino_ab.py --side main=/tmp/dino-main --side new=target/release/dino \\
@@ -49,19 +50,27 @@ def main():
         k, v = e.split("=", 1)
         env[k] = v
     speed = {name: [] for name, _, _ in sides}
+    fastest = {name: [] for name, _, _ in sides}
     for r in range(a.rounds):
         k = r % len(sides)
         for name, binary, sets in sides[k:] + sides[:k]:
             rep = run(binary, sets, common, env)
             speed[name].append(rep["images_per_s"])
+            fastest[name].append(rep["step_ms"]["min"])
             print(json.dumps({"round": r, "side": name, **rep}), flush=True)
     first = sides[0][0]
-    print(f"\n| side | median images/s | ratio to {first} (median of rounds) | spread |")
-    print("|---|---|---|---|")
+    # Two estimators: images/s over each run's timed steps, and each run's fastest step (the
+    # least disturbed by other jobs on a shared machine).
+    print(f"\n| side | median images/s | ratio to {first} (median of rounds) | spread "
+          f"| median fastest step (ms) | fastest-step ratio to {first} | spread |")
+    print("|---|---|---|---|---|---|---|")
     for name, _, _ in sides:
         ratios = [x / y for x, y in zip(speed[name], speed[first])]
+        fast = [y / x for x, y in zip(fastest[name], fastest[first])]
         print(f"| {name} | {statistics.median(speed[name]):.1f} | "
-              f"{statistics.median(ratios):.3f}x | {min(ratios):.3f}–{max(ratios):.3f} |")
+              f"{statistics.median(ratios):.3f}x | {min(ratios):.3f}–{max(ratios):.3f} | "
+              f"{statistics.median(fastest[name]):.0f} | {statistics.median(fast):.3f}x | "
+              f"{min(fast):.3f}–{max(fast):.3f} |")
 
 
 if __name__ == "__main__":

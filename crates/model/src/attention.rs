@@ -38,7 +38,7 @@ impl Attention {
     /// `[B, N, 3, heads, head_dim]`, permuted and indexed: the same three views (same strides,
     /// so the forward is bit for bit the same), but the backward concatenates the three
     /// gradients in one pass, where three selects each zero-fill a `[3, B, heads, N, head_dim]`
-    /// buffer and add them up (docs/BENCHMARKS.md, "Model forward and backward").
+    /// buffer and add them up (docs/BENCHMARKS.md, "CLS-only last block and the model forward").
     fn heads(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor, [i64; 3]), TchError> {
         let (b, n, c) = x.size3()?;
         let qkv = self.qkv.forward(x)?.f_split(c, -1)?;

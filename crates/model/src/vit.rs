@@ -321,7 +321,8 @@ impl VisionTransformer {
     /// (`model.cls_only_last_block`). Equal to `forward_t` up to float rounding, loss and
     /// gradients within 1e-5 (`tests/cls_only_block.rs`), with the same stochastic-depth draws
     /// from the same generator state. On the CIFAR-10 preset (17 tokens) the last block's work
-    /// drops to about a third; see docs/BENCHMARKS.md, "CLS-only last block".
+    /// drops to about a fifth (the step: 1.23-1.35x); docs/BENCHMARKS.md, "CLS-only last block
+    /// and the model forward".
     ///
     /// # Errors
     /// As [`VisionTransformer::forward_tokens`].
