@@ -92,7 +92,7 @@ impl Attention {
             self.qkv
                 .bias
                 .as_ref()
-                .map(|b| b.f_narrow(0, start, len))
+                .map(|all| all.f_narrow(0, start, len))
                 .transpose()
         };
         let q = x

@@ -44,7 +44,6 @@ impl MultiCropWrapper {
     /// Each crop tensor is `[B_i, 3, H_i, W_i]`; `B_i` may differ between tensors (e.g. the data
     /// loader's `[2B, 3, 224, 224]` globals and `[8B, 3, 96, 96]` locals).
     ///
-    /// # Errors
     /// `scope` says which of the backbone's tokens are read ([`Backbone::forward_scoped`]); the
     /// features are CLS tokens either way.
     ///
