@@ -198,8 +198,8 @@ impl Arch {
 }
 
 /// `[model]`: the backbone, a Vision Transformer (`vision_transformer.py`) or a torchvision
-/// ResNet. The ViT keys (`patch_size` … `layer_norm_eps`) are ignored by a ResNet, and
-/// `cifar_stem` by a ViT.
+/// ResNet. The ViT keys (`patch_size` … `layer_norm_eps`, `cls_only_last_block`) are ignored
+/// by a ResNet, and `cifar_stem` by a ViT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -231,6 +231,18 @@ pub struct ModelConfig {
     /// torchvision's 7×7 stride-2 `conv1` and 3×3 stride-2 max-pool, which leave a 32-px image
     /// 1×1 at `layer4`. Not in the official code (ImageNet only); default false.
     pub cifar_stem: bool,
+    /// Training runs the last ViT block for the CLS token only: its query, attention output,
+    /// projection, residual, MLP and the final LayerNorm (LayerNorm 1, keys and values still
+    /// for every token), because the DINO loss and the supervised classifier read nothing else.
+    /// The same math as the full block up to float rounding (loss and gradients within 1e-5 of
+    /// the full path, `crates/model/tests/cls_only_block.rs`, same stochastic-depth draws), with
+    /// less work: the CIFAR-10 preset's step 1.23-1.35x faster, ViT-S/16 at small crops 1.03x
+    /// (docs/BENCHMARKS.md, "CLS-only last block and the model forward"). `false` runs the full
+    /// last block, bit for bit the step of the binaries before this key. Evaluation, attention maps, patch
+    /// tokens and video always run the full block. Not an official hyper-parameter (an
+    /// implementation choice: the official code computes every token and drops all but CLS);
+    /// ignored by a ResNet. Default true.
+    pub cls_only_last_block: bool,
 }
 
 impl ModelConfig {
@@ -256,6 +268,7 @@ impl Default for ModelConfig {
             img_size: 224,
             layer_norm_eps: 1e-6,
             cifar_stem: false,
+            cls_only_last_block: true,
         }
     }
 }

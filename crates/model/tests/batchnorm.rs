@@ -5,7 +5,7 @@
 //! (shared/cases/freeze-backbone-resnet-bn-stats).
 
 use dino_config::{resnet_map_sides, HeadConfig};
-use dino_model::{DinoHead, ModelError, MultiCropWrapper, ResNet, ResNetConfig};
+use dino_model::{DinoHead, ModelError, MultiCropWrapper, ResNet, ResNetConfig, TokenScope};
 use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -135,7 +135,9 @@ fn a_backbone_in_evaluation_mode_under_a_training_head_keeps_its_statistics() {
     let net = MultiCropWrapper::new(&vs.root(), &cfg, &head).unwrap();
     let before = snapshot(&vs);
     let crops = [randn(&[4, 3, 16, 16]), randn(&[4, 3, 8, 8])];
-    let out = net.forward_modes(&crops, false, true).unwrap();
+    let out = net
+        .forward_modes(&crops, false, true, TokenScope::AllTokens)
+        .unwrap();
     // Only the head's BatchNorm statistics moved; the backbone's features are its eval ones.
     let moved = changed(&vs, &before);
     assert!(
@@ -143,7 +145,9 @@ fn a_backbone_in_evaluation_mode_under_a_training_head_keeps_its_statistics() {
         "{moved:?}"
     );
     let eval = net.backbone.forward_t(&crops[0], false).unwrap();
-    let feats = net.backbone_features(&crops, false).unwrap();
+    let feats = net
+        .backbone_features(&crops, false, TokenScope::AllTokens)
+        .unwrap();
     assert!(feats.narrow(0, 0, 4).equal(&eval));
     assert_eq!(out.size(), [8, 16]);
     // The training mode of both moves the backbone's statistics too.

@@ -21,7 +21,7 @@ use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
 use crate::teacher::{ema_update_skipping, init_teacher_from_student};
 use dino_config::Config;
 use dino_data::batch::MultiCropBatch;
-use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper};
+use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper, TokenScope};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Everything one DINO training step changes, and how it changes it.
@@ -53,6 +53,10 @@ pub struct DinoMethod {
     /// [`Self::update_teacher`], which the loop calls after them in the same step).
     backbone_frozen: bool,
     per_crop_group: bool,
+    /// The backbone tokens the DINO loss reads (CLS only: `model.cls_only_last_block`), for
+    /// student and teacher alike. A method with a patch-token loss (iBOT) would ask for
+    /// [`TokenScope::AllTokens`] here.
+    scope: TokenScope,
     /// Sum of the batch centers of the current accumulation window's micro-batches.
     center_sum: Option<Tensor>,
 }
@@ -110,6 +114,7 @@ impl DinoMethod {
             freeze_backbone_epochs: cfg.schedule.freeze_backbone_epochs,
             backbone_frozen: false,
             per_crop_group: cfg.optim.backward_per_crop_group,
+            scope: TokenScope::for_cls_loss(cfg.model.cls_only_last_block),
             center_sum: None,
         })
     }
@@ -166,6 +171,10 @@ impl DinoMethod {
     /// ([`crate::accumulation`]; [`Window::SINGLE`] is the official step). Returns the loss of
     /// this micro-batch over all ranks (the mean over ranks, which every rank logs and checks)
     /// and the teacher diagnostics.
+    ///
+    /// Under `model.cls_only_last_block` (default) teacher and student run their ViT's last
+    /// block for the CLS token only ([`TokenScope::ClsOnly`]): the loss reads nothing else, and
+    /// the math is the full block's up to float rounding.
     ///
     /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`,
     /// micro-batch index, rank), so a resumed run draws the masks an uninterrupted one draws.
@@ -235,13 +244,14 @@ impl DinoMethod {
         seed_iteration(self.seed, window.micro_index(it), dist.rank);
         self.backbone_frozen = epoch < self.freeze_backbone_epochs;
         let backbone_train = !self.backbone_frozen;
-        let (precision, device) = (self.precision, self.device);
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
         // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
         // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32. A frozen
         // backbone runs in evaluation mode (see `schedule.freeze_backbone_epochs`).
         let teacher_out = tch::no_grad(|| {
             with_precision(precision, device, || {
-                self.teacher.forward_modes(&[globals], backbone_train, true)
+                self.teacher
+                    .forward_modes(&[globals], backbone_train, true, scope)
             })
         })?
         .to_kind(Kind::Float);
@@ -286,10 +296,11 @@ impl DinoMethod {
         window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
-        let (precision, device) = (self.precision, self.device);
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
         let backbone_train = !self.backbone_frozen;
         let student_out = with_precision(precision, device, || {
-            self.student.forward_modes(crops, backbone_train, true)
+            self.student
+                .forward_modes(crops, backbone_train, true, scope)
         })?
         .to_kind(Kind::Float);
         let mut out = self.loss.forward(&student_out, teacher_out, epoch)?;
@@ -311,14 +322,15 @@ impl DinoMethod {
         window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
-        let (precision, device) = (self.precision, self.device);
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
         let backbone_train = !self.backbone_frozen;
         let targets = self.loss.targets(teacher_out, epoch)?;
         let mut values: Vec<((usize, usize), Tensor)> = Vec::new();
         let mut first_view = 0usize;
         for view in student_crop_groups(crops, targets.batch())? {
             let group_out = with_precision(precision, device, || {
-                self.student.forward_modes(&[view], backbone_train, true)
+                self.student
+                    .forward_modes(&[view], backbone_train, true, scope)
             })?
             .to_kind(Kind::Float);
             let terms = self.loss.pair_terms(&group_out, first_view, &targets)?;
