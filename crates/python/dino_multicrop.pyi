@@ -168,14 +168,17 @@ class MultiCropLoader:
     ) -> Union[
         Tuple[List[npt.NDArray[Any]], npt.NDArray[np.int64]],
         Tuple[List[npt.NDArray[Any]], npt.NDArray[np.int64], npt.NDArray[np.int64]],
-    ]: ...
+    ]:
+        """The next ``(crops, labels)`` of the epoch (``(crops, labels, indices)`` with
+        ``return_indices``); ``StopIteration`` after ``len(self)`` batches."""
     def set_epoch(self, epoch: int) -> None:
         """Sets the epoch the next iteration reads (its shuffle and augmentation streams)."""
     @property
     def epoch(self) -> int:
         """The epoch the next iteration reads."""
     @property
-    def batch_size(self) -> int: ...
+    def batch_size(self) -> int:
+        """Images per batch (of this rank)."""
     @property
     def dataset_size(self) -> int:
         """Samples in the dataset (all ranks together)."""
@@ -255,13 +258,18 @@ class DataAugmentationDINO:
     ) -> None: ...
     def __call__(
         self, image: Any, index: Optional[int] = None, epoch: Optional[int] = None
-    ) -> List[npt.NDArray[Any]]: ...
+    ) -> List[npt.NDArray[Any]]:
+        """The ``2 + local_crops_number`` crops of ``image`` (see the class docstring).
+        ``index``: draw from the loader's stream of that dataset index; ``epoch``: the epoch of
+        the stream for this call only (default ``self.epoch``)."""
     def set_epoch(self, epoch: int) -> None:
         """Sets the epoch of the streams of later calls (default 0)."""
     @property
-    def epoch(self) -> int: ...
+    def epoch(self) -> int:
+        """The epoch of the streams of later calls."""
     @property
-    def seed(self) -> int: ...
+    def seed(self) -> int:
+        """The seed of every stream."""
     @property
     def n_crops(self) -> int:
         """2 + local_crops_number."""

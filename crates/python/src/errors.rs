@@ -17,8 +17,8 @@ pyo3::create_exception!(
     dino_multicrop,
     LoaderError,
     PyRuntimeError,
-    "The loader stopped: more images failed to load than `max_failed_fraction` allows, a worker \
-     panicked, or its threads could not start. The message is the Rust loader's."
+    "The loader stopped: more images failed to load than ``max_failed_fraction`` allows, a \
+     worker panicked, or its threads could not start. The message is the Rust loader's."
 );
 
 /// A `ValueError` for keyword argument `name`: "invalid argument `name`: reason".

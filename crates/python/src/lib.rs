@@ -22,8 +22,8 @@ pub mod transform;
 
 use pyo3::prelude::*;
 
-/// `dino_multicrop.default_config()`: every `[augmentation]` and `[data]` key with its default
-/// (the official DINO values), as the Rust config defines them.
+/// Every ``[augmentation]`` and ``[data]`` key with its default (the official DINO values),
+/// as the Rust config defines them: ``{"augmentation": {...}, "data": {...}}``.
 #[pyfunction]
 fn default_config(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     let cfg = dino_config::Config::default();
@@ -36,7 +36,29 @@ fn default_config(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     Ok(d)
 }
 
-/// The module: classes, the error type, `default_config`, `__version__`.
+/// DINO multi-crop augmentation and loading in Rust, for PyTorch training loops.
+///
+/// The augmentation is the official ``DataAugmentationDINO`` of facebookresearch/dino
+/// (``main_dino.py``): per image 2 global crops (RandomResizedCrop ``global_crops_size``, scale
+/// ``global_crops_scale``, bicubic) and ``local_crops_number`` local crops (``local_crops_size``,
+/// ``local_crops_scale``); each crop: horizontal flip p 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) w.p.
+/// 0.8, grayscale p 0.2, Gaussian blur (p 1.0 / 0.1 / 0.5 for global 1 / global 2 / locals, sigma
+/// ~ U(0.1, 2)), solarize (global 2 only, p 0.2). The pixel ops follow Pillow's kernels; the crops
+/// are ``uint8`` unless ``normalize=True`` asks for ``ToTensor`` + ``Normalize(mean, std)`` in
+/// ``float32``.
+///
+/// Every random draw comes from a stream seeded by ``(seed, epoch, dataset index)``: the same seed
+/// gives the same bytes whatever the number of threads, and the same bytes as the Rust trainer's
+/// loader (``dino train``) with the same configuration.
+///
+/// Arrays own the Rust buffers (no copy); ``torch.from_numpy(a)`` wraps them without a copy too::
+///
+///     loader = MultiCropLoader("data/train", 64, threads=8)
+///     for epoch in range(100):
+///         loader.set_epoch(epoch)
+///         for crops, labels in loader:          # crops: 2 + 8 arrays [64, 3, H, W] uint8
+///             crops = [torch.from_numpy(c).cuda(non_blocking=True) for c in crops]
+///             crops = [(c.float() / 255 - mean) / std for c in crops]   # on the device
 #[pymodule]
 fn dino_multicrop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loader::MultiCropLoader>()?;

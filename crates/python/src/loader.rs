@@ -40,8 +40,58 @@ struct Running {
     step: u64,
 }
 
-/// The DINO multi-crop loader over a dataset folder (see the stub `dino_multicrop.pyi` for the
-/// Python-side documentation of every argument).
+/// The DINO multi-crop loader over a dataset folder: ``DataLoader(ImageFolder(root,
+/// DataAugmentationDINO(...)), batch_size, shuffle=True, drop_last=True)`` in Rust threads.
+///
+/// ``root`` is an ImageFolder (``root/<class>/<image>``, label = sorted class index), a flat
+/// folder of images (label 0), CIFAR-10 binary batches or MNIST-family IDX files (``format``
+/// ``"auto"`` detects which). Iterating gives one epoch, ``len(loader)`` batches of
+/// ``(crops, labels)``:
+///
+/// - ``crops``: a list of ``2 + local_crops_number`` arrays, the official list of crops batched:
+///   ``crops[0]``, ``crops[1]`` the global views ``[B, 3, global_crops_size, global_crops_size]``,
+///   then the local views ``[B, 3, local_crops_size, local_crops_size]``; ``uint8`` RGB
+///   (normalize on the device: ``(x / 255 - mean) / std``), or ``float32`` normalized with
+///   ``normalize=True``. The 2 globals are views into one ``[2, B, 3, H, W]`` array and the
+///   locals into one ``[n, B, 3, h, w]`` array that owns the Rust buffer (no copy);
+/// - ``labels``: ``int64`` ``[B]`` class indices;
+/// - with ``return_indices=True`` a third item, ``int64`` ``[B]`` dataset indices used.
+///
+/// Arguments (``global_crops_scale`` .. ``local_crops_size`` are the official
+/// ``DataAugmentationDINO``'s, with its defaults):
+///
+/// - ``batch_size``: images per batch and rank (official ``--batch_size_per_gpu 64``);
+/// - ``global_crops_scale`` (0.4, 1.0), ``local_crops_scale`` (0.05, 0.4): RandomResizedCrop
+///   area ranges; ``local_crops_number`` 8; ``global_crops_size`` 224, ``local_crops_size`` 96;
+/// - ``threads``: Rust worker threads, 0 = all cores;
+/// - ``seed``: seed of the shuffle and of every augmentation draw (official ``--seed 0``);
+/// - ``shuffle``: a seeded new order each epoch (official); False: index order;
+/// - ``drop_last``: drop each epoch's last incomplete batch (official True);
+/// - ``rank``, ``world_size``: this process's share of every epoch under ``torch.distributed``,
+///   dealt as ``DistributedSampler`` deals it and as the Rust trainer shards (rank ``r`` reads
+///   positions ``r, r + world_size, ...`` of the epoch order; without ``drop_last`` the order is
+///   padded by repeating its start). Pass ``dist.get_rank()``, ``dist.get_world_size()``;
+/// - ``normalize``: ``float32`` ``(x / 255 - mean) / std`` crops instead of ``uint8``;
+/// - ``return_indices``: also yield the dataset indices;
+/// - ``prefetch``: batches prepared ahead (back-pressure beyond that);
+/// - ``format``: ``"auto"``, ``"image_folder"``, ``"flat"``, ``"cifar10_bin"`` or ``"idx"``;
+/// - ``split``: ``"train"`` or ``"test"`` (CIFAR-10 binary and IDX only);
+/// - ``max_failed_fraction``: fraction of the dataset that may fail to load before
+///   ``LoaderError`` (0.01); ``max_image_pixels``: larger images are rejected from their
+///   header (Pillow's decompression-bomb limit);
+/// - ``**augmentation``: any other ``[augmentation]`` key of the Rust config, e.g.
+///   ``blur_global1_p=0.0``, ``solarize_p=0.0``, ``crop_ratio=(0.75, 1.333)``, ``mean``, ``std``
+///   (all keys and defaults: ``default_config()["augmentation"]``).
+///
+/// A bad image (corrupt, truncated, unsupported, too large) is skipped: a random other image of
+/// the dataset takes its place, ``skipped`` counts it, ``failures`` names it with the reason and
+/// a ``UserWarning`` is issued once per image. A bad argument raises ``ValueError`` naming it;
+/// a missing ``root`` ``FileNotFoundError``. Batches are awaited without holding the GIL, and
+/// Ctrl-C raises ``KeyboardInterrupt`` at once.
+///
+/// Epochs: each iteration reads epoch ``loader.epoch``, which then advances by one;
+/// ``set_epoch(e)`` sets it, as ``DistributedSampler.set_epoch``. The Rust threads keep working
+/// across epoch boundaries when the next iteration reads the next epoch.
 #[pyclass(module = "dino_multicrop")]
 pub struct MultiCropLoader {
     dataset: Arc<dyn Dataset>,
@@ -106,11 +156,25 @@ impl MultiCropLoader {
         })
     }
 
-    /// Stops the Rust loader's threads (without the GIL: joining waits for samples in flight).
+    /// Stops the Rust loader's threads and waits for them (without the GIL: each finishes the
+    /// sample it is on).
     fn stop(&mut self, py: Python<'_>) {
         self.iterating = false;
         if let Some(r) = self.running.take() {
             py.detach(move || drop(r));
+        }
+    }
+
+    /// Stops the Rust loader's threads without waiting for them, so an exception (Ctrl-C above
+    /// all) reaches Python at once; a helper thread joins them after their current sample.
+    fn abandon(&mut self) {
+        self.iterating = false;
+        if let Some(r) = self.running.take() {
+            // Should the OS refuse the thread, the closure and the loader in it are dropped
+            // right here, which only makes the wait longer.
+            let _ = std::thread::Builder::new()
+                .name("dino-multicrop-stop".into())
+                .spawn(move || drop(r));
         }
     }
 
@@ -152,17 +216,17 @@ impl MultiCropLoader {
             match py.detach(|| rx.recv_timeout(SIGNAL_POLL)) {
                 Ok(Ok(batch)) => return Ok(batch),
                 Ok(Err(e)) => {
-                    self.stop(py);
+                    self.abandon();
                     return Err(data_error(e, true));
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(interrupt) = py.check_signals() {
-                        self.stop(py);
+                        self.abandon();
                         return Err(interrupt);
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.stop(py);
+                    self.abandon();
                     return Err(LoaderError::new_err(
                         "the loader's producer ended without sending the epoch's batches",
                     ));
@@ -254,6 +318,14 @@ impl MultiCropLoader {
         max_image_pixels = 178_956_970,
         **augmentation_keys
     ))]
+    // The real defaults (pyo3 would show the scale ranges as `...`), pinned by a test.
+    #[pyo3(
+        text_signature = "(root, batch_size=64, *, global_crops_scale=(0.4, 1.0), \
+        local_crops_scale=(0.05, 0.4), local_crops_number=8, global_crops_size=224, \
+        local_crops_size=96, threads=0, seed=0, shuffle=True, drop_last=True, rank=0, \
+        world_size=1, normalize=False, return_indices=False, prefetch=2, format='auto', \
+        split='train', max_failed_fraction=0.01, max_image_pixels=178956970, **augmentation)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -312,7 +384,14 @@ impl MultiCropLoader {
         Self::build(py, data_cfg, &aug, opts, (normalize, return_indices), true)
     }
 
-    /// See `dino_multicrop.pyi`.
+    /// The loader of a TOML preset of the Rust trainer (e.g. ``configs/cifar10_cpu.toml``):
+    /// its ``[augmentation]``, its ``[data]`` (format, split, drop_last, max_failed_fraction,
+    /// max_image_pixels), ``optim.batch_size``, ``runtime.seed``, ``runtime.data_threads`` and
+    /// ``runtime.prefetch_batches``. ``overrides`` are ``"section.key=value"`` strings applied
+    /// first (``dino train --set``); ``root``, ``batch_size``, ``threads`` and ``seed`` replace
+    /// the config's when given. The config is validated as ``dino train`` validates it: a bad
+    /// key raises ``ValueError`` naming it. Same config and seed: the same batches as ``dino
+    /// train``'s loader.
     #[staticmethod]
     #[pyo3(signature = (
         config,
@@ -328,6 +407,11 @@ impl MultiCropLoader {
         normalize = false,
         return_indices = false
     ))]
+    #[pyo3(
+        text_signature = "(config, root=None, batch_size=None, *, overrides=(), \
+        threads=None, seed=None, shuffle=True, rank=0, world_size=1, normalize=False, \
+        return_indices=False)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn from_config(
         py: Python<'_>,
@@ -425,7 +509,7 @@ impl MultiCropLoader {
         }
     }
 
-    /// Sets the epoch the next iteration reads (as `DistributedSampler.set_epoch`).
+    /// Sets the epoch the next iteration reads (its shuffle and augmentation streams).
     fn set_epoch(&mut self, epoch: i64) -> PyResult<()> {
         self.next_epoch = count("epoch", epoch, 0)?;
         Ok(())
@@ -437,37 +521,37 @@ impl MultiCropLoader {
         self.next_epoch
     }
 
-    /// Images per batch.
+    /// Images per batch (of this rank).
     #[getter]
     fn batch_size(&self) -> usize {
         self.opts.batch_size
     }
 
-    /// Samples in the dataset (all ranks).
+    /// Samples in the dataset (all ranks together).
     #[getter]
     fn dataset_size(&self) -> usize {
         self.dataset.len()
     }
 
-    /// Class names, label `i` being `classes[i]` (empty for unlabeled data).
+    /// Class names; label ``i`` is ``classes[i]`` (empty for unlabeled data).
     #[getter]
     fn classes(&self) -> Vec<String> {
         self.dataset.classes().to_vec()
     }
 
-    /// Delivered samples that replace an image that failed to load, over the loader's life.
+    /// Delivered samples that stand in for an image that failed to load.
     #[getter]
     fn skipped(&self) -> u64 {
         self.skipped
     }
 
-    /// Each distinct image that failed to load so far: `path: reason`, by dataset index.
+    /// Each distinct image that failed to load: ``"path: reason"``, by dataset index.
     #[getter]
     fn failures(&self) -> Vec<String> {
         self.failures.values().cloned().collect()
     }
 
-    /// The resolved configuration: `{"augmentation": ..., "data": ..., "loader": ...}`.
+    /// The resolved ``{"augmentation": ..., "data": ..., "loader": ...}``.
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
@@ -488,9 +572,9 @@ impl MultiCropLoader {
         Ok(d)
     }
 
-    /// The running Rust loader's counters (`dino_data::loader::StatsSnapshot`): failed load
-    /// attempts, batches and samples built, seconds spent loading and augmenting summed over
-    /// threads, seconds the producer waited on a full queue. Empty before the first iteration.
+    /// The running Rust loader's counters: failed load attempts, batches and samples built,
+    /// seconds spent loading and augmenting (summed over threads), seconds its producer waited
+    /// for the consumer. Empty before the first iteration.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.running {
             Some(r) => section_dict(py, &r.loader.stats().snapshot()),
@@ -498,7 +582,7 @@ impl MultiCropLoader {
         }
     }
 
-    /// Stops the loader's threads now (they also stop when the loader is garbage collected).
+    /// Stops the loader's threads now (they also stop when it is garbage collected).
     fn close(&mut self, py: Python<'_>) {
         self.stop(py);
     }

@@ -24,8 +24,30 @@ use crate::errors::data_error;
 use crate::image_in::rgb_image;
 use crate::options::{augmentation, count, official, section_dict};
 
-/// The multi-crop transform of one image (see the stub `dino_multicrop.pyi` for the Python-side
-/// documentation).
+/// The multi-crop transform of one image, for an existing ``torch.utils.data.Dataset``: the
+/// official ``DataAugmentationDINO(global_crops_scale, local_crops_scale, local_crops_number)``
+/// with the same arguments and defaults, plus the crop sizes, ``seed``, ``normalize`` and any
+/// ``[augmentation]`` key of the Rust config.
+///
+/// ``transform(image)`` takes a PIL image (converted with ``.convert("RGB")`` as the official
+/// loader does), a NumPy ``uint8`` array ``[H, W, 3]`` (``[H, W]`` gray, ``[H, W, 4]`` RGBA:
+/// alpha dropped) or a path (decoded as the Rust loader decodes: format by content, EXIF
+/// orientation applied, ``max_image_pixels`` limit). It returns a list of ``2 +
+/// local_crops_number`` NumPy arrays in CHW layout, the 2 globals ``[3, global_crops_size,
+/// global_crops_size]`` then the locals ``[3, local_crops_size, local_crops_size]``: ``uint8``
+/// RGB by default (``torch.from_numpy(c).float().div(255)`` then ``Normalize`` gives the
+/// official tensors), or ``float32`` normalized as ``ToTensor`` + ``Normalize(mean, std)``
+/// with ``normalize=True`` (``torch.from_numpy(c)`` is then the official tensor). A
+/// ``DataLoader``'s default collate turns the list into the official list of ``[B, 3, H, W]``
+/// tensors.
+///
+/// Reproducible from ``seed``: ``transform(image, index=i)`` draws from the Rust loader's
+/// stream for dataset index ``i`` in epoch ``transform.epoch`` (``set_epoch`` or ``epoch=``),
+/// so it gives the very crops ``MultiCropLoader`` gives for that image, in any process. Without
+/// ``index`` each call draws from a stream keyed by a call counter and, inside a DataLoader
+/// worker, the worker's seed, so workers never repeat each other's crops. Errors: ``TypeError``
+/// for another input type, ``ValueError`` for a bad argument (naming it) or array shape,
+/// ``OSError`` for a file that cannot be decoded.
 #[pyclass(module = "dino_multicrop", name = "DataAugmentationDINO", frozen)]
 pub struct PyDataAugmentationDino {
     transform: DataAugmentationDino,
@@ -52,6 +74,12 @@ impl PyDataAugmentationDino {
         max_image_pixels = 178_956_970,
         **augmentation_keys
     ))]
+    // The real defaults (pyo3 would show the scale ranges as `...`), pinned by a test.
+    #[pyo3(
+        text_signature = "(global_crops_scale=(0.4, 1.0), local_crops_scale=(0.05, 0.4), \
+        local_crops_number=8, *, global_crops_size=224, local_crops_size=96, seed=0, \
+        normalize=False, max_image_pixels=178956970, **augmentation)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         global_crops_scale: Vec<f64>,
@@ -149,13 +177,13 @@ impl PyDataAugmentationDino {
         self.seed
     }
 
-    /// Crops per image: 2 globals + the locals.
+    /// 2 + local_crops_number.
     #[getter]
     fn n_crops(&self) -> usize {
         self.transform.n_crops()
     }
 
-    /// The resolved `[augmentation]` section as a dict.
+    /// The resolved ``[augmentation]`` section.
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         section_dict(py, self.transform.config())

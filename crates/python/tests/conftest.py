@@ -2,6 +2,7 @@
 beside the repository, and the Rust side to compare with (`dump_batches`, an example of the
 dino-data crate that writes a `Loader`'s batches to .npy)."""
 
+import functools
 import json
 import shutil
 import subprocess
@@ -51,19 +52,35 @@ def folder(tmp_path):
     return root, files
 
 
-def cargo():
+@functools.lru_cache(maxsize=None)
+def dump_batches_exe():
+    """Builds the `dump_batches` example once per session and returns its path.
+
+    Built as `cargo test --workspace` builds examples (test profile, features resolved over the
+    whole workspace), so after scripts/test.sh's `cargo test` this is only a freshness check;
+    `cargo run -p dino-data` would resolve features for dino-data alone and compile all of its
+    dependencies a second time.
+    """
     exe = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
     if not Path(exe).exists():
         pytest.skip("cargo is not installed: the comparison with the Rust loader needs it")
-    return exe
+    build = subprocess.run(
+        [exe, "build", "--quiet", "--locked", "--profile", "test", "--workspace", "--example",
+         "dump_batches", "--message-format", "json"],
+        cwd=REPO, capture_output=True, text=True)
+    assert build.returncode == 0, f"building dump_batches failed:\n{build.stderr}"
+    for line in build.stdout.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "dump_batches":
+            return msg["executable"]
+    raise AssertionError("cargo built no dump_batches executable")
 
 
 def dump_batches(root, out, *, config=None, sets=(), epoch=0, rank=0, world_size=1,
                  shuffle=True):
-    """Runs the Rust loader (`cargo run -p dino-data --example dump_batches`) on `root` and
-    returns its batches as dicts of arrays, plus its JSON summary."""
-    cmd = [cargo(), "run", "--quiet", "--locked", "-p", "dino-data", "--example",
-           "dump_batches", "--", "--data", str(root), "--out", str(out), "--epoch", str(epoch),
+    """Runs the Rust loader (the dino-data example `dump_batches`) on `root` and returns its
+    batches as dicts of arrays, plus its JSON summary."""
+    cmd = [dump_batches_exe(), "--data", str(root), "--out", str(out), "--epoch", str(epoch),
            "--rank", str(rank), "--world-size", str(world_size)]
     if config:
         cmd += ["--config", str(config)]
