@@ -38,8 +38,17 @@ class LoaderError(RuntimeError):
     worker panicked, or its threads could not start. The message is the Rust loader's."""
 
 def default_config() -> Dict[str, Dict[str, Any]]:
-    """Every ``[augmentation]`` and ``[data]`` key with its default (the official DINO values),
-    as the Rust config defines them: ``{"augmentation": {...}, "data": {...}}``."""
+    """Every key of the Rust trainer's configuration with its default (the official DINO values),
+    section by section: ``{"data": {...}, "augmentation": {...}, "model": {...}, ...}``."""
+
+def load_config(
+    path: Optional[_Path] = None, overrides: Sequence[str] = ()
+) -> Dict[str, Dict[str, Any]]:
+    """A TOML preset of the Rust trainer (e.g. ``configs/cifar10_cpu.toml``, only what differs from
+    the defaults) resolved as ``dino config show`` resolves it: the defaults, the preset, then
+    ``overrides`` (``"section.key=value"``, as ``dino train --set``), validated as ``dino
+    train`` validates it. Returns every section as a dict; without ``path``, the defaults with
+    the overrides. A bad key raises ``ValueError`` naming it, a missing file ``OSError``."""
 
 class MultiCropLoader:
     """The DINO multi-crop loader over a dataset folder: ``DataLoader(ImageFolder(root,

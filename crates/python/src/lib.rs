@@ -8,7 +8,9 @@
 //! - [`options`] — keyword arguments → the `[augmentation]` / `[data]` config sections;
 //! - [`arrays`] — crops → NumPy arrays without copying; `normalize=True` to `f32`;
 //! - [`image_in`] — a path, a NumPy array or a PIL image → RGB8;
-//! - [`errors`] — Rust errors → Python exceptions (`ValueError` naming the argument, ...).
+//! - [`errors`] — Rust errors → Python exceptions (`ValueError` naming the argument, ...);
+//! - `default_config()`, `load_config(path, overrides)` — the Rust trainer's configuration
+//!   (defaults, or a preset resolved and validated as `dino config show` does) as dicts.
 //!
 //! The Python-side documentation (every argument, shapes, dtypes) is the stub
 //! `dino_multicrop.pyi` beside this crate's `Cargo.toml`; the tests are `tests/test_*.py`.
@@ -22,18 +24,33 @@ pub mod transform;
 
 use pyo3::prelude::*;
 
-/// Every ``[augmentation]`` and ``[data]`` key with its default (the official DINO values),
-/// as the Rust config defines them: ``{"augmentation": {...}, "data": {...}}``.
+/// Every key of the Rust trainer's configuration with its default (the official DINO values),
+/// section by section: ``{"data": {...}, "augmentation": {...}, "model": {...}, ...}``.
 #[pyfunction]
-fn default_config(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
-    let cfg = dino_config::Config::default();
-    let d = pyo3::types::PyDict::new(py);
-    d.set_item(
-        "augmentation",
-        options::section_dict(py, &cfg.augmentation)?,
-    )?;
-    d.set_item("data", options::section_dict(py, &cfg.data)?)?;
-    Ok(d)
+fn default_config(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    options::section_dict(py, &dino_config::Config::default())
+}
+
+/// A TOML preset of the Rust trainer (e.g. ``configs/cifar10_cpu.toml``, only what differs from
+/// the defaults) resolved as ``dino config show`` resolves it: the defaults, the preset, then
+/// ``overrides`` (``"section.key=value"``, as ``dino train --set``), validated as ``dino
+/// train`` validates it. Returns every section as a dict; without ``path``, the defaults with
+/// the overrides. A bad key raises ``ValueError`` naming it, a missing file ``OSError``.
+#[pyfunction]
+#[pyo3(signature = (path = None, overrides = Vec::new()))]
+#[pyo3(text_signature = "(path=None, overrides=())")]
+fn load_config(
+    py: Python<'_>,
+    path: Option<std::path::PathBuf>,
+    overrides: Vec<String>,
+) -> PyResult<Bound<'_, PyAny>> {
+    let sets: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let cfg = match path {
+        Some(p) => dino_config::Config::from_file(p, &sets),
+        None => dino_config::Config::with_overrides(&sets),
+    }
+    .map_err(errors::file_config_error)?;
+    options::section_dict(py, &cfg)
 }
 
 /// DINO multi-crop augmentation and loading in Rust, for PyTorch training loops.
@@ -65,6 +82,7 @@ fn dino_multicrop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transform::PyDataAugmentationDino>()?;
     m.add("LoaderError", m.py().get_type::<errors::LoaderError>())?;
     m.add_function(wrap_pyfunction!(default_config, m)?)?;
+    m.add_function(wrap_pyfunction!(load_config, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -106,12 +106,28 @@ def test_the_stub_matches_the_module():
     assert words(ast.get_docstring(STUB)) == words(dm.__doc__)
     assert words(ast.get_docstring(stub_class("LoaderError"))) == words(dm.LoaderError.__doc__)
     assert issubclass(dm.LoaderError, RuntimeError)
-    fn = next(n for n in STUB.body if isinstance(n, ast.FunctionDef)
-              and n.name == "default_config")
-    assert words(ast.get_docstring(fn)) == words(dm.default_config.__doc__)
+    for name in ("default_config", "load_config"):
+        fn = next(n for n in STUB.body if isinstance(n, ast.FunctionDef) and n.name == name)
+        assert words(ast.get_docstring(fn)) == words(getattr(dm, name).__doc__), name
     # Every public name of the module is in the stub, and the other way round.
     # (maturin's package re-exports the extension module `dino_multicrop.dino_multicrop`.)
     public = {n for n in dir(dm) if not n.startswith("_")
               and not inspect.ismodule(getattr(dm, n))}
     stubbed = {n.name for n in STUB.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
     assert public == stubbed
+
+
+def test_load_config_resolves_a_preset_as_dino_config_show(tmp_path):
+    repo = Path(__file__).resolve().parents[3]
+    cfg = dm.load_config(repo / "configs" / "cifar10_cpu.toml", ["optim.batch_size=16"])
+    assert cfg["model"]["patch_size"] == 8 and cfg["augmentation"]["global_crops_size"] == 32
+    assert cfg["optim"]["batch_size"] == 16
+    # Keys the preset leaves alone keep the official defaults.
+    assert cfg["loss"]["teacher_temp"] == dm.default_config()["loss"]["teacher_temp"] == 0.04
+    assert dm.load_config() == dm.default_config()
+    assert set(dm.default_config()) >= {"data", "augmentation", "model", "head", "loss", "optim",
+                                        "schedule", "runtime"}
+    with pytest.raises(ValueError, match=r"optim\.lr"):
+        dm.load_config(overrides=["optim.lr=-1"])
+    with pytest.raises(OSError, match="nope.toml"):
+        dm.load_config(tmp_path / "nope.toml")

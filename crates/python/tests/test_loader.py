@@ -309,3 +309,32 @@ def test_the_gil_is_released_while_the_rust_threads_work(tmp_path):
     # Were the GIL held during the wait, the counting thread could not tick at all.
     assert waited > 1.0, f"the batch took only {waited:.2f} s: make slow_loader slower"
     assert ticks[0] >= 100, (waited, ticks[0])
+
+
+def test_the_pytorch_example_trains_on_the_wheels_batches(tmp_path):
+    """examples/python/dino_step_with_rust_loader.py, two steps of a tiny ViT on the CPU."""
+    pytest.importorskip("torch")
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "images"
+    make_folder(root, per_class=4)
+    sets = ["model.arch=custom", "model.embed_dim=32", "model.depth=1", "model.num_heads=2",
+            "model.patch_size=16", "model.img_size=32", "eval.n_last_blocks=1",
+            "head.hidden_dim=32", "head.bottleneck_dim=16", "head.out_dim=64",
+            "augmentation.global_crops_size=32", "augmentation.local_crops_size=16",
+            "augmentation.local_crops_number=2", "optim.batch_size=4",
+            "runtime.torch_threads=1"]
+    for loader in ("rust", "torchvision"):
+        cmd = [sys.executable, str(REPO / "examples" / "python" / "dino_step_with_rust_loader.py"),
+               "--config", str(REPO / "configs" / "cifar10_cpu.toml"), "--data", str(root),
+               "--loader", loader, "--workers", "1", "--device", "cpu", "--warmup", "1",
+               "--steps", "2"]
+        for s in sets:
+            cmd += ["--set", s]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+        assert out["global_crops"] == [2, 32] and out["local_crops"] == [2, 16]
+        assert out["images_per_s"] > 0 and out["last_loss"] == out["last_loss"]  # not NaN
