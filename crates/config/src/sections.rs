@@ -320,9 +320,9 @@ pub struct LossConfig {
     /// EMA momentum of the teacher center (official 0.9). Used by `centering = "center"` only.
     pub center_momentum: f64,
     /// How the teacher's logits are turned into targets (see [`Centering`]): `"center"` (DINO
-    /// v1, default) or `"sinkhorn_knopp"` (DINOv2: `train.centering` in
-    /// `dinov2/configs/ssl_default_config.yaml` defaults to `"centering"`; the DINOv2 paper,
-    /// Sec. 4, trains with Sinkhorn-Knopp).
+    /// v1, default) or `"sinkhorn_knopp"` (DINOv2: `train.centering: sinkhorn_knopp` in
+    /// `dinov2/configs/train/vitl14.yaml` and `vitg14.yaml`, the paper's recipe, Sec. 4;
+    /// `ssl_default_config.yaml` itself defaults to `"centering"`).
     pub centering: Centering,
     /// Weight of the KoLeo regularizer on the student's backbone CLS tokens of the two global
     /// crops (DINOv2, Sablayrolles et al. 2019): `weight · (KoLeo(crop 1) + KoLeo(crop 2))`,

@@ -58,9 +58,10 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(l.warmup_teacher_temp, 0.04); // MD --warmup_teacher_temp 0.04
     assert_eq!(l.warmup_teacher_temp_epochs, 0); // MD --warmup_teacher_temp_epochs default 0
     assert_eq!(l.center_momentum, 0.9); // MD DINOLoss center_momentum=0.9
-                                        // DINOv2 options, off by default (DINO v1). Their DINOv2 values: `dino.koleo_loss_weight:
-                                        // 0.1` and `train.centering` ("centering" by default, "sinkhorn_knopp" in the paper's
-                                        // recipe) in dinov2/configs/ssl_default_config.yaml.
+
+    // DINOv2 options, off by default (DINO v1). Their DINOv2 values: `dino.koleo_loss_weight:
+    // 0.1` (dinov2/configs/ssl_default_config.yaml) and `train.centering: sinkhorn_knopp`
+    // (dinov2/configs/train/vitl14.yaml, vitg14.yaml; the default config says "centering").
     assert_eq!(l.koleo_weight, 0.0); // DINO v1 has no KoLeo term
     assert_eq!(l.centering, Centering::Center); // MD DINOLoss: EMA center
 
