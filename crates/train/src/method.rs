@@ -174,6 +174,21 @@ impl DinoMethod {
     /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`,
     /// micro-batch index, rank), so a resumed run draws the masks an uninterrupted one draws.
     ///
+    /// # Host syncs per step
+    /// One, as the official loop's `math.isfinite(loss.item())`: the loss is read back for the
+    /// finiteness check before backward, and the loss diagnostics (teacher entropy, mean
+    /// entropy, center norm), computed on the device beside it, come back in the same read
+    /// (one small copy; a sync costs the same for one value or four). Nothing else in
+    /// [`Self::forward_backward`], [`Self::optimizer_step`] or [`Self::update_teacher`] waits
+    /// for the device: the batch goes up from pinned memory without blocking (CUDA), the
+    /// gradients are written into the flat buffers on the device, the clip norms and
+    /// coefficients stay there ([`crate::optim::ClipNorms`]), and the update and the EMA are
+    /// device ops. Exceptions: under fp16 the loss scaler's skip decision reads the scale and
+    /// its inf flag back (one more, as torch's `GradScaler.step`); with
+    /// `optim.backward_per_crop_group` each crop group's partial loss is checked before its
+    /// backward (one per group, and one for the diagnostics); with several processes the
+    /// logged loss is averaged over the ranks after that read (a collective on a host value).
+    ///
     /// # Errors
     /// A non-finite loss ([`crate::metrics::NonFiniteLoss`], before backward, so no gradient
     /// of it exists), libtorch errors, a failed collective.

@@ -131,6 +131,9 @@ struct EmaGroup {
     layout: Layout,
     teacher: Tensor,
     student: Tensor,
+    /// `(1 − m)·s` of one chunk (CPU: [`crate::optim::flat::CPU_CHUNK`] elements), written in
+    /// place of a fresh tensor each step.
+    scratch: Option<Tensor>,
 }
 
 impl FlatEma {
@@ -171,10 +174,17 @@ impl FlatEma {
                 .collect::<Result<Vec<_>, _>>()?;
             let teacher_buf = layout.adopt(&mut vars)?;
             flat_names.extend(layout.segments.iter().map(|seg| seg.name.clone()));
+            let longest = layout.chunks().iter().map(|c| c.1).max().unwrap_or(0);
+            let scratch = if layout.chunked() {
+                Some(Tensor::f_empty([longest], (layout.kind, layout.device))?)
+            } else {
+                None
+            };
             out.push(EmaGroup {
                 layout: layout.clone(),
                 teacher: teacher_buf,
                 student: student_buf.shallow_clone(),
+                scratch,
             });
         }
         let mut names: Vec<String> = parameter_names(student)
@@ -216,7 +226,7 @@ impl FlatEma {
                 continue;
             }
             if !skipped.iter().any(|&s| s) {
-                ema_pair(&g.teacher, &g.student, m)?;
+                g.update(m)?;
                 continue;
             }
             for (i, _) in skipped.iter().enumerate().filter(|(_, &s)| !s) {
@@ -231,6 +241,26 @@ impl FlatEma {
             if !skip(name) {
                 ema_pair(tv, sv, m)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl EmaGroup {
+    /// The EMA of the whole group: on the CPU chunk by chunk through the scratch buffer (no
+    /// allocation, each chunk's three passes in cache), elsewhere in one set of ops; the same
+    /// elementwise arithmetic either way.
+    fn update(&self, m: f64) -> Result<(), TchError> {
+        let Some(scratch) = &self.scratch else {
+            return ema_pair(&self.teacher, &self.student, m);
+        };
+        for (offset, len) in self.layout.chunks() {
+            let mut t = self.teacher.f_narrow(0, offset, len)?;
+            let s = self.student.f_narrow(0, offset, len)?;
+            let tmp = scratch.f_narrow(0, 0, len)?;
+            let _ = t.f_mul_scalar_(m)?;
+            let _ = s.f_mul_scalar_out(&tmp, 1.0 - m)?;
+            let _ = t.f_add_(&tmp)?;
         }
         Ok(())
     }

@@ -17,6 +17,14 @@
 
 use tch::{Device, Kind, TchError, Tensor};
 
+/// Elements per chunk when a CPU update walks a group buffer chunk by chunk: 2^18 (1 MiB of
+/// f32 per buffer), so AdamW's six buffers of a chunk (parameter, gradient, two moments, two
+/// temporaries) stay in cache across its ten passes and memory is read about once. Measured on
+/// the AMD EPYC Zen 4 (one thread, 44 M parameters): 188 ms per AdamW step against 288 ms on
+/// the whole buffer with preallocated temporaries and 1,092 ms with fresh ones (which glibc
+/// maps and the kernel zeroes page by page above 32 MiB); 2^16 and 2^20 gave 213 and 215 ms.
+pub const CPU_CHUNK: i64 = 1 << 18;
+
 /// The part of the network a parameter belongs to, by its official name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Part {
@@ -118,6 +126,27 @@ impl Layout {
         out
     }
 
+    /// The `(offset, length)` chunks an update walks: [`CPU_CHUNK`]-element chunks on the CPU,
+    /// the whole buffer elsewhere (an accelerator wants few large kernels, and its caching
+    /// allocator makes temporaries cheap).
+    pub fn chunks(&self) -> Vec<(i64, i64)> {
+        let step = if self.device == Device::Cpu {
+            CPU_CHUNK
+        } else {
+            self.numel.max(1)
+        };
+        (0..self.numel)
+            .step_by(step as usize)
+            .map(|o| (o, step.min(self.numel - o)))
+            .collect()
+    }
+
+    /// Whether updates of this group go through [`Layout::chunks`] with preallocated
+    /// temporaries (on the CPU) rather than whole-buffer ops with fresh ones.
+    pub fn chunked(&self) -> bool {
+        self.device == Device::Cpu
+    }
+
     /// A zero buffer for this group (`[numel]`, the group's kind and device).
     ///
     /// # Errors
@@ -179,15 +208,29 @@ impl Layout {
         Tensor::f_from_slice(&n)?.f_to_device(self.device)
     }
 
-    /// The L2 norm of each segment of `buffer`, `[segments]` Float: each computed as
+    /// The L2 norm of each segment of `buffer`, `[segments]` Float. On the CPU each is
     /// `‖view‖₂` on its own (`linalg_vector_norm`), so every value equals the norm of the
-    /// separate tensor bit for bit.
+    /// separate tensor bit for bit; on an accelerator all of them come from one
+    /// `_foreach_norm` (a few launches instead of one per parameter).
     ///
     /// # Errors
     /// libtorch errors.
     pub fn segment_norms(&self, buffer: &Tensor) -> Result<Tensor, TchError> {
-        let norms = (0..self.segments.len())
-            .map(|i| self.view(buffer, i)?.f_norm()?.f_to_kind(Kind::Float))
+        let views = (0..self.segments.len())
+            .map(|i| self.view(buffer, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let norms = if self.device == Device::Cpu {
+            views
+                .iter()
+                .map(Tensor::f_norm)
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            dino_distributed::fused::foreach_norm(&views.iter().collect::<Vec<_>>())
+                .map_err(|e| TchError::Torch(format!("{e:#}")))?
+        };
+        let norms = norms
+            .iter()
+            .map(|n| n.f_to_kind(Kind::Float))
             .collect::<Result<Vec<_>, _>>()?;
         Tensor::f_stack(&norms, 0)
     }

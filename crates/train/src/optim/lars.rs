@@ -53,7 +53,8 @@ impl Lars {
     }
 
     /// [`Lars::update`] on a whole flat group (`u.param`, `u.grad` and `buffers = [mu]` are
-    /// the group's buffers), whose parameters are all 1-D or all not: the decayed update `d`
+    /// the group's buffers, `scratch` one more of the same length for the decayed update),
+    /// whose parameters are all 1-D or all not: the decayed update `d`
     /// in one op, the trust ratio from the per-parameter norms of `p` and `d` as one vector,
     /// applied per parameter ([`Layout::scale_segments`]), then the momentum as one op. Equal
     /// bit for bit to [`Lars::update`] on each parameter.
@@ -66,13 +67,17 @@ impl Lars {
         buffers: &mut [Tensor],
         layout: &Layout,
         counts: &Tensor,
+        scratch: &mut Tensor,
     ) -> Result<(), TchError> {
         let [mu] = buffers else {
             unreachable!("LARS keeps one buffer per parameter")
         };
         let one_d = layout.segments.first().is_some_and(|s| s.shape.len() == 1);
         let d = if !one_d {
-            let mut d = u.grad.f_addcmul(u.param, &alpha(u.decay, u.param)?)?;
+            let _ = u
+                .grad
+                .f_addcmul_out(scratch, u.param, &alpha(u.decay, u.param)?)?;
+            let mut d = scratch.shallow_clone();
             let param_norm = layout.segment_norms(u.param)?;
             let update_norm = layout.segment_norms(&d)?;
             let one = param_norm.f_ones_like()?;

@@ -30,6 +30,9 @@ pub enum OptimError {
     /// A libtorch operation failed.
     #[error(transparent)]
     Torch(#[from] TchError),
+    /// libtorch's fused AdamW kernel refused its inputs.
+    #[error("fused AdamW: {0}")]
+    Fused(String),
 }
 
 /// What [`Optimizer::clip_and_step`] did, for the step's record.
@@ -140,6 +143,9 @@ struct Group {
     steps: Vec<i64>,
     /// [`Layout::counts`], kept for spreading one factor per parameter over the buffer.
     counts: Tensor,
+    /// Preallocated temporaries of the rule (allocated at the first whole-group update): on the
+    /// CPU one chunk long ([`flat::CPU_CHUNK`]), for LARS the group's length.
+    scratch: Vec<Tensor>,
 }
 
 impl Group {
@@ -190,6 +196,121 @@ impl Group {
             *h |= g.is_some();
         }
         Ok(())
+    }
+
+    /// One update of the whole group at its (common) step count: on the CPU chunk by chunk
+    /// with preallocated temporaries ([`Layout::chunks`]), elsewhere in one set of ops.
+    /// AdamW and SGD are elementwise, so any chunking gives the same bits; LARS needs whole
+    /// parameters for its trust ratio and takes the group at once.
+    fn update_whole(
+        &mut self,
+        rule: &Rule,
+        grad: &Tensor,
+        lr: f64,
+        decay: f64,
+    ) -> Result<(), TchError> {
+        let step = self.steps[0];
+        let (numel, kind, device) = (self.layout.numel, self.layout.kind, self.layout.device);
+        if let Rule::Lars(r) = rule {
+            if self.scratch.is_empty() {
+                self.scratch.push(Tensor::f_empty([numel], (kind, device))?);
+            }
+            let update = Update {
+                param: &mut self.params,
+                grad,
+                step,
+                lr,
+                decay,
+            };
+            let (layout, counts) = (&self.layout, &self.counts);
+            return r.update_group(
+                update,
+                &mut self.buffers,
+                layout,
+                counts,
+                &mut self.scratch[0],
+            );
+        }
+        if !self.layout.chunked() {
+            let update = Update {
+                param: &mut self.params,
+                grad,
+                step,
+                lr,
+                decay,
+            };
+            return match rule {
+                Rule::AdamW(r) => r.update(update, &mut self.buffers),
+                Rule::Sgd(r) => r.update(update, &mut self.buffers),
+                Rule::Lars(_) => unreachable!("handled above"),
+            };
+        }
+        let chunks = self.layout.chunks();
+        let longest = chunks.iter().map(|c| c.1).max().unwrap_or(0);
+        let wanted = if matches!(rule, Rule::AdamW(_)) { 2 } else { 1 };
+        while self.scratch.len() < wanted {
+            self.scratch
+                .push(Tensor::f_empty([longest], (kind, device))?);
+        }
+        for (offset, len) in chunks {
+            let mut param = self.params.f_narrow(0, offset, len)?;
+            let grad = grad.f_narrow(0, offset, len)?;
+            let mut buffers = self
+                .buffers
+                .iter()
+                .map(|b| b.f_narrow(0, offset, len))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut scratch = self
+                .scratch
+                .iter()
+                .map(|s| s.f_narrow(0, 0, len))
+                .collect::<Result<Vec<_>, _>>()?;
+            let update = Update {
+                param: &mut param,
+                grad: &grad,
+                step,
+                lr,
+                decay,
+            };
+            match (rule, scratch.as_mut_slice()) {
+                (Rule::AdamW(r), [s1, s2]) => r.update_with(update, &mut buffers, [s1, s2])?,
+                (Rule::Sgd(r), [s1]) => r.update_with(update, &mut buffers, s1)?,
+                _ => unreachable!("scratch sized for the rule above"),
+            }
+        }
+        Ok(())
+    }
+
+    /// One AdamW update of the whole group through libtorch's fused kernel (`optim.fused`):
+    /// parameter, gradient and moments read and written once.
+    fn update_fused(
+        &mut self,
+        r: &adamw::AdamW,
+        grad: &Tensor,
+        lr: f64,
+        decay: f64,
+    ) -> Result<(), OptimError> {
+        let step =
+            Tensor::f_scalar_tensor(self.steps[0] as f64, (Kind::Float, self.layout.device))?;
+        let [exp_avg, exp_avg_sq] = self.buffers.as_slice() else {
+            unreachable!("AdamW keeps two buffers per parameter")
+        };
+        let h = dino_distributed::fused::AdamW {
+            lr,
+            beta1: r.beta1,
+            beta2: r.beta2,
+            weight_decay: decay,
+            eps: r.eps,
+        };
+        dino_distributed::fused::fused_adamw(
+            &[&self.params],
+            &[grad],
+            &[exp_avg],
+            &[exp_avg_sq],
+            &[&step],
+            h,
+        )
+        .map_err(|e| OptimError::Fused(format!("{e:#}")))
     }
 
     /// Whether the rule can update the segments marked in `active` as one buffer: all of them
@@ -254,6 +375,8 @@ pub struct Optimizer {
     /// (group, segment) of each parameter, in the order given to [`Optimizer::new`].
     order: Vec<(usize, usize)>,
     rule: Rule,
+    /// `optim.fused`: whole AdamW groups through libtorch's fused kernel.
+    fused: bool,
 }
 
 impl Optimizer {
@@ -306,12 +429,14 @@ impl Optimizer {
                 has_grad: vec![false; n],
                 buffers,
                 steps: vec![0; n],
+                scratch: Vec::new(),
             });
         }
         Ok(Self {
             groups,
             order,
             rule,
+            fused: cfg.fused && matches!(rule, Rule::AdamW(_)),
         })
     }
 
@@ -582,7 +707,7 @@ impl Optimizer {
     /// libtorch errors.
     pub fn step(&mut self, lr: f64, wd: f64, frozen: &HashSet<String>) -> Result<(), OptimError> {
         let _guard = tch::no_grad_guard();
-        let rule = self.rule;
+        let (rule, fused) = (self.rule, self.fused);
         for g in &mut self.groups {
             let Some(grad) = &g.grad else { continue };
             let active: Vec<bool> = (0..g.vars.len())
@@ -594,19 +719,10 @@ impl Optimizer {
             let decay = if g.layout.regularized { wd } else { 0.0 };
             if g.uniform(&active, &rule) {
                 g.steps.iter_mut().for_each(|s| *s += 1);
-                let update = Update {
-                    param: &mut g.params,
-                    grad,
-                    step: g.steps[0],
-                    lr,
-                    decay,
-                };
+                let grad = grad.shallow_clone();
                 match rule {
-                    Rule::AdamW(r) => r.update(update, &mut g.buffers)?,
-                    Rule::Sgd(r) => r.update(update, &mut g.buffers)?,
-                    Rule::Lars(r) => {
-                        r.update_group(update, &mut g.buffers, &g.layout, &g.counts)?
-                    }
+                    Rule::AdamW(r) if fused => g.update_fused(&r, &grad, lr, decay)?,
+                    _ => g.update_whole(&rule, &grad, lr, decay)?,
                 }
                 continue;
             }
