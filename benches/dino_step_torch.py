@@ -26,9 +26,12 @@ Three ways to write the step (`--style`):
 `--compile` wraps student and teacher in `torch.compile` (default mode).
 
 Process settings, as ours (`dino bench train` prints the same fields): `--threads N`
-(`torch.set_num_threads`; 0 keeps libtorch's default) and `--alloc keep` (the default: glibc
+(`torch.set_num_threads`; 0 keeps libtorch's default), `--alloc keep` (the default: glibc
 `mallopt(M_MMAP_THRESHOLD, 32 MiB)` and `mallopt(M_TRIM_THRESHOLD, 1 GiB)`, what the `dino`
-binary sets at start-up, crates/cli/src/alloc.rs) or `--alloc default` (glibc's defaults).
+binary sets at start-up, crates/cli/src/alloc.rs) or `--alloc default` (glibc's defaults), and
+libgomp's waiting policy from the environment (`omp_wait`; `dino` runs with
+`OMP_WAIT_POLICY=PASSIVE` unless told otherwise, crates/cli/src/omp.rs, and
+train_step_compare.py gives the PyTorch sides the same).
 
 Inputs (`--input`): `synthetic` = one batch of seeded random u8 crops normalized on the device
 once and reused (model-bound); `loader` = an ImageFolder through torchvision's DINO multi-crop
@@ -226,6 +229,16 @@ def resolve(cfg, device_arg):
         else:  # as `dino`: bf16 where the CPU multiplies bf16 natively
             prec = "bf16" if cpu_has_native_bf16() else "fp32"
     return device, prec
+
+
+def omp_wait():
+    """libgomp's waiting policy in force, in the words `dino` reports it (crates/cli/src/omp.rs)."""
+    p, s = os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT")
+    if p and s:
+        return f"OMP_WAIT_POLICY={p} GOMP_SPINCOUNT={s}"
+    if p or s:
+        return f"OMP_WAIT_POLICY={p}" if p else f"GOMP_SPINCOUNT={s}"
+    return "libgomp default (spin, then sleep)"
 
 
 def cpu_has_native_bf16():
@@ -487,7 +500,7 @@ def main():
                     "min": min(times) * 1e3},
         "phase_ms": {k: statistics.median(v) * 1e3 for k, v in phases.items()},
         "data_wait_fraction": waits / wall, "torch_threads": torch.get_num_threads(),
-        "allocator": ALLOC,
+        "allocator": ALLOC, "omp_wait": omp_wait(),
         "env": {k: os.environ[k] for k in sorted(os.environ)
                 if k.startswith(("OMP_", "MKL_", "ATEN_", "ONEDNN_", "DNNL_", "KMP_"))},
         "last_loss": last, "torch": torch.__version__,

@@ -7,8 +7,9 @@ syncs (`foreach`, fused AdamW), with `--official PATH` the official `main_dino.p
 from a facebookresearch/dino checkout (`main_dino`, never vendored), and with `--compile` the
 foreach side under `torch.compile`. Every side reads the same resolved config (`dino config
 show`), so model, crops, batch, optimizer, precision and device are equal; the PyTorch sides get
-the libtorch thread count and the precision `dino env` resolves for ours, and ours' allocator
-settings (`--alloc keep`; both sides print theirs).
+the libtorch thread count and the precision `dino env` resolves for ours, ours' allocator
+settings (`--alloc keep`) and libgomp waiting policy (`OMP_WAIT_POLICY=PASSIVE` unless the
+caller set one); every side prints its settings.
 
 `--rounds` rounds (at least 5 for a figure), the order of the sides alternating: forward in even
 rounds, reversed in odd ones, so neither side always runs first. For each side: the median
@@ -65,9 +66,19 @@ def gpu_name():
     return None
 
 
+def side_env():
+    """The environment of every side: libgomp's waiting policy as `dino` sets its own
+    (OMP_WAIT_POLICY=PASSIVE unless the caller chose one), so both wait alike."""
+    env = dict(os.environ)
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
 def run_json(cmd):
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env=side_env()).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -156,7 +167,8 @@ def main():
           f"{args.warmup} warm-up + {args.steps} timed steps, order alternating")
     print(f"libtorch threads: ours {first['torch_threads']}, PyTorch "
           f"{torch_rep.get('torch_threads', '-')}; allocator: ours {first.get('allocator')}, "
-          f"PyTorch {torch_rep.get('allocator', '-')}")
+          f"PyTorch {torch_rep.get('allocator', '-')}; OpenMP wait: ours "
+          f"{first.get('omp_wait')}, PyTorch {torch_rep.get('omp_wait', '-')}")
     print()
     print("| input | implementation | images/s (median) | step ms (median) | data wait ms | "
           "fwd+bwd ms | bookkeeping ms | ours / this: median of rounds | spread |")

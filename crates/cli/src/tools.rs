@@ -105,6 +105,7 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
         };
         let mut r = run_train_bench(&cfg, &opts)?;
         r.allocator = Some(crate::alloc::describe().to_string());
+        r.omp_wait = Some(crate::omp::describe());
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {

@@ -127,6 +127,7 @@ fn compare_script_puts_ours_and_pytorch_in_one_table() {
         assert_eq!(rep["precision"], r[0]["precision"]);
         assert_eq!(rep["torch_threads"], r[0]["torch_threads"], "{rep}");
         assert_eq!(rep["allocator"], r[0]["allocator"], "{rep}");
+        assert_eq!(rep["omp_wait"], r[0]["omp_wait"], "{rep}");
         assert!(rep["last_loss"].as_f64().unwrap().is_finite(), "{rep}");
         for phase in ["data_wait", "forward_backward", "bookkeeping"] {
             assert!(rep["phase_ms"][phase].as_f64().unwrap() >= 0.0, "{rep}");
@@ -160,4 +161,37 @@ fn compare_script_puts_ours_and_pytorch_in_one_table() {
     assert_eq!(rows.len(), 4, "{text}");
     assert!(rows.iter().any(|l| l.contains("pytorch-eager (official)")));
     assert!(text.contains("median of rounds"), "{text}");
+}
+
+#[test]
+fn libgomp_waits_passively_unless_told_otherwise() {
+    let omp_wait = |set: &[(&str, &str)]| -> String {
+        let mut cmd = Command::new(DINO);
+        cmd.args(["env", "--json"]);
+        for v in ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "DINO_OMP_WAIT_SET"] {
+            cmd.env_remove(v);
+        }
+        for (k, v) in set {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        r["omp_wait"].as_str().unwrap().to_string()
+    };
+    // Unset: the binary starts itself again with the passive policy (crates/cli/src/omp.rs).
+    assert_eq!(omp_wait(&[]), "OMP_WAIT_POLICY=PASSIVE");
+    // A policy the user chose is kept.
+    assert_eq!(
+        omp_wait(&[("OMP_WAIT_POLICY", "ACTIVE")]),
+        "OMP_WAIT_POLICY=ACTIVE"
+    );
+    assert_eq!(
+        omp_wait(&[("GOMP_SPINCOUNT", "1000")]),
+        "GOMP_SPINCOUNT=1000"
+    );
 }

@@ -144,6 +144,9 @@ pub struct TrainBenchReport {
     pub torch_threads: usize,
     /// The process's allocator settings, as the binary set them (`None` when not reported).
     pub allocator: Option<String>,
+    /// How libtorch's OpenMP threads wait (`OMP_WAIT_POLICY` / `GOMP_SPINCOUNT` in force, as
+    /// the binary reports them; `None` when not reported).
+    pub omp_wait: Option<String>,
     /// The last timed step's loss (a finite number says the step really ran).
     pub last_loss: f64,
     /// Resident memory of this process (MiB) once the networks, optimizer and input were built,
@@ -271,6 +274,7 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         phase_ms,
         torch_threads: threads.torch,
         allocator: None,
+        omp_wait: None,
         last_loss,
         rss_before_mib: rss_before.map(mib),
         peak_rss_mib: memory::peak_rss_bytes().map(mib),

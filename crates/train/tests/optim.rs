@@ -50,12 +50,17 @@ fn matches_torch_adamw_with_dino_groups_clipping_and_freezing() {
             (n.clone(), t.set_requires_grad(!n.ends_with("weight_g")))
         })
         .collect();
+    // torch.optim.AdamW's single-tensor arithmetic (the official one), not the fused kernel.
+    let official = OptimConfig {
+        fused: false,
+        ..OptimConfig::default()
+    };
     let mut opt = Optimizer::new(
         params
             .iter()
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect(),
-        &OptimConfig::default(),
+        &official,
     )
     .unwrap();
     let trainable: Vec<(String, Tensor)> = params

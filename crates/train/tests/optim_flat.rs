@@ -209,6 +209,7 @@ fn flat_matches_per_parameter(kind: OptimizerKind) {
     let cfg = config();
     let optim = OptimConfig {
         optimizer: kind,
+        fused: false,
         ..cfg.optim.clone()
     };
     let mut flat = nets(&cfg);

@@ -60,8 +60,10 @@ impl Reference {
     }
 
     fn optimizer(&self, kind: OptimizerKind) -> Optimizer {
+        // The references are torch's single-tensor optimizers: the official arithmetic.
         let cfg = OptimConfig {
             optimizer: kind,
+            fused: false,
             ..OptimConfig::default()
         };
         let named = self
