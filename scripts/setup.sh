@@ -3,6 +3,8 @@
 #   - a project-local Python virtualenv (.venv) with torch==2.13.0 (the libtorch that tch 0.26
 #     links against), torchvision, pillow, numpy and scikit-learn (the parity-test references),
 #     onnx, onnxscript and onnxruntime (`dino export --format onnx` and its test);
+#   - with DINO_SETUP_WHEEL=1, the `dino_multicrop` wheel of crates/python (maturin and pytest,
+#     pinned, from PyPI), rebuilt when its Rust sources change;
 #   - Debian's `dataset-fashion-mnist` package (the README's main job), when apt is usable;
 #   - Debian's `fonts-dejavu-core`, the font of the text in a run's curves.png (without it the
 #     curves are drawn without text), when apt is usable.
@@ -41,6 +43,45 @@ for pkg in sklearn:scikit-learn onnx:onnx onnxscript:onnxscript onnxruntime:onnx
 done
 # A stable path for .cargo/config.toml, whatever the Python minor version.
 [ -e "$VENV/libtorch" ] || ln -sfn "$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')" "$VENV/libtorch"
+
+# The data pipeline as a Python module (crates/python, `import dino_multicrop`), with
+# DINO_SETUP_WHEEL=1 (scripts/test.sh sets it; the main job does not need the wheel, so it does
+# not pay for its build): maturin builds it (release profile, no libtorch) and installs it into
+# the virtualenv, where the pytest tests of scripts/test.sh import it. Rebuilt only when a source
+# it is built from changed: the stamp holds a hash of crates/python, crates/data and
+# crates/config (sources and manifests), the workspace manifest, Cargo.lock and
+# .cargo/config.toml.
+MATURIN_VERSION=1.16.0
+PYTEST_VERSION=9.2.0
+pip_pin() { # $1 = distribution, $2 = version: installs it unless that version is there
+  "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null ||
+    { log "installing $1==$2"; "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$1==$2"; }
+}
+if [ "${DINO_SETUP_WHEEL:-0}" = 1 ]; then
+  pip_pin maturin "$MATURIN_VERSION"
+  pip_pin pytest "$PYTEST_VERSION"
+  wheel_hash=$( { find crates/python crates/data crates/config -path crates/python/tests -prune -o \
+      -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.pyi' \) -print; \
+      echo Cargo.toml; echo Cargo.lock; echo .cargo/config.toml; } | LC_ALL=C sort | xargs sha256sum |
+      sha256sum | cut -c1-16)
+  wheel_stamp="$VENV/.dino-multicrop-$wheel_hash"
+  if [ ! -f "$wheel_stamp" ] || ! "$VENV/bin/python" -c "import dino_multicrop" 2>/dev/null; then
+    if command -v cargo >/dev/null 2>&1; then
+      log "building and installing the dino_multicrop wheel (maturin develop --release)"
+      wheel_log=$(mktemp)
+      if ! VIRTUAL_ENV="$PWD/$VENV" "$VENV/bin/maturin" develop --release --locked --quiet \
+        -m crates/python/Cargo.toml >"$wheel_log" 2>&1; then
+        cat "$wheel_log" >&2
+        rm -f "$wheel_log"
+        exit 1
+      fi
+      rm -f "$wheel_log" "$VENV"/.dino-multicrop-*
+      touch "$wheel_stamp"
+    else
+      log "warning: no cargo: the dino_multicrop wheel is not built (its pytest tests will fail)"
+    fi
+  fi
+fi
 
 # Installs Debian package $1 (apt-get update once if the first try fails); $2 says what is lost
 # without it. Never fails the setup: the packages below are optional for the test suite.

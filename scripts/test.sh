@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Sets up (idempotent), checks formatting and lints, and runs the whole test suite: unit,
-# integration, parity (against the virtualenv's PyTorch/Pillow) and doc tests of every crate.
+# integration, parity (against the virtualenv's PyTorch/Pillow) and doc tests of every crate,
+# then the pytest tests of the Python wheel.
 # A formatting difference or any clippy warning (missing docs included) fails it, as a test does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DINO_SETUP_DATASETS=${DINO_SETUP_DATASETS:-0} bash scripts/setup.sh
+# The wheel's tests need it installed (a release build: a dev-profile one measured no cheaper to
+# compile, docs/BENCHMARKS.md).
+DINO_SETUP_DATASETS=${DINO_SETUP_DATASETS:-0} DINO_SETUP_WHEEL=${DINO_SETUP_WHEEL:-1} \
+  bash scripts/setup.sh
 # A CI machine builds once: incremental caches would only take disk (it has little to spare).
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
+# The Python wheel (crates/python), which setup.sh built and installed into .venv.
+.venv/bin/python -m pytest -q crates/python/tests

@@ -60,7 +60,6 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
     let emb = a.model.embedder()?;
     // Refused before the output folder is made: a ResNet has no attention to show.
     let vit = emb.backbone().vit("attention to show (dino attention)")?;
-    crate::output::prepare_dir(&a.out)?;
     let cfg = &emb.cfg;
     let decode = |path: &std::path::Path| {
         dino_data::decode::decode_file(path, cfg.data.max_image_pixels)
@@ -94,6 +93,8 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             images.push((format!("{i:04}"), ds.load(i)?.image));
         }
     }
+    // Every image is read before the output folder is made.
+    let _out = crate::output::prepare_dir(&a.out)?;
     // clap rejects both flags together; --keep-aspect only restates the default.
     let fit = if a.square && !a.keep_aspect {
         AttentionResize::Square(a.image_size)

@@ -2,7 +2,7 @@
 //! (`dino_eval::cluster`).
 
 use crate::features_in::FeatureInput;
-use dino_eval::cluster::{cluster_eval, ClusterConfig};
+use dino_eval::cluster::{cluster_eval, ClusterConfig, ClusterReport};
 
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
@@ -38,22 +38,60 @@ pub fn run(a: ClusterArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "k-means (k = {}, {} restarts, seed {}) on {}, {} images of {} classes:",
-            report.k,
-            report.restarts,
-            report.seed,
-            a.input.describe(),
-            report.n_images,
-            report.n_classes
-        );
-        println!(
-            "  NMI {:.4}  ARI {:.4}  purity {:.2}%  Hungarian accuracy {:.2}%",
-            report.nmi,
-            report.ari,
-            100.0 * report.purity,
-            100.0 * report.hungarian_accuracy
-        );
+        print!("{}", report_text(&report, &a.input.describe()));
     }
     Ok(())
+}
+
+/// The text report: settings, scores, and a note when k-means left clusters empty (the JSON
+/// report's `nonempty_clusters`).
+fn report_text(report: &ClusterReport, source: &str) -> String {
+    let mut text = format!(
+        "k-means (k = {}, {} restarts, seed {}) on {source}, {} images of {} classes:\n",
+        report.k, report.restarts, report.seed, report.n_images, report.n_classes
+    );
+    text.push_str(&format!(
+        "  NMI {:.4}  ARI {:.4}  purity {:.2}%  Hungarian accuracy {:.2}%\n",
+        report.nmi,
+        report.ari,
+        100.0 * report.purity,
+        100.0 * report.hungarian_accuracy
+    ));
+    if report.nonempty_clusters < report.k {
+        text.push_str(&format!(
+            "  note: only {} of the {} clusters received an image (k-means left the others \
+             empty); the scores are those of {} clusters\n",
+            report.nonempty_clusters, report.k, report.nonempty_clusters
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_says_when_clusters_stayed_empty() {
+        let mut r = ClusterReport {
+            n_images: 12,
+            n_classes: 3,
+            k: 3,
+            nonempty_clusters: 3,
+            restarts: 10,
+            seed: 0,
+            inertia: 0.1,
+            nmi: 1.0,
+            ari: 1.0,
+            purity: 1.0,
+            hungarian_accuracy: 1.0,
+        };
+        assert!(!report_text(&r, "f.npy").contains("note"));
+        r.nonempty_clusters = 2;
+        let text = report_text(&r, "f.npy");
+        assert!(
+            text.contains("note: only 2 of the 3 clusters received an image"),
+            "{text}"
+        );
+    }
 }

@@ -342,9 +342,10 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
         return embed_tokens(a);
     }
     dino_eval::features::check_path(&a.out)?;
-    crate::output::prepare_file(&a.out)?;
+    // The model and the data are probed before the output folder is made.
     let emb = a.model.embedder()?;
     let ds = open_labelled(&a, &emb)?;
+    let _out = crate::output::prepare_file(&a.out)?;
     let set = emb.embed(ds.as_ref(), &emb.options(FeatureKind::Cls, a.patch_tokens)?)?;
     let files = write_features(&a.out, &set)?;
     eprintln!(
@@ -388,16 +389,17 @@ fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
     let crop = opts.transform.crop_size() as usize;
     let layout = plan_tokens(emb.backbone(), kind, layers, crop, 0)?;
     let ds = open_labelled(&a, &emb)?;
-    let mut sink: Box<dyn TokenSink> = if a.per_image {
+    let (mut sink, _out): (Box<dyn TokenSink>, _) = if a.per_image {
         let names = per_image_names(ds.as_ref(), &a.data, ds.len())?;
-        crate::output::prepare_dir(&a.out)?;
-        Box::new(PerImageWriter::new(&a.out, names))
+        let out = crate::output::prepare_dir(&a.out)?;
+        (Box::new(PerImageWriter::new(&a.out, names)), out)
     } else {
-        crate::output::prepare_file(&a.out)?;
-        match a.out.extension().and_then(|e| e.to_str()) {
+        let out = crate::output::prepare_file(&a.out)?;
+        let sink: Box<dyn TokenSink> = match a.out.extension().and_then(|e| e.to_str()) {
             Some("npy") => Box::new(NpyTokenWriter::new(&a.out)),
             _ => Box::new(SafetensorsTokenWriter::new(&a.out)),
-        }
+        };
+        (sink, out)
     };
     let report = dino_eval::tokens::embed_tokens(
         emb.backbone(),

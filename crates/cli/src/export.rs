@@ -23,10 +23,10 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     if a.model.which == Source::Pixels {
         anyhow::bail!("--which pixels has no network to export");
     }
-    crate::output::prepare_file(&a.out)?;
     let emb = a.model.embedder()?;
     // A ResNet would need another exporter (torchvision's); refused before anything is written.
     let vit = emb.backbone().vit("exportable ViT graph")?.config().clone();
+    let _out = crate::output::prepare_file(&a.out)?;
     let r = dino_model::export_backbone(emb.variables(), &vit, format, &a.out)?;
     eprintln!(
         "wrote {} ({:?}, {} parameters): images [B, 3, H, W] normalised, H and W multiples of \

@@ -5,10 +5,55 @@
 use crate::eval::ModelArgs;
 use anyhow::Context;
 use dino_config::DataFormat;
-use dino_data::dataset::{align_classes, open_dataset, UnknownClass};
-use dino_eval::embed::FeatureKind;
+use dino_data::dataset::{align_classes, open_dataset, Dataset, UnknownClass};
+use dino_eval::embed::{EmbedOptions, FeatureKind};
 use dino_eval::features::{read_features, FeatureSet};
+use dino_eval::source::Embedder;
 use std::path::{Path, PathBuf};
+
+/// An input probed by [`FeatureInput::open`]: features already read from files, or a loaded
+/// model with its opened datasets, not yet embedded ([`OpenedInput::features`]).
+pub enum OpenedInput {
+    /// Read from features files (the input's, and the gallery's when given).
+    Read(FeatureSet, Option<FeatureSet>),
+    /// To embed: the model, its options, the input's dataset and the gallery's (labelled by the
+    /// input's class names).
+    Embed {
+        /// The model.
+        emb: Box<Embedder>,
+        /// Feature kind, crop and batch.
+        opts: EmbedOptions,
+        /// The input images.
+        data: Box<dyn Dataset>,
+        /// The gallery images.
+        gallery: Option<Box<dyn Dataset>>,
+    },
+}
+
+impl OpenedInput {
+    /// The features of the input and of the gallery: those read, or the datasets embedded now
+    /// (the long work).
+    ///
+    /// # Errors
+    /// A model error, or features the shared check refuses (e.g. NaN rows).
+    pub fn features(self) -> anyhow::Result<(FeatureSet, Option<FeatureSet>)> {
+        match self {
+            Self::Read(set, gallery) => Ok((set, gallery)),
+            Self::Embed {
+                emb,
+                opts,
+                data,
+                gallery,
+            } => {
+                let second = match gallery {
+                    Some(g) => Some(emb.embed(g.as_ref(), &opts)?),
+                    None => None,
+                };
+                Ok((emb.embed(data.as_ref(), &opts)?, second))
+            }
+        }
+    }
+}
 
 /// `--features FILE`, or a model and `--data DIR`.
 #[derive(clap::Args, Debug)]
@@ -63,11 +108,29 @@ impl FeatureInput {
         kind: FeatureKind,
         patch_tokens: bool,
     ) -> anyhow::Result<(FeatureSet, Option<FeatureSet>)> {
+        self.open(gallery, kind, patch_tokens)?.features()
+    }
+
+    /// Everything of [`FeatureInput::load_with`] short of embedding: features files are read
+    /// (and checked), or the model is loaded and the image folders opened, so a command can
+    /// refuse a bad input before it makes its output folder.
+    ///
+    /// # Errors
+    /// As [`FeatureInput::load`].
+    pub fn open(
+        &self,
+        gallery: Option<&Path>,
+        kind: FeatureKind,
+        patch_tokens: bool,
+    ) -> anyhow::Result<OpenedInput> {
         let read = |path: &Path| {
             read_features(path).with_context(|| format!("reading features from {}", path.display()))
         };
         if let Some(path) = &self.features {
-            return Ok((read(path)?, gallery.map(read).transpose()?));
+            return Ok(OpenedInput::Read(
+                read(path)?,
+                gallery.map(read).transpose()?,
+            ));
         }
         let data = self
             .data
@@ -80,7 +143,7 @@ impl FeatureInput {
         };
         let ds = open(data)?;
         let opts = emb.options(kind, patch_tokens)?;
-        let second = match gallery {
+        let second: Option<Box<dyn Dataset>> = match gallery {
             Some(g) => {
                 let aligned = align_classes(ds.classes(), open(g)?, UnknownClass::Error)
                     .with_context(|| {
@@ -90,11 +153,16 @@ impl FeatureInput {
                             data.display()
                         )
                     })?;
-                Some(emb.embed(&aligned, &opts)?)
+                Some(Box::new(aligned))
             }
             None => None,
         };
-        Ok((emb.embed(ds.as_ref(), &opts)?, second))
+        Ok(OpenedInput::Embed {
+            emb: Box::new(emb),
+            opts,
+            data: ds,
+            gallery: second,
+        })
     }
 
     /// A short name of the source for reports: the features file, or `which` and the data.

@@ -3,6 +3,7 @@
 
 use crate::features_in::FeatureInput;
 use anyhow::Context;
+use dino_eval::embed::FeatureKind;
 use dino_eval::map::{map_2d, MapMethod, TsneConfig};
 use dino_eval::map_output::{write_coords_csv, write_coords_npy};
 use dino_eval::map_plot::{draw_map_with_thumbnails, Thumbnail};
@@ -76,8 +77,12 @@ pub fn run(a: MapArgs) -> anyhow::Result<()> {
         a.width,
         a.height
     );
-    crate::output::prepare_dir(&a.out)?;
-    let set = a.input.load()?;
+    // The input is probed (a features file read and checked, or the model loaded and the
+    // folder opened) before the output folder is made; a map that cannot be drawn (e.g. all
+    // rows identical) fails before anything is written into it.
+    let input = a.input.open(None, FeatureKind::Cls, false)?;
+    let _out = crate::output::prepare_dir(&a.out)?;
+    let (set, _) = input.features()?;
     let start = std::time::Instant::now();
     let points = map_2d(&set.features, method, &tsne)?;
     let seconds = start.elapsed().as_secs_f64();

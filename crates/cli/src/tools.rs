@@ -190,10 +190,10 @@ pub struct PreviewArgs {
 pub fn augment(cmd: AugmentCmd) -> anyhow::Result<()> {
     let AugmentCmd::Preview(a) = cmd;
     let cfg = a.config.load(&[])?;
-    crate::output::prepare_file(&a.out)?;
     let ds =
         dino_data::dataset::open_dataset(&a.data, DataFormat::Auto, &cfg.data.split, &cfg.data)?;
     let t = dino_data::augmentation::DataAugmentationDino::new(&cfg.augmentation)?;
+    let _out = crate::output::prepare_file(&a.out)?;
     let grid = dino_data::preview::render_grid(ds.as_ref(), &t, a.images, cfg.runtime.seed)?;
     grid.save(&a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
@@ -285,7 +285,12 @@ pub fn data(cmd: DataCmd) -> anyhow::Result<()> {
         DataCmd::Copydetect(a) => return copydetect(a),
         DataCmd::VideoSeq(a) => return video_seq(a),
     };
-    crate::output::prepare_dir(&out)?;
+    anyhow::ensure!(
+        from.is_file(),
+        "--from {}: no such file (the CIFAR-10 JPEG tarball, cifar-10-jpeg.tar.gz)",
+        from.display()
+    );
+    let _out = crate::output::prepare_dir(&out)?;
     let n = dino_data::dataset::extract_cifar10_tarball(&from, &out)?;
     eprintln!("extracted {n} images into {}", out.display());
     Ok(())
@@ -318,7 +323,12 @@ fn video_seq(a: VideoSeqArgs) -> anyhow::Result<()> {
         let d = a.out.join(sub).join(&a.name);
         anyhow::ensure!(!d.exists(), "{} exists already", d.display());
     }
-    crate::output::prepare_dir(&a.out)?;
+    anyhow::ensure!(
+        a.from.is_dir(),
+        "--from {}: no such folder of photos",
+        a.from.display()
+    );
+    let _out = crate::output::prepare_dir(&a.out)?;
     let spec = dino_eval::video_synth::SynthSpec {
         name: a.name.clone(),
         frames: a.frames,
@@ -353,8 +363,13 @@ pub struct ImportArgs {
 }
 
 pub fn import(a: ImportArgs) -> anyhow::Result<()> {
-    crate::output::prepare_file(&a.out)?;
+    anyhow::ensure!(
+        a.from.is_file(),
+        "--from {}: no such file (an official DINO .pth checkpoint)",
+        a.from.display()
+    );
+    let _out = crate::output::prepare_file(&a.out)?;
     let r = dino_model::import_official(&a.from, &a.out, a.key.as_deref())?;
-    eprintln!("{r:?}");
+    eprintln!("{}", r.describe(&a.from, &a.out));
     Ok(())
 }

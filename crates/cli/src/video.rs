@@ -177,7 +177,6 @@ fn attention(a: AttentionArgs) -> anyhow::Result<()> {
     let emb = a.model.embedder()?;
     // A ResNet has no attention: refused before the output folder or a frame is touched.
     emb.backbone().vit("video attention")?;
-    crate::output::prepare_dir(&a.out)?;
     let cfg = &emb.cfg;
     let patch = cfg.model.patch_size as u32;
     if let Some(k) = a.head {
@@ -192,16 +191,31 @@ fn attention(a: AttentionArgs) -> anyhow::Result<()> {
         .input
         .open(patch, cfg.data.max_image_pixels)
         .with_context(|| format!("opening the video {}", a.input.input.display()))?;
+    // The video is probed (and the model loaded) before the output folder is made.
+    let _out = crate::output::prepare_dir(&a.out)?;
     let info = source.info().clone();
-    let fps = info
-        .output_fps(a.input.every)
-        .unwrap_or(DEFAULT_FOLDER_FPS / a.input.every as f64);
+    let (fps, fps_from) = match info.output_fps(a.input.every) {
+        Some(fps) if a.input.fps.is_some() => (fps, "--fps"),
+        Some(fps) if matches!(info.kind, dino_data::video::SourceKind::Folder { .. }) => {
+            (fps, "the frames folder's default")
+        }
+        Some(fps) => (fps, "the video's own rate"),
+        None => {
+            let fps = DEFAULT_FOLDER_FPS / a.input.every as f64;
+            eprintln!(
+                "note: {} gives no usable frame rate (a still image or cover art?): the output \
+                 is written at {fps} frames/s; pass --fps to choose",
+                info.path.display()
+            );
+            (fps, "default: the video gives no frame rate")
+        }
+    };
 
     // Work in a staging folder; its outputs replace the old ones only once all is done.
     let stage = a
         .out
         .join(format!(".dino-video-partial-{}", std::process::id()));
-    let result = render(&a, &emb, source, &info, fps, format, &stage);
+    let result = render(&a, &emb, source, &info, (fps, fps_from), format, &stage);
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
@@ -272,7 +286,7 @@ fn render(
     emb: &dino_eval::source::Embedder,
     source: FrameSource,
     info: &VideoInfo,
-    fps: f64,
+    (fps, fps_from): (f64, &str),
     format: Option<VideoFormat>,
     stage: &Path,
 ) -> anyhow::Result<Summary> {
@@ -354,6 +368,7 @@ fn render(
         "start": a.input.start,
         "every": a.input.every,
         "fps": fps,
+        "fps_from": fps_from,
         "map": a.head.map_or("mean".to_string(), |k| format!("head {k}")),
         "threshold": a.threshold,
         "smooth": a.smooth,

@@ -81,7 +81,7 @@ pub fn segment(a: SegmentArgs) -> anyhow::Result<()> {
     let emb = a.model.embedder()?;
     // Propagation needs patch features: a ResNet is refused before any output is written.
     let vit = emb.backbone().vit("video segmentation (patch features)")?;
-    crate::output::prepare_dir(&a.out)?;
+    let _out = crate::output::prepare_dir(&a.out)?;
     let opts = FrameOptions {
         short_side: a.size,
         mean: emb.cfg.augmentation.mean,

@@ -216,7 +216,7 @@ fn a_zero_vote_class_is_no_top5_hit() {
 }
 
 /// shared/cases/embed-out-missing-dir: the output folder is created; a path that cannot be
-/// written fails before any image is embedded, naming it.
+/// written fails before any image is embedded, naming it (after the input is probed).
 #[test]
 fn outputs_are_prepared_before_the_work() {
     let tmp = tempfile::tempdir().unwrap();
@@ -225,16 +225,17 @@ fn outputs_are_prepared_before_the_work() {
     let deep = tmp.path().join("out/does-not-exist/sub/feats.npy");
     succeeded(embed(&data, &deep, &[]));
     assert!(deep.is_file());
-    // A file where a folder must be: the error names the path (nothing was embedded: the data
-    // folder below does not even exist, and that is not what is reported).
+    // A file where a folder must be: the error names the path, before any image is embedded.
     std::fs::write(tmp.path().join("blocker"), b"x").unwrap();
     let blocked: PathBuf = tmp.path().join("blocker/feats.npy");
+    let err = failed(embed(&data, &blocked, &[]));
+    assert!(err.contains("blocker"), "{err}");
+    // The input is probed first (issue #26): missing data is named, and no output folder made.
     let missing = tmp.path().join("no-such-data");
-    let err = failed(embed(&missing, &blocked, &[]));
-    assert!(
-        err.contains("blocker") && !err.contains("no-such-data"),
-        "{err}"
-    );
+    let never = tmp.path().join("never/feats.npy");
+    let err = failed(embed(&missing, &never, &[]));
+    assert!(err.contains("no-such-data"), "{err}");
+    assert!(!tmp.path().join("never").exists());
     let err = failed(embed(&missing, &tmp.path().join("feats.txt"), &[]));
     assert!(
         err.contains("feats.txt") && err.contains(".npy or .safetensors"),

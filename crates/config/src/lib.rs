@@ -23,10 +23,14 @@
 //! # Ok::<(), dino_config::ConfigError>(())
 //! ```
 
+mod batchnorm;
 mod error;
 mod sections;
 mod validate;
 
+pub use batchnorm::{
+    batchnorm_passes, check_batchnorm, resnet_map_sides, resnet_min_side_above_one, BatchNormPass,
+};
 pub use error::ConfigError;
 pub use sections::*;
 pub use validate::{check_augmentation, check_vit_shape, VitShape};

@@ -42,6 +42,14 @@ pub struct DataConfig {
     /// (decompression bombs). Default: Pillow's `DecompressionBombError` limit, 2 x 89,478,485.
     pub max_image_pixels: u64,
     /// Drop the last incomplete batch of an epoch (official `DataLoader(drop_last=True)`).
+    /// With `false` and a ResNet (or `head.use_bn`), a last batch so small that some
+    /// BatchNorm would see one value per channel (e.g. one image whose local crops are 1 × 1 at
+    /// `layer4`) is refused before training starts, naming the cure; the dataset size fixes it,
+    /// since undecodable images are replaced, never dropped. Should a BatchNorm still get one
+    /// value per channel at run time, the step stops with an error naming the layer, the step
+    /// and the cure, and the latest checkpoint is left as it was (not skipped and counted: a
+    /// step without that batch's BatchNorm statistics would silently differ from the
+    /// configured one).
     pub drop_last: bool,
 }
 
@@ -190,8 +198,8 @@ impl Arch {
 }
 
 /// `[model]`: the backbone, a Vision Transformer (`vision_transformer.py`) or a torchvision
-/// ResNet. The ViT keys (`patch_size` … `layer_norm_eps`) are ignored by a ResNet, and
-/// `cifar_stem` by a ViT.
+/// ResNet. The ViT keys (`patch_size` … `layer_norm_eps`, `cls_only_last_block`) are ignored
+/// by a ResNet, and `cifar_stem` by a ViT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -223,6 +231,18 @@ pub struct ModelConfig {
     /// torchvision's 7×7 stride-2 `conv1` and 3×3 stride-2 max-pool, which leave a 32-px image
     /// 1×1 at `layer4`. Not in the official code (ImageNet only); default false.
     pub cifar_stem: bool,
+    /// Training runs the last ViT block for the CLS token only: its query, attention output,
+    /// projection, residual, MLP and the final LayerNorm (LayerNorm 1, keys and values still
+    /// for every token), because the DINO loss and the supervised classifier read nothing else.
+    /// The same math as the full block up to float rounding (loss and gradients within 1e-5 of
+    /// the full path, `crates/model/tests/cls_only_block.rs`, same stochastic-depth draws), with
+    /// less work: the CIFAR-10 preset's step 1.23-1.35x faster, ViT-S/16 at small crops 1.03x
+    /// (docs/BENCHMARKS.md, "CLS-only last block and the model forward"). `false` runs the full
+    /// last block, bit for bit the step of the binaries before this key. Evaluation, attention maps, patch
+    /// tokens and video always run the full block. Not an official hyper-parameter (an
+    /// implementation choice: the official code computes every token and drops all but CLS);
+    /// ignored by a ResNet. Default true.
+    pub cls_only_last_block: bool,
 }
 
 impl ModelConfig {
@@ -248,6 +268,7 @@ impl Default for ModelConfig {
             img_size: 224,
             layer_norm_eps: 1e-6,
             cifar_stem: false,
+            cls_only_last_block: true,
         }
     }
 }
@@ -459,10 +480,17 @@ pub struct ScheduleConfig {
     /// Epochs during which the head's last layer gets no update at all
     /// (official `--freeze_last_layer 1`).
     pub freeze_last_layer: usize,
-    /// Epochs during which the backbone gets no update at all (no step, no weight decay): only
-    /// the head trains, so a fresh head on a pretrained backbone (`dino train --init-from`)
-    /// cannot wreck it (dino#80, #207). The teacher's EMA of an unchanged backbone leaves it
-    /// equal to the student's. 0 (default) freezes nothing; not in the official code.
+    /// Epochs during which the backbone is frozen, for student and teacher: its weights get no
+    /// update at all (no optimizer step, no weight decay, no EMA into the teacher's backbone),
+    /// and it runs as in evaluation (a ResNet's BatchNorm normalises with its running
+    /// statistics and leaves them and `num_batches_tracked` unchanged, as torchvision's
+    /// `FrozenBatchNorm2d`; a ViT has no stochastic depth). So the backbone, its BatchNorm
+    /// statistics and its features stay bitwise what was loaded, and the teacher's backbone
+    /// bitwise equal to the student's. Only the head trains: its weights, the teacher head's
+    /// EMA, the center and, with `head.use_bn`, the head's BatchNorm statistics. A fresh head on
+    /// a pretrained backbone (`dino train --init-from`) thus cannot wreck it (dino#80, #207).
+    /// Counted from the run's first epoch, so a run resumed inside them stays frozen. 0
+    /// (default) freezes nothing; not in the official code.
     pub freeze_backbone_epochs: usize,
     /// Teacher EMA momentum at the start, cosine to `momentum_teacher_end`
     /// (official `--momentum_teacher 0.996`).

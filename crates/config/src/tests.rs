@@ -42,6 +42,9 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(m.drop_path_rate, 0.1); // MD --drop_path_rate 0.1
     assert_eq!(m.img_size, 224); // VT img_size=[224]
     assert_eq!(m.layer_norm_eps, 1e-6); // VT partial(nn.LayerNorm, eps=1e-6)
+                                        // Not official (an implementation choice): the last block for the CLS token only, the same
+                                        // math as VT's full block, whose other tokens the official DINO loss never reads.
+    assert!(m.cls_only_last_block);
 
     let h = &c.head;
     assert_eq!(h.out_dim, 65536); // MD --out_dim 65536

@@ -129,6 +129,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport, DataError> {
             threads,
             prefetch: 2,
             drop_last: true,
+            shuffle: true,
             max_failed_fraction: opts.data_config.max_failed_fraction,
             shard: Shard::WHOLE,
         },

@@ -8,7 +8,7 @@
 //! panicking transform becomes an error message, not a silently ended stream.
 //!
 //! Determinism: the epoch order is a Fisher-Yates shuffle driven by
-//! `rng_for(seed, epoch, 0, Shuffle)`; sample `index` of epoch `e` is augmented with
+//! `rng_for(seed, epoch, 0, Shuffle)` (index order with `shuffle = false`); sample `index` of epoch `e` is augmented with
 //! `rng_for(seed, e, index, Augment)`. Nothing depends on which thread runs what, so one
 //! thread and N threads give byte-identical batches, and starting at `(epoch, step)` gives the
 //! same batches as an uninterrupted run (exact resume).
@@ -16,7 +16,8 @@
 //! Bad samples: a sample that fails to load is replaced by a uniformly drawn other sample from
 //! `rng_for(seed, e, position, Replace)` (whose augmentation draws then come from the same
 //! stream, so a replacement never duplicates that image's regular crops). Each failure is
-//! counted; each distinct bad file is logged once with `tracing::warn!`. When more than
+//! counted; each distinct bad file is logged once with `tracing::warn!` and kept with its reason
+//! ([`LoaderStats::failures`]). When more than
 //! `max_failed_fraction × len` distinct samples have failed the loader sends a
 //! [`DataError::TooManyFailures`] and stops. The official code has no such path (torchvision's
 //! `ImageFolder` raises on the first bad file and the run dies).
@@ -24,7 +25,7 @@
 //! Shutdown: dropping the [`Loader`] stops the producer between samples and joins it; a
 //! producer blocked on a full channel is woken by a stop channel, so drop never hangs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,10 @@ pub struct LoaderOptions {
     pub prefetch: usize,
     /// Drop an epoch's last incomplete batch (official `drop_last=True`).
     pub drop_last: bool,
+    /// Visit each epoch in the seeded order of [`epoch_order`] (official `DataLoader` over a
+    /// `DistributedSampler(shuffle=True)`); `false` visits the dataset in index order every
+    /// epoch (still sharded, still augmented from `seed`), as `shuffle=False` does there.
+    pub shuffle: bool,
     /// Distinct failed samples allowed, as a fraction of the dataset, before an error.
     pub max_failed_fraction: f64,
     /// Which part of every epoch this process reads in data-parallel training
@@ -136,6 +141,7 @@ impl LoaderOptions {
             threads: cfg.runtime.data_threads,
             prefetch: cfg.runtime.prefetch_batches,
             drop_last: cfg.data.drop_last,
+            shuffle: true,
             max_failed_fraction: cfg.data.max_failed_fraction,
             shard: Shard::WHOLE,
         }
@@ -173,12 +179,72 @@ fn below(rng: &mut ChaCha8Rng, n: usize) -> usize {
     ((rng.next_u64() as u128 * n as u128) >> 64) as usize
 }
 
+/// Checks `opts` and `transform` for a dataset of `len` samples, as [`Loader::spawn`] does
+/// before any work, and returns the batches of one epoch of this shard. Lets a caller (the
+/// Python wheel) reject bad options when it is configured rather than when it first iterates.
+///
+/// # Errors
+/// [`DataError::BadOption`] naming the option: `batch_size` 0 or larger than the shard of an
+/// epoch with `drop_last`, a `max_failed_fraction` outside `[0, 1]`, zero-sized crops, a rank
+/// outside the world, a `start_step` past the epoch.
+pub fn check_options(
+    len: usize,
+    transform: &DataAugmentationDino,
+    opts: &LoaderOptions,
+) -> Result<u64, DataError> {
+    let bad = |name, reason: String| Err(DataError::BadOption { name, reason });
+    if opts.batch_size == 0 {
+        return bad("batch_size", "must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&opts.max_failed_fraction) {
+        return bad(
+            "max_failed_fraction",
+            format!("{} not in [0, 1]", opts.max_failed_fraction),
+        );
+    }
+    if transform.global_size() == 0 || (transform.n_local() > 0 && transform.local_size() == 0) {
+        return bad("crop size", "crops must be at least 1 pixel".into());
+    }
+    if opts.shard.world_size == 0 || opts.shard.rank >= opts.shard.world_size {
+        return bad(
+            "shard",
+            format!(
+                "rank {} of world size {}: need 0 <= rank < world size",
+                opts.shard.rank, opts.shard.world_size
+            ),
+        );
+    }
+    let shard_len = opts.shard.len(len, opts.drop_last);
+    let per_epoch = batches_per_epoch(shard_len, opts.batch_size, opts.drop_last);
+    if per_epoch == 0 {
+        return bad(
+            "batch_size",
+            format!(
+                "dataset of {len} samples ({shard_len} per rank of {}) gives no batch of {} \
+                 (drop_last = {})",
+                opts.shard.world_size, opts.batch_size, opts.drop_last
+            ),
+        );
+    }
+    if opts.start_step > per_epoch {
+        return bad(
+            "start_step",
+            format!(
+                "{} past the {per_epoch} batches of an epoch",
+                opts.start_step
+            ),
+        );
+    }
+    Ok(per_epoch)
+}
+
 /// Counters shared by the producer, the workers and whoever holds the [`Loader`].
 /// Times are summed over threads, in nanoseconds.
 #[derive(Debug, Default)]
 pub struct LoaderStats {
     failed_samples: AtomicU64,
-    failed_indices: Mutex<HashSet<usize>>,
+    /// Distinct failed dataset indices, each with `path: reason` of its first failure.
+    failed_indices: Mutex<BTreeMap<usize, String>>,
     batches: AtomicU64,
     samples: AtomicU64,
     load_ns: AtomicU64,
@@ -225,6 +291,15 @@ impl LoaderStats {
         }
     }
 
+    /// Every distinct dataset index that failed to load so far, with `path: reason` of its
+    /// first failure, sorted by index (what the Python wheel reports in its warnings).
+    pub fn failures(&self) -> Vec<(usize, String)> {
+        self.failed_indices.lock().map_or_else(
+            |_| Vec::new(),
+            |m| m.iter().map(|(i, w)| (*i, w.clone())).collect(),
+        )
+    }
+
     fn distinct_failed(&self) -> usize {
         self.failed_indices.lock().map_or(0, |s| s.len())
     }
@@ -234,7 +309,19 @@ impl LoaderStats {
         let new = self
             .failed_indices
             .lock()
-            .map(|mut s| s.insert(index))
+            .map(|mut s| match s.entry(index) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    // Decode and I/O errors already name the file.
+                    let reason = err.to_string();
+                    v.insert(if reason.contains(what) {
+                        reason
+                    } else {
+                        format!("{what}: {reason}")
+                    });
+                    true
+                }
+                std::collections::btree_map::Entry::Occupied(_) => false,
+            })
             .unwrap_or(false);
         if new {
             tracing::warn!(path = what, reason = %err, "skipping a sample that failed to load");
@@ -281,61 +368,17 @@ type Built = Result<(MultiCropBatch, Vec<usize>), DataError>;
 type Packed = (i64, u64, Vec<usize>);
 
 impl Loader {
-    /// Validates the options, starts the worker pool and the producer thread.
+    /// Validates the options ([`check_options`]), starts the worker pool and the producer thread.
     ///
     /// Errors (before any work): `batch_size` 0, a `start_step` past the epoch, a
     /// `max_failed_fraction` outside `[0, 1]`, an empty dataset or one smaller than a batch with
-    /// `drop_last`, zero-sized crops, or a pool that cannot start.
+    /// `drop_last`, zero-sized crops, a rank outside the world, or a pool that cannot start.
     pub fn spawn(
         dataset: Arc<dyn Dataset>,
         transform: DataAugmentationDino,
         opts: LoaderOptions,
     ) -> Result<Self, DataError> {
-        let bad = |name, reason: String| Err(DataError::BadOption { name, reason });
-        let len = dataset.len();
-        if opts.batch_size == 0 {
-            return bad("batch_size", "must be at least 1".into());
-        }
-        if !(0.0..=1.0).contains(&opts.max_failed_fraction) {
-            return bad(
-                "max_failed_fraction",
-                format!("{} not in [0, 1]", opts.max_failed_fraction),
-            );
-        }
-        if transform.global_size() == 0 || (transform.n_local() > 0 && transform.local_size() == 0)
-        {
-            return bad("crop size", "crops must be at least 1 pixel".into());
-        }
-        if opts.shard.world_size == 0 || opts.shard.rank >= opts.shard.world_size {
-            return bad(
-                "shard",
-                format!(
-                    "rank {} of world size {}: need 0 <= rank < world size",
-                    opts.shard.rank, opts.shard.world_size
-                ),
-            );
-        }
-        let shard_len = opts.shard.len(len, opts.drop_last);
-        let per_epoch = batches_per_epoch(shard_len, opts.batch_size, opts.drop_last);
-        if per_epoch == 0 {
-            return bad(
-                "batch_size",
-                format!(
-                    "dataset of {len} samples ({shard_len} per rank of {}) gives no batch of {} \
-                     (drop_last = {})",
-                    opts.shard.world_size, opts.batch_size, opts.drop_last
-                ),
-            );
-        }
-        if opts.start_step > per_epoch {
-            return bad(
-                "start_step",
-                format!(
-                    "{} past the {per_epoch} batches of an epoch",
-                    opts.start_step
-                ),
-            );
-        }
+        let per_epoch = check_options(dataset.len(), &transform, &opts)?;
         let n_epochs = opts.epochs.end.saturating_sub(opts.epochs.start);
         let total_batches = n_epochs
             .saturating_mul(per_epoch)
@@ -444,7 +487,11 @@ impl Producer {
                 let ord = match &order {
                     Some((e, o)) if *e == epoch => o.clone(),
                     _ => {
-                        let o = Arc::new(epoch_order(sh.opts.seed, epoch, len));
+                        let o = Arc::new(if sh.opts.shuffle {
+                            epoch_order(sh.opts.seed, epoch, len)
+                        } else {
+                            (0..len).collect()
+                        });
                         order = Some((epoch, o.clone()));
                         o
                     }
@@ -662,6 +709,8 @@ mod tests {
         let o = LoaderOptions::default();
         // main_dino.py: --batch_size_per_gpu 64, --seed 0, DataLoader(drop_last=True).
         assert_eq!((o.batch_size, o.seed, o.drop_last), (64, 0, true));
+        // main_dino.py: DistributedSampler(dataset, shuffle=True).
+        assert!(o.shuffle);
         assert_eq!(o.epochs, 0..100);
     }
 }

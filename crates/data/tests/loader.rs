@@ -34,6 +34,7 @@ fn opts(threads: usize) -> LoaderOptions {
         threads,
         prefetch: 2,
         drop_last: false,
+        shuffle: true,
         max_failed_fraction: 0.0,
         shard: Shard::WHOLE,
     }
@@ -165,6 +166,13 @@ fn failed_samples_are_replaced_counted_and_deterministic() {
     let one: Vec<MultiCropBatch> = loader.map(|b| b.unwrap()).collect();
     let s = stats.snapshot();
     assert_eq!(s.distinct_failed, 2);
+    // Each distinct bad file is kept once, with its path and the decoder's reason.
+    let failures = stats.failures();
+    assert_eq!(failures.iter().map(|f| f.0).collect::<Vec<_>>(), bad);
+    assert!(failures[0].1.contains("bad_empty.jpg") && failures[0].1.contains("empty file"));
+    assert!(
+        failures[1].1.contains("bad_text.png") && failures[1].1.contains("unknown image format")
+    );
     // Each bad file is drawn once per epoch; a replacement may hit a bad file again.
     assert!(s.failed_samples >= 4, "{s:?}");
     assert_eq!(
@@ -420,4 +428,43 @@ fn a_rank_outside_the_world_is_rejected() {
     .err()
     .expect("an error");
     assert!(e.to_string().contains("shard"), "{e}");
+}
+
+#[test]
+fn without_shuffle_every_epoch_visits_the_dataset_in_index_order() {
+    // DataLoader(shuffle=False): indices 0..len in order, each image still augmented from
+    // (seed, epoch, index), so its crops equal those of the shuffled run.
+    let (_dir, ds) = folder();
+    let plain = run(
+        &ds,
+        LoaderOptions {
+            shuffle: false,
+            ..opts(2)
+        },
+    );
+    let visited: Vec<u64> = plain.iter().flat_map(|b| b.indices.clone()).collect();
+    let once: Vec<u64> = (0..16).collect();
+    assert_eq!(
+        visited,
+        [once.clone(), once].concat(),
+        "2 epochs in index order"
+    );
+    let shuffled = run(&ds, opts(2));
+    assert_ne!(
+        shuffled
+            .iter()
+            .flat_map(|b| b.indices.clone())
+            .collect::<Vec<_>>(),
+        visited
+    );
+    for epoch in 0..2u64 {
+        let crops = |batches: &[MultiCropBatch]| {
+            let mut all = std::collections::BTreeMap::new();
+            for b in batches.iter().filter(|b| b.epoch == epoch) {
+                all.extend(crops_by_index(b));
+            }
+            all
+        };
+        assert_eq!(crops(&plain), crops(&shuffled), "epoch {epoch}");
+    }
 }

@@ -12,6 +12,7 @@ use rand_xoshiro::Xoshiro256Plus;
 use tch::{Kind, Tensor};
 
 use crate::cluster_metrics::{Contingency, MetricError};
+use crate::features::{count_and_first, non_finite_rows};
 
 /// Settings of [`cluster_eval`].
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +90,22 @@ pub enum ClusterError {
         /// Images.
         n: usize,
     },
+    /// Fewer distinct feature rows than clusters: k-means cannot place k centroids on distinct
+    /// points (duplicated images, a still video's frames, a constant feature).
+    #[error(
+        "k = {k} clusters, but the {n} feature rows hold only {distinct} distinct direction(s) \
+         (identical after L2 normalisation): k-means cannot make more clusters than there are \
+         distinct points; lower --k to at most {distinct}{}",
+        if *distinct == 1 { " (all rows are the same: nothing to cluster)" } else { "" }
+    )]
+    TooFewDistinct {
+        /// Requested clusters.
+        k: usize,
+        /// Distinct rows.
+        distinct: usize,
+        /// Rows.
+        n: usize,
+    },
     /// A setting is out of range.
     #[error("{0}")]
     Setting(String),
@@ -161,11 +178,11 @@ pub fn normalised_rows(features: &Tensor) -> Result<Array2<f64>, ClusterError> {
             .f_contiguous()?
             .f_view([-1])?,
     )?;
+    if let Some((_, row)) = count_and_first(&non_finite_rows(features)?)? {
+        return Err(ClusterError::NonFinite { row });
+    }
     let mut rows = Array2::from_shape_vec((n, d), flat).expect("n * d values");
     for (i, mut row) in rows.rows_mut().into_iter().enumerate() {
-        if row.iter().any(|v| !v.is_finite()) {
-            return Err(ClusterError::NonFinite { row: i });
-        }
         let norm = row.dot(&row).sqrt();
         if norm == 0.0 {
             return Err(ClusterError::ZeroRow { row: i });
@@ -175,21 +192,46 @@ pub fn normalised_rows(features: &Tensor) -> Result<Array2<f64>, ClusterError> {
     Ok(rows)
 }
 
+/// The number of distinct rows of `rows` (exact equality of the values, as after
+/// [`normalised_rows`]): how many different points a clustering or a map has to work with.
+pub fn distinct_rows(rows: &Array2<f64>) -> usize {
+    let mut keys: Vec<Vec<u64>> = rows
+        .rows()
+        .into_iter()
+        // +0.0 for -0.0, so equal values are equal keys.
+        .map(|r| r.iter().map(|v| (v + 0.0).to_bits()).collect())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.len()
+}
+
 /// k-means of `features` `[N, D]` (any float kind; L2-normalised here) into `k` clusters with
 /// `cfg`'s restarts, iterations, tolerance and seed (`cfg.k` is ignored). Deterministic for a
 /// seed, whatever the thread count (linfa parallelises only the per-row assignment).
 ///
 /// # Errors
 /// As [`normalised_rows`]; [`ClusterError::K`] for `k` of 0 or above N;
+/// [`ClusterError::TooFewDistinct`] for `k` above the number of distinct rows;
 /// [`ClusterError::Setting`] for zero restarts or iterations or a bad tolerance.
 pub fn kmeans(features: &Tensor, k: usize, cfg: &ClusterConfig) -> Result<KMeansFit, ClusterError> {
     check_settings(cfg)?;
     let rows = normalised_rows(features)?;
+    check_k(&rows, k)?;
+    kmeans_rows(rows, k, cfg)
+}
+
+/// `k` between 1 and the number of distinct rows of `rows`.
+fn check_k(rows: &Array2<f64>, k: usize) -> Result<(), ClusterError> {
     let n = rows.nrows();
     if k == 0 || k > n {
         return Err(ClusterError::K { k, n });
     }
-    kmeans_rows(rows, k, cfg)
+    let distinct = distinct_rows(rows);
+    if k > distinct {
+        return Err(ClusterError::TooFewDistinct { k, distinct, n });
+    }
+    Ok(())
 }
 
 fn check_settings(cfg: &ClusterConfig) -> Result<(), ClusterError> {
@@ -240,7 +282,7 @@ fn kmeans_rows(
 /// Every check runs before clustering: [`ClusterError::FeatureShape`],
 /// [`ClusterError::LabelShape`], [`ClusterError::NonFinite`], [`ClusterError::ZeroRow`],
 /// [`ClusterError::OneClass`] (fewer than two classes), [`ClusterError::K`] (k of 0 or above
-/// N), [`ClusterError::Setting`].
+/// N), [`ClusterError::TooFewDistinct`] (k above the distinct rows), [`ClusterError::Setting`].
 pub fn cluster_eval(
     features: &Tensor,
     labels: &Tensor,
@@ -264,9 +306,7 @@ pub fn cluster_eval(
         return Err(ClusterError::OneClass(distinct.len()));
     }
     let k = cfg.k.unwrap_or(distinct.len());
-    if k == 0 || k > n {
-        return Err(ClusterError::K { k, n });
-    }
+    check_k(&rows, k)?;
     let fit = kmeans_rows(rows, k, cfg)?;
     let clusters: Vec<i64> = fit.assignments.iter().map(|&c| c as i64).collect();
     let table = Contingency::new(&classes, &clusters)?;
@@ -364,6 +404,54 @@ mod tests {
         assert!(matches!(
             cluster_eval(&flat, &y, &cfg),
             Err(ClusterError::FeatureShape { .. })
+        ));
+    }
+
+    /// Identical rows (shared/cases/map-tsne-identical-rows-nan's sibling): k-means cannot
+    /// make more clusters than there are distinct points, so k above them is refused before
+    /// clustering; k up to them works on duplicated rows.
+    #[test]
+    fn more_clusters_than_distinct_rows_are_refused() {
+        let same = Tensor::ones([40, 16], (Kind::Float, tch::Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1]).repeat([20]);
+        let err = cluster_eval(&same, &y, &ClusterConfig::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClusterError::TooFewDistinct {
+                    k: 2,
+                    distinct: 1,
+                    n: 40
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nothing to cluster"), "{err}");
+        // Two directions, twenty copies each (one of them at another length): 2 clusters fit.
+        let a = Tensor::from_slice(&[1.0f32, 0.0])
+            .view([1, 2])
+            .repeat([20, 1]);
+        let b = Tensor::from_slice(&[0.0f32, 2.0])
+            .view([1, 2])
+            .repeat([20, 1]);
+        let two = Tensor::cat(&[a, b.shallow_clone() * 3.0], 0);
+        assert_eq!(distinct_rows(&normalised_rows(&two).unwrap()), 2);
+        let labels = Tensor::cat(
+            &[
+                y.zeros_like().narrow(0, 0, 20),
+                y.ones_like().narrow(0, 0, 20),
+            ],
+            0,
+        );
+        let r = cluster_eval(&two, &labels, &ClusterConfig::default()).unwrap();
+        assert_eq!((r.k, r.nonempty_clusters, r.purity), (2, 2, 1.0));
+        assert!(matches!(
+            kmeans(&two, 3, &ClusterConfig::default()),
+            Err(ClusterError::TooFewDistinct {
+                k: 3,
+                distinct: 2,
+                ..
+            })
         ));
     }
 }

@@ -6,6 +6,7 @@
 //! Before ranking, the descriptors are PCA-whitened as the official code does, with a
 //! [`Whitening`] learned on a separate set of distractor images that is never searched.
 
+use crate::features::{count_and_first, non_finite_rows};
 use crate::retrieval::{retrieval_eval, RetrievalError, RetrievalReport};
 use tch::{Device, Kind, Tensor};
 
@@ -63,6 +64,13 @@ pub enum CopyDetectError {
         /// Database rows.
         database: i64,
     },
+    /// The whitening features are all zero: no direction to learn a whitening from (its
+    /// eigenvalues are all 0, and their inverse square roots infinite).
+    #[error(
+        "the {0} whitening feature rows are all zero: no whitening can be learned from them \
+         (pass --no-whitening, or give other whitening images)"
+    )]
+    ZeroWhitening(i64),
     /// A ranking error.
     #[error(transparent)]
     Retrieval(#[from] RetrievalError),
@@ -84,10 +92,11 @@ fn check(what: &'static str, x: &Tensor) -> Result<Tensor, CopyDetectError> {
         return Err(CopyDetectError::Empty(what));
     }
     let x = x.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
-    let bad = x.f_isfinite()?.f_logical_not()?.f_any_dim(1, false)?;
-    if bad.f_any()?.f_int64_value(&[])? != 0 {
-        let row = bad.f_nonzero()?.f_int64_value(&[0, 0])?;
-        return Err(CopyDetectError::NonFinite { what, row });
+    if let Some((_, row)) = count_and_first(&non_finite_rows(&x)?)? {
+        return Err(CopyDetectError::NonFinite {
+            what,
+            row: row as i64,
+        });
     }
     Ok(x)
 }
@@ -118,10 +127,15 @@ impl Whitening {
     /// Learns the whitening on `features` `[N, D]`.
     ///
     /// # Errors
-    /// [`CopyDetectError::Shape`], [`CopyDetectError::Empty`], [`CopyDetectError::NonFinite`].
+    /// [`CopyDetectError::Shape`], [`CopyDetectError::Empty`], [`CopyDetectError::NonFinite`],
+    /// [`CopyDetectError::ZeroWhitening`] (every row zero: no eigenvalue above 0). Constant or
+    /// duplicated rows are fine: the eigenvalues below `ε` are raised to it.
     pub fn fit(features: &Tensor) -> Result<Self, CopyDetectError> {
         let x = check("whitening", features)?;
         let (n, d) = (x.size()[0], x.size()[1]);
+        if x.f_abs()?.f_max()?.f_double_value(&[])? == 0.0 {
+            return Err(CopyDetectError::ZeroWhitening(n));
+        }
         let mean = x.f_mean_dim([0i64].as_slice(), false, Kind::Double)?;
         if n < d {
             // XᵀX / N = V (S² / N) Vᵀ; singular values come sorted in decreasing order.
@@ -328,5 +342,32 @@ mod tests {
         ));
         let r = copy_detection_eval(&q, &[0, 1], &db, None, &[1]).unwrap();
         assert_eq!((r.map, r.n_queries, r.n_gallery), (1.0, 2, 4));
+    }
+
+    /// Whitening features that are all zero have no direction (their eigenvalues are all 0, and
+    /// the inverse square roots infinite): refused. Constant or duplicated rows whiten finitely.
+    #[test]
+    fn zero_whitening_rows_are_refused_and_constant_ones_whiten_finitely() {
+        let zero = Tensor::zeros([5, 3], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            Whitening::fit(&zero),
+            Err(CopyDetectError::ZeroWhitening(5))
+        ));
+        let wide = Tensor::zeros([2, 6], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            Whitening::fit(&wide),
+            Err(CopyDetectError::ZeroWhitening(2))
+        ));
+        for constant in [
+            Tensor::ones([5, 3], (Kind::Float, Device::Cpu)),
+            Tensor::ones([2, 6], (Kind::Float, Device::Cpu)),
+        ] {
+            let w = Whitening::fit(&constant).unwrap();
+            let x = Tensor::from_slice(&[0.3f32, -1.0, 2.0, 0.5, 0.1, 0.7])
+                .view([2, 3])
+                .repeat([1, constant.size()[1] / 3]);
+            let y = w.apply("query", &x).unwrap();
+            assert_eq!(y.isfinite().all().int64_value(&[]), 1);
+        }
     }
 }

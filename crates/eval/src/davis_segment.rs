@@ -20,6 +20,7 @@ use crate::davis::{
     pascal_palette, read_annotation, write_index_png, DavisError, DavisSequence, IndexMask, Palette,
 };
 use crate::davis_metrics::{boundary_f, jaccard, FrameScore, ObjectScore, BOUND_TH};
+use crate::features::{count_and_first, non_finite_rows};
 use crate::video_seg::{
     one_hot, resize_nearest, soft_to_labels, Propagator, SegmentConfig, VideoSegError,
 };
@@ -52,6 +53,21 @@ pub enum SegmentError {
         name: String,
         /// What is wrong.
         why: String,
+    },
+    /// A frame's patch features hold NaN or infinite values (the shared feature check,
+    /// `crate::features::non_finite_rows`): the propagation would be NaN affinities.
+    #[error(
+        "the patch features of {} hold NaN or infinite values ({count} of {patches} patches): \
+         the network that made them is broken",
+        .frame.display()
+    )]
+    NonFinite {
+        /// The frame.
+        frame: PathBuf,
+        /// Patches with a non-finite feature.
+        count: usize,
+        /// Patches of the frame.
+        patches: i64,
     },
     /// A frame of another size than the first.
     #[error("{} is {got_w}x{got_h} but the first frame of its sequence is {want_w}x{want_h} (the frames of a video must share one size)", .path.display())]
@@ -214,7 +230,8 @@ pub fn prepare_sequence(seq: DavisSequence) -> Result<PreparedSequence, SegmentE
 ///
 /// # Errors
 /// [`SegmentError::Io`] when `out` exists or cannot be written; decoding, model and
-/// propagation errors; [`SegmentError::FrameSize`] for a frame of another size.
+/// propagation errors; [`SegmentError::FrameSize`] for a frame of another size;
+/// [`SegmentError::NonFinite`] for patch features holding NaN or infinities.
 pub fn segment_sequence(
     prep: &PreparedSequence,
     backbone: &VisionTransformer,
@@ -297,11 +314,22 @@ fn run(
     write_index_png(&name_of(0), &prep.first, &prep.palette)?;
     let small = resize_nearest(&prep.first, gw, gh);
     let labels = one_hot(&small, i64::from(prep.n_objects) + 1, device)?;
-    let feats = frame_features(backbone, &decode(0)?, size, opts, device)?;
+    let features = |i: usize| -> Result<Tensor, SegmentError> {
+        let f = frame_features(backbone, &decode(i)?, size, opts, device)?;
+        if let Some((count, _)) = count_and_first(&non_finite_rows(&f)?)? {
+            return Err(SegmentError::NonFinite {
+                frame: seq.frames[i].clone(),
+                count,
+                patches: f.size()[0],
+            });
+        }
+        Ok(f)
+    };
+    let feats = features(0)?;
     let mut prop = Propagator::new(cfg, &feats, &labels)?;
     let mut per_object: Vec<Vec<FrameScore>> = vec![Vec::new(); prep.n_objects as usize];
     for i in 1..seq.frames.len() {
-        let feats = frame_features(backbone, &decode(i)?, size, opts, device)?;
+        let feats = features(i)?;
         let soft = prop.step(&feats)?;
         let pred = soft_to_labels(&soft, patch, w0, h0)?;
         write_index_png(&name_of(i), &pred, &prep.palette)?;

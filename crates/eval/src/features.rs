@@ -80,6 +80,25 @@ pub enum FeaturesError {
         /// Evaluation feature width.
         eval: i64,
     },
+    /// Feature rows (or their patch tokens) hold NaN or infinite values: every evaluation
+    /// refuses them rather than score them (a NaN row is nobody's neighbour, so k-NN would
+    /// report 0 % and exit normally).
+    #[error(
+        "{count} of {rows} feature rows hold NaN or infinite values (the first: row {first}{}); \
+         the network that made them is broken (e.g. a checkpoint whose BatchNorm running \
+         variance is NaN), so they cannot be evaluated",
+        first_path.as_deref().map(|p| format!(", {p}")).unwrap_or_default()
+    )]
+    NonFinite {
+        /// Rows with a non-finite value.
+        count: usize,
+        /// Rows in all.
+        rows: usize,
+        /// The first such row.
+        first: usize,
+        /// Its image's path, when the set has paths.
+        first_path: Option<String>,
+    },
     /// A `.safetensors` path holds something else (e.g. a PyTorch `.pth`).
     #[error(transparent)]
     NotSafetensors(#[from] dino_model::WeightsError),
@@ -104,14 +123,18 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
-    /// Checks the shapes and converts to the stored kinds (f32, i64) on the CPU. This is the one
-    /// place feature and label tensors are checked: k-NN, the linear probe and the feature files
-    /// all take a `FeatureSet`, and [`check_train_eval`] adds only what relates two sets.
+    /// Checks the shapes and values and converts to the stored kinds (f32, i64) on the CPU. This
+    /// is the one place feature and label tensors are checked: every command that reads features
+    /// gets them as a `FeatureSet` (embedded by [`crate::source::Embedder`], or read by
+    /// [`read_features`]), so `dino embed`, `eval knn|linear|cluster|retrieval|copydetect` and
+    /// `dino map` all refuse the same bad rows; [`check_train_eval`] adds only what relates two
+    /// sets.
     ///
     /// # Errors
     /// [`FeaturesError::Shape`] when features are not a float `[N, D]` tensor, labels not an
     /// integer `[N]` tensor, patch tokens not a float `[N, P, D']` tensor, or the number of paths
-    /// is neither 0 nor N.
+    /// is neither 0 nor N; [`FeaturesError::NonFinite`] when a row's feature or patch tokens hold
+    /// NaN or an infinity (with the count and the first row's path).
     pub fn new(
         features: Tensor,
         labels: Tensor,
@@ -155,13 +178,26 @@ impl FeatureSet {
         let cpu = |t: Tensor, kind: Kind| -> Result<Tensor, TchError> {
             t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()
         };
-        Ok(Self {
+        let set = Self {
             features: cpu(features, Kind::Float)?,
             labels: cpu(labels, Kind::Int64)?,
             patch_tokens: patch_tokens.map(|p| cpu(p, Kind::Float)).transpose()?,
             paths,
             classes: Vec::new(),
-        })
+        };
+        let mut bad = non_finite_rows(&set.features)?;
+        if let Some(p) = &set.patch_tokens {
+            bad = bad.f_logical_or(&non_finite_rows(&p.f_flatten(1, -1)?)?)?;
+        }
+        if let Some((count, first)) = count_and_first(&bad)? {
+            return Err(FeaturesError::NonFinite {
+                count,
+                rows: set.len(),
+                first,
+                first_path: set.paths.get(first).cloned(),
+            });
+        }
+        Ok(set)
     }
 
     /// Features `[N, D]` and labels `[N]` alone (no patch tokens, no paths): what k-NN and the
@@ -193,6 +229,33 @@ impl FeatureSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `[N]` bool: which rows of `x` `[N, D]` (any float kind, any device) hold a NaN or an
+/// infinity. The one test of feature values: [`FeatureSet::new`] and the evaluations that take
+/// bare tensors (clusters, maps, retrieval, copy detection) all use it.
+///
+/// # Errors
+/// libtorch errors (e.g. `x` not 2-D).
+pub fn non_finite_rows(x: &Tensor) -> Result<Tensor, TchError> {
+    x.f_isfinite()?
+        .f_logical_not()?
+        .f_any_dim(1, false)?
+        .f_to_device(Device::Cpu)
+}
+
+/// How many rows `bad` `[N]` (from [`non_finite_rows`]) marks, and the first one; `None` when
+/// none is.
+///
+/// # Errors
+/// libtorch errors.
+pub fn count_and_first(bad: &Tensor) -> Result<Option<(usize, usize)>, TchError> {
+    let count = bad.f_sum(Kind::Int64)?.f_int64_value(&[])? as usize;
+    if count == 0 {
+        return Ok(None);
+    }
+    let first = bad.f_nonzero()?.f_int64_value(&[0, 0])? as usize;
+    Ok(Some((count, first)))
 }
 
 /// What a train set and an evaluation set must satisfy together for k-NN or a linear probe

@@ -13,7 +13,7 @@
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 
-use crate::cluster::{normalised_rows, ClusterError};
+use crate::cluster::{distinct_rows, normalised_rows, ClusterError};
 
 /// Which 2-D embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -93,6 +93,28 @@ pub enum MapError {
         /// What to change.
         hint: String,
     },
+    /// Every row is the same after L2 normalisation: there is one point, no structure to map
+    /// (bhtsne then returns NaN coordinates: its PCA start puts every image on one spot).
+    #[error(
+        "all {n} feature rows are identical after L2 normalisation: nothing to map (every image \
+         is the same point; duplicated images or the frames of a still video?)"
+    )]
+    Identical {
+        /// Rows.
+        n: usize,
+    },
+    /// The map came out with NaN or infinite coordinates (never written).
+    #[error(
+        "{method} produced {count} non-finite coordinate(s) out of {n} points: no map written"
+    )]
+    NonFinite {
+        /// The method.
+        method: &'static str,
+        /// Non-finite points.
+        count: usize,
+        /// Points.
+        n: usize,
+    },
     /// A setting is out of range.
     #[error("{0}")]
     Setting(String),
@@ -110,7 +132,8 @@ pub enum MapError {
 /// between runs.
 ///
 /// # Errors
-/// [`MapError::Features`] for bad features; [`MapError::TooFew`] below 2 rows.
+/// [`MapError::Features`] for bad features; [`MapError::TooFew`] below 2 rows;
+/// [`MapError::Identical`] when every row is the same direction.
 pub fn pca_2d(features: &Tensor) -> Result<Vec<[f64; 2]>, MapError> {
     let rows = normalised_rows(features)?;
     if rows.nrows() < 2 {
@@ -121,7 +144,32 @@ pub fn pca_2d(features: &Tensor) -> Result<Vec<[f64; 2]>, MapError> {
             hint: String::new(),
         });
     }
-    Ok(pca_rows(&rows, 2)?)
+    check_not_identical(&rows)?;
+    finite("PCA", pca_rows(&rows, 2)?)
+}
+
+/// Refuses rows that are all one point, before any map is computed.
+fn check_not_identical(rows: &Array2<f64>) -> Result<(), MapError> {
+    if distinct_rows(rows) < 2 {
+        return Err(MapError::Identical { n: rows.nrows() });
+    }
+    Ok(())
+}
+
+/// The points, when every coordinate is finite: no NaN map leaves this module.
+fn finite(method: &'static str, points: Vec<[f64; 2]>) -> Result<Vec<[f64; 2]>, MapError> {
+    let count = points
+        .iter()
+        .filter(|p| !(p[0].is_finite() && p[1].is_finite()))
+        .count();
+    if count > 0 {
+        return Err(MapError::NonFinite {
+            method,
+            count,
+            n: points.len(),
+        });
+    }
+    Ok(points)
 }
 
 /// The first `dims` principal coordinates of `rows` `[N, D]` (f64 throughout), padded with
@@ -220,7 +268,8 @@ fn neighbours(
 /// # Errors
 /// [`MapError::Features`] for bad features; [`MapError::Setting`] for a perplexity, theta or
 /// iteration count out of range; [`MapError::TooFew`] when N ≤ 3 · perplexity (each row needs
-/// that many neighbours).
+/// that many neighbours); [`MapError::Identical`] when every row is the same direction;
+/// [`MapError::NonFinite`] should the optimisation still produce a non-finite coordinate.
 pub fn tsne_2d(features: &Tensor, cfg: &TsneConfig) -> Result<Vec<[f64; 2]>, MapError> {
     cfg.check()?;
     let rows = normalised_rows(features)?;
@@ -239,6 +288,7 @@ pub fn tsne_2d(features: &Tensor, cfg: &TsneConfig) -> Result<Vec<[f64; 2]>, Map
             ),
         });
     }
+    check_not_identical(&rows)?;
     let neighbours = neighbours(&rows, k)?;
     // scikit-learn's PCA initialisation: the PCA layout scaled to std 1e-4 on its first axis.
     let init = pca_rows(&rows, 2)?;
@@ -262,7 +312,10 @@ pub fn tsne_2d(features: &Tensor, cfg: &TsneConfig) -> Result<Vec<[f64; 2]>, Map
             .barnes_hut_with_neighbors(cfg.theta, &neighbours);
         tsne.embedding()
     });
-    Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
+    finite(
+        "t-SNE",
+        flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect(),
+    )
 }
 
 /// The 2-D map of `features` by `method` (t-SNE settings from `tsne`).
@@ -400,5 +453,46 @@ mod tests {
             pca_2d(&nan),
             Err(MapError::Features(ClusterError::NonFinite { row: 0 }))
         ));
+    }
+
+    /// shared/cases/map-tsne-identical-rows-nan: 100 identical rows made NaN t-SNE coordinates
+    /// (exit 0). Both maps refuse one point before any work; duplicates among distinct rows map
+    /// to finite coordinates.
+    #[test]
+    fn identical_rows_are_refused_and_duplicates_map_finitely() {
+        let cfg = TsneConfig {
+            perplexity: 10.0,
+            iterations: 300,
+            ..TsneConfig::default()
+        };
+        let same = Tensor::ones([100, 16], (Kind::Float, Device::Cpu)) * 0.25;
+        for err in [
+            tsne_2d(&same, &cfg).unwrap_err(),
+            pca_2d(&same).unwrap_err(),
+        ] {
+            assert!(matches!(err, MapError::Identical { n: 100 }), "{err}");
+            assert!(
+                err.to_string()
+                    .contains("all 100 feature rows are identical"),
+                "{err}"
+            );
+        }
+        // 40 copies of one row among 60 distinct ones, and two rows 50 times each.
+        let x = two_groups();
+        let copies = x.narrow(0, 0, 1).repeat([40, 1]);
+        let mixed = Tensor::cat(&[copies, x.narrow(0, 20, 60)], 0);
+        let pair = Tensor::cat(
+            &[
+                x.narrow(0, 0, 1).repeat([50, 1]),
+                x.narrow(0, 79, 1).repeat([50, 1]),
+            ],
+            0,
+        );
+        for input in [&mixed, &pair] {
+            for points in [tsne_2d(input, &cfg).unwrap(), pca_2d(input).unwrap()] {
+                assert_eq!(points.len(), 100);
+                assert!(points.iter().flatten().all(|v| v.is_finite()));
+            }
+        }
     }
 }

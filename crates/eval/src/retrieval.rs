@@ -8,6 +8,7 @@
 //! the precision at each relevant image's rank, scikit-learn's `average_precision_score` without
 //! ties), not the revisited Oxford/Paris trapezoid.
 
+use crate::features::{count_and_first, non_finite_rows};
 use tch::{Device, Kind, Tensor};
 
 /// Errors of [`retrieval_eval`] and the descriptors, raised before ranking.
@@ -56,6 +57,14 @@ pub enum RetrievalError {
         /// The first bad row.
         row: i64,
     },
+    /// Every gallery descriptor is the same direction: all similarities of a query tie, so its
+    /// ranking would be the gallery's index order and the scores would measure that order.
+    #[error(
+        "all {0} gallery descriptors are identical after L2 normalisation: every query would rank \
+         the gallery in index order, so mAP and recall would measure that order, not the \
+         features (duplicated images, or a network that maps every image to one point?)"
+    )]
+    IdenticalGallery(usize),
     /// No query has a relevant image in the gallery.
     #[error("no query has an image of its class in the gallery: nothing to retrieve")]
     NoPositives,
@@ -163,10 +172,11 @@ fn check(
         return Err(RetrievalError::Empty(what));
     }
     let x = features.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
-    let bad = x.f_isfinite()?.f_logical_not()?.f_any_dim(1, false)?;
-    if bad.f_any()?.f_int64_value(&[])? != 0 {
-        let row = bad.f_nonzero()?.f_int64_value(&[0, 0])?;
-        return Err(RetrievalError::NonFinite { what, row });
+    if let Some((_, row)) = count_and_first(&non_finite_rows(&x)?)? {
+        return Err(RetrievalError::NonFinite {
+            what,
+            row: row as i64,
+        });
     }
     let norm = x
         .f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?
@@ -199,7 +209,8 @@ pub fn average_precision(relevant: impl IntoIterator<Item = bool>, n_relevant: u
 ///
 /// # Errors
 /// [`RetrievalError::Shape`], [`RetrievalError::Labels`], [`RetrievalError::Empty`],
-/// [`RetrievalError::NonFinite`], [`RetrievalError::Width`], [`RetrievalError::ZeroK`], and
+/// [`RetrievalError::NonFinite`], [`RetrievalError::Width`], [`RetrievalError::ZeroK`],
+/// [`RetrievalError::IdenticalGallery`] (a gallery of two or more rows, all one direction), and
 /// [`RetrievalError::NoPositives`] when no query can be scored.
 pub fn retrieval_eval(
     query: &Tensor,
@@ -223,6 +234,10 @@ pub fn retrieval_eval(
     }
     let (n, m) = (q_labels.len(), g_labels.len());
     assert!(!leave_one_out || n == m, "leave-one-out needs one set");
+    let spread = g.f_sub(&g.f_narrow(0, 0, 1)?)?.f_abs()?.f_max()?;
+    if m >= 2 && spread.f_double_value(&[])? == 0.0 {
+        return Err(RetrievalError::IdenticalGallery(m));
+    }
     let gt = g.f_tr()?;
     let mut class_count = std::collections::HashMap::<i64, usize>::new();
     for &l in &g_labels {
@@ -359,5 +374,41 @@ mod tests {
             retrieval_eval(&x, &y, &x, &y, false, &[0]),
             Err(RetrievalError::ZeroK)
         ));
+    }
+
+    /// Constant or duplicated descriptors (shared/cases/map-tsne-identical-rows-nan's
+    /// siblings): a gallery that is one point is refused (every ranking would be index order);
+    /// duplicates among distinct rows rank normally.
+    #[test]
+    fn an_all_identical_gallery_is_refused_and_duplicates_are_fine() {
+        let same = Tensor::ones([6, 4], (Kind::Float, Device::Cpu)) * 0.3;
+        let y = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 1]);
+        let err = retrieval_eval(&same, &y, &same, &y, true, &[1]).unwrap_err();
+        assert!(matches!(err, RetrievalError::IdenticalGallery(6)), "{err}");
+        assert!(err.to_string().contains("index order"), "{err}");
+        // The same direction at another length is the same point after normalisation.
+        let scaled = Tensor::cat(&[same.narrow(0, 0, 3), same.narrow(0, 3, 3) * 5.0], 0);
+        assert!(matches!(
+            retrieval_eval(&scaled, &y, &scaled, &y, true, &[1]),
+            Err(RetrievalError::IdenticalGallery(6))
+        ));
+        // Two points, three copies each: every query finds its class first.
+        let two = Tensor::cat(
+            &[
+                Tensor::from_slice(&[1.0f32, 0.0, 0.0, 0.0])
+                    .view([1, 4])
+                    .repeat([3, 1]),
+                Tensor::from_slice(&[0.0f32, 1.0, 0.0, 0.0])
+                    .view([1, 4])
+                    .repeat([3, 1]),
+            ],
+            0,
+        );
+        let r = retrieval_eval(&two, &y, &two, &y, true, &[1]).unwrap();
+        assert_eq!(r.map, 1.0);
+        // A gallery of one row is no ranking question.
+        let one = same.narrow(0, 0, 1);
+        let y1 = Tensor::from_slice(&[0i64]);
+        retrieval_eval(&same, &y.zeros_like(), &one, &y1, false, &[1]).unwrap();
     }
 }

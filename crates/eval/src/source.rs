@@ -113,6 +113,25 @@ pub enum SourceError {
         #[source]
         source: Box<WeightsError>,
     },
+    /// The weights loaded hold NaN or infinite values (e.g. a student whose BatchNorm running
+    /// variance became NaN): no feature of them would be finite.
+    #[error(
+        "the backbone in {} (prefix `{prefix}`) holds NaN or infinite values in {} tensor(s): \
+         {}{}; features of it cannot be evaluated (for a training run, try the other network \
+         with --which, or an earlier checkpoint)",
+        .file.display(),
+        .tensors.len(),
+        .tensors.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+        if .tensors.len() > 5 { ", …" } else { "" }
+    )]
+    NonFiniteWeights {
+        /// The safetensors file.
+        file: PathBuf,
+        /// The prefix of the backbone's tensor names in it.
+        prefix: String,
+        /// The non-finite tensors, by their name in the backbone, sorted.
+        tensors: Vec<String>,
+    },
     /// The file is not safetensors (the message says how to convert a PyTorch checkpoint).
     #[error(transparent)]
     Weights(#[from] WeightsError),
@@ -176,6 +195,27 @@ fn frozen_backbone(
     load(&mut vs)?;
     vs.freeze();
     Ok((vs, backbone))
+}
+
+/// Names of the variables of `vs` holding a NaN or an infinity, sorted.
+/// (`file` names the weights in a libtorch error.)
+fn non_finite_variables(vs: &nn::VarStore, file: &Path) -> Result<Vec<String>, SourceError> {
+    let mut bad = Vec::new();
+    for (name, t) in vs.variables() {
+        let finite = t
+            .f_isfinite()
+            .and_then(|f| f.f_all())
+            .and_then(|a| a.f_int64_value(&[]))
+            .map_err(|source| SourceError::Torch {
+                path: file.to_path_buf(),
+                source,
+            })?;
+        if finite == 0 {
+            bad.push(name);
+        }
+    }
+    bad.sort();
+    Ok(bad)
 }
 
 /// The one field of a run folder's `checkpoint.json` that evaluation needs. The file is
@@ -245,7 +285,8 @@ pub fn run_folder_config(
 /// # Errors
 /// As [`run_config`]; [`SourceError::Weights`] for a file that is not safetensors (the message
 /// says how to convert a PyTorch checkpoint); [`SourceError::Load`] for weights that do not fit
-/// the architecture (listing missing and unexpected keys).
+/// the architecture (listing missing and unexpected keys); [`SourceError::NonFiniteWeights`] for
+/// weights or BatchNorm statistics holding NaN or infinities.
 pub fn load_backbone(
     path: &Path,
     which: Which,
@@ -289,6 +330,14 @@ pub fn load_backbone(
                 source: Box::new(source),
             })
     })?;
+    let tensors = non_finite_variables(&vs, &file)?;
+    if !tensors.is_empty() {
+        return Err(SourceError::NonFiniteWeights {
+            file,
+            prefix,
+            tensors,
+        });
+    }
     Ok(Pretrained {
         vs,
         backbone,

@@ -124,6 +124,17 @@ pub enum TokensError {
         /// The shared file name.
         file: String,
     },
+    /// A batch's tokens hold NaN or infinite values (the stream stops there).
+    #[error(
+        "the tokens of {count} image(s) hold NaN or infinite values (the first: {first}); the \
+         network that made them is broken, so the output stops here, incomplete"
+    )]
+    NonFinite {
+        /// Images of the batch with a non-finite token.
+        count: usize,
+        /// The first one's path.
+        first: String,
+    },
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -348,7 +359,9 @@ pub struct TokenReport {
 /// `opts.patch_tokens` are not used). Images that fail to decode are skipped with a warning.
 ///
 /// # Errors
-/// [`TokensError::Embed`] when no image decodes or the model fails; the sink's errors.
+/// [`TokensError::Embed`] when no image decodes or the model fails;
+/// [`TokensError::NonFinite`] at the first batch whose tokens hold NaN or an infinity; the
+/// sink's errors.
 pub fn embed_tokens(
     backbone: &Backbone,
     dataset: &dyn Dataset,
@@ -366,6 +379,14 @@ pub fn embed_tokens(
             .f_to_kind(Kind::Float)?
             .f_contiguous()?;
         let paths: Vec<String> = batch.indices.iter().map(|&i| dataset.describe(i)).collect();
+        // The check every feature reader shares (crate::features::non_finite_rows), per batch.
+        let bad = crate::features::non_finite_rows(&t.f_flatten(1, -1)?)?;
+        if let Some((count, first)) = crate::features::count_and_first(&bad)? {
+            return Err(TokensError::NonFinite {
+                count,
+                first: paths[first].clone(),
+            });
+        }
         sink.write(&layout, &t, &batch.indices, &batch.labels, &paths)?;
         rows += batch.indices.len();
         Ok::<(), TokensError>(())

@@ -112,6 +112,28 @@ fn generated_sequence_is_segmented_into_the_layout() {
         &out,
     );
     assert!(matches!(again, Err(SegmentError::Io { .. })));
+    // A network whose patch features are NaN is refused at the first frame, naming it, and
+    // leaves no output.
+    let (vs, vit) = tiny_vit();
+    tch::no_grad(|| {
+        let _ = vs.variables()["norm.bias"].shallow_clone().fill_(f64::NAN);
+    });
+    let nan_out = tmp.path().join("nan/synth");
+    let err = segment_sequence(
+        &prep,
+        &vit,
+        SegmentConfig::default(),
+        &opts(),
+        Device::Cpu,
+        &nan_out,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, SegmentError::NonFinite { frame, count: 80, patches: 80 }
+            if frame.ends_with("00000.jpg")),
+        "{err}"
+    );
+    assert!(!nan_out.exists());
 }
 
 #[test]

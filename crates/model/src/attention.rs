@@ -33,19 +33,28 @@ impl Attention {
     }
 
     /// `[B, N, D]` → q, k, v each `[B, heads, N, head_dim]`.
+    ///
+    /// The fused projection is split along its last dimension rather than reshaped to
+    /// `[B, N, 3, heads, head_dim]`, permuted and indexed: the same three views (same strides,
+    /// so the forward is bit for bit the same), but the backward concatenates the three
+    /// gradients in one pass, where three selects each zero-fill a `[3, B, heads, N, head_dim]`
+    /// buffer and add them up (docs/BENCHMARKS.md, "CLS-only last block and the model forward").
     fn heads(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor, [i64; 3]), TchError> {
         let (b, n, c) = x.size3()?;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .f_reshape([b, n, 3, self.num_heads, c / self.num_heads])?
-            .f_permute([2, 0, 3, 1, 4])?;
+        let qkv = self.qkv.forward(x)?.f_split(c, -1)?;
         Ok((
-            qkv.f_select(0, 0)?,
-            qkv.f_select(0, 1)?,
-            qkv.f_select(0, 2)?,
+            self.per_head(&qkv[0], b, n)?,
+            self.per_head(&qkv[1], b, n)?,
+            self.per_head(&qkv[2], b, n)?,
             [b, n, c],
         ))
+    }
+
+    /// `[B, N, D]` (any strides whose last dimension is dense) → `[B, heads, N, head_dim]`, a view.
+    fn per_head(&self, t: &Tensor, b: i64, n: i64) -> Result<Tensor, TchError> {
+        let c = t.size()[2];
+        t.f_reshape([b, n, self.num_heads, c / self.num_heads])?
+            .f_transpose(1, 2)
     }
 
     fn merge(&self, o: &Tensor, [b, n, c]: [i64; 3]) -> Result<Tensor, TchError> {
@@ -70,6 +79,41 @@ impl Attention {
         self.merge(&o, dims)
     }
 
+    /// The CLS row of [`Attention::forward`]: `[B, N, D]` (token 0 the CLS token) →
+    /// `[B, 1, D]`, equal to `forward(x).narrow(1, 0, 1)` up to float rounding. Keys and values
+    /// are projected for all N tokens, the query for the CLS token only, and the attention
+    /// output and its projection are one row: the last block of a training forward whose loss
+    /// reads only CLS. The fused qkv weight is split by narrowing the same variable (q rows
+    /// `0..D`, k and v rows `D..3D`), so its name and gradient stay `qkv.weight`'s.
+    pub(crate) fn forward_cls(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        let (b, n, c) = x.size3()?;
+        let w = &self.qkv.weight;
+        let bias = |start, len| -> Result<Option<Tensor>, TchError> {
+            self.qkv
+                .bias
+                .as_ref()
+                .map(|all| all.f_narrow(0, start, len))
+                .transpose()
+        };
+        let q = x
+            .f_narrow(1, 0, 1)?
+            .f_linear(&w.f_narrow(0, 0, c)?, bias(0, c)?.as_ref())?;
+        let kv = x
+            .f_linear(&w.f_narrow(0, c, 2 * c)?, bias(c, 2 * c)?.as_ref())?
+            .f_split(c, -1)?;
+        let o = Tensor::f_scaled_dot_product_attention(
+            &self.per_head(&q, b, 1)?,
+            &self.per_head(&kv[0], b, n)?,
+            &self.per_head(&kv[1], b, n)?,
+            None::<Tensor>,
+            0.0,
+            false,
+            self.scale,
+            false,
+        )?;
+        self.merge(&o, [b, 1, c])
+    }
+
     /// The explicit path of the official code: returns the output `[B, N, D]` and the attention
     /// probabilities `[B, heads, N, N]` (rows sum to 1).
     pub(crate) fn forward_with_attn(&self, x: &Tensor) -> Result<(Tensor, Tensor), TchError> {
@@ -80,5 +124,76 @@ impl Attention {
             .f_softmax(-1, q.kind())?;
         let o = attn.f_matmul(&v)?;
         Ok((self.merge(&o, dims)?, attn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// The heads as the official code and this file before the split took them: reshape to
+    /// `[B, N, 3, heads, head_dim]`, permute, select.
+    fn heads_by_select(a: &Attention, x: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (b, n, c) = x.size3().unwrap();
+        let qkv = a
+            .qkv
+            .forward(x)
+            .unwrap()
+            .reshape([b, n, 3, a.num_heads, c / a.num_heads])
+            .permute([2, 0, 3, 1, 4]);
+        (qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2))
+    }
+
+    fn attend(a: &Attention, (q, k, v): (Tensor, Tensor, Tensor), dims: [i64; 3]) -> Tensor {
+        let o = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            a.scale,
+            false,
+        );
+        a.merge(&o, dims).unwrap()
+    }
+
+    /// Splitting the fused projection changes the backward's memory traffic, not one bit of the
+    /// output or of any gradient (input, qkv and proj weights and biases).
+    #[test]
+    fn split_heads_are_the_selected_heads_bit_for_bit() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let a = Attention::new(&vs.root(), 96, 4, true).unwrap();
+        let x0 = Tensor::randn([5, 17, 96], (Kind::Float, Device::Cpu));
+        let g = Tensor::randn([5, 17, 96], (Kind::Float, Device::Cpu));
+        let run = |split: bool| {
+            let x = x0.copy().set_requires_grad(true);
+            for v in vs.trainable_variables() {
+                let mut grad = v.grad();
+                if grad.defined() {
+                    let _ = grad.zero_();
+                }
+            }
+            let y = if split {
+                a.forward(&x).unwrap()
+            } else {
+                attend(&a, heads_by_select(&a, &x), [5, 17, 96])
+            };
+            (&y * &g).sum(Kind::Float).backward();
+            let mut out = vec![y.detach(), x.grad()];
+            let vars = vs.variables();
+            let mut names: Vec<_> = vars.keys().cloned().collect();
+            names.sort();
+            out.extend(names.iter().map(|n| vars[n].grad().copy()));
+            out
+        };
+        let (split, select) = (run(true), run(false));
+        assert_eq!(split.len(), 2 + 4);
+        for (i, (s, r)) in split.iter().zip(&select).enumerate() {
+            assert!(s.equal(r), "tensor {i} differs");
+            assert!(s.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        }
     }
 }

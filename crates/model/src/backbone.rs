@@ -89,6 +89,33 @@ impl From<&BackboneConfig> for BackboneConfig {
     }
 }
 
+/// Which tokens a caller reads from the backbone's last block: the seam where a training method
+/// tells the backbone what its loss needs, so that a ViT can leave the rest uncomputed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Only the final CLS token (DINO's loss, the supervised classifier): a ViT runs its last
+    /// block for the CLS row only ([`VisionTransformer::forward_cls`]), the same math as
+    /// [`TokenScope::AllTokens`] up to float rounding.
+    ClsOnly,
+    /// Every token through the last block: the official forward
+    /// ([`VisionTransformer::forward_t`]), bit for bit the path before `ClsOnly` existed. A loss
+    /// on the patch tokens (iBOT's masked-token loss, issue #31) must ask for this and read the
+    /// tokens from [`VisionTransformer::forward_tokens`].
+    AllTokens,
+}
+
+impl TokenScope {
+    /// The scope of a loss that reads only CLS under `model.cls_only_last_block`: `ClsOnly`
+    /// when it is on, else `AllTokens`.
+    pub fn for_cls_loss(cls_only_last_block: bool) -> Self {
+        if cls_only_last_block {
+            Self::ClsOnly
+        } else {
+            Self::AllTokens
+        }
+    }
+}
+
 /// A ViT or a ResNet, with the official state-dict names at its variable-store path.
 #[derive(Debug)]
 pub enum Backbone {
@@ -121,6 +148,24 @@ impl Backbone {
         match self {
             Self::Vit(v) => v.forward_t(x, train),
             Self::ResNet(r) => r.forward_t(x, train),
+        }
+    }
+
+    /// [`Backbone::forward_t`] computing only the tokens `scope` says are read: with
+    /// [`TokenScope::ClsOnly`] a ViT's last block runs for the CLS row only
+    /// ([`VisionTransformer::forward_cls`]). A ResNet has no tokens and ignores `scope`.
+    ///
+    /// # Errors
+    /// As [`Backbone::forward_t`].
+    pub fn forward_scoped(
+        &self,
+        x: &Tensor,
+        train: bool,
+        scope: TokenScope,
+    ) -> Result<Tensor, ModelError> {
+        match (self, scope) {
+            (Self::Vit(v), TokenScope::ClsOnly) => v.forward_cls(x, train),
+            _ => self.forward_t(x, train),
         }
     }
 

@@ -78,6 +78,21 @@ impl Block {
         self.mlp_residual(&x, train)
     }
 
+    /// The CLS row of [`Block::forward`]: `[B, N, D]` → `[B, 1, D]`, equal to
+    /// `forward(x, train).narrow(1, 0, 1)` up to float rounding. LayerNorm 1, keys and values
+    /// run over all tokens ([`Attention::forward_cls`]); the query, attention output,
+    /// projection, both residuals, LayerNorm 2 and the MLP over the CLS row only. Stochastic
+    /// depth draws one value per sample from the generator, at the same two points and with
+    /// the same `[B, 1, 1]` shape as [`Block::forward`], so from the same generator state both
+    /// paths drop the same samples.
+    pub(crate) fn forward_cls(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let y = self.attn.forward_cls(&self.norm1.forward(x)?)?;
+        let x = x
+            .f_narrow(1, 0, 1)?
+            .f_add(&drop_path(&y, self.drop_path, train)?)?;
+        self.mlp_residual(&x, train)
+    }
+
     /// Inference forward through the explicit attention path; also returns the attention
     /// probabilities `[B, heads, N, N]`.
     pub(crate) fn forward_with_attn(&self, x: &Tensor) -> Result<(Tensor, Tensor), TchError> {

@@ -61,6 +61,23 @@ pub enum ModelError {
         /// The backbone that was given.
         arch: String,
     },
+    /// A BatchNorm in training mode was given one value per channel (one image whose feature
+    /// map is 1 × 1 there, or one row for the head's BatchNorm1d): its batch variance is
+    /// undefined and the unbiased running variance would divide by n − 1 = 0 and become NaN for
+    /// good. PyTorch refuses the same input ("Expected more than 1 value per channel when
+    /// training"); libtorch's `batch_norm` does not check it, so [`crate::ResNet`] and
+    /// [`crate::DinoHead`] do, before the running statistics are touched.
+    #[error(
+        "BatchNorm `{layer}` in training mode got an input of shape {shape:?}: one value per \
+         channel, so its batch variance is undefined and its running variance would become NaN \
+         (PyTorch refuses this too: \"Expected more than 1 value per channel when training\")"
+    )]
+    OneValuePerChannel {
+        /// The layer's variable path (`backbone.layer4.0.bn1`, `head.mlp.1`).
+        layer: String,
+        /// The input shape `[N, C, ..]`.
+        shape: Vec<i64>,
+    },
     /// A device string or index that this machine cannot provide.
     #[error("device: {0}")]
     Device(String),

@@ -30,6 +30,50 @@ pub struct ImportReport {
     pub python: PathBuf,
 }
 
+impl ImportReport {
+    /// What was converted, as a sentence for the user (`dino import` prints it), e.g.
+    /// "Converted x.pth (its `teacher` entry, prefixes `module.` removed) to x.safetensors: 180
+    /// tensors, 172 of the backbone and 8 of the head."
+    pub fn describe(&self, from: &Path, out: &Path) -> String {
+        let mut source = Vec::new();
+        match &self.key {
+            Some(k) => source.push(format!("its `{k}` entry")),
+            None => source.push("a bare state dict".to_string()),
+        }
+        if self.layout == "backbone" {
+            source.push("a backbone alone, named `backbone.*`".to_string());
+        }
+        if !self.stripped_prefixes.is_empty() {
+            let p: Vec<String> = self
+                .stripped_prefixes
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect();
+            source.push(format!("prefixes {} removed", p.join(", ")));
+        }
+        let head = match self.head_tensors {
+            0 => "no head".to_string(),
+            n => format!("{n} of the head"),
+        };
+        let mut text = format!(
+            "Converted {} ({}) to {}: {} tensors, {} of the backbone and {head}.",
+            from.display(),
+            source.join(", "),
+            out.display(),
+            self.tensors,
+            self.backbone_tensors
+        );
+        if !self.skipped.is_empty() {
+            text.push_str(&format!(
+                " Left out {} entries that hold no tensor: {}.",
+                self.skipped.len(),
+                self.skipped.join(", ")
+            ));
+        }
+        text
+    }
+}
+
 /// Converts the PyTorch checkpoint `from` to the safetensors file `out` with the key names of
 /// [`crate::MultiCropWrapper`] (`backbone.…`, `head.…`). Handles the released backbone-only
 /// `.pth` files and full training checkpoints (`student` / `teacher` entries, `module.` and
@@ -80,4 +124,42 @@ pub fn import_official(
         skipped: strs("skipped"),
         python,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_is_a_sentence() {
+        let mut r = ImportReport {
+            key: Some("teacher".into()),
+            layout: "multicrop".into(),
+            tensors: 158,
+            backbone_tensors: 150,
+            head_tensors: 8,
+            stripped_prefixes: vec!["module.".into()],
+            skipped: vec!["epoch".into()],
+            python: PathBuf::from("python3"),
+        };
+        let text = r.describe(Path::new("ck.pth"), Path::new("ck.safetensors"));
+        assert_eq!(
+            text,
+            "Converted ck.pth (its `teacher` entry, prefixes `module.` removed) to \
+             ck.safetensors: 158 tensors, 150 of the backbone and 8 of the head. Left out 1 \
+             entries that hold no tensor: epoch."
+        );
+        (r.key, r.layout, r.head_tensors) = (None, "backbone".into(), 0);
+        (r.stripped_prefixes, r.skipped) = (vec![], vec![]);
+        let text = r.describe(Path::new("b.pth"), Path::new("b.safetensors"));
+        assert!(
+            !text.contains("ImportReport") && !text.contains("None"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(a bare state dict, a backbone alone, named `backbone.*`)")
+                && text.ends_with("and no head."),
+            "{text}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The parametrised building blocks the networks here are made of, with PyTorch's names
 //! (`weight`, `bias`, `running_mean`, …) and PyTorch's default initialisation.
 
+use crate::error::ModelError;
 use crate::init::{default_bias, default_weight, fill_, trunc_normal_, TRUNC_NORMAL_STD};
 use tch::{nn, Kind, TchError, Tensor};
 
@@ -89,9 +90,13 @@ impl LayerNorm {
 ///
 /// Training mode normalises with the batch statistics and updates the running ones in place
 /// (`running = (1 − 0.1)·running + 0.1·batch`, the variance unbiased) and counts the batch;
-/// evaluation mode normalises with the running statistics — all as PyTorch.
+/// evaluation mode normalises with the running statistics — all as PyTorch. As PyTorch's
+/// `F.batch_norm`, training mode refuses an input with one value per channel (N · H · W = 1),
+/// which libtorch's op would turn into a NaN running variance.
 #[derive(Debug)]
 pub(crate) struct BatchNorm {
+    /// The variable path, for errors (`backbone.layer4.0.bn1`).
+    name: String,
     weight: Tensor,
     bias: Tensor,
     running_mean: Tensor,
@@ -108,6 +113,7 @@ impl BatchNorm {
         let nbt = Tensor::f_zeros([], (Kind::Int64, p.device()))?;
         let num_batches_tracked = p.add("num_batches_tracked", nbt, false);
         Ok(Self {
+            name: p.components().collect::<Vec<_>>().join("."),
             weight,
             bias,
             running_mean,
@@ -117,12 +123,29 @@ impl BatchNorm {
     }
 
     /// `[B, C, ..]` → same shape; `train` selects batch statistics (and updates the running ones).
-    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    ///
+    /// # Errors
+    /// [`ModelError::OneValuePerChannel`] in training mode when `B · H · W` (`B` for `[B, C]`)
+    /// is 1, before any statistic changes; libtorch errors.
+    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         if train {
+            let size = x.size();
+            let per_channel: i64 = size
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != 1)
+                .map(|(_, &d)| d)
+                .product();
+            if per_channel == 1 {
+                return Err(ModelError::OneValuePerChannel {
+                    layer: self.name.clone(),
+                    shape: size,
+                });
+            }
             let mut n = self.num_batches_tracked.shallow_clone();
             let _ = tch::no_grad(|| n.f_add_scalar_(1))?;
         }
-        x.f_batch_norm(
+        Ok(x.f_batch_norm(
             Some(&self.weight),
             Some(&self.bias),
             Some(&self.running_mean),
@@ -131,6 +154,6 @@ impl BatchNorm {
             BN_MOMENTUM,
             BN_EPS,
             true,
-        )
+        )?)
     }
 }

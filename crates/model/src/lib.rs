@@ -73,7 +73,7 @@ pub mod vit;
 /// safetensors I/O under the official names.
 pub mod weights;
 
-pub use backbone::{Backbone, BackboneConfig};
+pub use backbone::{Backbone, BackboneConfig, TokenScope};
 pub use device::{
     autocast_enabled, autocast_kind, cpu_has_native_bf16, resolve_precision, select_device,
     with_precision, Bf16Support, ComputePrecision, CpuBf16Flags, PrecisionChoice,

@@ -1,7 +1,7 @@
 //! Backbone + head over a list of crops of several resolutions (official
 //! `utils.MultiCropWrapper`, paper §3.1 "multi-crop").
 
-use crate::backbone::{Backbone, BackboneConfig};
+use crate::backbone::{Backbone, BackboneConfig, TokenScope};
 use crate::error::ModelError;
 use crate::head::DinoHead;
 use dino_config::HeadConfig;
@@ -44,9 +44,17 @@ impl MultiCropWrapper {
     /// Each crop tensor is `[B_i, 3, H_i, W_i]`; `B_i` may differ between tensors (e.g. the data
     /// loader's `[2B, 3, 224, 224]` globals and `[8B, 3, 96, 96]` locals).
     ///
+    /// `scope` says which of the backbone's tokens are read ([`Backbone::forward_scoped`]); the
+    /// features are CLS tokens either way.
+    ///
     /// # Errors
     /// [`ModelError::BadCrops`] on an empty list; backbone errors.
-    pub fn backbone_features(&self, crops: &[Tensor], train: bool) -> Result<Tensor, ModelError> {
+    pub fn backbone_features(
+        &self,
+        crops: &[Tensor],
+        train: bool,
+        scope: TokenScope,
+    ) -> Result<Tensor, ModelError> {
         if crops.is_empty() {
             return Err(ModelError::BadCrops("no crops".into()));
         }
@@ -57,7 +65,7 @@ impl MultiCropWrapper {
             } else {
                 Tensor::f_cat(&crops[group], 0)?
             };
-            feats.push(self.backbone.forward_t(&group, train)?);
+            feats.push(self.backbone.forward_scoped(&group, train, scope)?);
         }
         Ok(if feats.len() == 1 {
             feats.pop().expect("one group")
@@ -97,7 +105,31 @@ impl MultiCropWrapper {
     /// # Errors
     /// As [`MultiCropWrapper::backbone_features`].
     pub fn forward_t(&self, crops: &[Tensor], train: bool) -> Result<Tensor, ModelError> {
-        let f = self.backbone_features(crops, train)?;
-        self.head.forward_t(&f, train)
+        self.forward_modes(crops, train, train, TokenScope::AllTokens)
+    }
+
+    /// [`MultiCropWrapper::forward_t`] with the backbone and the head each in its own mode, and
+    /// only the backbone tokens `scope` says are read.
+    ///
+    /// - `backbone_train = false` runs the backbone as in evaluation (a ResNet's BatchNorm
+    ///   normalises with its running statistics and leaves them unchanged, a ViT has no
+    ///   stochastic depth) while the head trains, as `schedule.freeze_backbone_epochs` needs
+    ///   (torchvision's `backbone.eval()` on a frozen feature extractor). Gradients still flow
+    ///   through the backbone to the input; whether its weights are updated is the optimizer's
+    ///   business.
+    /// - `scope`: the training methods pass [`TokenScope::ClsOnly`] under
+    ///   `model.cls_only_last_block`, since the DINO head reads only CLS.
+    ///
+    /// # Errors
+    /// As [`MultiCropWrapper::backbone_features`].
+    pub fn forward_modes(
+        &self,
+        crops: &[Tensor],
+        backbone_train: bool,
+        head_train: bool,
+        scope: TokenScope,
+    ) -> Result<Tensor, ModelError> {
+        let f = self.backbone_features(crops, backbone_train, scope)?;
+        self.head.forward_t(&f, head_train)
     }
 }

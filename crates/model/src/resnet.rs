@@ -176,7 +176,7 @@ impl ConvBn {
         Ok(Self { conv, bn })
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         self.bn.forward(&self.conv.forward(x)?, train)
     }
 }
@@ -225,7 +225,7 @@ impl ResBlock {
         Ok(Self { convs, downsample })
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         let mut h = x.shallow_clone();
         let last = self.convs.len() - 1;
         for (i, cb) in self.convs.iter().enumerate() {
@@ -238,7 +238,7 @@ impl ResBlock {
             Some(d) => d.forward(x, train)?,
             None => x.shallow_clone(),
         };
-        h.f_add(&identity)?.f_relu()
+        Ok(h.f_add(&identity)?.f_relu()?)
     }
 
     /// The convs in torchvision's module order: the block's own, then the downsample's.

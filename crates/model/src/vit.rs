@@ -315,6 +315,27 @@ impl VisionTransformer {
         Ok(self.forward_tokens(x, train)?.f_select(1, 0)?)
     }
 
+    /// The normalised CLS token `[B, D]` as [`VisionTransformer::forward_t`] computes it, with
+    /// the last block run for the CLS row only (keys and values still over every token; see
+    /// `Block::forward_cls`): the training forward of a loss that reads only CLS
+    /// (`model.cls_only_last_block`). Equal to `forward_t` up to float rounding, loss and
+    /// gradients within 1e-5 (`tests/cls_only_block.rs`), with the same stochastic-depth draws
+    /// from the same generator state. On the CIFAR-10 preset (17 tokens) the last block's work
+    /// drops to about a fifth (the step: 1.23-1.35x); docs/BENCHMARKS.md, "CLS-only last block
+    /// and the model forward".
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::forward_tokens`].
+    pub fn forward_cls(&self, x: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        let mut t = self.prepare_tokens(x)?;
+        let (last, rest) = self.blocks.split_last().expect("depth >= 1 is validated");
+        for b in rest {
+            t = b.forward(&t, train)?;
+        }
+        let cls = last.forward_cls(&t, train)?;
+        Ok(self.norm.forward(&cls)?.f_select(1, 0)?)
+    }
+
     /// Attention probabilities of the last block, `[B, heads, 1 + N, 1 + N]`, computed in
     /// inference mode through the explicit softmax path (official `get_last_selfattention`).
     /// Row 0 is the CLS query; columns 1.. are the patches row by row.

@@ -176,6 +176,8 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         cfg.method.objective == dino_config::Objective::Dino,
         "method.objective: `dino bench train` times the DINO step; the supervised objective has no bench"
     );
+    // The loader input checks its dataset's last batch too (TrainData::open).
+    dino_config::check_batchnorm(cfg, None)?;
     let threads = apply_threads(&cfg.runtime);
     let dist = Dist::single();
     let device = select_device(cfg.runtime.device)?;

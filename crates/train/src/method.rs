@@ -22,7 +22,7 @@ use crate::phases::{Phase, PhaseClock, PhaseTimes};
 use crate::teacher::{init_teacher_from_student, FlatEma};
 use dino_config::Config;
 use dino_data::batch::MultiCropBatch;
-use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper};
+use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper, TokenScope};
 use std::cell::RefCell;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -52,7 +52,15 @@ pub struct DinoMethod {
     clip_grad: f64,
     freeze_last_layer: usize,
     freeze_backbone_epochs: usize,
+    /// Whether the current step's epoch is inside `schedule.freeze_backbone_epochs` (set by
+    /// [`Self::forward_backward_crops`] and [`Self::optimizer_step`], read by
+    /// [`Self::update_teacher`], which the loop calls after them in the same step).
+    backbone_frozen: bool,
     per_crop_group: bool,
+    /// The backbone tokens the DINO loss reads (CLS only: `model.cls_only_last_block`), for
+    /// student and teacher alike. A method with a patch-token loss (iBOT) would ask for
+    /// [`TokenScope::AllTokens`] here.
+    scope: TokenScope,
     /// Sum of the batch centers of the current accumulation window's micro-batches.
     center_sum: Option<Tensor>,
     /// The phase clock of `dino bench train`'s time split (off in training).
@@ -112,7 +120,9 @@ impl DinoMethod {
             clip_grad: cfg.optim.clip_grad,
             freeze_last_layer: cfg.schedule.freeze_last_layer,
             freeze_backbone_epochs: cfg.schedule.freeze_backbone_epochs,
+            backbone_frozen: false,
             per_crop_group: cfg.optim.backward_per_crop_group,
+            scope: TokenScope::for_cls_loss(cfg.model.cls_only_last_block),
             center_sum: None,
             clock: RefCell::new(None),
         })
@@ -171,8 +181,14 @@ impl DinoMethod {
     /// this micro-batch over all ranks (the mean over ranks, which every rank logs and checks)
     /// and the teacher diagnostics.
     ///
+    /// Under `model.cls_only_last_block` (default) teacher and student run their ViT's last
+    /// block for the CLS token only ([`TokenScope::ClsOnly`]): the loss reads nothing else, and
+    /// the math is the full block's up to float rounding.
+    ///
     /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`,
     /// micro-batch index, rank), so a resumed run draws the masks an uninterrupted one draws.
+    /// While the batch's epoch is inside `schedule.freeze_backbone_epochs`, both backbones run
+    /// in evaluation mode (BatchNorm statistics used and left alone, no stochastic depth).
     ///
     /// # Host syncs per step
     /// One, as the official loop's `math.isfinite(loss.item())`: the loss is read back for the
@@ -251,12 +267,16 @@ impl DinoMethod {
         };
         seed_iteration(self.seed, window.micro_index(it), dist.rank);
         self.clock_begin();
-        let (precision, device) = (self.precision, self.device);
+        self.backbone_frozen = epoch < self.freeze_backbone_epochs;
+        let backbone_train = !self.backbone_frozen;
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
         // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
-        // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32.
+        // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32. A frozen
+        // backbone runs in evaluation mode (see `schedule.freeze_backbone_epochs`).
         let teacher_out = tch::no_grad(|| {
             with_precision(precision, device, || {
-                self.teacher.forward_t(&[globals], true)
+                self.teacher
+                    .forward_modes(&[globals], backbone_train, true, scope)
             })
         })?
         .to_kind(Kind::Float);
@@ -302,10 +322,13 @@ impl DinoMethod {
         window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
-        let (precision, device) = (self.precision, self.device);
-        let student_out =
-            with_precision(precision, device, || self.student.forward_t(crops, true))?
-                .to_kind(Kind::Float);
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
+        let backbone_train = !self.backbone_frozen;
+        let student_out = with_precision(precision, device, || {
+            self.student
+                .forward_modes(crops, backbone_train, true, scope)
+        })?
+        .to_kind(Kind::Float);
         let (loss, targets) = self
             .loss
             .loss_and_targets(&student_out, teacher_out, epoch)?;
@@ -333,14 +356,17 @@ impl DinoMethod {
         window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
-        let (precision, device) = (self.precision, self.device);
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
+        let backbone_train = !self.backbone_frozen;
         let targets = self.loss.targets(teacher_out, epoch)?;
         let mut values: Vec<((usize, usize), Tensor)> = Vec::new();
         let mut first_view = 0usize;
         for view in student_crop_groups(crops, targets.batch())? {
-            let group_out =
-                with_precision(precision, device, || self.student.forward_t(&[view], true))?
-                    .to_kind(Kind::Float);
+            let group_out = with_precision(precision, device, || {
+                self.student
+                    .forward_modes(&[view], backbone_train, true, scope)
+            })?
+            .to_kind(Kind::Float);
             let terms = self.loss.pair_terms(&group_out, first_view, &targets)?;
             first_view += (group_out.size()[0] / targets.batch()) as usize;
             let mut partial_terms = Vec::with_capacity(terms.len());
@@ -405,12 +431,10 @@ impl DinoMethod {
             epoch,
             self.freeze_last_layer,
         );
-        if epoch < self.freeze_backbone_epochs {
+        self.backbone_frozen = epoch < self.freeze_backbone_epochs;
+        if self.backbone_frozen {
             // The head warm-up: the backbone is left alone as the frozen last layer is.
-            let backbone = self
-                .param_names
-                .iter()
-                .filter(|n| n.starts_with("backbone."));
+            let backbone = self.param_names.iter().filter(|n| is_backbone(n));
             frozen.extend(backbone.cloned());
         }
         self.clock_begin();
@@ -435,12 +459,20 @@ impl DinoMethod {
     }
 
     /// EMA of the student into the teacher with `momentum` (official `m` of the iteration).
+    /// While the step's epoch is inside `schedule.freeze_backbone_epochs` the teacher's
+    /// backbone is left out: the student's did not move, and averaging equal tensors in floats
+    /// would still change them by rounding (`m·t + (1 − m)·t ≠ t` bitwise), so it stays
+    /// bitwise what was loaded.
     ///
     /// # Errors
     /// A momentum outside [0, 1], libtorch errors.
     pub fn update_teacher(&self, momentum: f64) -> anyhow::Result<()> {
         self.clock_begin();
-        self.ema.update(momentum)?;
+        // A frozen backbone is one flat group of its own (`optim::flat::Part::Backbone`), so
+        // the skip leaves that whole group out.
+        let frozen = self.backbone_frozen;
+        self.ema
+            .update_except(momentum, |name| frozen && is_backbone(name))?;
         self.clock_mark(Phase::Ema);
         Ok(())
     }
@@ -486,6 +518,11 @@ impl DinoMethod {
             center: Some(self.loss.center()),
         })
     }
+}
+
+/// Whether a variable of a [`MultiCropWrapper`] store belongs to its backbone (`backbone.*`).
+fn is_backbone(name: &str) -> bool {
+    name.starts_with("backbone.")
 }
 
 /// The student's crop groups of `optim.backward_per_crop_group`, in the joint forward's order:

@@ -48,7 +48,7 @@ use crate::optim::{Optimizer, StepOutcome};
 use dino_config::{AugmentationConfig, Config};
 use dino_data::batch::MultiCropBatch;
 use dino_model::init::trunc_normal_;
-use dino_model::{with_precision, Backbone, BackboneConfig, ComputePrecision};
+use dino_model::{with_precision, Backbone, BackboneConfig, ComputePrecision, TokenScope};
 use std::collections::HashSet;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
@@ -89,6 +89,8 @@ pub struct SupervisedMethod {
     precision: ComputePrecision,
     seed: u64,
     clip_grad: f64,
+    /// CLS only under `model.cls_only_last_block`: the classifier reads nothing else.
+    scope: TokenScope,
 }
 
 impl SupervisedMethod {
@@ -141,6 +143,7 @@ impl SupervisedMethod {
             precision,
             seed: cfg.runtime.seed,
             clip_grad: cfg.optim.clip_grad,
+            scope: TokenScope::for_cls_loss(cfg.model.cls_only_last_block),
         })
     }
 
@@ -150,13 +153,14 @@ impl SupervisedMethod {
     }
 
     /// Class logits `[N, C]` of images `[N, 3, H, W]` (normalised), in the forward precision;
-    /// `train` enables stochastic depth.
+    /// `train` enables stochastic depth. Under `model.cls_only_last_block` the ViT's last block
+    /// runs for the CLS row only ([`TokenScope::ClsOnly`]).
     ///
     /// # Errors
     /// Backbone errors (input shape), libtorch errors.
     pub fn logits(&self, x: &Tensor, train: bool) -> anyhow::Result<Tensor> {
         with_precision(self.precision, self.device, || -> anyhow::Result<Tensor> {
-            let cls = self.backbone.forward_t(x, train)?;
+            let cls = self.backbone.forward_scoped(x, train, self.scope)?;
             Ok(cls.f_linear(&self.weight, Some(&self.bias))?)
         })
     }

@@ -81,6 +81,21 @@ pub fn init_teacher_from_student(
 /// code leaves the teacher's BatchNorm statistics to the teacher's own forward passes.
 /// The arithmetic follows `param_k.mul_(m).add_((1 - m) * param_q)`.
 pub fn ema_update(teacher: &VarStore, student: &VarStore, m: f64) -> Result<(), TeacherError> {
+    ema_update_skipping(teacher, student, m, |_| false)
+}
+
+/// [`ema_update`] over every parameter except those whose name `skip` accepts, which keep
+/// their teacher values bitwise (e.g. `backbone.*` while `schedule.freeze_backbone_epochs`
+/// holds the student's backbone fixed).
+///
+/// # Errors
+/// As [`ema_update`].
+pub fn ema_update_skipping(
+    teacher: &VarStore,
+    student: &VarStore,
+    m: f64,
+    skip: impl Fn(&str) -> bool,
+) -> Result<(), TeacherError> {
     if !(0.0..=1.0).contains(&m) {
         return Err(TeacherError::Momentum(m));
     }
@@ -88,7 +103,7 @@ pub fn ema_update(teacher: &VarStore, student: &VarStore, m: f64) -> Result<(), 
     let s = student.variables();
     let t = teacher.variables();
     let mut pairs = Vec::with_capacity(params.len());
-    for name in &params {
+    for name in params.iter().filter(|n| !skip(n)) {
         let sv = &s[name];
         let tv = t
             .get(name)

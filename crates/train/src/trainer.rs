@@ -23,7 +23,7 @@ use dino_config::{Config, Objective};
 use dino_data::augmentation::DataAugmentationDino;
 use dino_data::dataset::{open_configured, Dataset};
 use dino_data::loader::{batches_per_epoch, Loader, LoaderOptions, Shard};
-use dino_model::{resolve_precision, select_device, Bf16Support, ComputePrecision};
+use dino_model::{resolve_precision, select_device, Bf16Support, ComputePrecision, ModelError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             sv = Some(schedules.at(it).context("iteration past the schedules")?);
             let stats = method
                 .forward_backward(&batch, it, window, &dist)
-                .map_err(|e| explain_stop(e, &out_dir, &dist))?;
+                .map_err(|e| explain_stop(e, &out_dir, &dist, (epoch, step)))?;
             micro_stats.push(stats);
             images += batch.batch_size;
         }
@@ -277,12 +277,14 @@ impl TrainData {
             open_configured(&cfg.data).with_context(|| format!("opening {}", cfg.data.path))?,
         );
         let shard = dist.shard();
-        let micro_batches = batches_per_epoch(
-            shard.len(dataset.len(), cfg.data.drop_last),
-            cfg.optim.batch_size,
-            cfg.data.drop_last,
-        ) as usize;
+        let shard_len = shard.len(dataset.len(), cfg.data.drop_last);
+        let micro_batches =
+            batches_per_epoch(shard_len, cfg.optim.batch_size, cfg.data.drop_last) as usize;
         let niter = optimizer_steps(micro_batches, cfg.optim.accum_steps);
+        // Before any model is built: no BatchNorm pass of a step may see one value per channel,
+        // the epoch's smaller last batch included (data.drop_last = false).
+        let last = last_micro_batch(shard_len, micro_batches, niter, cfg);
+        dino_config::check_batchnorm(cfg, last.map(|n| (n, shard_len)))?;
         anyhow::ensure!(
             niter > 0,
             "data.path: {} samples give no full batch of optim.batch_size = {} x \
@@ -340,6 +342,22 @@ impl TrainData {
     }
 }
 
+/// The size of an epoch's last micro-batch when it is smaller than `optim.batch_size` and used
+/// (`data.drop_last = false` with `shard_len` not a multiple of the batch; with
+/// `optim.accum_steps` > 1 only when it falls inside the epoch's last whole window, see
+/// [`crate::accumulation`]); `None` when every micro-batch used is full.
+fn last_micro_batch(
+    shard_len: usize,
+    micro_batches: usize,
+    niter: usize,
+    cfg: &Config,
+) -> Option<usize> {
+    let b = cfg.optim.batch_size;
+    let rest = shard_len % b;
+    let used = micro_batches <= niter * cfg.optim.accum_steps.max(1);
+    (!cfg.data.drop_last && rest != 0 && used).then_some(rest)
+}
+
 /// Resumes from the latest checkpoint in `out_dir` (`resume`), or refuses a folder that already
 /// holds one; then rank 0 stores the run's config there. Returns the start position.
 fn start_run(
@@ -395,10 +413,20 @@ fn start_run(
     Ok((epoch, step))
 }
 
-/// A non-finite loss stops the run with what the run folder holds to resume from (rank 0 reads
-/// it; the others point there); any other error passes unchanged.
-fn explain_stop(e: anyhow::Error, out_dir: &Path, dist: &Dist) -> anyhow::Error {
-    if !e.is::<NonFiniteLoss>() {
+/// A non-finite loss, or a BatchNorm that got one value per channel, stops the run with what the
+/// run folder holds to resume from (rank 0 reads it; the others point there); the BatchNorm stop
+/// also names the step and the cure. Any other error passes unchanged.
+fn explain_stop(
+    e: anyhow::Error,
+    out_dir: &Path,
+    dist: &Dist,
+    (epoch, step): (usize, usize),
+) -> anyhow::Error {
+    let one_value = matches!(
+        e.downcast_ref::<ModelError>(),
+        Some(ModelError::OneValuePerChannel { .. })
+    );
+    if !e.is::<NonFiniteLoss>() && !one_value {
         return e;
     }
     let note = if dist.is_main() {
@@ -409,6 +437,15 @@ fn explain_stop(e: anyhow::Error, out_dir: &Path, dist: &Dist) -> anyhow::Error 
             out_dir.display()
         )
     };
+    if one_value {
+        // dino_config::check_batchnorm refuses what the configuration and the dataset size
+        // show before training; this is what got past it (e.g. a library caller's batch).
+        return anyhow::anyhow!(
+            "epoch {epoch}, step {step}: {e:#}. This step's batch is too small for the network's \
+             BatchNorm: use model.cifar_stem = true, larger crops, a larger optim.batch_size or \
+             more local crops, or data.drop_last = true. Nothing of this step was saved. {note}."
+        );
+    }
     anyhow::anyhow!("{e}. {note}.")
 }
 
@@ -494,5 +531,39 @@ fn resume_note(dir: &Path) -> String {
              NaN or infinite values: resuming from it would fail the same way; start the run \
              again with the cause changed"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What got past `dino_config::check_batchnorm` stops the step with the layer, the step, the
+    /// cure and what the run folder holds; other errors pass unchanged.
+    #[test]
+    fn a_batchnorm_stop_names_the_layer_the_step_and_the_cure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = anyhow::Error::from(ModelError::OneValuePerChannel {
+            layer: "backbone.layer4.0.bn1".into(),
+            shape: vec![1, 512, 1, 1],
+        });
+        let msg = explain_stop(e, tmp.path(), &Dist::single(), (3, 17)).to_string();
+        for part in [
+            "epoch 3, step 17",
+            "backbone.layer4.0.bn1",
+            "one value per channel",
+            "model.cifar_stem = true",
+            "data.drop_last = true",
+            "No checkpoint was written yet",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        let other = explain_stop(
+            anyhow::anyhow!("disk full"),
+            tmp.path(),
+            &Dist::single(),
+            (0, 0),
+        );
+        assert_eq!(other.to_string(), "disk full");
     }
 }

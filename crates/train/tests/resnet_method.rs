@@ -150,3 +150,76 @@ fn teacher_batchnorm_keeps_its_own_statistics() {
         }
     }
 }
+
+/// Every variable of a store, copied.
+fn snapshot(vs: &tch::nn::VarStore) -> std::collections::HashMap<String, Tensor> {
+    vs.variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect()
+}
+
+/// The names of `prefix` variables that are not bitwise what `before` holds.
+fn moved(
+    vs: &tch::nn::VarStore,
+    before: &std::collections::HashMap<String, Tensor>,
+    prefix: &str,
+) -> Vec<String> {
+    let mut names: Vec<String> = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, t)| n.starts_with(prefix) && !t.equal(&before[n]))
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names
+}
+
+/// shared/cases/freeze-backbone-resnet-bn-stats: while `schedule.freeze_backbone_epochs` holds,
+/// a ResNet backbone is frozen for real — no weight, BatchNorm statistic or
+/// `num_batches_tracked` of the student's or the teacher's backbone changes, bitwise (its
+/// BatchNorm runs in eval mode, the EMA skips it) — while the head trains; after the frozen
+/// epochs the backbone trains again, statistics included.
+#[test]
+fn a_frozen_backbone_stays_bitwise_what_it_was() {
+    let mut cfg = config();
+    cfg.schedule.freeze_backbone_epochs = 1;
+    let dist = Dist::single();
+    let mut m = DinoMethod::new(&cfg, 4, Device::Cpu, ComputePrecision::Fp32, &dist).unwrap();
+    let (student, teacher) = (snapshot(&m.student_vs), snapshot(&m.teacher_vs));
+    let window = dino_train::accumulation::Window::SINGLE;
+    for it in 0..2 {
+        m.forward_backward(&batch(), it, window, &dist).unwrap();
+        m.optimizer_step(0.1, 1e-4, 0).unwrap();
+        m.update_teacher(0.75).unwrap();
+    }
+    assert_eq!(
+        moved(&m.student_vs, &student, "backbone."),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        moved(&m.teacher_vs, &teacher, "backbone."),
+        Vec::<String>::new()
+    );
+    // The head trained: weights (student), EMA (teacher), BatchNorm statistics (both).
+    for (vs, before) in [(&m.student_vs, &student), (&m.teacher_vs, &teacher)] {
+        let head = moved(vs, before, "head.");
+        assert!(head.contains(&"head.mlp.0.weight".to_string()), "{head:?}");
+        assert!(
+            head.contains(&"head.mlp.1.running_var".to_string()),
+            "{head:?}"
+        );
+    }
+    // Epoch 1: the backbone is free again.
+    let mut batch1 = batch();
+    batch1.epoch = 1;
+    m.forward_backward(&batch1, 2, window, &dist).unwrap();
+    m.optimizer_step(0.1, 1e-4, 1).unwrap();
+    m.update_teacher(0.75).unwrap();
+    for (vs, before) in [(&m.student_vs, &student), (&m.teacher_vs, &teacher)] {
+        let backbone = moved(vs, before, "backbone.");
+        for n in ["backbone.conv1.weight", "backbone.layer4.1.bn2.running_var"] {
+            assert!(backbone.contains(&n.to_string()), "{n}: {backbone:?}");
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! EMA teacher on a small VarStore: parameters averaged, buffers left alone, frozen teacher.
 
-use dino_train::teacher::{ema_update, init_teacher_from_student, parameter_names, TeacherError};
+use dino_train::teacher::{
+    ema_update, ema_update_skipping, init_teacher_from_student, parameter_names, TeacherError,
+};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 fn store(extra: bool) -> VarStore {
@@ -112,4 +114,38 @@ fn ema_reports_missing_teacher_variables() {
     assert!(
         matches!(ema_update(&teacher, &student, 0.9), Err(TeacherError::Missing(n)) if n == "extra")
     );
+}
+
+/// The EMA of an unchanged tensor is not bitwise the tensor (`m·t + (1 − m)·t` rounds), so a
+/// frozen part is skipped by name and keeps its teacher values exactly.
+#[test]
+fn skipped_parameters_keep_their_teacher_values_bitwise() {
+    tch::manual_seed(2);
+    let student = store(false);
+    let mut teacher = store(false);
+    init_teacher_from_student(&mut teacher, &student).unwrap();
+    // A plain EMA of equal tensors changes some of their values by rounding.
+    let wide = |vs: &VarStore| {
+        let _ = vs.root().randn("w", &[4096], 0.0, 1.0);
+    };
+    let (probe, mut probe_t) = (VarStore::new(Device::Cpu), VarStore::new(Device::Cpu));
+    wide(&probe);
+    wide(&probe_t);
+    init_teacher_from_student(&mut probe_t, &probe).unwrap();
+    ema_update(&probe_t, &probe, 0.996).unwrap();
+    let rounded = get(&probe_t, "w")
+        .ne_tensor(&get(&probe, "w"))
+        .sum(Kind::Int64);
+    assert!(
+        rounded.int64_value(&[]) > 0,
+        "rounding moves an EMA of equal tensors"
+    );
+    tch::no_grad(|| {
+        let _ = get(&student, "head.last_layer.weight_v").g_add_scalar_(1.0);
+    });
+    let mlp = get(&teacher, "head.mlp.0.weight").copy();
+    ema_update_skipping(&teacher, &student, 0.996, |n| n.starts_with("head.mlp.")).unwrap();
+    assert!(get(&teacher, "head.mlp.0.weight").equal(&mlp));
+    assert!(!get(&teacher, "head.last_layer.weight_v")
+        .equal(&get(&student, "head.last_layer.weight_v")));
 }

@@ -24,7 +24,7 @@ pub use color::{
 pub use crop::{center_crop_fallback, round_half_even, sample_resized_crop, CropBox};
 pub use eval::EvalTransform;
 pub use flip::hflip;
-pub use normalize::normalize_chw_into;
+pub use normalize::{normalize_chw_into, normalize_u8_chw_into};
 pub use resize::{resize, resized_crop, CropResizer};
 
 /// A transform that cannot be built from its configuration, or an op given impossible input.

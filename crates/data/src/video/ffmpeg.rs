@@ -75,11 +75,18 @@ pub struct Probe {
     pub width: u32,
     /// Frame height in pixels, as decoded.
     pub height: u32,
-    /// Frames per second (the stream's average rate), when the container gives one.
+    /// Frames per second (the stream's average rate, else its base rate below
+    /// [`MAX_STREAM_FPS`]), when the container gives one; `None` for a still picture stored as
+    /// a video stream (an MP3's or M4A's cover art: `attached_pic`, whose only "rate" is the
+    /// 90 kHz time base).
     pub fps: Option<f64>,
     /// Number of frames, when the container records it (AVI and MP4 do; some streams do not).
     pub frames: Option<usize>,
 }
+
+/// Base rates (`r_frame_rate`) from here on are a container's time base (MPEG's 90 kHz,
+/// Matroska's 1 kHz), not a frame rate.
+pub const MAX_STREAM_FPS: f64 = 1000.0;
 
 /// Probes `path` with `ffprobe`.
 ///
@@ -91,7 +98,10 @@ pub fn probe(path: &Path) -> Result<Probe, VideoError> {
         FFPROBE,
         Command::new(FFPROBE)
             .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-            .arg("stream=width,height,avg_frame_rate,r_frame_rate,nb_frames:stream_side_data=rotation")
+            .arg(
+                "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames\
+                 :stream_side_data=rotation:stream_disposition=attached_pic",
+            )
             .args(["-of", "default=noprint_wrappers=1"])
             .arg(path)
             .stdin(Stdio::null())
@@ -144,12 +154,17 @@ fn parse_probe(text: &str) -> Option<Probe> {
         let v = kv.get(k)?;
         let (n, d) = v.split_once('/').unwrap_or((v, "1"));
         let (n, d) = (n.parse::<f64>().ok()?, d.parse::<f64>().ok()?);
-        (n > 0.0 && d > 0.0).then_some(n / d)
+        (n > 0.0 && d > 0.0 && n / d < MAX_STREAM_FPS).then_some(n / d)
     };
+    let still = kv.get("DISPOSITION:attached_pic").is_some_and(|v| v == "1");
     Some(Probe {
         width,
         height,
-        fps: rate("avg_frame_rate").or_else(|| rate("r_frame_rate")),
+        fps: if still {
+            None
+        } else {
+            rate("avg_frame_rate").or_else(|| rate("r_frame_rate"))
+        },
         frames: kv.get("nb_frames").and_then(|v| v.parse().ok()),
     })
 }
@@ -356,6 +371,12 @@ mod tests {
             .unwrap();
         assert_eq!((p.width, p.height, p.frames), (1080, 1920, None));
         assert!((p.fps.unwrap() - 29.97).abs() < 1e-2);
+        // Cover art (an MP3's attached picture): the 90 kHz time base is no frame rate.
+        let cover = "width=32\nheight=32\nr_frame_rate=90000/1\navg_frame_rate=0/0\n\
+                     nb_frames=N/A\nDISPOSITION:attached_pic=1\n";
+        assert_eq!(parse_probe(cover).unwrap().fps, None);
+        let base = "width=32\nheight=32\nr_frame_rate=90000/1\navg_frame_rate=0/0\n";
+        assert_eq!(parse_probe(base).unwrap().fps, None);
         assert!(parse_probe("").is_none());
         assert!(parse_probe("width=0\nheight=4\n").is_none());
     }

@@ -37,7 +37,8 @@ pub use natural::natural_cmp;
 pub use writer::{VideoFormat, VideoWriter};
 
 /// Frame rate given to a folder of frames when none is asked for (the official
-/// `video_generation.py` default `--fps 30`).
+/// `video_generation.py` default `--fps 30`), and the output rate `dino video attention` uses
+/// (and says it uses) for a file whose stream has none (a still picture, cover art).
 pub const DEFAULT_FOLDER_FPS: f64 = 30.0;
 
 /// Bad video input or output; every message names the file or option at fault.
@@ -272,7 +273,8 @@ pub struct VideoInfo {
     pub size: (u32, u32),
     /// Frames per second of the stream indexed by `start` and `every`: the `fps` option, else the
     /// file's own rate, else [`DEFAULT_FOLDER_FPS`] for a folder. `None` for a file whose
-    /// container gives no rate.
+    /// container gives no rate (a still picture such as cover art, whose base rate of 90,000/s is
+    /// a time base, not a frame rate).
     pub fps: Option<f64>,
     /// Frames in the stream indexed by `start` and `every`, when known (a folder: its files; a
     /// file without resampling: the container's count, if it has one).

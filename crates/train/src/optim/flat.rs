@@ -308,11 +308,13 @@ mod tests {
 
     #[test]
     fn adopted_tensors_are_views_of_the_buffer() {
-        let params = [p("a.weight", &[2, 3]), p("b.weight", &[4])];
-        let (layout, _) = Layout::group(&params).remove(0);
+        // Both matrices, so both regularized: one group (a 1-D tensor would be another).
+        let params = [p("a.weight", &[2, 3]), p("b.weight", &[2, 2])];
+        let (layout, members) = Layout::group(&params).remove(0);
+        assert_eq!(members, [0, 1]);
         let mut ts = vec![
             Tensor::arange(6, (Kind::Float, Device::Cpu)).view([2, 3]),
-            Tensor::ones([4], (Kind::Float, Device::Cpu)).set_requires_grad(true),
+            Tensor::ones([2, 2], (Kind::Float, Device::Cpu)).set_requires_grad(true),
         ];
         let handle = ts[1].shallow_clone();
         let mut buffer = layout.adopt(&mut ts).unwrap();
@@ -321,7 +323,10 @@ mod tests {
             [0., 1., 2., 3., 4., 5., 1., 1., 1., 1.]
         );
         let _ = buffer.f_mul_scalar_(2.0).unwrap();
-        assert_eq!(Vec::<f32>::try_from(&handle).unwrap(), [2., 2., 2., 2.]);
+        assert_eq!(
+            Vec::<f32>::try_from(&handle.reshape([-1])).unwrap(),
+            [2., 2., 2., 2.]
+        );
         assert!(handle.requires_grad() && handle.is_leaf());
         let norms = layout.segment_norms(&buffer).unwrap();
         assert_eq!(
@@ -333,7 +338,10 @@ mod tests {
         layout
             .scale_segments(&mut buffer, &factors, &layout.counts().unwrap())
             .unwrap();
-        assert_eq!(Vec::<f32>::try_from(&handle).unwrap(), [1., 1., 1., 1.]);
+        assert_eq!(
+            Vec::<f32>::try_from(&handle.reshape([-1])).unwrap(),
+            [1., 1., 1., 1.]
+        );
         let mut wrong = vec![Tensor::zeros([3, 2], (Kind::Float, Device::Cpu))];
         let single = Layout::group(&params[..1]).remove(0).0;
         assert!(single.adopt(&mut wrong).is_err());
