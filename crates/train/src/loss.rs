@@ -224,12 +224,27 @@ impl DinoLoss {
         teacher: &Tensor,
         epoch: usize,
     ) -> Result<LossOutput, LossError> {
+        let (loss, targets) = self.loss_and_targets(student, teacher, epoch)?;
+        let stats = self.stats(&loss, &targets)?;
+        Ok(LossOutput { loss, stats })
+    }
+
+    /// [`DinoLoss::forward`] without the diagnostics: the loss (attached to the student graph)
+    /// and the teacher targets it used, for [`DinoLoss::stats_tensor`]. No host sync.
+    ///
+    /// # Errors
+    /// As [`DinoLoss::forward`].
+    pub fn loss_and_targets(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        epoch: usize,
+    ) -> Result<(Tensor, TeacherTargets), LossError> {
         self.check_shapes(student, teacher)?;
         let targets = self.targets(teacher, epoch)?;
         let terms = self.pair_terms(student, 0, &targets)?;
         let loss = self.combine(terms.into_iter().map(|(_, t)| t))?;
-        let stats = self.stats(&loss, &targets)?;
-        Ok(LossOutput { loss, stats })
+        Ok((loss, targets))
     }
 
     /// The teacher side of the loss, computed once per batch from the raw teacher logits
@@ -348,12 +363,26 @@ impl DinoLoss {
     }
 
     /// The diagnostics of a loss value `loss` (scalar) computed against `targets` (one host
-    /// sync).
+    /// sync: [`DinoLoss::stats_tensor`], then [`DinoLoss::read_stats`]).
     ///
     /// # Errors
     /// libtorch errors.
     pub fn stats(&self, loss: &Tensor, targets: &TeacherTargets) -> Result<LossStats, LossError> {
-        let stats = tch::no_grad(|| -> Result<LossStats, TchError> {
+        self.read_stats(&self.stats_tensor(loss, targets)?, targets)
+    }
+
+    /// The diagnostics as one tensor on the logits' device, `[loss, teacher entropy, teacher
+    /// mean entropy, center norm]` (Double), without a host sync: the step reads it together
+    /// with the loss in its one sync ([`DinoLoss::read_stats`]).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn stats_tensor(
+        &self,
+        loss: &Tensor,
+        targets: &TeacherTargets,
+    ) -> Result<Tensor, LossError> {
+        let values = tch::no_grad(|| -> Result<Tensor, TchError> {
             let teacher_probs = &targets.probs;
             let rows = teacher_probs.size()[0] as f64;
             let teacher_logp = targets.logits.f_log_softmax(-1, Kind::Float)?;
@@ -368,20 +397,31 @@ impl DinoLoss {
                 .f_sum(Kind::Float)?
                 .f_neg()?;
             let center_norm = targets.center.f_norm()?;
-            let all = Tensor::f_stack(&[loss.f_detach()?, entropy, mean_entropy, center_norm], 0)?
-                .f_to_kind(Kind::Double)?
-                .f_to_device(Device::Cpu)?;
-            let v: Vec<f64> = Vec::<f64>::try_from(&all)?;
-            Ok(LossStats {
-                loss: v[0],
-                teacher_entropy: v[1],
-                kl: v[0] - v[1],
-                teacher_mean_entropy: v[2],
-                center_norm: v[3],
-                teacher_temp: targets.temp,
-            })
+            Tensor::f_stack(&[loss.f_detach()?, entropy, mean_entropy, center_norm], 0)?
+                .f_to_kind(Kind::Double)
         })?;
-        Ok(stats)
+        Ok(values)
+    }
+
+    /// [`DinoLoss::stats_tensor`] output on the host (one device sync, which also brings the
+    /// loss for the finiteness check).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn read_stats(
+        &self,
+        values: &Tensor,
+        targets: &TeacherTargets,
+    ) -> Result<LossStats, LossError> {
+        let v: Vec<f64> = Vec::<f64>::try_from(&values.f_to_device(Device::Cpu)?)?;
+        Ok(LossStats {
+            loss: v[0],
+            teacher_entropy: v[1],
+            kl: v[0] - v[1],
+            teacher_mean_entropy: v[2],
+            center_norm: v[3],
+            teacher_temp: targets.temp,
+        })
     }
 
     /// Mean of the raw (uncentred) teacher logits over all `2·B` rows, `[1, K]` Float, no grad.
