@@ -5,31 +5,48 @@ One step, as `main_dino.py`'s `train_one_epoch`: teacher forward on the 2 global
 gradient, student forward on all crops (the multi-crop wrapper: one backbone call per crop
 size), the DINO loss against the center and the center's EMA, backward, per-parameter gradient
 clipping, AdamW with the official two parameter groups (no weight decay on biases and 1-D
-parameters), then the teacher's EMA. Model, head and wrapper are the project's own reference
-modules (tests/reference/vit_reference.py, crates/model/python/dino_vit.py), with attention
-through `F.scaled_dot_product_attention` as our training path uses.
+parameters), then the teacher's EMA.
 
 The model, crops, batch, optimizer values, precision and device come from a resolved config
 (`dino config show ... > cfg.toml`), so both sides run the same job.
 
-Two ways to write the bookkeeping around the model (`--style`):
-- `official`: as main_dino.py writes it — the clip loop reads each gradient norm back with
-  `.item()`, the EMA loops over parameters, `torch.optim.AdamW` with its default
-  implementation;
-- `foreach`: the same math without host syncs — `torch._foreach_norm` and a tensor clip
-  coefficient, `torch._foreach_mul_/add_` for the EMA, AdamW `fused=True` on CUDA.
+Three ways to write the step (`--style`):
+- `official`: the project's reference modules (tests/reference/vit_reference.py,
+  crates/model/python/dino_vit.py, attention through `F.scaled_dot_product_attention` as our
+  training path uses) with the bookkeeping as main_dino.py writes it — the clip loop reads each
+  gradient norm back with `.item()`, the EMA loops over parameters, `torch.optim.AdamW` with its
+  default implementation;
+- `foreach`: the same modules and math without host syncs — `torch._foreach_norm` and a tensor
+  clip coefficient, `torch._foreach_mul_/add_` for the EMA, AdamW `fused=True` (CPU and CUDA);
+- `main_dino`: the official code itself, from a checkout of facebookresearch/dino given with
+  `--official PATH` (never vendored): its `VisionTransformer`, `DINOHead`,
+  `utils.MultiCropWrapper`, `main_dino.DINOLoss` (with its all-reduce, on a one-process Gloo
+  group), `utils.get_params_groups` + `torch.optim.AdamW`, `utils.clip_gradients`,
+  `utils.cancel_gradients_last_layer` and the EMA loop of `train_one_epoch`, on the same shapes.
 `--compile` wraps student and teacher in `torch.compile` (default mode).
+
+Process settings, as ours (`dino bench train` prints the same fields): `--threads N`
+(`torch.set_num_threads`; 0 keeps libtorch's default), `--alloc keep` (the default: glibc
+`mallopt(M_MMAP_THRESHOLD, 32 MiB)` and `mallopt(M_TRIM_THRESHOLD, 1 GiB)`, what the `dino`
+binary sets at start-up, crates/cli/src/alloc.rs) or `--alloc default` (glibc's defaults), and
+libgomp's waiting policy from the environment (`omp_wait`; `dino` runs with
+`OMP_WAIT_POLICY=PASSIVE` unless told otherwise, crates/cli/src/omp.rs, and
+train_step_compare.py gives the PyTorch sides the same).
 
 Inputs (`--input`): `synthetic` = one batch of seeded random u8 crops normalized on the device
 once and reused (model-bound); `loader` = an ImageFolder through torchvision's DINO multi-crop
 (benches/torchvision_multicrop.py) in DataLoader workers (end to end).
 
-Prints one JSON line with the same fields as `dino bench train --json`.
+Prints one JSON line with the same fields as `dino bench train --json`, the phase split of a
+step included (`phase_ms`: data wait, forward+backward, bookkeeping = clipping + optimizer + EMA
++ the loss read-back; medians over the timed steps, the device synchronized at each boundary).
 
-usage: dino_step_torch.py --config cfg.toml [--style official|foreach] [--compile]
+usage: dino_step_torch.py --config cfg.toml [--style official|foreach|main_dino]
+                          [--official PATH] [--compile] [--threads N] [--alloc keep|default]
                           [--input synthetic|loader --data DIR --workers N] [--warmup 3] [--steps 10]
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -38,8 +55,35 @@ import sys
 import time
 import tomllib
 
-import torch
-import torch.nn.functional as F
+
+def keep_freed_memory():
+    """glibc's mallopt as crates/cli/src/alloc.rs sets it for the `dino` process. Called before
+    torch is imported, so every tensor of the run sees it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return (libc.mallopt(m_mmap_threshold, 32 << 20) == 1
+            and libc.mallopt(m_trim_threshold, 1 << 30) == 1)
+
+
+def alloc_from_argv(argv):
+    """`--alloc`, read before argparse runs: the settings must precede torch's import."""
+    wanted = "keep"
+    if "--alloc" in argv and argv.index("--alloc") + 1 < len(argv):
+        wanted = argv[argv.index("--alloc") + 1]
+    if __name__ != "__main__" or wanted != "keep":
+        return "glibc defaults"
+    if keep_freed_memory():
+        return "glibc mmap_threshold=32MiB trim_threshold=1GiB"
+    return "glibc defaults (mallopt refused)"
+
+
+ALLOC = alloc_from_argv(sys.argv)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "reference"))
@@ -180,57 +224,235 @@ def resolve(cfg, device_arg):
     device = torch.device("cuda" if want.startswith("cuda") else "cpu")
     prec = rt["precision"]
     if prec == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        prec = "bf16" if bf16 else "fp32"  # as `dino`: CPU auto means fp32 unless AVX512-BF16
+        if device.type == "cuda":
+            prec = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:  # as `dino`: bf16 where the CPU multiplies bf16 natively
+            prec = "bf16" if cpu_has_native_bf16() else "fp32"
     return device, prec
+
+
+def omp_wait():
+    """libgomp's waiting policy in force, in the words `dino` reports it (crates/cli/src/omp.rs)."""
+    p, s = os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT")
+    if p and s:
+        return f"OMP_WAIT_POLICY={p} GOMP_SPINCOUNT={s}"
+    if p or s:
+        return f"OMP_WAIT_POLICY={p}" if p else f"GOMP_SPINCOUNT={s}"
+    return "libgomp default (spin, then sleep)"
+
+
+def cpu_has_native_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
+
+
+class ProjectStep:
+    """`official` and `foreach`: the project's reference modules with either bookkeeping."""
+
+    def __init__(self, cfg, device, style):
+        rt, o, lcfg, a = cfg["runtime"], cfg["optim"], cfg["loss"], cfg["augmentation"]
+        assert o["optimizer"] == "adamw", "the PyTorch step implements AdamW (the official default)"
+        torch.manual_seed(rt["seed"])
+        self.student = build(cfg, cfg["model"]["drop_path_rate"], device)
+        self.teacher = build(cfg, 0.0, device)
+        self.teacher.load_state_dict(self.student.state_dict())
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+        self.student.train()
+        self.teacher.train()  # the official teacher runs in train mode (BN head: batch stats)
+        self.params = [p for p in self.student.parameters() if p.requires_grad]
+        fused = style == "foreach"
+        self.opt = torch.optim.AdamW(param_groups(self.student), lr=o["lr"] * o["batch_size"] / 256,
+                                     betas=tuple(o["betas"]), eps=o["eps"],
+                                     weight_decay=o["weight_decay"],
+                                     **({"fused": True} if fused else {}))
+        self.loss_fn = DinoLoss(cfg["head"]["out_dim"], 2 + a["local_crops_number"],
+                                lcfg["student_temp"], lcfg["center_momentum"], device)
+        self.clip = clip_foreach if style == "foreach" else clip_official
+        self.ema = ema_foreach if style == "foreach" else ema_official
+        self.clip_grad, self.temp = o["clip_grad"], lcfg["teacher_temp"]
+        self.m = cfg["schedule"]["momentum_teacher"]
+        self.s_fwd, self.t_fwd = self.student, self.teacher
+
+    def compile(self):
+        self.s_fwd, self.t_fwd = torch.compile(self.student), torch.compile(self.teacher)
+
+    def forward_backward(self, crops, autocast, scaler):
+        with autocast():
+            with torch.no_grad():
+                t_out = self.t_fwd(crops[:1])
+            s_out = self.s_fwd(crops)
+        loss = self.loss_fn(s_out.float(), t_out.float(), self.temp)
+        lval = loss.item()  # the official loop checks math.isfinite(loss.item()) every step
+        if not math.isfinite(lval):
+            sys.exit(f"non-finite loss {lval}")
+        self.opt.zero_grad(set_to_none=True)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        return lval
+
+    def bookkeeping(self, scaler):
+        if scaler is None:
+            if self.clip_grad:
+                self.clip(self.params, self.clip_grad)
+            self.opt.step()
+        else:
+            if self.clip_grad:
+                scaler.unscale_(self.opt)
+                self.clip(self.params, self.clip_grad)
+            scaler.step(self.opt)
+            scaler.update()
+        self.ema(self.teacher, self.student, self.m)
+
+
+class MainDinoStep:
+    """`main_dino`: the official modules and functions of facebookresearch/dino at `path`, the
+    body of `train_one_epoch` for one iteration (its CUDA calls skipped on the CPU)."""
+
+    def __init__(self, cfg, device, path):
+        import torch.distributed as dist  # noqa: PLC0415
+        import torch.nn as nn  # noqa: PLC0415
+        from functools import partial  # noqa: PLC0415
+        sys.path.insert(0, os.path.abspath(path))
+        import main_dino  # noqa: PLC0415
+        import utils as dino_utils  # noqa: PLC0415
+        import vision_transformer as vits  # noqa: PLC0415
+        import warnings  # noqa: PLC0415
+        warnings.filterwarnings("ignore", category=FutureWarning)  # nn.utils.weight_norm
+        if not dist.is_initialized():  # DINOLoss.update_center all-reduces unconditionally
+            import socket  # noqa: PLC0415
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                                    world_size=1)
+        rt, m, h, o, lcfg, a = (cfg[k] for k in
+                                ("runtime", "model", "head", "optim", "loss", "augmentation"))
+        assert o["optimizer"] == "adamw", "the PyTorch step implements AdamW (the official default)"
+        dim, depth, heads = vit_dims(m)
+        torch.manual_seed(rt["seed"])
+
+        def vit(drop_path_rate):
+            return vits.VisionTransformer(
+                patch_size=m["patch_size"], embed_dim=dim, depth=depth, num_heads=heads,
+                mlp_ratio=m["mlp_ratio"], qkv_bias=m["qkv_bias"], img_size=[m["img_size"]],
+                norm_layer=partial(nn.LayerNorm, eps=m["layer_norm_eps"]),
+                drop_path_rate=drop_path_rate)
+
+        def head(norm_last_layer):
+            # The official CLI fixes nlayers / hidden / bottleneck at the DINOHead defaults; a
+            # preset that changes them gets the same shapes on both sides.
+            return vits.DINOHead(dim, h["out_dim"], use_bn=h["use_bn"],
+                                 norm_last_layer=norm_last_layer, nlayers=h["nlayers"],
+                                 hidden_dim=h["hidden_dim"], bottleneck_dim=h["bottleneck_dim"])
+
+        self.student = dino_utils.MultiCropWrapper(vit(m["drop_path_rate"]),
+                                                   head(h["norm_last_layer"])).to(device)
+        self.teacher = dino_utils.MultiCropWrapper(vit(0.0), head(True)).to(device)
+        self.teacher.load_state_dict(self.student.state_dict())
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+        self.n_crops = 2 + a["local_crops_number"]
+        self.loss_fn = main_dino.DINOLoss(
+            h["out_dim"], self.n_crops, lcfg["warmup_teacher_temp"], lcfg["teacher_temp"],
+            lcfg["warmup_teacher_temp_epochs"], o["epochs"], lcfg["student_temp"],
+            lcfg["center_momentum"]).to(device)
+        self.opt = torch.optim.AdamW(dino_utils.get_params_groups(self.student))
+        for i, group in enumerate(self.opt.param_groups):
+            group["lr"] = o["lr"] * o["batch_size"] / 256
+            if i == 0:
+                group["weight_decay"] = o["weight_decay"]
+        self.utils, self.clip_grad = dino_utils, o["clip_grad"]
+        self.freeze_last_layer = cfg["schedule"]["freeze_last_layer"]
+        # Past the frozen last layer, as `dino bench train` times it.
+        self.epoch = min(self.freeze_last_layer, o["epochs"] - 1)
+        self.m = cfg["schedule"]["momentum_teacher"]
+        self.batch = o["batch_size"]
+        self.s_fwd, self.t_fwd = self.student, self.teacher
+
+    def compile(self):
+        self.s_fwd, self.t_fwd = torch.compile(self.student), torch.compile(self.teacher)
+
+    def forward_backward(self, crops, autocast, scaler):
+        # The official loader yields one tensor per view.
+        images = list(crops[0].chunk(2)) + (list(crops[1].chunk(self.n_crops - 2))
+                                            if len(crops) > 1 else [])
+        with autocast():
+            teacher_output = self.t_fwd(images[:2])
+            student_output = self.s_fwd(images)
+            loss = self.loss_fn(student_output, teacher_output, self.epoch)
+        lval = loss.item()
+        if not math.isfinite(lval):
+            sys.exit(f"Loss is {lval}, stopping training")
+        self.opt.zero_grad()
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        return lval
+
+    def bookkeeping(self, scaler):
+        u = self.utils
+        if scaler is None:
+            if self.clip_grad:
+                u.clip_gradients(self.student, self.clip_grad)
+            u.cancel_gradients_last_layer(self.epoch, self.student, self.freeze_last_layer)
+            self.opt.step()
+        else:
+            if self.clip_grad:
+                scaler.unscale_(self.opt)
+                u.clip_gradients(self.student, self.clip_grad)
+            u.cancel_gradients_last_layer(self.epoch, self.student, self.freeze_last_layer)
+            scaler.step(self.opt)
+            scaler.update()
+        with torch.no_grad():
+            m = self.m
+            for param_q, param_k in zip(self.student.parameters(), self.teacher.parameters()):
+                param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="resolved TOML from `dino config show`")
-    ap.add_argument("--style", choices=["official", "foreach"], default="official")
+    ap.add_argument("--style", choices=["official", "foreach", "main_dino"], default="official")
+    ap.add_argument("--official", help="checkout of facebookresearch/dino (--style main_dino)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--input", choices=["synthetic", "loader"], default="synthetic")
     ap.add_argument("--data")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--device", help="override runtime.device (cpu, cuda)")
     ap.add_argument("--precision", help="override runtime.precision (fp32, bf16, fp16)")
+    ap.add_argument("--threads", type=int,
+                    help="libtorch intra-op threads (default: runtime.torch_threads; 0 = "
+                         "libtorch's default)")
+    ap.add_argument("--alloc", choices=["keep", "default"], default="keep",
+                    help="glibc allocator settings (keep = the dino binary's)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
     with open(args.config, "rb") as f:
         cfg = tomllib.load(f)
-    rt, o, lcfg, a = cfg["runtime"], cfg["optim"], cfg["loss"], cfg["augmentation"]
-    if rt["torch_threads"]:
-        torch.set_num_threads(rt["torch_threads"])
+    rt, o, a = cfg["runtime"], cfg["optim"], cfg["augmentation"]
+    threads = rt["torch_threads"] if args.threads is None else args.threads
+    if threads:
+        torch.set_num_threads(threads)
     device, prec = resolve(cfg, args.device)
     prec = args.precision or prec
-    assert o["optimizer"] == "adamw", "the PyTorch step implements AdamW (the official default)"
-
-    torch.manual_seed(rt["seed"])
-    student = build(cfg, cfg["model"]["drop_path_rate"], device)
-    teacher = build(cfg, 0.0, device)
-    teacher.load_state_dict(student.state_dict())
-    for p in teacher.parameters():
-        p.requires_grad = False
-    student.train()
-    teacher.train()  # the official teacher runs in train mode (its BN head uses batch stats)
-    params = [p for p in student.parameters() if p.requires_grad]
-    fused = args.style == "foreach" and device.type == "cuda"
-    opt = torch.optim.AdamW(param_groups(student), lr=o["lr"] * o["batch_size"] / 256,
-                            betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"],
-                            **({"fused": True} if fused else {}))
-    n_crops = 2 + a["local_crops_number"]
-    loss_fn = DinoLoss(cfg["head"]["out_dim"], n_crops, lcfg["student_temp"],
-                       lcfg["center_momentum"], device)
-    clip = clip_foreach if args.style == "foreach" else clip_official
-    ema = ema_foreach if args.style == "foreach" else ema_official
-    s_fwd, t_fwd = student, teacher
+    if args.style == "main_dino":
+        assert args.official, "--style main_dino needs --official PATH (a facebookresearch/dino checkout)"
+        step = MainDinoStep(cfg, device, args.official)
+    else:
+        step = ProjectStep(cfg, device, args.style)
     if args.compile:
-        s_fwd, t_fwd = torch.compile(student), torch.compile(teacher)
+        step.compile()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec)
     scaler = torch.amp.GradScaler(device.type) if prec == "fp16" else None
-    m = cfg["schedule"]["momentum_teacher"]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     if args.input == "synthetic":
         fixed = synthetic_crops(cfg, device, rt["seed"])
@@ -244,37 +466,23 @@ def main():
             torch.cuda.synchronize()
 
     times, waits, last = [], 0.0, float("nan")
+    phases = {"data_wait": [], "forward_backward": [], "bookkeeping": []}
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         crops = next(batches)
-        if i >= args.warmup:
-            sync()
-            waits += time.perf_counter() - t0
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            with torch.no_grad():
-                t_out = t_fwd(crops[:1])
-            s_out = s_fwd(crops)
-        loss = loss_fn(s_out.float(), t_out.float(), lcfg["teacher_temp"])
-        lval = loss.item()  # the official loop checks math.isfinite(loss.item()) every step
-        if not math.isfinite(lval):
-            sys.exit(f"non-finite loss {lval}")
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            if o["clip_grad"]:
-                clip(params, o["clip_grad"])
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            if o["clip_grad"]:
-                scaler.unscale_(opt)
-                clip(params, o["clip_grad"])
-            scaler.step(opt)
-            scaler.update()
-        ema(teacher, student, m)
         sync()
+        t1 = time.perf_counter()
+        lval = step.forward_backward(crops, autocast, scaler)
+        sync()
+        t2 = time.perf_counter()
+        step.bookkeeping(scaler)
+        sync()
+        t3 = time.perf_counter()
         if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(t3 - t0)
+            waits += t1 - t0
+            for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
+                phases[k].append(v)
             last = lval
 
     wall = sum(times)
@@ -290,7 +498,11 @@ def main():
         "images_per_s": args.steps * o["batch_size"] / wall,
         "step_ms": {"median": statistics.median(times) * 1e3, "mean": wall / len(times) * 1e3,
                     "min": min(times) * 1e3},
+        "phase_ms": {k: statistics.median(v) * 1e3 for k, v in phases.items()},
         "data_wait_fraction": waits / wall, "torch_threads": torch.get_num_threads(),
+        "allocator": ALLOC, "omp_wait": omp_wait(),
+        "env": {k: os.environ[k] for k in sorted(os.environ)
+                if k.startswith(("OMP_", "MKL_", "ATEN_", "ONEDNN_", "DNNL_", "KMP_"))},
         "last_loss": last, "torch": torch.__version__,
     }))
 

@@ -1,4 +1,5 @@
-//! Compiles the C++ shim (`csrc/dist.cpp`) against the project's libtorch and sets the link
+//! Compiles the C++ shim (`csrc/dist.cpp`, and `csrc/fused.cpp`: libtorch's fused optimizer
+//! kernels for dino-train) against the project's libtorch and sets the link
 //! arguments every binary, test and example of this crate needs.
 //!
 //! libtorch is the one `torch-sys` found: its `lib/` folder comes as `DEP_TCH_LIBTORCH_LIB`
@@ -54,6 +55,7 @@ fn main() {
         .define("GLOG_USE_GLOG_EXPORT", None)
         .define("USE_C10D_GLOO", None)
         .file("csrc/dist.cpp")
+        .file("csrc/fused.cpp")
         .compile("dino_dist_shim");
 
     println!("cargo:rustc-link-search=native={}", lib_dir.display());

@@ -12,17 +12,29 @@
 /// tensor. Returns whether glibc accepted both settings (always false on other C libraries).
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    let accepted = {
         // SAFETY: mallopt only changes allocator parameters; it is called before the other
         // threads exist.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
         }
-    }
+    };
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
+    let accepted = false;
+    ACCEPTED.store(accepted, std::sync::atomic::Ordering::Relaxed);
+    accepted
+}
+
+static ACCEPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The allocator settings in force, in the words `benches/dino_step_torch.py` prints for the
+/// PyTorch side (`dino bench train` reports them, so a comparison shows both).
+pub fn describe() -> &'static str {
+    if ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        "glibc mmap_threshold=32MiB trim_threshold=1GiB"
+    } else {
+        "glibc defaults (mallopt refused)"
     }
 }
 

@@ -62,6 +62,10 @@ struct EnvReport {
     device: String,
     /// Thread counts.
     threads: Threads,
+    /// How libtorch's OpenMP threads wait between parallel regions (see `omp.rs`).
+    omp_wait: String,
+    /// The process's allocator settings (see `alloc.rs`).
+    allocator: String,
     /// This CPU's native-bf16 flags present (`avx512_bf16`, `amx_bf16`); empty when bf16 is
     /// emulated on this CPU.
     cpu_bf16_flags: Vec<String>,
@@ -96,6 +100,8 @@ impl EnvReport {
             cudnn_available: tch::Cuda::cudnn_is_available(),
             device: format!("{device:?}"),
             threads,
+            omp_wait: crate::omp::describe(),
+            allocator: crate::alloc::describe().into(),
             cpu_bf16_flags: dino_model::CpuBf16Flags::detect()
                 .names()
                 .into_iter()
@@ -135,6 +141,8 @@ fn text(r: &EnvReport) -> String {
         "threads         {} cores, libtorch {}, augmentation {}",
         r.threads.cores, r.threads.torch, r.threads.data
     ));
+    line(format!("omp wait        {}", r.omp_wait));
+    line(format!("allocator       {}", r.allocator));
     if r.cpu_bf16_flags.is_empty() {
         line("CPU bf16        emulated (no avx512_bf16/amx_bf16 flag)".into());
     } else {

@@ -14,6 +14,7 @@ mod export;
 mod features_in;
 mod launch;
 mod map;
+mod omp;
 mod output;
 mod retrieval;
 mod tools;
@@ -78,6 +79,7 @@ enum Command {
 }
 
 fn main() {
+    omp::wait_passively();
     alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(

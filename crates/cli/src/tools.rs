@@ -103,7 +103,9 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
             warmup: a.warmup,
             steps: a.steps,
         };
-        let r = run_train_bench(&cfg, &opts)?;
+        let mut r = run_train_bench(&cfg, &opts)?;
+        r.allocator = Some(crate::alloc::describe().to_string());
+        r.omp_wait = Some(crate::omp::describe());
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -118,6 +120,19 @@ fn bench_train(a: BenchTrainArgs) -> anyhow::Result<()> {
                 r.device,
                 r.precision,
                 r.data_wait_fraction * 100.0
+            );
+            let p = &r.phase_ms;
+            println!(
+                "{:>9}  per step: forward+backward {:.1} ms (forward {:.1}, backward {:.1}), bookkeeping {:.1} ms (loss statistics {:.1}, clipping + optimizer {:.1}, EMA {:.1}), data wait {:.1} ms",
+                "",
+                p.forward_backward,
+                p.forward,
+                p.backward,
+                p.bookkeeping,
+                p.statistics,
+                p.optimizer,
+                p.ema,
+                p.data_wait
             );
         }
     }

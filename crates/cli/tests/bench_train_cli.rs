@@ -40,6 +40,23 @@ fn bench_train_times_synthetic_and_loader_inputs() {
         assert!(rep["last_loss"].as_f64().unwrap().is_finite(), "{rep}");
         let wait = rep["data_wait_fraction"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&wait), "{rep}");
+        // The time split of a step: its parts add up, and fit in the step.
+        let p = &rep["phase_ms"];
+        let ms = |k: &str| p[k].as_f64().unwrap();
+        assert_eq!(p["steps"], 2, "{rep}");
+        assert!(
+            ms("forward") > 0.0 && ms("backward") > 0.0 && ms("optimizer") > 0.0,
+            "{rep}"
+        );
+        assert!(
+            ms("forward_backward") + ms("bookkeeping")
+                <= rep["step_ms"]["median"].as_f64().unwrap() * 2.0,
+            "{rep}"
+        );
+        assert!(
+            rep["allocator"].as_str().unwrap().starts_with("glibc"),
+            "{rep}"
+        );
     }
     assert_eq!(
         r[0]["data_wait_fraction"], 0.0,
@@ -87,7 +104,10 @@ fn compare_script_puts_ours_and_pytorch_in_one_table() {
             "1",
             "--steps",
             "1",
-            "--no-compile",
+            "--rounds",
+            "2",
+            "--sides",
+            "official",
         ])
         .output()
         .unwrap();
@@ -97,19 +117,81 @@ fn compare_script_puts_ours_and_pytorch_in_one_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r = reports(&out.stdout);
-    assert_eq!(r.len(), 6, "3 implementations x 2 inputs");
+    assert_eq!(r.len(), 8, "2 rounds x 2 implementations x 2 inputs");
     for rep in &r {
-        // Both sides ran the same job from the same resolved config.
+        // Both sides ran the same job from the same resolved config, with the same libtorch
+        // threads and allocator settings.
         assert_eq!(rep["vit"], r[0]["vit"]);
         assert_eq!(rep["batch_size"], r[0]["batch_size"]);
         assert_eq!(rep["local_crops"], r[0]["local_crops"]);
+        assert_eq!(rep["precision"], r[0]["precision"]);
+        assert_eq!(rep["torch_threads"], r[0]["torch_threads"], "{rep}");
+        assert_eq!(rep["allocator"], r[0]["allocator"], "{rep}");
+        assert_eq!(rep["omp_wait"], r[0]["omp_wait"], "{rep}");
         assert!(rep["last_loss"].as_f64().unwrap().is_finite(), "{rep}");
+        for phase in ["data_wait", "forward_backward", "bookkeeping"] {
+            assert!(rep["phase_ms"][phase].as_f64().unwrap() >= 0.0, "{rep}");
+        }
     }
+    // The order alternates: ours first in round 0, last in round 1 (per input).
+    let order: Vec<(&str, i64)> = r
+        .iter()
+        .filter(|rep| rep["input"] == "synthetic")
+        .map(|rep| {
+            (
+                rep["implementation"].as_str().unwrap(),
+                rep["round"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("dino", 0),
+            ("pytorch-eager (official)", 0),
+            ("pytorch-eager (official)", 1),
+            ("dino", 1)
+        ]
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("| synthetic") || l.starts_with("| loader"))
         .collect();
-    assert_eq!(rows.len(), 6, "{text}");
+    assert_eq!(rows.len(), 4, "{text}");
     assert!(rows.iter().any(|l| l.contains("pytorch-eager (official)")));
+    assert!(text.contains("median of rounds"), "{text}");
+}
+
+#[test]
+fn libgomp_waits_passively_unless_told_otherwise() {
+    let omp_wait = |set: &[(&str, &str)]| -> String {
+        let mut cmd = Command::new(DINO);
+        cmd.args(["env", "--json"]);
+        for v in ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "DINO_OMP_WAIT_SET"] {
+            cmd.env_remove(v);
+        }
+        for (k, v) in set {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        r["omp_wait"].as_str().unwrap().to_string()
+    };
+    // Unset: the binary starts itself again with the passive policy (crates/cli/src/omp.rs).
+    assert_eq!(omp_wait(&[]), "OMP_WAIT_POLICY=PASSIVE");
+    // A policy the user chose is kept.
+    assert_eq!(
+        omp_wait(&[("OMP_WAIT_POLICY", "ACTIVE")]),
+        "OMP_WAIT_POLICY=ACTIVE"
+    );
+    assert_eq!(
+        omp_wait(&[("GOMP_SPINCOUNT", "1000")]),
+        "GOMP_SPINCOUNT=1000"
+    );
 }

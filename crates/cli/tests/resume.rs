@@ -168,7 +168,10 @@ fn koleo_run_resumes_bitwise() {
         .filter(|v| v["kind"] == "step")
         .map(|v| v["koleo"].as_f64().expect("koleo logged on every step"))
         .collect::<Vec<_>>();
-    assert!(koleo.iter().all(|k| k.is_finite() && *k != 0.0), "{koleo:?}");
+    assert!(
+        koleo.iter().all(|k| k.is_finite() && *k != 0.0),
+        "{koleo:?}"
+    );
 }
 
 /// Sinkhorn-Knopp centering (issue #29): the center is not updated, so the checkpoint's center

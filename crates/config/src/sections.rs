@@ -453,6 +453,17 @@ pub struct OptimConfig {
     pub betas: [f64; 2],
     /// AdamW epsilon (PyTorch default). AdamW only.
     pub eps: f64,
+    /// AdamW through libtorch's fused kernel (`torch.optim.AdamW(fused=True)`, CPU and CUDA):
+    /// each parameter, gradient and moment read and written once per step instead of by ten
+    /// separate passes. The same update up to rounding: its arithmetic differs from the official
+    /// single-tensor AdamW in the last bits (30 steps: unit-scale weights within 5e-7, DINO
+    /// losses within 2e-5 relative; `crates/train/tests/optim_flat.rs`). On by default because
+    /// it pays: the optimizer phase of a ViT-S/16 step 2.8x faster on the CPU
+    /// (docs/bench/train_step.md); the fastest PyTorch baseline runs it too. false: the
+    /// single-tensor arithmetic of the official `torch.optim.AdamW(params_groups)`, bit for
+    /// bit (use it to compare a run with one from a binary before this option). AdamW only (SGD
+    /// and LARS have no fused kernel here).
+    pub fused: bool,
     /// Momentum of SGD and LARS (official `SGD(momentum=0.9)` and `utils.LARS(momentum=0.9)`).
     /// Not used by AdamW.
     pub momentum: f64,
@@ -488,6 +499,7 @@ impl Default for OptimConfig {
             clip_grad: 3.0,
             betas: [0.9, 0.999],
             eps: 1e-8,
+            fused: true,
             optimizer: OptimizerKind::Adamw,
             momentum: 0.9,
             lars_eta: 0.001,

@@ -78,6 +78,10 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(o.clip_grad, 3.0); // MD --clip_grad 3.0
     assert_eq!(o.betas, [0.9, 0.999]); // torch.optim.AdamW defaults
     assert_eq!(o.eps, 1e-8);
+    // Not official (MD's torch.optim.AdamW(params_groups) runs the single-tensor ops): libtorch's
+    // fused kernel, the same update up to rounding (train tests/optim_flat.rs), for speed
+    // (docs/bench/train_step.md); optim.fused = false is the official arithmetic bit for bit.
+    assert!(o.fused);
     assert_eq!(o.optimizer, OptimizerKind::Adamw); // MD --optimizer adamw
     assert_eq!(o.momentum, 0.9); // MD torch.optim.SGD(params_groups, lr=0, momentum=0.9); utils.LARS momentum=0.9
     assert_eq!(o.lars_eta, 0.001); // utils.LARS eta=0.001

@@ -24,6 +24,24 @@ extern "C" {
     pub fn dino_dist_barrier(group: *mut Group) -> *mut c_char;
     pub fn dino_dist_destroy(group: *mut Group);
     pub fn dino_dist_free_error(message: *mut c_char);
+    pub fn dino_fused_adamw(
+        params: *const *mut c_void,
+        grads: *const *mut c_void,
+        exp_avgs: *const *mut c_void,
+        exp_avg_sqs: *const *mut c_void,
+        steps: *const *mut c_void,
+        n: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> *mut c_char;
+    pub fn dino_foreach_norm(
+        tensors: *const *mut c_void,
+        n: i64,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
 }
 
 /// Turns a shim return value into a `Result`, releasing the message.

@@ -43,6 +43,7 @@
 /// The torchrun environment contract: read by each worker, written by `dino launch`.
 pub mod env;
 mod ffi;
+pub mod fused;
 /// Process groups on c10d and their collectives.
 pub mod group;
 

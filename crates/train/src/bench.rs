@@ -16,17 +16,19 @@
 use crate::accumulation::Window;
 use crate::distributed::Dist;
 use crate::method::DinoMethod;
+use crate::phases::PhaseTimes;
 use crate::runtime::apply_threads;
 use crate::schedule::Schedules;
 use crate::trainer::TrainData;
 use anyhow::Context;
 use dino_config::Config;
 use dino_data::batch::MultiCropBatch;
+use dino_data::loader::Loader;
 use dino_model::{resolve_precision, select_device, Bf16Support};
 use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use std::time::Instant;
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Where the bench's crops come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,33 @@ pub struct StepMillis {
     pub min: f64,
 }
 
+/// Where a step's time goes, milliseconds per step (medians over the split's steps; see
+/// [`crate::phases`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseMillis {
+    /// Waiting for the loader (0 for synthetic input).
+    pub data_wait: f64,
+    /// Teacher and student forward, the loss, backward with the gradients written, the center.
+    pub forward_backward: f64,
+    /// Loss statistics + clipping and the optimizer + the teacher's EMA.
+    pub bookkeeping: f64,
+    /// The parts: forward (with the loss), loss statistics (with the step's one host read),
+    /// backward, optimizer (clipping and the update), EMA.
+    pub forward: f64,
+    /// See `forward`.
+    pub statistics: f64,
+    /// See `forward`.
+    pub backward: f64,
+    /// See `forward`.
+    pub optimizer: f64,
+    /// See `forward`.
+    pub ema: f64,
+    /// Steps the split was measured on: the timed steps on the CPU (where the clock costs
+    /// nothing); on an accelerator extra steps after them, since the clock waits for the device
+    /// at every boundary.
+    pub steps: usize,
+}
+
 /// One bench result (`dino bench train --json` prints it as one JSON line; the PyTorch script
 /// prints the same fields).
 #[derive(Debug, Clone, Serialize)]
@@ -109,8 +138,15 @@ pub struct TrainBenchReport {
     pub step_ms: StepMillis,
     /// Fraction of the timed wall time spent waiting for the loader (0 for synthetic input).
     pub data_wait_fraction: f64,
+    /// Time split of a step ([`PhaseMillis`]).
+    pub phase_ms: PhaseMillis,
     /// libtorch intra-op threads.
     pub torch_threads: usize,
+    /// The process's allocator settings, as the binary set them (`None` when not reported).
+    pub allocator: Option<String>,
+    /// How libtorch's OpenMP threads wait (`OMP_WAIT_POLICY` / `GOMP_SPINCOUNT` in force, as
+    /// the binary reports them; `None` when not reported).
+    pub omp_wait: Option<String>,
     /// The last timed step's loss (a finite number says the step really ran).
     pub last_loss: f64,
     /// Resident memory of this process (MiB) once the networks, optimizer and input were built,
@@ -172,52 +208,45 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
 
     let mut times = Vec::with_capacity(opts.steps);
     let (mut wait_s, mut last_loss) = (0.0, f64::NAN);
-    let accum = cfg.optim.accum_steps.max(1);
     let rss_before = memory::current_rss_bytes();
-    for i in 0..total {
-        let t0 = Instant::now();
-        let step = i % niter;
-        let it = epoch * niter + step;
-        // One optimizer step: `optim.accum_steps` micro-batches (the same fixed crops each time
-        // for synthetic input).
-        let mut losses = Vec::with_capacity(accum);
-        for index in 0..accum {
-            let window = Window { index, len: accum };
-            let micro = (epoch, step * accum + index);
-            let stats = match (&fixed, &loader) {
-                (Some(crops), _) => {
-                    method.forward_backward_crops(crops, micro, it, window, &dist)?
-                }
-                (None, Some(loader)) => {
-                    let t_wait = Instant::now();
-                    let batch = loader
-                        .recv()
-                        .context("the loader ended before the bench's steps were done")?
-                        .context("data loader")?;
-                    if i >= opts.warmup {
-                        wait_s += t_wait.elapsed().as_secs_f64();
-                    }
-                    let crops = method.input_crops(&batch)?;
-                    method.forward_backward_crops(&crops, micro, it, window, &dist)?
-                }
-                (None, None) => unreachable!("one input is always set"),
-            };
-            losses.push(stats.loss);
+    // The time split: on the CPU over the timed steps (the clock's marks cost nothing there); on
+    // an accelerator over extra steps after them, because each mark waits for the device.
+    let on_cpu = device == Device::Cpu;
+    if on_cpu {
+        method.enable_phase_clock();
+    }
+    let split_steps = if on_cpu { 0 } else { opts.steps.min(5) };
+    let mut splits = Vec::new();
+    let step = StepInputs {
+        fixed: fixed.as_deref(),
+        loader: loader.as_ref(),
+        schedules: &schedules,
+        epoch,
+        niter,
+        accum: cfg.optim.accum_steps.max(1),
+    };
+    for i in 0..total + split_steps {
+        if i == total {
+            method.enable_phase_clock();
         }
-        let loss = crate::accumulation::mean(losses);
-        let sv = schedules
-            .at(epoch * niter + step)
-            .context("bench step past the schedules")?;
-        method.optimizer_step(sv.lr, sv.wd, epoch)?;
-        method.update_teacher(sv.momentum)?;
+        let t0 = Instant::now();
+        let (loss, wait) = step.run(&mut method, i, &dist)?;
         synchronize(device);
-        if i >= opts.warmup {
-            times.push(t0.elapsed().as_secs_f64());
+        let elapsed = t0.elapsed().as_secs_f64();
+        if let Some(p) = method.take_phase_times() {
+            if i >= opts.warmup {
+                splits.push((wait, p));
+            }
+        }
+        if i >= opts.warmup && i < total {
+            times.push(elapsed);
+            wait_s += wait;
             last_loss = loss;
         }
     }
-
+    let accum = cfg.optim.accum_steps.max(1);
     let wall: f64 = times.iter().sum();
+    let phase_ms = phase_medians(&splits);
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let model = &cfg.model;
@@ -244,11 +273,87 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
             min: sorted[0] * 1e3,
         },
         data_wait_fraction: wait_s / wall,
+        phase_ms,
         torch_threads: threads.torch,
+        allocator: None,
+        omp_wait: None,
         last_loss,
         rss_before_mib: rss_before.map(mib),
         peak_rss_mib: memory::peak_rss_bytes().map(mib),
     })
+}
+
+/// What one bench step reads: fixed crops or the loader, and the schedules' position.
+struct StepInputs<'a> {
+    fixed: Option<&'a [Tensor]>,
+    loader: Option<&'a Loader>,
+    schedules: &'a Schedules,
+    epoch: usize,
+    niter: usize,
+    accum: usize,
+}
+
+impl StepInputs<'_> {
+    /// Step `i`: one optimizer step of `accum` micro-batches (the same fixed crops each time
+    /// for synthetic input), the update and the EMA, as the training loop runs them. Returns
+    /// the loss (mean over the micro-batches) and the seconds spent waiting for the loader.
+    fn run(&self, method: &mut DinoMethod, i: usize, dist: &Dist) -> anyhow::Result<(f64, f64)> {
+        let (epoch, step) = (self.epoch, i % self.niter);
+        let it = epoch * self.niter + step;
+        let mut losses = Vec::with_capacity(self.accum);
+        let mut wait = 0.0;
+        for index in 0..self.accum {
+            let window = Window {
+                index,
+                len: self.accum,
+            };
+            let micro = (epoch, step * self.accum + index);
+            let stats = match (self.fixed, self.loader) {
+                (Some(crops), _) => {
+                    method.forward_backward_crops(crops, micro, it, window, dist)?
+                }
+                (None, Some(loader)) => {
+                    let t_wait = Instant::now();
+                    let batch = loader
+                        .recv()
+                        .context("the loader ended before the bench's steps were done")?
+                        .context("data loader")?;
+                    wait += t_wait.elapsed().as_secs_f64();
+                    let crops = method.input_crops(&batch)?;
+                    method.forward_backward_crops(&crops, micro, it, window, dist)?
+                }
+                (None, None) => unreachable!("one input is always set"),
+            };
+            losses.push(stats.loss);
+        }
+        let sv = self
+            .schedules
+            .at(it)
+            .context("bench step past the schedules")?;
+        method.optimizer_step(sv.lr, sv.wd, epoch)?;
+        method.update_teacher(sv.momentum)?;
+        Ok((crate::accumulation::mean(losses), wait))
+    }
+}
+
+/// Median milliseconds per step of each phase over `splits` ((data wait s, phase times)).
+fn phase_medians(splits: &[(f64, PhaseTimes)]) -> PhaseMillis {
+    let median = |f: &dyn Fn(&(f64, PhaseTimes)) -> f64| -> f64 {
+        let mut v: Vec<f64> = splits.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).map_or(f64::NAN, |x| x * 1e3)
+    };
+    PhaseMillis {
+        data_wait: median(&|s| s.0),
+        forward_backward: median(&|s| s.1.forward_backward()),
+        bookkeeping: median(&|s| s.1.bookkeeping()),
+        forward: median(&|s| s.1.forward),
+        statistics: median(&|s| s.1.statistics),
+        backward: median(&|s| s.1.backward),
+        optimizer: median(&|s| s.1.optimizer),
+        ema: median(&|s| s.1.ema),
+        steps: splits.len(),
+    }
 }
 
 /// One batch of `optim.batch_size` images of uniformly random u8 crops at the configured sizes,

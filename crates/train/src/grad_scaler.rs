@@ -68,6 +68,11 @@ impl GradScaler {
         self.scale.f_double_value(&[])
     }
 
+    /// The current scale as a 0-dim f32 tensor on the device (no host sync).
+    pub fn scale_tensor(&self) -> &Tensor {
+        &self.scale
+    }
+
     /// Finite steps in a row since the scale last changed.
     ///
     /// # Errors

@@ -31,13 +31,23 @@ impl Normalizer {
     }
 
     /// u8 crops `[V·B, 3, H, W]` (`shape`) → `(x / 255 − mean) / std`, float on the device.
+    /// On a CUDA device the bytes go up from pinned memory without blocking, so the upload
+    /// waits for nothing queued before it (a copy from pageable memory would wait for the
+    /// device: a host sync per batch).
     ///
     /// # Errors
     /// `bytes` not holding `shape`'s element count; libtorch errors.
     pub fn to_input(&self, bytes: &[u8], shape: [i64; 4]) -> anyhow::Result<Tensor> {
-        let t = Tensor::f_from_slice(bytes)?
-            .f_view(shape)?
-            .f_to_device(self.device)?;
+        let host = Tensor::f_from_slice(bytes)?.f_view(shape)?;
+        let t = match self.device {
+            Device::Cuda(_) => host.f_pin_memory(self.device)?.f_to_device_(
+                self.device,
+                Kind::Uint8,
+                true,
+                false,
+            )?,
+            _ => host.f_to_device(self.device)?,
+        };
         Ok(t.f_to_kind(Kind::Float)?
             .f_div_scalar(255.0)?
             .f_sub(&self.mean)?

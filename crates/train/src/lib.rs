@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod objective;
 pub mod online_knn;
 pub mod optim;
+pub mod phases;
 pub mod run_logger;
 pub mod runtime;
 pub mod save_policy;

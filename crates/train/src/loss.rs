@@ -259,17 +259,28 @@ impl DinoLoss {
         teacher: &Tensor,
         epoch: usize,
     ) -> Result<LossOutput, LossError> {
-        self.check_shapes(student, teacher)?;
-        let targets = self.targets(teacher, epoch)?;
-        let terms = self.pair_terms(student, 0, &targets)?;
-        let loss = self.combine(terms.into_iter().map(|(_, t)| t))?;
+        let (loss, targets) = self.loss_and_targets(student, teacher, epoch)?;
         let stats = self.stats(&loss, &targets)?;
         Ok(LossOutput { loss, stats })
     }
 
+    /// [`DinoLoss::forward`] without the diagnostics: the loss (attached to the student graph)
+    /// and the teacher targets it used, for [`DinoLoss::stats_tensor`]. No host sync.
+    ///
+    /// # Errors
+    /// As [`DinoLoss::forward`].
+    pub fn loss_and_targets(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        epoch: usize,
+    ) -> Result<(Tensor, TeacherTargets), LossError> {
+        self.loss_and_targets_across(student, teacher, epoch, 1, &|_| Ok(()))
+    }
+
     /// [`DinoLoss::forward`] without the diagnostics, in a job of `world_size` processes
     /// (`all_reduce_sum` as [`DinoLoss::targets_across`]): the loss (attached to the student
-    /// graph) and the teacher targets it used, for [`DinoLoss::stats_with_koleo`].
+    /// graph) and the teacher targets it used, for [`DinoLoss::stats_tensor_with_koleo`].
     ///
     /// # Errors
     /// As [`DinoLoss::forward`], and the collective's error.
@@ -439,27 +450,41 @@ impl DinoLoss {
     }
 
     /// The diagnostics of a loss value `loss` (scalar) computed against `targets` (one host
-    /// sync).
+    /// sync: [`DinoLoss::stats_tensor`], then [`DinoLoss::read_stats`]).
     ///
     /// # Errors
     /// libtorch errors.
     pub fn stats(&self, loss: &Tensor, targets: &TeacherTargets) -> Result<LossStats, LossError> {
-        self.stats_with_koleo(loss, None, targets)
+        self.read_stats(&self.stats_tensor(loss, targets)?, targets)
     }
 
-    /// [`DinoLoss::stats`] of the DINO term `loss` with the weighted KoLeo term `koleo`
-    /// (scalar) read back in the same host sync: [`LossStats::loss`] is their sum,
-    /// [`LossStats::kl`] is computed from the DINO term alone.
+    /// The diagnostics as one tensor on the logits' device, `[loss, teacher entropy, teacher
+    /// mean entropy, center norm]` (Double), without a host sync: the step reads it together
+    /// with the loss in its one sync ([`DinoLoss::read_stats`]).
     ///
     /// # Errors
     /// libtorch errors.
-    pub fn stats_with_koleo(
+    pub fn stats_tensor(
+        &self,
+        loss: &Tensor,
+        targets: &TeacherTargets,
+    ) -> Result<Tensor, LossError> {
+        self.stats_tensor_with_koleo(loss, None, targets)
+    }
+
+    /// [`DinoLoss::stats_tensor`] of the DINO term `loss` with the weighted KoLeo term `koleo`
+    /// (scalar) appended, so it comes back in the same host sync: [`DinoLoss::read_stats`] then
+    /// gives [`LossStats::loss`] = their sum and [`LossStats::kl`] from the DINO term alone.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn stats_tensor_with_koleo(
         &self,
         loss: &Tensor,
         koleo: Option<&Tensor>,
         targets: &TeacherTargets,
-    ) -> Result<LossStats, LossError> {
-        let stats = tch::no_grad(|| -> Result<LossStats, TchError> {
+    ) -> Result<Tensor, LossError> {
+        let values = tch::no_grad(|| -> Result<Tensor, TchError> {
             let teacher_probs = &targets.probs;
             let rows = teacher_probs.size()[0] as f64;
             let teacher_logp = &targets.log_probs;
@@ -478,23 +503,33 @@ impl DinoLoss {
             if let Some(k) = koleo {
                 values.push(k.f_detach()?.f_to_device(loss.device())?);
             }
-            let all = Tensor::f_stack(&values, 0)?
-                .f_to_kind(Kind::Double)?
-                .f_to_device(Device::Cpu)?;
-            let v: Vec<f64> = Vec::<f64>::try_from(&all)?;
-            let koleo = v.get(4).copied().unwrap_or(0.0);
-            Ok(LossStats {
-                // v[0] + 0.0 is v[0]: a DINO-only run logs the same loss.
-                loss: v[0] + koleo,
-                teacher_entropy: v[1],
-                kl: v[0] - v[1],
-                teacher_mean_entropy: v[2],
-                center_norm: v[3],
-                teacher_temp: targets.temp,
-                koleo,
-            })
+            Tensor::f_stack(&values, 0)?.f_to_kind(Kind::Double)
         })?;
-        Ok(stats)
+        Ok(values)
+    }
+
+    /// [`DinoLoss::stats_tensor`] output on the host (one device sync, which also brings the
+    /// loss for the finiteness check).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn read_stats(
+        &self,
+        values: &Tensor,
+        targets: &TeacherTargets,
+    ) -> Result<LossStats, LossError> {
+        let v: Vec<f64> = Vec::<f64>::try_from(&values.f_to_device(Device::Cpu)?)?;
+        let koleo = v.get(4).copied().unwrap_or(0.0);
+        Ok(LossStats {
+            // v[0] + 0.0 is v[0]: a DINO-only run logs the same loss.
+            loss: v[0] + koleo,
+            teacher_entropy: v[1],
+            kl: v[0] - v[1],
+            teacher_mean_entropy: v[2],
+            center_norm: v[3],
+            teacher_temp: targets.temp,
+            koleo,
+        })
     }
 
     /// Mean of the raw (uncentred) teacher logits over all `2·B` rows, `[1, K]` Float, no grad.

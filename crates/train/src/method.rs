@@ -19,10 +19,12 @@ use crate::loss::koleo::koleo_term;
 use crate::loss::{DinoLoss, LossError, LossStats};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
-use crate::teacher::{ema_update_skipping, init_teacher_from_student};
+use crate::phases::{Phase, PhaseClock, PhaseTimes};
+use crate::teacher::{init_teacher_from_student, FlatEma};
 use dino_config::{Centering, Config};
 use dino_data::batch::MultiCropBatch;
 use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper, TokenScope};
+use std::cell::RefCell;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Everything one DINO training step changes, and how it changes it.
@@ -41,6 +43,8 @@ pub struct DinoMethod {
     pub optimizer: Optimizer,
     /// The fp16 loss scaler (`runtime.precision = "fp16"` only).
     pub scaler: Option<GradScaler>,
+    /// The teacher's EMA over the optimizer's flat groups.
+    ema: FlatEma,
     param_names: Vec<String>,
     input: Normalizer,
     device: Device,
@@ -62,6 +66,8 @@ pub struct DinoMethod {
     center_sum: Option<Tensor>,
     /// `loss.koleo_weight` (0: no KoLeo term).
     koleo_weight: f64,
+    /// The phase clock of `dino bench train`'s time split (off in training).
+    clock: RefCell<Option<PhaseClock>>,
 }
 
 impl DinoMethod {
@@ -92,6 +98,7 @@ impl DinoMethod {
             init_teacher_from_student(&mut teacher_vs, &student_vs)?;
         }
         let optimizer = Optimizer::from_var_store(&student_vs, &cfg.optim)?;
+        let ema = FlatEma::new(&teacher_vs, &student_vs, optimizer.flat_groups())?;
         let scaler = if precision.needs_loss_scaling() {
             Some(GradScaler::new(ScalerOptions::default(), device)?)
         } else {
@@ -107,6 +114,7 @@ impl DinoMethod {
             loss,
             optimizer,
             scaler,
+            ema,
             param_names,
             input: Normalizer::new(cfg.augmentation.mean, cfg.augmentation.std, device)?,
             device,
@@ -120,6 +128,7 @@ impl DinoMethod {
             scope: TokenScope::for_cls_loss(cfg.model.cls_only_last_block),
             center_sum: None,
             koleo_weight: cfg.loss.koleo_weight,
+            clock: RefCell::new(None),
         })
     }
 
@@ -185,6 +194,21 @@ impl DinoMethod {
     /// While the batch's epoch is inside `schedule.freeze_backbone_epochs`, both backbones run
     /// in evaluation mode (BatchNorm statistics used and left alone, no stochastic depth).
     ///
+    /// # Host syncs per step
+    /// One, as the official loop's `math.isfinite(loss.item())`: the loss is read back for the
+    /// finiteness check before backward, and the loss diagnostics (teacher entropy, mean
+    /// entropy, center norm), computed on the device beside it, come back in the same read
+    /// (one small copy; a sync costs the same for one value or four). Nothing else in
+    /// [`Self::forward_backward`], [`Self::optimizer_step`] or [`Self::update_teacher`] waits
+    /// for the device: the batch goes up from pinned memory without blocking (CUDA), the
+    /// gradients are written into the flat buffers on the device, the clip norms and
+    /// coefficients stay there ([`crate::optim::ClipNorms`]), and the update and the EMA are
+    /// device ops. Exceptions: under fp16 the loss scaler's skip decision reads the scale and
+    /// its inf flag back (one more, as torch's `GradScaler.step`); with
+    /// `optim.backward_per_crop_group` each crop group's partial loss is checked before its
+    /// backward (one per group, and one for the diagnostics); with several processes the
+    /// logged loss is averaged over the ranks after that read (a collective on a host value).
+    ///
     /// # Errors
     /// A non-finite loss ([`crate::metrics::NonFiniteLoss`], before backward, so no gradient
     /// of it exists), libtorch errors, a failed collective.
@@ -246,6 +270,7 @@ impl DinoMethod {
             anyhow::bail!("no crops: the teacher needs the global crops first");
         };
         seed_iteration(self.seed, window.micro_index(it), dist.rank);
+        self.clock_begin();
         self.backbone_frozen = epoch < self.freeze_backbone_epochs;
         let backbone_train = !self.backbone_frozen;
         let (precision, device, scope) = (self.precision, self.device, self.scope);
@@ -290,9 +315,10 @@ impl DinoMethod {
             }
             // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
             if dist.world_size > 1 {
-                dist.average_grads(&mut self.optimizer.grads()?)?;
+                dist.average_grads(&mut self.optimizer.grad_buffers(&Default::default())?)?;
             }
         }
+        self.clock_mark(Phase::Backward);
         Ok(stats)
     }
 
@@ -335,17 +361,23 @@ impl DinoMethod {
         } else {
             None
         };
-        let mut stats = self
+        self.clock_mark(Phase::Forward);
+        // The step's one host sync: the loss for the finiteness check, with the diagnostics
+        // (and the KoLeo term) computed on the device beside it (a sync costs the same for 1
+        // value or 5).
+        let values = self
             .loss
-            .stats_with_koleo(&dino, koleo.as_ref(), &targets)?;
+            .stats_tensor_with_koleo(&dino, koleo.as_ref(), &targets)?;
+        let mut stats = self.loss.read_stats(&values, &targets)?;
+        self.clock_mark(Phase::Statistics);
         // Every rank logs, checks and stops on the loss of the global batch.
         stats.loss = dist.mean_scalar(stats.loss)?;
         if koleo.is_some() {
             stats.koleo = dist.mean_scalar(stats.koleo)?;
         }
         check_finite(stats.loss, epoch, step)?;
-        let loss = match &koleo {
-            Some(k) => dino.f_add(k)?,
+        let loss = match koleo {
+            Some(k) => dino.f_add(&k)?,
             None => dino,
         };
         self.backward(&loss, window)?;
@@ -405,7 +437,7 @@ impl DinoMethod {
 
     /// Backward of `loss` scaled by the window's `1 / accum_steps` (nothing for one
     /// micro-batch) and, under fp16, by the loss scaler.
-    fn backward(&self, loss: &Tensor, window: Window) -> anyhow::Result<()> {
+    fn backward(&mut self, loss: &Tensor, window: Window) -> anyhow::Result<()> {
         let scaled;
         let loss = if window.len > 1 {
             scaled = loss.f_mul_scalar(window.loss_scale())?;
@@ -415,8 +447,8 @@ impl DinoMethod {
         };
         match &self.scaler {
             // Official fp16: fp16_scaler.scale(loss).backward().
-            Some(scaler) => scaler.scale_loss(loss)?.f_backward()?,
-            None => loss.f_backward()?,
+            Some(scaler) => self.optimizer.backward(&scaler.scale_loss(loss)?)?,
+            None => self.optimizer.backward(loss)?,
         }
         Ok(())
     }
@@ -450,9 +482,12 @@ impl DinoMethod {
             let backbone = self.param_names.iter().filter(|n| is_backbone(n));
             frozen.extend(backbone.cloned());
         }
-        Ok(self
-            .optimizer
-            .clip_and_step(self.clip_grad, lr, wd, &frozen, self.scaler.as_mut())?)
+        self.clock_begin();
+        let outcome =
+            self.optimizer
+                .clip_and_step(self.clip_grad, lr, wd, &frozen, self.scaler.as_mut())?;
+        self.clock_mark(Phase::Optimizer);
+        Ok(outcome)
     }
 
     /// Starts student and teacher from the weights of `path` (`dino train --init-from`, see
@@ -477,11 +512,38 @@ impl DinoMethod {
     /// # Errors
     /// A momentum outside [0, 1], libtorch errors.
     pub fn update_teacher(&self, momentum: f64) -> anyhow::Result<()> {
+        self.clock_begin();
+        // A frozen backbone is one flat group of its own (`optim::flat::Part::Backbone`), so
+        // the skip leaves that whole group out.
         let frozen = self.backbone_frozen;
-        ema_update_skipping(&self.teacher_vs, &self.student_vs, momentum, |name| {
-            frozen && is_backbone(name)
-        })?;
+        self.ema
+            .update_except(momentum, |name| frozen && is_backbone(name))?;
+        self.clock_mark(Phase::Ema);
         Ok(())
+    }
+
+    /// Turns on the phase clock of `dino bench train`'s time split: from now on each phase of
+    /// a step is timed (waiting for the device at each boundary) until
+    /// [`DinoMethod::take_phase_times`] collects it.
+    pub fn enable_phase_clock(&mut self) {
+        *self.clock.get_mut() = Some(PhaseClock::new(self.device));
+    }
+
+    /// The phase times since the last call (None while the clock is off).
+    pub fn take_phase_times(&mut self) -> Option<PhaseTimes> {
+        self.clock.get_mut().as_mut().map(PhaseClock::take)
+    }
+
+    fn clock_begin(&self) {
+        if let Some(c) = self.clock.borrow_mut().as_mut() {
+            c.begin();
+        }
+    }
+
+    fn clock_mark(&self, phase: Phase) {
+        if let Some(c) = self.clock.borrow_mut().as_mut() {
+            c.mark(phase);
+        }
     }
 
     /// The tensors a checkpoint holds: student, teacher, optimizer state and center.

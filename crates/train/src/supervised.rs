@@ -217,11 +217,11 @@ impl SupervisedMethod {
 
         self.optimizer.zero_grad();
         match &self.scaler {
-            Some(scaler) => scaler.scale_loss(&loss)?.f_backward()?,
-            None => loss.f_backward()?,
+            Some(scaler) => self.optimizer.backward(&scaler.scale_loss(&loss)?)?,
+            None => self.optimizer.backward(&loss)?,
         }
         if dist.world_size > 1 {
-            dist.average_grads(&mut self.optimizer.grads()?)?;
+            dist.average_grads(&mut self.optimizer.grad_buffers(&Default::default())?)?;
         }
         Ok(stats)
     }

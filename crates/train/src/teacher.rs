@@ -2,9 +2,10 @@
 //! gradients, updated after each optimizer step by an exponential moving average of the
 //! student's parameters (`train_one_epoch` in `main_dino.py`).
 
+use crate::optim::flat::Layout;
 use std::collections::HashSet;
 use tch::nn::VarStore;
-use tch::TchError;
+use tch::{TchError, Tensor};
 
 /// Errors of the teacher update: the two stores do not hold the same variables.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +119,173 @@ pub fn ema_update_skipping(
     }
     let _guard = tch::no_grad_guard();
     for (tv, sv) in pairs {
-        let mut tv = tv.shallow_clone();
-        let _ = tv.f_mul_scalar_(m)?;
-        let _ = tv.f_add_(&sv.f_mul_scalar(1.0 - m)?)?;
+        ema_pair(tv, sv, m)?;
     }
+    Ok(())
+}
+
+/// The EMA of [`ema_update`] over flat buffers: the teacher's copies of the student's optimized
+/// parameters moved into buffers of the student's group layouts
+/// ([`crate::optim::Optimizer::flat_groups`]), so the update is three ops per group
+/// (`t *= m; t += (1 − m)·s`, the official arithmetic, equal bit for bit to the per-parameter
+/// loop), plus the same per tensor for the parameters outside the optimizer (a frozen
+/// `last_layer.weight_g`).
+///
+/// Skipping part of the network (e.g. the backbone while it is frozen) is
+/// [`FlatEma::update_except`] with a predicate on parameter names: a group it covers entirely
+/// is skipped as a whole, a group it covers in part is updated tensor by tensor.
+#[derive(Debug)]
+pub struct FlatEma {
+    groups: Vec<EmaGroup>,
+    /// (name, teacher, student) of the parameters outside the flat groups.
+    loose: Vec<(String, Tensor, Tensor)>,
+}
+
+#[derive(Debug)]
+struct EmaGroup {
+    layout: Layout,
+    teacher: Tensor,
+    student: Tensor,
+    /// `(1 − m)·s` of one chunk (CPU: [`crate::optim::flat::CPU_CHUNK`] elements), written in
+    /// place of a fresh tensor each step.
+    scratch: Option<Tensor>,
+}
+
+impl FlatEma {
+    /// Moves the teacher's parameters matching the student's flat `groups` (layout and student
+    /// buffer, by name) into buffers of the same layouts (the teacher's variables become views,
+    /// keeping their values); every other **parameter** of the student (see
+    /// [`parameter_names`]) is paired by name with the teacher's.
+    ///
+    /// # Errors
+    /// A student parameter the teacher lacks or holds in another shape, libtorch errors.
+    pub fn new<'a>(
+        teacher: &VarStore,
+        student: &VarStore,
+        groups: impl IntoIterator<Item = (&'a Layout, &'a Tensor)>,
+    ) -> Result<Self, TeacherError> {
+        let t = teacher.variables();
+        let s = student.variables();
+        let teacher_var = |name: &str, shape: &[i64]| -> Result<Tensor, TeacherError> {
+            let tv = t
+                .get(name)
+                .ok_or_else(|| TeacherError::Missing(name.to_string()))?;
+            if tv.size() != shape {
+                return Err(TeacherError::Shape {
+                    name: name.to_string(),
+                    student: shape.to_vec(),
+                    teacher: tv.size(),
+                });
+            }
+            Ok(tv.shallow_clone())
+        };
+        let mut flat_names = HashSet::new();
+        let mut out = Vec::new();
+        for (layout, student_buf) in groups {
+            let mut vars = layout
+                .segments
+                .iter()
+                .map(|seg| teacher_var(&seg.name, &seg.shape))
+                .collect::<Result<Vec<_>, _>>()?;
+            let teacher_buf = layout.adopt(&mut vars)?;
+            flat_names.extend(layout.segments.iter().map(|seg| seg.name.clone()));
+            let longest = layout.chunks().iter().map(|c| c.1).max().unwrap_or(0);
+            let scratch = if layout.chunked() {
+                Some(Tensor::f_empty([longest], (layout.kind, layout.device))?)
+            } else {
+                None
+            };
+            out.push(EmaGroup {
+                layout: layout.clone(),
+                teacher: teacher_buf,
+                student: student_buf.shallow_clone(),
+                scratch,
+            });
+        }
+        let mut names: Vec<String> = parameter_names(student)
+            .into_iter()
+            .filter(|n| !flat_names.contains(n))
+            .collect();
+        names.sort();
+        let loose = names
+            .into_iter()
+            .map(|n| {
+                let sv = s[&n].shallow_clone();
+                let tv = teacher_var(&n, &sv.size())?;
+                Ok((n, tv, sv))
+            })
+            .collect::<Result<Vec<_>, TeacherError>>()?;
+        Ok(Self { groups: out, loose })
+    }
+
+    /// `t ← m·t + (1 − m)·s` for every parameter (official `train_one_epoch`'s loop).
+    ///
+    /// # Errors
+    /// A momentum outside [0, 1], libtorch errors.
+    pub fn update(&self, m: f64) -> Result<(), TeacherError> {
+        self.update_except(m, |_| false)
+    }
+
+    /// [`FlatEma::update`] leaving the parameters named by `skip` untouched.
+    ///
+    /// # Errors
+    /// A momentum outside [0, 1], libtorch errors.
+    pub fn update_except(&self, m: f64, skip: impl Fn(&str) -> bool) -> Result<(), TeacherError> {
+        if !(0.0..=1.0).contains(&m) {
+            return Err(TeacherError::Momentum(m));
+        }
+        let _guard = tch::no_grad_guard();
+        for g in &self.groups {
+            let skipped: Vec<bool> = g.layout.segments.iter().map(|s| skip(&s.name)).collect();
+            if skipped.iter().all(|&s| s) {
+                continue;
+            }
+            if !skipped.iter().any(|&s| s) {
+                g.update(m)?;
+                continue;
+            }
+            for (i, _) in skipped.iter().enumerate().filter(|(_, &s)| !s) {
+                ema_pair(
+                    &g.layout.view(&g.teacher, i)?,
+                    &g.layout.view(&g.student, i)?,
+                    m,
+                )?;
+            }
+        }
+        for (name, tv, sv) in &self.loose {
+            if !skip(name) {
+                ema_pair(tv, sv, m)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EmaGroup {
+    /// The EMA of the whole group: on the CPU chunk by chunk through the scratch buffer (no
+    /// allocation, each chunk's three passes in cache), elsewhere in one set of ops; the same
+    /// elementwise arithmetic either way.
+    fn update(&self, m: f64) -> Result<(), TchError> {
+        let Some(scratch) = &self.scratch else {
+            return ema_pair(&self.teacher, &self.student, m);
+        };
+        for (offset, len) in self.layout.chunks() {
+            let mut t = self.teacher.f_narrow(0, offset, len)?;
+            let s = self.student.f_narrow(0, offset, len)?;
+            let tmp = scratch.f_narrow(0, 0, len)?;
+            let _ = t.f_mul_scalar_(m)?;
+            let _ = s.f_mul_scalar_out(&tmp, 1.0 - m)?;
+            let _ = t.f_add_(&tmp)?;
+        }
+        Ok(())
+    }
+}
+
+/// `t.mul_(m).add_((1 − m) · s)`, the official arithmetic (two roundings: `add_(s, alpha=1 − m)`
+/// fuses the multiply and would not equal it bit for bit).
+fn ema_pair(t: &Tensor, s: &Tensor, m: f64) -> Result<(), TchError> {
+    let mut t = t.shallow_clone();
+    let _ = t.f_mul_scalar_(m)?;
+    let _ = t.f_add_(&s.f_mul_scalar(1.0 - m)?)?;
     Ok(())
 }

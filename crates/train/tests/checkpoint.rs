@@ -39,7 +39,7 @@ fn run(seed: i64, steps: usize) -> Run {
         for t in student.trainable_variables() {
             loss += (&t * &t).sum(Kind::Float);
         }
-        loss.backward();
+        opt.backward(&loss).unwrap();
         opt.step(1e-2, 0.04, &HashSet::new()).unwrap();
     }
     let center = Tensor::randn([1, 5], (Kind::Float, Device::Cpu));

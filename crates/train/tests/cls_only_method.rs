@@ -10,6 +10,7 @@ use dino_model::ComputePrecision;
 use dino_train::accumulation::Window;
 use dino_train::distributed::Dist;
 use dino_train::method::DinoMethod;
+use dino_train::optim::Optimizer;
 use dino_train::supervised::SupervisedMethod;
 use std::sync::{Mutex, MutexGuard};
 use tch::{nn, Device, Kind, Tensor};
@@ -49,13 +50,20 @@ fn config(cls_only: bool) -> Config {
     .unwrap()
 }
 
-/// The trainable variables' gradients, sorted by name.
-fn grads(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+/// The trainable variables' gradients, sorted by name: read from the optimizer, which
+/// has backward write them into its flat group buffers (a variable's `.grad` stays undefined).
+fn grads(vs: &nn::VarStore, optimizer: &Optimizer) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
         .filter(|(_, v)| v.requires_grad())
-        .map(|(n, v)| (n, v.grad().copy()))
+        .map(|(n, _)| {
+            let g = optimizer
+                .grad(&n)
+                .unwrap()
+                .expect("every parameter gets a gradient");
+            (n, g.copy())
+        })
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
@@ -95,7 +103,11 @@ fn dino_step(cls_only: bool) -> (f64, Vec<(String, Tensor)>, Tensor) {
     let stats = m
         .forward_backward_crops(&crops, (0, 1), 1, Window::SINGLE, &dist)
         .unwrap();
-    (stats.loss, grads(&m.student_vs), m.loss.center().copy())
+    (
+        stats.loss,
+        grads(&m.student_vs, &m.optimizer),
+        m.loss.center().copy(),
+    )
 }
 
 #[test]
@@ -135,7 +147,7 @@ fn supervised_step(cls_only: bool) -> (f64, Vec<(String, Tensor)>) {
     }
     batch.labels = vec![0, 1, 2, 1, 0];
     let stats = m.forward_backward(&batch, 3, &dist).unwrap();
-    (stats.loss, grads(&m.vs))
+    (stats.loss, grads(&m.vs, &m.optimizer))
 }
 
 #[test]

@@ -69,7 +69,12 @@ fn step(per_group: bool) -> (f64, Vec<(String, Tensor)>, Tensor) {
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, v) in vars {
         if v.requires_grad() {
-            grads.push((name, v.grad().copy()));
+            let g = m
+                .optimizer
+                .grad(&name)
+                .unwrap()
+                .expect("every parameter gets a gradient");
+            grads.push((name, g.copy()));
         }
     }
     (stats.loss, grads, m.loss.center().copy())

@@ -60,8 +60,10 @@ impl Reference {
     }
 
     fn optimizer(&self, kind: OptimizerKind) -> Optimizer {
+        // The references are torch's single-tensor optimizers: the official arithmetic.
         let cfg = OptimConfig {
             optimizer: kind,
+            fused: false,
             ..OptimConfig::default()
         };
         let named = self
@@ -115,7 +117,7 @@ fn momentum_rule_matches_reference(kind: OptimizerKind, mode: &str, buffer: &str
     let wd = values(&npy(r.path(), "wd"));
     for it in 0..r.epochs * r.niter {
         opt.zero_grad();
-        r.loss(it).backward();
+        opt.backward(&r.loss(it)).unwrap();
         let frozen = frozen_last_layer(opt.param_names(), it / r.niter, r.freeze);
         let outcome = opt
             .clip_and_step(r.clip, lr[it], wd[it], &frozen, None)
@@ -183,7 +185,8 @@ fn grad_scaler_matches_torch_grad_scaler_through_inf_and_nan() {
     );
     for it in 0..r.epochs * r.niter {
         opt.zero_grad();
-        scaler.scale_loss(&r.loss(it)).unwrap().backward();
+        opt.backward(&scaler.scale_loss(&r.loss(it)).unwrap())
+            .unwrap();
         let frozen = frozen_last_layer(opt.param_names(), it / r.niter, r.freeze);
         let outcome = opt
             .clip_and_step(r.clip, lr[it], wd[it], &frozen, Some(&mut scaler))
@@ -242,7 +245,7 @@ fn without_clipping_the_frozen_layer_is_not_checked_for_inf() {
     let step = |opt: &mut Optimizer, scaler: &mut GradScaler, clip: f64| {
         opt.zero_grad();
         let loss = (&w * 1.0).sum(Kind::Float) + (&v * &inf).sum(Kind::Float);
-        scaler.scale_loss(&loss).unwrap().backward();
+        opt.backward(&scaler.scale_loss(&loss).unwrap()).unwrap();
         let frozen = frozen_last_layer(opt.param_names(), 0, 1);
         opt.clip_and_step(clip, 0.1, 0.0, &frozen, Some(scaler))
             .unwrap()

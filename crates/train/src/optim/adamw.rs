@@ -50,4 +50,38 @@ impl AdamW {
             .f_addcdiv_(&exp_avg.f_mul_scalar(-step_size)?, &denom)?;
         Ok(())
     }
+    /// [`AdamW::update`] with its temporaries written into `scratch` (two buffers shaped like
+    /// the parameter) instead of fresh tensors: the same kernels in the same order, so equal
+    /// bit for bit. A flat group is updated chunk by chunk through this, so the update
+    /// allocates nothing and each chunk's passes stay in cache.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn update_with(
+        &self,
+        u: Update<'_>,
+        buffers: &mut [Tensor],
+        [s1, s2]: [&mut Tensor; 2],
+    ) -> Result<(), TchError> {
+        let (beta1, beta2, eps) = (self.beta1, self.beta2, self.eps);
+        let [exp_avg, exp_avg_sq] = buffers else {
+            unreachable!("AdamW keeps two buffers per parameter")
+        };
+        if u.decay != 0.0 {
+            let _ = u.param.f_mul_scalar_(1.0 - u.lr * u.decay)?;
+        }
+        let _ = exp_avg.f_lerp_(u.grad, 1.0 - beta1)?;
+        let _ = exp_avg_sq.f_mul_scalar_(beta2)?;
+        let _ = u.grad.f_mul_scalar_out(s1, 1.0 - beta2)?;
+        let _ = exp_avg_sq.f_addcmul_(s1, u.grad)?;
+        let bias_correction1 = 1.0 - beta1.powf(u.step as f64);
+        let bias_correction2 = 1.0 - beta2.powf(u.step as f64);
+        let step_size = u.lr / bias_correction1;
+        let _ = exp_avg_sq.f_sqrt_out(s1)?;
+        let _ = s1.f_div_scalar_(bias_correction2.sqrt())?;
+        let _ = s1.f_add_scalar_(eps)?;
+        let _ = exp_avg.f_mul_scalar_out(s2, -step_size)?;
+        let _ = u.param.f_addcdiv_(s2, s1)?;
+        Ok(())
+    }
 }

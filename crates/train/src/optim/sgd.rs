@@ -49,4 +49,40 @@ impl Sgd {
         let _ = u.param.f_addcmul_(&d, &alpha(-u.lr, u.param)?)?;
         Ok(())
     }
+    /// [`Sgd::update`] with the decayed gradient written into `scratch` (shaped like the
+    /// parameter) instead of a fresh tensor; equal bit for bit (see [`super::adamw::AdamW::update_with`]).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn update_with(
+        &self,
+        u: Update<'_>,
+        buffers: &mut [Tensor],
+        scratch: &mut Tensor,
+    ) -> Result<(), TchError> {
+        let [buf] = buffers else {
+            unreachable!("SGD keeps one buffer per parameter")
+        };
+        let d = if u.decay != 0.0 {
+            let _ = u
+                .grad
+                .f_addcmul_out(scratch, u.param, &alpha(u.decay, u.param)?)?;
+            scratch.shallow_clone()
+        } else {
+            u.grad.shallow_clone()
+        };
+        let d = if self.momentum != 0.0 {
+            if u.step == 1 {
+                buf.f_copy_(&d)?;
+            } else {
+                let _ = buf.f_mul_scalar_(self.momentum)?;
+                let _ = buf.f_add_(&d)?;
+            }
+            buf.shallow_clone()
+        } else {
+            d
+        };
+        let _ = u.param.f_addcmul_(&d, &alpha(-u.lr, u.param)?)?;
+        Ok(())
+    }
 }
