@@ -205,6 +205,30 @@ impl DinoLoss {
         &self.center
     }
 
+    /// The names of the centering states a checkpoint holds for this loss: `center` (DINO's
+    /// EMA center, kept under Sinkhorn-Knopp too, unchanged, so a run may switch back).
+    pub fn centering_state_names(&self) -> [&'static str; 1] {
+        ["center"]
+    }
+
+    /// The centering states by name, for checkpoints ([`DinoLoss::centering_state_names`]).
+    pub fn centering_states(&self) -> Vec<(&'static str, &Tensor)> {
+        vec![("center", &self.center)]
+    }
+
+    /// Restores the centering state `name` (checkpoint resume).
+    ///
+    /// # Errors
+    /// An unknown name, or a shape that does not fit (see [`DinoLoss::set_center`]).
+    pub fn set_centering_state(&mut self, name: &str, state: &Tensor) -> Result<(), LossError> {
+        match name {
+            "center" => self.set_center(state),
+            other => Err(LossError::Invalid(format!(
+                "no centering state named {other:?} in this loss"
+            ))),
+        }
+    }
+
     /// Replaces the center (checkpoint restore). Errors unless `center` is `[1, K]`.
     pub fn set_center(&mut self, center: &Tensor) -> Result<(), LossError> {
         if center.size() != [1, self.out_dim as i64] {

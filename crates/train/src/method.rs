@@ -144,7 +144,10 @@ impl DinoMethod {
         ck.restore_student(&self.student_vs)?;
         ck.restore_teacher(&self.teacher_vs)?;
         self.optimizer.load_state(&ck.optim_state())?;
-        self.loss.set_center(ck.center()?)?;
+        for name in self.loss.centering_state_names() {
+            self.loss
+                .set_centering_state(name, ck.center_state(name)?)?;
+        }
         if let Some(scaler) = &mut self.scaler {
             let state = ck.scaler_state();
             if state.is_empty() {
@@ -560,7 +563,7 @@ impl DinoMethod {
                 .as_ref()
                 .map(GradScaler::state_tensors)
                 .unwrap_or_default(),
-            center: Some(self.loss.center()),
+            centers: self.loss.centering_states(),
         })
     }
 }
