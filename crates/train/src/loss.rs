@@ -513,7 +513,7 @@ impl DinoLoss {
             let rows = teacher_probs.size()[0] as f64;
             let teacher_logp = &targets.log_probs;
             let entropy = teacher_probs
-                .f_mul(&teacher_logp)?
+                .f_mul(teacher_logp)?
                 .f_sum(Kind::Float)?
                 .f_div_scalar(-rows)?;
             let mean_p = teacher_probs.f_mean_dim(0, false, Kind::Float)?;

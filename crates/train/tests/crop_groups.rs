@@ -57,18 +57,15 @@ fn crops() -> Vec<Tensor> {
 
 /// One forward/backward at iteration 1 (the center is no longer zero): the loss and the
 /// student's gradients by name.
-fn step(per_group: bool) -> (f64, Vec<(String, Tensor)>, Tensor) {
+fn step(per_group: bool) -> Step {
     step_with(per_group, &[]).0
 }
 
+/// The logged loss, the student's gradients by name, the center after the step.
+type Step = (f64, Vec<(String, Tensor)>, Tensor);
+
 /// [`step`] with more config overrides; also returns the step's statistics.
-fn step_with(
-    per_group: bool,
-    extra: &[&str],
-) -> (
-    (f64, Vec<(String, Tensor)>, Tensor),
-    dino_train::loss::LossStats,
-) {
+fn step_with(per_group: bool, extra: &[&str]) -> (Step, dino_train::loss::LossStats) {
     // libtorch's generator is global and the tests of this file run in parallel threads:
     // each step seeds and draws under this lock, or the crops and weights would race.
     let _lock = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
