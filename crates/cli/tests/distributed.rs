@@ -185,6 +185,71 @@ fn two_processes_with_batch_b_match_one_process_with_batch_2b() {
     }
 }
 
+/// DINOv2's options across processes (issue #29): with Sinkhorn-Knopp centering (its sums
+/// all-reduced) 2 processes of batch 4 follow 1 process of batch 8; with KoLeo on as well (a
+/// per-process term, as the official code: its value depends on the per-process batch, so it
+/// is not compared with one process) the two-process run trains, logs the term and stays
+/// finite.
+#[test]
+fn two_processes_with_sinkhorn_knopp_and_koleo() {
+    let (tmp, cfg) = tiny_run("log_every = 1");
+    let cfg = cfg.to_str().unwrap();
+    let (one, two, both) = (
+        tmp.path().join("one"),
+        tmp.path().join("two"),
+        tmp.path().join("both"),
+    );
+    let sk = ["--set", "loss.centering=sinkhorn_knopp"];
+    let mut args = vec!["train", "--config", cfg, "--output", one.to_str().unwrap()];
+    args.extend(COMMON);
+    args.extend(["--set", "optim.batch_size=8"]);
+    args.extend(sk);
+    ok(dino(&args), "single process, batch 8, Sinkhorn-Knopp");
+    ok(launch_two(cfg, &two, &sk), "2 processes, Sinkhorn-Knopp");
+    let (l1, l2) = (losses(&one), losses(&two));
+    assert_eq!(l1.len(), 18);
+    let worst = l1
+        .iter()
+        .zip(&l2)
+        .map(|(a, b)| (a.1 - b.1).abs())
+        .fold(0.0, f64::max);
+    eprintln!("Sinkhorn-Knopp: worst loss |Δ| 1 vs 2 processes {worst:e}");
+    assert!(worst < 5e-5, "loss curves differ by {worst:e}");
+    assert!((l1[0].1 - l1[17].1).abs() > 1e-3);
+    let (t1, t2) = (tensors(&one), tensors(&two));
+    for ((name, a), (_, b)) in t1.iter().zip(&t2) {
+        if a.is_floating_point() {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d < 5e-5, "{name} differs by {d:e}");
+        }
+    }
+
+    ok(
+        launch_two(
+            cfg,
+            &both,
+            &[
+                "--set",
+                "loss.centering=sinkhorn_knopp",
+                "--set",
+                "loss.koleo_weight=0.1",
+            ],
+        ),
+        "2 processes, Sinkhorn-Knopp and KoLeo",
+    );
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(both.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["kind"] == "step")
+        .collect();
+    assert_eq!(steps.len(), 18);
+    for v in &steps {
+        let (loss, koleo) = (v["loss"].as_f64().unwrap(), v["koleo"].as_f64().unwrap());
+        assert!(loss.is_finite() && koleo.is_finite() && koleo != 0.0, "{v}");
+    }
+}
+
 #[test]
 fn a_dead_worker_stops_the_other_with_a_clear_error() {
     let (tmp, cfg) = tiny_run("dist_timeout_s = 20");

@@ -157,6 +157,35 @@ fn fp16_sgd_run_resumes_bitwise_with_its_loss_scaler() {
     }
 }
 
+/// DINOv2's KoLeo term (issue #29): it adds no state, the run resumes bitwise.
+#[test]
+fn koleo_run_resumes_bitwise() {
+    let (tmp, _t) = kill_and_resume("log_every = 1", &["loss.koleo_weight=0.1"]);
+    let metrics = std::fs::read_to_string(tmp.path().join("full/metrics.jsonl")).unwrap();
+    let koleo = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["koleo"].as_f64().expect("koleo logged on every step"))
+        .collect::<Vec<_>>();
+    assert!(
+        koleo.iter().all(|k| k.is_finite() && *k != 0.0),
+        "{koleo:?}"
+    );
+}
+
+/// Sinkhorn-Knopp centering (issue #29): the center is not updated, so the checkpoint's center
+/// stays at its initial zeros, and the run resumes bitwise.
+#[test]
+fn sinkhorn_knopp_run_resumes_bitwise() {
+    let (_tmp, t) = kill_and_resume("", &["loss.centering=sinkhorn_knopp"]);
+    let center = t
+        .iter()
+        .find(|(n, _)| n == "center")
+        .expect("the center is still saved");
+    assert_eq!(center.1.abs().max().double_value(&[]), 0.0);
+}
+
 #[test]
 fn lars_run_resumes_bitwise() {
     let (_tmp, t) = kill_and_resume("", &["optim.optimizer=lars", "optim.lr=0.3"]);

@@ -317,8 +317,42 @@ pub struct LossConfig {
     /// Epochs of linear teacher-temperature warm-up (official code default 0; the paper's
     /// boosted setting uses 0.04 → 0.07 over 30).
     pub warmup_teacher_temp_epochs: usize,
-    /// EMA momentum of the teacher center (official 0.9).
+    /// EMA momentum of the teacher center (official 0.9). Used by `centering = "center"` only.
     pub center_momentum: f64,
+    /// How the teacher's logits are turned into targets (see [`Centering`]): `"center"` (DINO
+    /// v1, default) or `"sinkhorn_knopp"` (DINOv2: `train.centering: sinkhorn_knopp` in
+    /// `dinov2/configs/train/vitl14.yaml` and `vitg14.yaml`, the paper's recipe, Sec. 4;
+    /// `ssl_default_config.yaml` itself defaults to `"centering"`).
+    pub centering: Centering,
+    /// Weight of the KoLeo regularizer on the student's backbone CLS tokens of the two global
+    /// crops (DINOv2, Sablayrolles et al. 2019): `weight · (KoLeo(crop 1) + KoLeo(crop 2))`,
+    /// added to the DINO loss. 0 (default) = DINO v1, no term. DINOv2: 0.1
+    /// (`dino.koleo_loss_weight` in `dinov2/configs/ssl_default_config.yaml`). Computed per
+    /// process over its own batch, as the official code (see `crates/train/src/loss/koleo.rs`).
+    pub koleo_weight: f64,
+}
+
+/// `loss.centering`: how the teacher's head outputs become its target distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Centering {
+    /// DINO v1: `softmax((t − center) / τ_t)` with the EMA center (official `DINOLoss`).
+    #[default]
+    Center,
+    /// DINOv2's `sinkhorn_knopp_teacher`: 3 Sinkhorn-Knopp iterations on `exp(t / τ_t)` over the
+    /// global batch (sums all-reduced across processes). The EMA center is then neither used nor
+    /// updated; it stays in the checkpoint as it was.
+    SinkhornKnopp,
+}
+
+impl Centering {
+    /// The TOML spelling (`center`, `sinkhorn_knopp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Center => "center",
+            Self::SinkhornKnopp => "sinkhorn_knopp",
+        }
+    }
 }
 
 impl Default for LossConfig {
@@ -329,6 +363,8 @@ impl Default for LossConfig {
             warmup_teacher_temp: 0.04,
             warmup_teacher_temp_epochs: 0,
             center_momentum: 0.9,
+            centering: Centering::Center,
+            koleo_weight: 0.0,
         }
     }
 }

@@ -59,6 +59,12 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(l.warmup_teacher_temp_epochs, 0); // MD --warmup_teacher_temp_epochs default 0
     assert_eq!(l.center_momentum, 0.9); // MD DINOLoss center_momentum=0.9
 
+    // DINOv2 options, off by default (DINO v1). Their DINOv2 values: `dino.koleo_loss_weight:
+    // 0.1` (dinov2/configs/ssl_default_config.yaml) and `train.centering: sinkhorn_knopp`
+    // (dinov2/configs/train/vitl14.yaml, vitg14.yaml; the default config says "centering").
+    assert_eq!(l.koleo_weight, 0.0); // DINO v1 has no KoLeo term
+    assert_eq!(l.centering, Centering::Center); // MD DINOLoss: EMA center
+
     let o = &c.optim;
     assert_eq!(o.batch_size, 64); // MD --batch_size_per_gpu 64
     assert_eq!(o.accum_steps, 1); // MD: no accumulation, one step per batch
@@ -236,6 +242,42 @@ fn malformed_configs_name_the_key() {
             &[],
             "loss.teacher_temp",
             "> 0",
+        ),
+        (
+            "[loss]\nkoleo_weight = -0.1\n",
+            &[],
+            "loss.koleo_weight",
+            ">= 0",
+        ),
+        (
+            "[loss]\ncentering = \"sinkhorn\"\n",
+            &[],
+            "loss.centering",
+            "unknown variant",
+        ),
+        (
+            "[loss]\nkoleo_weight = 0.1\n[optim]\naccum_steps = 2\n",
+            &[],
+            "optim.accum_steps",
+            "KoLeo",
+        ),
+        (
+            "[loss]\ncentering = \"sinkhorn_knopp\"\n[optim]\naccum_steps = 2\n",
+            &[],
+            "optim.accum_steps",
+            "row and column sums",
+        ),
+        (
+            "[loss]\nkoleo_weight = 0.1\n[optim]\nbackward_per_crop_group = true\n",
+            &[],
+            "optim.backward_per_crop_group",
+            "KoLeo",
+        ),
+        (
+            "[method]\nobjective = \"supervised\"\n[data]\nformat = \"image_folder\"\n[loss]\ncentering = \"sinkhorn_knopp\"\n",
+            &[],
+            "loss.centering",
+            "DINO loss option",
         ),
         (
             "[schedule]\nwarmup_epochs = 200\n",

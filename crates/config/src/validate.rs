@@ -1,6 +1,8 @@
 //! Range and cross-section checks, each error naming its key.
 
-use crate::{AugmentationConfig, Config, ConfigError, DataFormat, ModelConfig, Objective};
+use crate::{
+    AugmentationConfig, Centering, Config, ConfigError, DataFormat, ModelConfig, Objective,
+};
 
 type R = Result<(), ConfigError>;
 
@@ -308,6 +310,45 @@ pub(crate) fn validate(c: &Config) -> R {
     positive("loss.teacher_temp", c.loss.teacher_temp)?;
     positive("loss.warmup_teacher_temp", c.loss.warmup_teacher_temp)?;
     prob("loss.center_momentum", c.loss.center_momentum)?;
+    non_negative("loss.koleo_weight", c.loss.koleo_weight)?;
+    let koleo = c.loss.koleo_weight > 0.0;
+    let sinkhorn = c.loss.centering == Centering::SinkhornKnopp;
+    if c.method.objective == Objective::Supervised && (koleo || sinkhorn) {
+        return Err(ConfigError::invalid(
+            if koleo {
+                "loss.koleo_weight"
+            } else {
+                "loss.centering"
+            },
+            "is a DINO loss option (method.objective = \"dino\"); the supervised objective \
+             has no teacher and no CLS regularizer",
+        ));
+    }
+    // Both terms see the whole batch at once (KoLeo: each crop's nearest neighbours;
+    // Sinkhorn-Knopp: the column and row sums), so summing micro-batch gradients would not be
+    // the gradient of the large batch.
+    if c.optim.accum_steps > 1 && (koleo || sinkhorn) {
+        return Err(ConfigError::invalid(
+            "optim.accum_steps",
+            format!(
+                "must be 1 with {}: the term is computed over the whole batch at once, which \
+                 gradient accumulation splits into micro-batches (got {})",
+                if koleo {
+                    "loss.koleo_weight > 0 (KoLeo's nearest neighbours)"
+                } else {
+                    "loss.centering = \"sinkhorn_knopp\" (its row and column sums)"
+                },
+                c.optim.accum_steps
+            ),
+        ));
+    }
+    if c.optim.backward_per_crop_group && koleo {
+        return Err(ConfigError::invalid(
+            "optim.backward_per_crop_group",
+            "is not implemented with loss.koleo_weight > 0: KoLeo reads the student's backbone \
+             CLS tokens, which the per-group backward does not keep",
+        ));
+    }
     if c.loss.warmup_teacher_temp_epochs > c.optim.epochs {
         return Err(ConfigError::invalid(
             "loss.warmup_teacher_temp_epochs",

@@ -7,7 +7,8 @@
 //! - `checkpoint.safetensors`: `student.<name>`, `teacher.<name>` (VarStore names, which mirror
 //!   the PyTorch state dict), `optim.<state name>` ([`crate::optim::Optimizer::state_tensors`]),
 //!   `scaler.scale` and `scaler.growth_tracker` under fp16 ([`crate::grad_scaler::GradScaler`]),
-//!   `center` (`[1, K]`; DINO only), and `checkpoint.save_id` (`[1]` Int64) tying it to its JSON;
+//!   each centering state of the loss under its own name (DINO's `center`, `[1, K]`; none for
+//!   the supervised objective), and `checkpoint.save_id` (`[1]` Int64) tying it to its JSON;
 //! - `checkpoint.json`: [`CheckpointMeta`].
 //!
 //! Save order: both files are written to `*.tmp` and fsynced, then the tensors are renamed into
@@ -151,9 +152,10 @@ pub struct CheckpointTensors<'a> {
     /// fp16 loss-scaler state, `GradScaler::state_tensors()` (`scaler.<name>`); empty in other
     /// precisions.
     pub scaler: Vec<(String, Tensor)>,
-    /// The DINO loss center `[1, K]` (`center`); `None` for the supervised objective, which
-    /// has none.
-    pub center: Option<&'a Tensor>,
+    /// The loss's centering states, each saved under its name (DINO's center `[1, K]` as
+    /// `center`, the name of every checkpoint before them; iBOT's patch center will be one
+    /// more); empty for the supervised objective, which has none.
+    pub centers: Vec<(&'static str, &'a Tensor)>,
 }
 
 /// Base name of the numbered copy kept for a finished (0-based) `epoch`:
@@ -209,8 +211,8 @@ fn collect_tensors(
     for (name, t) in &parts.scaler {
         out.push((format!("scaler.{name}"), cpu_contiguous(t)?));
     }
-    if let Some(center) = parts.center {
-        out.push(("center".into(), cpu_contiguous(center)?));
+    for (name, center) in &parts.centers {
+        out.push(((*name).into(), cpu_contiguous(center)?));
     }
     out.push((
         SAVE_ID.into(),
@@ -450,10 +452,18 @@ impl LoadedCheckpoint {
         self.group("scaler")
     }
 
-    /// The loss center `[1, K]`.
+    /// The DINO loss center `[1, K]` (`center`).
     pub fn center(&self) -> Result<&Tensor, CheckpointError> {
+        self.center_state("center")
+    }
+
+    /// The centering state saved under `name` (see [`CheckpointTensors::centers`]).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Mismatch`] naming the missing state.
+    pub fn center_state(&self, name: &str) -> Result<&Tensor, CheckpointError> {
         self.tensors
-            .get("center")
-            .ok_or_else(|| CheckpointError::Mismatch("no `center` tensor".into()))
+            .get(name)
+            .ok_or_else(|| CheckpointError::Mismatch(format!("no `{name}` tensor")))
     }
 }

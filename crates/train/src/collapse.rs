@@ -246,6 +246,7 @@ mod tests {
             teacher_mean_entropy: batch_entropy,
             center_norm: 1.0,
             teacher_temp: 0.04,
+            koleo: 0.0,
         }
     }
 

@@ -107,6 +107,14 @@ impl Dist {
             .context("averaging across ranks")
     }
 
+    /// Sums `t` across ranks in place (the identity for a single process): the all-reduce of
+    /// the official `sinkhorn_knopp_teacher`.
+    pub fn sum(&self, t: &mut Tensor) -> anyhow::Result<()> {
+        let Some(g) = &self.group else { return Ok(()) };
+        g.all_reduce(t, ReduceOp::Sum)
+            .context("summing across ranks")
+    }
+
     /// The mean of `v` over the ranks (one small all-reduce; `v` for a single process).
     pub fn mean_scalar(&self, v: f64) -> anyhow::Result<f64> {
         if self.group.is_none() {

@@ -1,9 +1,15 @@
 //! The DINO loss (`DINOLoss` in `main_dino.py`, paper Sec. 3.1 and Alg. 1): cross-entropy
 //! between the centred, sharpened teacher distribution of each global view and the student
 //! distribution of every *other* view, plus the EMA center and collapse diagnostics.
+//!
+//! DINOv2's additions live in their own files: [`koleo`] (the KoLeo term on the student's CLS
+//! features) and [`sinkhorn`] (Sinkhorn-Knopp teacher targets, `loss.centering`).
+
+pub mod koleo;
+pub mod sinkhorn;
 
 use crate::schedule::{teacher_temp_schedule, ScheduleError};
-use dino_config::LossConfig;
+use dino_config::{Centering, LossConfig};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Errors of the loss: wrong logit shapes, an epoch past the temperature schedule, libtorch.
@@ -36,19 +42,24 @@ pub enum LossError {
     /// A libtorch operation failed.
     #[error(transparent)]
     Torch(#[from] TchError),
+    /// A collective across processes (Sinkhorn-Knopp's all-reduced sums) failed.
+    #[error("collective across processes failed: {0}")]
+    Collective(String),
 }
 
 /// Scalar diagnostics of one loss evaluation, computed from the same tensors as the loss
 /// (paper Sec. 5.3 monitors teacher entropy and KL to tell the two collapse modes apart).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LossStats {
-    /// The loss value (nats).
+    /// The loss value (nats) that is back-propagated: the DINO term plus, when
+    /// `loss.koleo_weight > 0`, the weighted KoLeo term ([`LossStats::koleo`]).
     pub loss: f64,
     /// Mean over the 2B teacher rows of the entropy H(t) of the teacher distribution (nats).
     /// Near ln K: teacher uniform; small values are normal for a sharp teacher.
     pub teacher_entropy: f64,
-    /// Mean over the loss pairs of KL(t_j ‖ s_v) (nats) = loss − teacher_entropy, because
-    /// CE(t, s) = H(t) + KL(t‖s) and each teacher view enters the same number of pairs.
+    /// Mean over the loss pairs of KL(t_j ‖ s_v) (nats) = DINO term − teacher_entropy (the DINO
+    /// term is `loss − koleo`), because CE(t, s) = H(t) + KL(t‖s) and each teacher view enters
+    /// the same number of pairs.
     /// Near 0 together with an extreme entropy means collapse (paper Fig. 7).
     pub kl: f64,
     /// Entropy of the batch-mean teacher distribution (nats): prototype usage. Near 0 means every
@@ -58,6 +69,22 @@ pub struct LossStats {
     pub center_norm: f64,
     /// Teacher temperature used.
     pub teacher_temp: f64,
+    /// The weighted KoLeo term (`loss.koleo_weight · Σ` over the two global crops, this
+    /// process's batch; averaged over the processes for the log), 0 without it. Written to
+    /// metrics.jsonl only when nonzero, so a DINO-only run's lines keep their old fields.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub koleo: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl LossStats {
+    /// The DINO term alone (nats): [`LossStats::loss`] without the KoLeo term.
+    pub fn dino_loss(&self) -> f64 {
+        self.loss - self.koleo
+    }
 }
 
 /// One evaluation of the loss.
@@ -73,11 +100,12 @@ pub struct LossOutput {
 /// `−Σ_k t_j[k] · s_v[k]`).
 pub type PairTerm = ((usize, usize), Tensor);
 
-/// The teacher side of one loss evaluation ([`DinoLoss::targets`]): the centred, sharpened
-/// teacher logits and their softmax `[2·B, K]` (Float, detached), split per global view.
+/// The teacher side of one loss evaluation ([`DinoLoss::targets`]): the teacher distribution
+/// `[2·B, K]` (Float, detached; centred and sharpened softmax, or Sinkhorn-Knopp) and its log,
+/// split per global view.
 #[derive(Debug)]
 pub struct TeacherTargets {
-    logits: Tensor,
+    log_probs: Tensor,
     probs: Tensor,
     views: Vec<Tensor>,
     center: Tensor,
@@ -101,6 +129,7 @@ pub struct DinoLoss {
     center_momentum: f64,
     teacher_temp_schedule: Vec<f64>,
     center: Tensor,
+    centering: Centering,
 }
 
 impl DinoLoss {
@@ -136,6 +165,7 @@ impl DinoLoss {
             center_momentum: cfg.center_momentum,
             teacher_temp_schedule,
             center,
+            centering: cfg.centering,
         })
     }
 
@@ -165,9 +195,38 @@ impl DinoLoss {
             })
     }
 
+    /// `loss.centering`: the EMA center or Sinkhorn-Knopp.
+    pub fn centering(&self) -> Centering {
+        self.centering
+    }
+
     /// The center `[1, K]` (Float), for checkpoints.
     pub fn center(&self) -> &Tensor {
         &self.center
+    }
+
+    /// The names of the centering states a checkpoint holds for this loss: `center` (DINO's
+    /// EMA center, kept under Sinkhorn-Knopp too, unchanged, so a run may switch back).
+    pub fn centering_state_names(&self) -> [&'static str; 1] {
+        ["center"]
+    }
+
+    /// The centering states by name, for checkpoints ([`DinoLoss::centering_state_names`]).
+    pub fn centering_states(&self) -> Vec<(&'static str, &Tensor)> {
+        vec![("center", &self.center)]
+    }
+
+    /// Restores the centering state `name` (checkpoint resume).
+    ///
+    /// # Errors
+    /// An unknown name, or a shape that does not fit (see [`DinoLoss::set_center`]).
+    pub fn set_centering_state(&mut self, name: &str, state: &Tensor) -> Result<(), LossError> {
+        match name {
+            "center" => self.set_center(state),
+            other => Err(LossError::Invalid(format!(
+                "no centering state named {other:?} in this loss"
+            ))),
+        }
     }
 
     /// Replaces the center (checkpoint restore). Errors unless `center` is `[1, K]`.
@@ -211,12 +270,12 @@ impl DinoLoss {
         Ok(b)
     }
 
-    /// Evaluates the loss without touching the center.
+    /// Evaluates the loss without touching the center (one process).
     ///
     /// `student`: `[n_crops·B, K]` raw head outputs, view-major (`[g1; g2; l1; …]`, B rows
     /// each); `teacher`: `[2·B, K]` raw teacher outputs for the two global views. Both are cast
-    /// to Float. Student: `log_softmax(z / τ_s)`; teacher: `softmax((z − c) / τ_t(epoch))`,
-    /// detached. The loss is the mean over the 2 (n_crops − 1) pairs (j ∈ {0, 1}, v ≠ j) of the
+    /// to Float. Student: `log_softmax(z / τ_s)`; teacher: `softmax((z − c) / τ_t(epoch))`
+    /// (or the Sinkhorn-Knopp targets, `loss.centering`), detached. The loss is the mean over the 2 (n_crops − 1) pairs (j ∈ {0, 1}, v ≠ j) of the
     /// batch mean of `−Σ_k t_j[k] · s_v[k]`, as `DINOLoss.forward`.
     pub fn forward(
         &self,
@@ -240,8 +299,25 @@ impl DinoLoss {
         teacher: &Tensor,
         epoch: usize,
     ) -> Result<(Tensor, TeacherTargets), LossError> {
+        self.loss_and_targets_across(student, teacher, epoch, 1, &|_| Ok(()))
+    }
+
+    /// [`DinoLoss::forward`] without the diagnostics, in a job of `world_size` processes
+    /// (`all_reduce_sum` as [`DinoLoss::targets_across`]): the loss (attached to the student
+    /// graph) and the teacher targets it used, for [`DinoLoss::stats_tensor_with_koleo`].
+    ///
+    /// # Errors
+    /// As [`DinoLoss::forward`], and the collective's error.
+    pub fn loss_and_targets_across(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        epoch: usize,
+        world_size: usize,
+        all_reduce_sum: &dyn Fn(&mut Tensor) -> Result<(), LossError>,
+    ) -> Result<(Tensor, TeacherTargets), LossError> {
         self.check_shapes(student, teacher)?;
-        let targets = self.targets(teacher, epoch)?;
+        let targets = self.targets_across(teacher, epoch, world_size, all_reduce_sum)?;
         let terms = self.pair_terms(student, 0, &targets)?;
         let loss = self.combine(terms.into_iter().map(|(_, t)| t))?;
         Ok((loss, targets))
@@ -249,12 +325,29 @@ impl DinoLoss {
 
     /// The teacher side of the loss, computed once per batch from the raw teacher logits
     /// `[2·B, K]` with the current center and the teacher temperature of `epoch`: the centred,
-    /// sharpened distribution of each global view (detached). [`DinoLoss::pair_terms`] takes
-    /// the student side, whole or one crop group at a time.
+    /// sharpened distribution of each global view (detached); under
+    /// `loss.centering = "sinkhorn_knopp"` the Sinkhorn-Knopp targets of this process alone.
+    /// [`DinoLoss::pair_terms`] takes the student side, whole or one crop group at a time.
     ///
     /// # Errors
     /// A teacher shape other than `[2·B, K]`, an epoch past the schedule, libtorch errors.
     pub fn targets(&self, teacher: &Tensor, epoch: usize) -> Result<TeacherTargets, LossError> {
+        self.targets_across(teacher, epoch, 1, &|_| Ok(()))
+    }
+
+    /// [`DinoLoss::targets`] in a job of `world_size` processes: `all_reduce_sum` sums a tensor
+    /// across them in place (Sinkhorn-Knopp's all-reduced sums, as the official
+    /// `sinkhorn_knopp_teacher`; the center needs none, its update is averaged separately).
+    ///
+    /// # Errors
+    /// As [`DinoLoss::targets`], and the collective's error.
+    pub fn targets_across(
+        &self,
+        teacher: &Tensor,
+        epoch: usize,
+        world_size: usize,
+        all_reduce_sum: &dyn Fn(&mut Tensor) -> Result<(), LossError>,
+    ) -> Result<TeacherTargets, LossError> {
         let k = self.out_dim as i64;
         let t = teacher.size();
         if t.len() != 2 || t[1] != k || t[0] == 0 || t[0] % 2 != 0 {
@@ -266,16 +359,34 @@ impl DinoLoss {
         }
         let temp = self.teacher_temp(epoch)?;
         let center = self.center.f_to_device(teacher.device())?;
-        let logits = tch::no_grad(|| {
-            teacher
-                .f_to_kind(Kind::Float)?
-                .f_sub(&center)?
-                .f_div_scalar(temp)
-        })?;
-        let probs = logits.f_softmax(-1, Kind::Float)?.f_detach()?;
+        let (probs, log_probs) = match self.centering {
+            Centering::Center => {
+                let logits = tch::no_grad(|| {
+                    teacher
+                        .f_to_kind(Kind::Float)?
+                        .f_sub(&center)?
+                        .f_div_scalar(temp)
+                })?;
+                let probs = logits.f_softmax(-1, Kind::Float)?.f_detach()?;
+                let log_probs = tch::no_grad(|| logits.f_log_softmax(-1, Kind::Float))?;
+                (probs, log_probs)
+            }
+            Centering::SinkhornKnopp => {
+                let probs = sinkhorn::sinkhorn_knopp(
+                    teacher,
+                    temp,
+                    sinkhorn::SINKHORN_ITERATIONS,
+                    world_size,
+                    all_reduce_sum,
+                )?;
+                // 0·log 0 = 0 in the entropy: the clamp only guards the log.
+                let log_probs = tch::no_grad(|| probs.f_clamp_min(f64::MIN_POSITIVE)?.f_log())?;
+                (probs, log_probs)
+            }
+        };
         let views = probs.f_chunk(2, 0)?;
         Ok(TeacherTargets {
-            logits,
+            log_probs,
             probs,
             views,
             center,
@@ -382,12 +493,27 @@ impl DinoLoss {
         loss: &Tensor,
         targets: &TeacherTargets,
     ) -> Result<Tensor, LossError> {
+        self.stats_tensor_with_koleo(loss, None, targets)
+    }
+
+    /// [`DinoLoss::stats_tensor`] of the DINO term `loss` with the weighted KoLeo term `koleo`
+    /// (scalar) appended, so it comes back in the same host sync: [`DinoLoss::read_stats`] then
+    /// gives [`LossStats::loss`] = their sum and [`LossStats::kl`] from the DINO term alone.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn stats_tensor_with_koleo(
+        &self,
+        loss: &Tensor,
+        koleo: Option<&Tensor>,
+        targets: &TeacherTargets,
+    ) -> Result<Tensor, LossError> {
         let values = tch::no_grad(|| -> Result<Tensor, TchError> {
             let teacher_probs = &targets.probs;
             let rows = teacher_probs.size()[0] as f64;
-            let teacher_logp = targets.logits.f_log_softmax(-1, Kind::Float)?;
+            let teacher_logp = &targets.log_probs;
             let entropy = teacher_probs
-                .f_mul(&teacher_logp)?
+                .f_mul(teacher_logp)?
                 .f_sum(Kind::Float)?
                 .f_div_scalar(-rows)?;
             let mean_p = teacher_probs.f_mean_dim(0, false, Kind::Float)?;
@@ -397,8 +523,11 @@ impl DinoLoss {
                 .f_sum(Kind::Float)?
                 .f_neg()?;
             let center_norm = targets.center.f_norm()?;
-            Tensor::f_stack(&[loss.f_detach()?, entropy, mean_entropy, center_norm], 0)?
-                .f_to_kind(Kind::Double)
+            let mut values = vec![loss.f_detach()?, entropy, mean_entropy, center_norm];
+            if let Some(k) = koleo {
+                values.push(k.f_detach()?.f_to_device(loss.device())?);
+            }
+            Tensor::f_stack(&values, 0)?.f_to_kind(Kind::Double)
         })?;
         Ok(values)
     }
@@ -414,13 +543,16 @@ impl DinoLoss {
         targets: &TeacherTargets,
     ) -> Result<LossStats, LossError> {
         let v: Vec<f64> = Vec::<f64>::try_from(&values.f_to_device(Device::Cpu)?)?;
+        let koleo = v.get(4).copied().unwrap_or(0.0);
         Ok(LossStats {
-            loss: v[0],
+            // v[0] + 0.0 is v[0]: a DINO-only run logs the same loss.
+            loss: v[0] + koleo,
             teacher_entropy: v[1],
             kl: v[0] - v[1],
             teacher_mean_entropy: v[2],
             center_norm: v[3],
             teacher_temp: targets.temp,
+            koleo,
         })
     }
 

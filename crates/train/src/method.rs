@@ -15,12 +15,13 @@ use crate::distributed::Dist;
 use crate::grad_scaler::{GradScaler, ScalerOptions};
 use crate::init_from::{init_student, InitReport};
 use crate::input::Normalizer;
-use crate::loss::{DinoLoss, LossStats};
+use crate::loss::koleo::koleo_term;
+use crate::loss::{DinoLoss, LossError, LossStats};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
 use crate::phases::{Phase, PhaseClock, PhaseTimes};
 use crate::teacher::{init_teacher_from_student, FlatEma};
-use dino_config::Config;
+use dino_config::{Centering, Config};
 use dino_data::batch::MultiCropBatch;
 use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper, TokenScope};
 use std::cell::RefCell;
@@ -63,6 +64,8 @@ pub struct DinoMethod {
     scope: TokenScope,
     /// Sum of the batch centers of the current accumulation window's micro-batches.
     center_sum: Option<Tensor>,
+    /// `loss.koleo_weight` (0: no KoLeo term).
+    koleo_weight: f64,
     /// The phase clock of `dino bench train`'s time split (off in training).
     clock: RefCell<Option<PhaseClock>>,
 }
@@ -124,6 +127,7 @@ impl DinoMethod {
             per_crop_group: cfg.optim.backward_per_crop_group,
             scope: TokenScope::for_cls_loss(cfg.model.cls_only_last_block),
             center_sum: None,
+            koleo_weight: cfg.loss.koleo_weight,
             clock: RefCell::new(None),
         })
     }
@@ -140,7 +144,10 @@ impl DinoMethod {
         ck.restore_student(&self.student_vs)?;
         ck.restore_teacher(&self.teacher_vs)?;
         self.optimizer.load_state(&ck.optim_state())?;
-        self.loss.set_center(ck.center()?)?;
+        for name in self.loss.centering_state_names() {
+            self.loss
+                .set_centering_state(name, ck.center_state(name)?)?;
+        }
         if let Some(scaler) = &mut self.scaler {
             let state = ck.scaler_state();
             if state.is_empty() {
@@ -290,12 +297,17 @@ impl DinoMethod {
         };
         // Official update_center: all-reduce of the teacher logits' sum / (2 · global batch),
         // i.e. the mean over ranks of each rank's mean (equal per-rank batches); with
-        // accumulation the mean over the window's micro-batches too, once at its end.
-        let batch_center = DinoLoss::batch_center(&teacher_out)?;
-        self.center_sum = Some(match self.center_sum.take() {
-            None => batch_center,
-            Some(sum) => sum.f_add(&batch_center)?,
-        });
+        // accumulation the mean over the window's micro-batches too, once at its end. Under
+        // Sinkhorn-Knopp the center is not used, and (as the official `sinkhorn_knopp` branch)
+        // not updated: it stays in the checkpoint as it was.
+        let uses_center = self.loss.centering() == Centering::Center;
+        if uses_center {
+            let batch_center = DinoLoss::batch_center(&teacher_out)?;
+            self.center_sum = Some(match self.center_sum.take() {
+                None => batch_center,
+                Some(sum) => sum.f_add(&batch_center)?,
+            });
+        }
         if window.is_last() {
             if let Some(mut center) = self.center_sum.take() {
                 if window.len > 1 {
@@ -313,7 +325,9 @@ impl DinoMethod {
         Ok(stats)
     }
 
-    /// The student on all crops at once, the loss, one backward (the official step).
+    /// The student on all crops at once, the loss, one backward (the official step). With
+    /// `loss.koleo_weight > 0` the KoLeo term on the student's backbone CLS features of the two
+    /// global crops is added to the DINO loss before the one backward.
     fn student_backward_joint(
         &mut self,
         crops: &[Tensor],
@@ -324,23 +338,51 @@ impl DinoMethod {
     ) -> anyhow::Result<LossStats> {
         let (precision, device, scope) = (self.precision, self.device, self.scope);
         let backbone_train = !self.backbone_frozen;
-        let student_out = with_precision(precision, device, || {
-            self.student
-                .forward_modes(crops, backbone_train, true, scope)
-        })?
-        .to_kind(Kind::Float);
-        let (loss, targets) = self
-            .loss
-            .loss_and_targets(&student_out, teacher_out, epoch)?;
+        // forward_modes' two halves, so the backbone features are at hand for KoLeo.
+        let (features, student_out) = with_precision(precision, device, || {
+            let f = self
+                .student
+                .backbone_features(crops, backbone_train, scope)?;
+            let out = self.student.head.forward_t(&f, true)?;
+            Ok::<_, dino_model::ModelError>((f, out))
+        })?;
+        let student_out = student_out.to_kind(Kind::Float);
+        let sum = |t: &mut Tensor| {
+            dist.sum(t)
+                .map_err(|e| LossError::Collective(format!("{e:#}")))
+        };
+        let (dino, targets) = self.loss.loss_and_targets_across(
+            &student_out,
+            teacher_out,
+            epoch,
+            dist.world_size,
+            &sum,
+        )?;
+        let koleo = if self.koleo_weight > 0.0 {
+            let globals = features.f_narrow(0, 0, 2 * targets.batch())?;
+            Some(koleo_term(&globals, self.koleo_weight)?)
+        } else {
+            None
+        };
         self.clock_mark(Phase::Forward);
         // The step's one host sync: the loss for the finiteness check, with the diagnostics
-        // computed on the device beside it (a sync costs the same for 1 value or 4).
-        let values = self.loss.stats_tensor(&loss, &targets)?;
+        // (and the KoLeo term) computed on the device beside it (a sync costs the same for 1
+        // value or 5).
+        let values = self
+            .loss
+            .stats_tensor_with_koleo(&dino, koleo.as_ref(), &targets)?;
         let mut stats = self.loss.read_stats(&values, &targets)?;
         self.clock_mark(Phase::Statistics);
         // Every rank logs, checks and stops on the loss of the global batch.
         stats.loss = dist.mean_scalar(stats.loss)?;
+        if koleo.is_some() {
+            stats.koleo = dist.mean_scalar(stats.koleo)?;
+        }
         check_finite(stats.loss, epoch, step)?;
+        let loss = match koleo {
+            Some(k) => dino.f_add(&k)?,
+            None => dino,
+        };
         self.backward(&loss, window)?;
         Ok(stats)
     }
@@ -358,7 +400,13 @@ impl DinoMethod {
     ) -> anyhow::Result<LossStats> {
         let (precision, device, scope) = (self.precision, self.device, self.scope);
         let backbone_train = !self.backbone_frozen;
-        let targets = self.loss.targets(teacher_out, epoch)?;
+        let sum = |t: &mut Tensor| {
+            dist.sum(t)
+                .map_err(|e| LossError::Collective(format!("{e:#}")))
+        };
+        let targets = self
+            .loss
+            .targets_across(teacher_out, epoch, dist.world_size, &sum)?;
         let mut values: Vec<((usize, usize), Tensor)> = Vec::new();
         let mut first_view = 0usize;
         for view in student_crop_groups(crops, targets.batch())? {
@@ -515,7 +563,7 @@ impl DinoMethod {
                 .as_ref()
                 .map(GradScaler::state_tensors)
                 .unwrap_or_default(),
-            center: Some(self.loss.center()),
+            centers: self.loss.centering_states(),
         })
     }
 }

@@ -41,6 +41,7 @@ impl StepStats {
                 teacher_mean_entropy: m(|s| s.loss.teacher_mean_entropy),
                 center_norm: m(|s| s.loss.center_norm),
                 teacher_temp: m(|s| s.loss.teacher_temp),
+                koleo: m(|s| s.loss.koleo),
             },
             train_top1: micro
                 .iter()

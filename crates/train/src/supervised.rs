@@ -281,7 +281,7 @@ impl SupervisedMethod {
                 .as_ref()
                 .map(GradScaler::state_tensors)
                 .unwrap_or_default(),
-            center: None,
+            centers: Vec::new(),
         })
     }
 

@@ -65,7 +65,7 @@ fn save(dir: &std::path::Path, r: &Run, epoch: usize, numbered: Option<&str>) ->
         teacher: &r.teacher,
         optim: r.opt.state_tensors().unwrap(),
         scaler: Vec::new(),
-        center: Some(&r.center),
+        centers: vec![("center", &r.center)],
     };
     save_checkpoint(dir, &parts, &meta, numbered).unwrap()
 }

@@ -15,6 +15,7 @@ fn stats(ln_k: f64, h: f64, kl: f64, batch_h: f64) -> LossStats {
         teacher_mean_entropy: batch_h * ln_k,
         center_norm: 1.0,
         teacher_temp: 0.04,
+        koleo: 0.0,
     }
 }
 

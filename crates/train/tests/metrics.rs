@@ -22,6 +22,7 @@ fn step(i: usize, loss: f64) -> StepRecord {
             teacher_mean_entropy: 6.0,
             kl: 1.0 + 0.125 * (i % 4) as f64,
             center_norm: 0.5,
+            koleo: 0.0,
         },
         lr: 1e-4 * (i as f64 + 1.0),
         wd: 0.04,
