@@ -1,6 +1,7 @@
 //! `dino eval knn|linear` and `dino embed`: frozen features of a trained backbone.
 
 use crate::args::ConfigArgs;
+use crate::stated::Stated;
 use anyhow::Context;
 use dino_config::{Config, DataFormat};
 use dino_data::dataset::{open_dataset, Dataset, UnknownClass};
@@ -62,7 +63,7 @@ impl ModelArgs {
     pub fn embedder(&self) -> anyhow::Result<Embedder> {
         let overrides: Vec<&str> = self.config.set.iter().map(String::as_str).collect();
         let checkpoint = self.checkpoint.as_deref();
-        let which = self.which.into();
+        let which: dino_eval::source::Source = self.which.into();
         let no_checkpoint = |e: SourceError| match e {
             SourceError::NoCheckpoint(_) => anyhow::anyhow!(
                 "--checkpoint is required for --which teacher|student (only the random and \
@@ -76,6 +77,18 @@ impl ModelArgs {
             Some(cfg) => cfg,
             None => self.config.load(&[])?,
         };
+        let crop_set = self
+            .config
+            .set
+            .iter()
+            .any(|s| s.trim_start().starts_with("eval.crop_size"));
+        let (crop, trained) = (cfg.eval.crop_size, cfg.augmentation.global_crops_size);
+        if crop != trained && !crop_set && !which.is_baseline() {
+            tracing::warn!(
+                "evaluating at {crop} px (eval.crop_size) a model trained on {trained}-px global \
+                 crops; pass --set eval.crop_size={trained} to evaluate at the training size"
+            );
+        }
         apply_threads(&cfg.runtime);
         let device = dino_model::select_device(cfg.runtime.device)?;
         Embedder::new(checkpoint, which, &cfg, &overrides, device).map_err(no_checkpoint)
@@ -214,6 +227,7 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         _ => FeatureKind::Cls,
     };
     let opts = emb.options(kind, false)?;
+    let stated = Stated::of(&opts);
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
     let report = knn_eval(&train, &val, &KnnConfig::from_eval(&emb.cfg.eval))?;
@@ -221,11 +235,15 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         eprintln!("note: {note}");
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&stated.json(&report)?)?);
     } else {
         println!(
-            "weighted k-NN ({:?} features, {:?}, T = {}), {} train / {} val images:",
-            model.which, a.feature, report.temperature, report.n_train, report.n_test
+            "weighted k-NN ({:?} features, {}, T = {}), {} train / {} val images:",
+            model.which,
+            stated.phrase(),
+            report.temperature,
+            report.n_train,
+            report.n_test
         );
         for s in &report.scores {
             println!(
@@ -253,6 +271,7 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         }
     };
     let opts = emb.options(kind, false)?;
+    let stated = Stated::of(&opts);
     let sets = a.data.open(&emb.cfg)?;
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
@@ -265,11 +284,15 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         );
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&stated.json(&report)?)?);
     } else {
         println!(
-            "linear probe: final top-1 {:.2}%, best top-1 {:.2}% ({} epochs)",
-            report.final_top1, report.best_top1, probe.epochs
+            "linear probe ({:?} features, {}): final top-1 {:.2}%, best top-1 {:.2}% ({} epochs)",
+            model.which,
+            stated.phrase(),
+            report.final_top1,
+            report.best_top1,
+            probe.epochs
         );
     }
     Ok(())

@@ -31,6 +31,14 @@ pub enum OpenedInput {
 }
 
 impl OpenedInput {
+    /// The crop and feature of the images to embed; `None` for features read from files.
+    pub fn stated(&self) -> Option<crate::stated::Stated> {
+        match self {
+            Self::Read(..) => None,
+            Self::Embed { opts, .. } => Some(crate::stated::Stated::of(opts)),
+        }
+    }
+
     /// The features of the input and of the gallery: those read, or the datasets embedded now
     /// (the long work).
     ///
@@ -86,14 +94,6 @@ impl FeatureInput {
         Ok(())
     }
 
-    /// The features (CLS tokens) with labels, paths and class names.
-    ///
-    /// # Errors
-    /// An unreadable features file or dataset (the message names it), or a model error.
-    pub fn load(&self) -> anyhow::Result<FeatureSet> {
-        Ok(self.load_with(None, FeatureKind::Cls, false)?.0)
-    }
-
     /// The features of the input and, when `gallery` is given, of a second set: a features
     /// file when the input is one, else a folder embedded by the same model, its images
     /// labelled by the input's class names (a gallery class the input lacks is an error).
@@ -101,7 +101,7 @@ impl FeatureInput {
     /// the last block's patch tokens.
     ///
     /// # Errors
-    /// As [`FeatureInput::load`].
+    /// An unreadable features file or dataset (the message names it), or a model error.
     pub fn load_with(
         &self,
         gallery: Option<&Path>,
@@ -116,7 +116,7 @@ impl FeatureInput {
     /// refuse a bad input before it makes its output folder.
     ///
     /// # Errors
-    /// As [`FeatureInput::load`].
+    /// An unreadable features file or dataset (the message names it), or a model error.
     pub fn open(
         &self,
         gallery: Option<&Path>,

@@ -16,6 +16,7 @@ mod launch;
 mod map;
 mod output;
 mod retrieval;
+mod stated;
 mod tools;
 mod train;
 mod video;

@@ -24,6 +24,7 @@
 //! ```
 
 mod batchnorm;
+mod derived;
 mod error;
 mod sections;
 mod validate;
@@ -77,6 +78,20 @@ impl Config {
     /// [`ConfigError`] naming the key path: TOML syntax, unknown key, wrong type, malformed
     /// override, or a value out of range (see [`Config::validate`]).
     pub fn from_toml_str(text: &str, overrides: &[&str]) -> Result<Self, ConfigError> {
+        Self::from_toml_str_noted(text, overrides).map(|(cfg, _)| cfg)
+    }
+
+    /// As [`Config::from_toml_str`], with one note per default that followed another key
+    /// because the user left it unset (`eval.crop_size` from `augmentation.global_crops_size`,
+    /// `schedule.warmup_epochs` capped at `optim.epochs`, `eval.n_last_blocks` at the depth), for
+    /// the caller to log. A key the user set is never changed.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml_str`].
+    pub fn from_toml_str_noted(
+        text: &str,
+        overrides: &[&str],
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         let mut table: toml::Table =
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -85,16 +100,17 @@ impl Config {
         for ov in overrides {
             apply_override(&mut table, ov)?;
         }
-        let cfg: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::Invalid {
-                    key: if key == "." { String::new() } else { key },
-                    reason: e.into_inner().message().trim().to_string(),
-                }
-            })?;
+        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                key: if key == "." { String::new() } else { key },
+                reason: e.into_inner().message().trim().to_string(),
+            }
+        })?;
+        let notes = derived::apply(&mut cfg, &table);
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, notes))
     }
 
     /// Reads a preset file (see [`Config::from_toml_str`]).
@@ -108,6 +124,22 @@ impl Config {
             reason: e.to_string(),
         })?;
         Self::from_toml_str(&text, overrides)
+    }
+
+    /// As [`Config::from_file`], with the notes of [`Config::from_toml_str_noted`].
+    ///
+    /// # Errors
+    /// As [`Config::from_file`].
+    pub fn from_file_noted(
+        path: impl AsRef<Path>,
+        overrides: &[&str],
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml_str_noted(&text, overrides)
     }
 
     /// The defaults with overrides applied (no preset file).
