@@ -2,6 +2,7 @@
 //! (`dino_eval::cluster`).
 
 use crate::features_in::FeatureInput;
+use crate::stated::Stated;
 use dino_eval::cluster::{cluster_eval, ClusterConfig, ClusterReport};
 use dino_eval::embed::FeatureKind;
 
@@ -29,7 +30,9 @@ pub fn run(a: ClusterArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.k != Some(0), "--k must be at least 1");
     anyhow::ensure!(a.restarts > 0, "--restarts must be at least 1");
     let opened = a.input.open(None, FeatureKind::Cls, false)?;
-    let stated = opened.stated();
+    let stated = opened
+        .stated()
+        .or_else(|| a.input.features.as_deref().and_then(Stated::beside));
     let set = opened.features()?.0;
     let cfg = ClusterConfig {
         k: a.k,

@@ -1,6 +1,7 @@
 //! `dino eval knn|linear` and `dino embed`: frozen features of a trained backbone.
 
 use crate::args::ConfigArgs;
+use crate::run_weights;
 use crate::stated::Stated;
 use anyhow::Context;
 use dino_config::{Config, DataFormat};
@@ -9,7 +10,7 @@ use dino_eval::embed::FeatureKind;
 use dino_eval::features::write_features;
 use dino_eval::knn::{knn_eval, KnnConfig};
 use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
-use dino_eval::source::{run_folder_config, Embedder, SourceError};
+use dino_eval::source::{run_config, run_folder_config, Embedder, SourceError};
 use dino_eval::tokens::{
     per_image_names, plan_tokens, Layers, NpyTokenWriter, PerImageWriter, SafetensorsTokenWriter,
     TokenKind, TokenSink,
@@ -62,7 +63,28 @@ impl ModelArgs {
     /// --set), thread pools and device from it, then the backbone.
     pub fn embedder(&self) -> anyhow::Result<Embedder> {
         let overrides: Vec<&str> = self.config.set.iter().map(String::as_str).collect();
-        let checkpoint = self.checkpoint.as_deref();
+        let preset = self.config.config.is_some();
+        // A run's own weights file is read as the run: its configuration, and for the latest
+        // checkpoint the folder itself (teacher or student as --which says).
+        let run_dir = self
+            .checkpoint
+            .as_deref()
+            .and_then(run_weights::run_folder_of);
+        let latest = run_dir.as_ref().filter(|_| {
+            self.checkpoint.as_deref().and_then(Path::file_name)
+                == Some(std::ffi::OsStr::new("checkpoint.safetensors"))
+        });
+        let checkpoint = match latest {
+            Some(dir) if !preset => Some(dir.as_path()),
+            _ => self.checkpoint.as_deref(),
+        };
+        if let (Some(dir), false) = (&run_dir, preset) {
+            tracing::info!(
+                "{} is in run folder {}: evaluated with the run's configuration",
+                self.checkpoint.as_deref().unwrap_or(dir).display(),
+                dir.display()
+            );
+        }
         let which: dino_eval::source::Source = self.which.into();
         let no_checkpoint = |e: SourceError| match e {
             SourceError::NoCheckpoint(_) => anyhow::anyhow!(
@@ -71,8 +93,11 @@ impl ModelArgs {
             ),
             e => e.into(),
         };
-        let cfg = run_folder_config(checkpoint, which, self.config.config.is_some(), &overrides)
-            .map_err(no_checkpoint)?;
+        let cfg = match (&run_dir, preset) {
+            (Some(dir), false) => Some(run_config(dir, &overrides)?),
+            _ => run_folder_config(checkpoint, which, preset, &overrides).map_err(no_checkpoint)?,
+        };
+        let from_run = cfg.is_some();
         let cfg = match cfg {
             Some(cfg) => cfg,
             None => self.config.load(&[])?,
@@ -83,7 +108,7 @@ impl ModelArgs {
             .iter()
             .any(|s| s.trim_start().starts_with("eval.crop_size"));
         let (crop, trained) = (cfg.eval.crop_size, cfg.augmentation.global_crops_size);
-        if crop != trained && !crop_set && !which.is_baseline() {
+        if crop != trained && !crop_set && from_run && !which.is_baseline() {
             tracing::warn!(
                 "evaluating at {crop} px (eval.crop_size) a model trained on {trained}-px global \
                  crops; pass --set eval.crop_size={trained} to evaluate at the training size"
@@ -91,7 +116,15 @@ impl ModelArgs {
         }
         apply_threads(&cfg.runtime);
         let device = dino_model::select_device(cfg.runtime.device)?;
-        Embedder::new(checkpoint, which, &cfg, &overrides, device).map_err(no_checkpoint)
+        Embedder::new(checkpoint, which, &cfg, &overrides, device).map_err(|e| {
+            match run_weights::explain_mismatch(&e, &cfg) {
+                Some(line) => {
+                    tracing::debug!("{e:#}");
+                    anyhow::anyhow!(line)
+                }
+                None => no_checkpoint(e),
+            }
+        })
     }
 }
 
@@ -227,7 +260,7 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         _ => FeatureKind::Cls,
     };
     let opts = emb.options(kind, false)?;
-    let stated = Stated::of(&opts);
+    let stated = Stated::of(&opts, model.which == Source::Pixels);
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
     let report = knn_eval(&train, &val, &KnnConfig::from_eval(&emb.cfg.eval))?;
@@ -271,7 +304,7 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         }
     };
     let opts = emb.options(kind, false)?;
-    let stated = Stated::of(&opts);
+    let stated = Stated::of(&opts, model.which == Source::Pixels);
     let sets = a.data.open(&emb.cfg)?;
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
@@ -311,14 +344,21 @@ pub struct EmbedArgs {
     /// Output file: `.npy` (+ `.labels.npy`, `.paths.json`) or `.safetensors`.
     #[arg(long)]
     out: PathBuf,
-    /// Also store the last block's patch tokens `[N, P, D]` beside the CLS features (as
+    /// Write the CLS rows as the backbone gives them (the last block's CLS token after the final
+    /// LayerNorm, norm about √D) instead of L2-normalized rows (norm 1, the default, as official
+    /// `eval_knn.py --dump_features` saves them). The choice is recorded in `<stem>.meta.json`.
+    #[arg(long)]
+    raw: bool,
+    /// Also store the last block's patch tokens `[N, P, D]` (after the final LayerNorm, never
+    /// L2-normalized) beside the CLS features (as
     /// `<stem>.patch_tokens.npy` or tensor `patch_tokens`); the token array of `--tokens` is the
     /// general form.
     #[arg(long, conflicts_with_all = ["tokens", "layers", "per_image"])]
     patch_tokens: bool,
     /// Write the token array `[images, layers, tokens, dim]` f32 instead of CLS features:
     /// `cls` (tokens = 1), `patch` (P = h·w, row-major) or `all` (1 + P, CLS first), each block
-    /// through the final norm (official get_intermediate_layers). Streamed batch by batch; the
+    /// through the final LayerNorm, not L2-normalized (official get_intermediate_layers).
+    /// Streamed batch by batch; the
     /// layout (grid h, w, patch size, blocks) goes to `<stem>.tokens.json` / the safetensors
     /// metadata. ViT only, except `cls` with one layer (a ResNet's pooled feature).
     #[arg(long, value_enum)]
@@ -369,17 +409,60 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     let emb = a.model.embedder()?;
     let ds = open_labelled(&a, &emb)?;
     let _out = crate::output::prepare_file(&a.out)?;
-    let set = emb.embed(ds.as_ref(), &emb.options(FeatureKind::Cls, a.patch_tokens)?)?;
-    let files = write_features(&a.out, &set)?;
+    let opts = emb.options(FeatureKind::Cls, a.patch_tokens)?;
+    let stated = Stated::of(&opts, a.model.which == Source::Pixels);
+    let mut set = emb.embed(ds.as_ref(), &opts)?;
+    let rows = if a.raw {
+        "raw (the CLS token after the final LayerNorm)"
+    } else {
+        set.features = l2_rows(&set.features);
+        "L2-normalized (norm 1; --raw for the LayerNorm output)"
+    };
+    let mut files = write_features(&a.out, &set)?;
+    files.push(write_meta(&a.out, &stated, !a.raw, set.features.size()[1])?);
     eprintln!(
-        "{} features of dim {} written:",
+        "{} features of dim {} written, rows {rows}, {}:",
         set.len(),
-        set.features.size()[1]
+        set.features.size()[1],
+        stated.phrase()
     );
     for f in files {
         eprintln!("  {}", f.display());
     }
     Ok(())
+}
+
+/// Each row divided by its L2 norm (torch `F.normalize(x, dim=1)`: norms below 1e-12 count as
+/// 1e-12), as official `eval_knn.py` normalizes features before `--dump_features` saves them.
+fn l2_rows(x: &tch::Tensor) -> tch::Tensor {
+    x / x
+        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
+        .clamp_min(1e-12)
+}
+
+/// `<stem>.meta.json` beside the features file: what its rows are (feature, crop, whether
+/// L2-normalized), so a file read later says how it was made.
+fn write_meta(out: &Path, stated: &Stated, l2: bool, dim: i64) -> anyhow::Result<PathBuf> {
+    let stem = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("features");
+    let path = out.with_file_name(format!("{stem}.meta.json"));
+    let meta = serde_json::json!({
+        "feature": stated.feature,
+        "crop_size": stated.crop_size,
+        "resize_size": stated.resize_size,
+        "dim": dim,
+        "l2_normalized": l2,
+        "rows": if l2 {
+            "CLS token after the final LayerNorm, divided by its L2 norm (norm 1)"
+        } else {
+            "CLS token after the final LayerNorm (raw)"
+        },
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&meta)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// `dino embed --tokens/--layers/--per-image`: the token array, streamed (a thin shell over

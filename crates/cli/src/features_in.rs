@@ -31,11 +31,15 @@ pub enum OpenedInput {
 }
 
 impl OpenedInput {
-    /// The crop and feature of the images to embed; `None` for features read from files.
+    /// The crop and feature of the images to embed; for features read from files, what
+    /// `None` for features read from files (`Stated::beside` reads what their metadata states).
     pub fn stated(&self) -> Option<crate::stated::Stated> {
         match self {
             Self::Read(..) => None,
-            Self::Embed { opts, .. } => Some(crate::stated::Stated::of(opts)),
+            Self::Embed { opts, emb, .. } => Some(crate::stated::Stated::of(
+                opts,
+                emb.source() == dino_eval::source::Source::Pixels,
+            )),
         }
     }
 

@@ -16,6 +16,8 @@ mod launch;
 mod map;
 mod output;
 mod retrieval;
+mod run_weights;
+mod signals;
 mod stated;
 mod tools;
 mod train;
@@ -52,7 +54,8 @@ enum Command {
     /// Evaluate frozen features: weighted k-NN, linear probe, k-means clusters.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
-    /// Write features (normalized CLS, optionally patch tokens) with labels and paths.
+    /// Write features with labels and paths: L2-normalized CLS rows by default (as official
+    /// eval_knn.py --dump_features; --raw for the LayerNorm output), or token arrays (--tokens).
     Embed(eval::EmbedArgs),
     /// A 2-D map of the feature space (t-SNE or PCA) as a PNG coloured by class, with the
     /// coordinates as .npy and CSV.

@@ -17,9 +17,11 @@ pub struct Stated {
 }
 
 impl Stated {
-    /// The crop and feature of embedding options.
-    pub fn of(opts: &EmbedOptions) -> Self {
+    /// The crop and feature of embedding options (`pixels`: the raw-pixel baseline, whose
+    /// feature is the crop itself).
+    pub fn of(opts: &EmbedOptions, pixels: bool) -> Self {
         let feature = match opts.kind {
+            _ if pixels => "pixels".to_string(),
             FeatureKind::Cls => "cls".to_string(),
             FeatureKind::ClsMultiScale => "cls_multiscale".to_string(),
             FeatureKind::LastBlocks { n, avgpool: false } => format!("last_blocks({n})"),
@@ -30,6 +32,20 @@ impl Stated {
             resize_size: opts.transform.resize_size(),
             feature,
         }
+    }
+
+    /// What `<stem>.meta.json` beside a features file of `dino embed` states, when it is
+    /// there and readable.
+    pub fn beside(features: &std::path::Path) -> Option<Self> {
+        let stem = features.file_stem()?.to_str()?;
+        let text =
+            std::fs::read_to_string(features.with_file_name(format!("{stem}.meta.json"))).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(Self {
+            crop_size: u32::try_from(v["crop_size"].as_u64()?).ok()?,
+            resize_size: u32::try_from(v["resize_size"].as_u64()?).ok()?,
+            feature: v["feature"].as_str()?.to_string(),
+        })
     }
 
     /// One phrase for a text report: `48-px crops (resize 54), feature cls`.

@@ -71,16 +71,50 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
         a.config.load(&sets)?
     };
+    if let Some(note) = split_folders_note(&cfg.data) {
+        tracing::warn!("{note}");
+    }
+    // One process only: under a launcher every rank would have to agree on the stopping step,
+    // so there a signal keeps its default action.
+    let single = std::env::var("WORLD_SIZE").map_or(true, |w| w.trim() == "1");
+    let stop = if single {
+        crate::signals::install()?;
+        Some(&crate::signals::STOP)
+    } else {
+        None
+    };
     let opts = dino_train::trainer::TrainOptions {
         resume: a.resume.is_some(),
         max_steps: a.max_steps,
         progress: !a.no_progress,
         init_from: a.init_from,
+        stop,
     };
     let summary = dino_train::trainer::train(&cfg, &opts)?;
     if summary.rank != 0 {
         // Rank 0 reports for the whole job.
         return Ok(());
+    }
+    if summary.interrupted {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        let (name, number) = crate::signals::received().unwrap_or(("SIGINT", libc::SIGINT));
+        let dir = &summary.output_dir;
+        eprintln!(
+            "{name}: stopped at epoch {}/{}, step {}/{} (global step {}) after {} steps; \
+             checkpoint written to {}\nresume with:\n  dino train --resume {}",
+            summary.epoch + 1,
+            cfg.optim.epochs,
+            summary.step_in_epoch,
+            summary.steps_per_epoch,
+            summary.epoch * summary.steps_per_epoch + summary.step_in_epoch,
+            summary.steps,
+            dir.join("checkpoint.safetensors").display(),
+            shell_word(&dir.display().to_string())
+        );
+        // The shell's convention for a process ended by a signal (130 for SIGINT).
+        std::process::exit(128 + number);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -114,4 +148,47 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `word` as one shell word: unchanged when it holds only safe characters, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// A warning when the data folder holds split folders (`train/` with `val/`, `valid/`,
+/// `validation/` or `test/`) that a class-folder layout would take as classes: the usual
+/// mistake of pointing `--data` at a dataset's root instead of its training split.
+pub fn split_folders_note(data: &dino_config::DataConfig) -> Option<String> {
+    use dino_config::DataFormat;
+    if !matches!(data.format, DataFormat::Auto | DataFormat::ImageFolder) {
+        return None;
+    }
+    let root = std::path::Path::new(&data.path);
+    let dirs: Vec<String> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let find = |names: &[&str]| {
+        dirs.iter()
+            .find(|d| names.contains(&d.to_ascii_lowercase().as_str()))
+            .cloned()
+    };
+    let train = find(&["train", "training"])?;
+    let held = find(&["val", "valid", "validation", "test"])?;
+    Some(format!(
+        "{} holds the split folders {train}/ and {held}/: they are taken as classes (and \
+         {held}/ trained on). Pass --data {} to train on the training split, and evaluate with \
+         --train {} --val {}",
+        root.display(),
+        root.join(&train).display(),
+        root.join(&train).display(),
+        root.join(&held).display()
+    ))
 }

@@ -138,3 +138,318 @@ fn defaults_that_block_a_small_run_are_scaled_and_logged() {
         );
     }
 }
+
+/// Item 2: `dino embed` writes L2-normalized rows by default (official `eval_knn.py
+/// --dump_features`), the LayerNorm output with `--raw`, and says which in its message and in
+/// `<stem>.meta.json`.
+#[test]
+fn embed_rows_have_norm_one_by_default() {
+    let (tmp, cfg, data) = defaults_run(16);
+    let run = tmp.path().join("run");
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--output",
+        s(&run),
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]);
+    let norms = |file: &Path| {
+        let x = tch::Tensor::read_npy(file).unwrap();
+        assert_eq!(x.size(), [48, 32]);
+        let n = x.norm_scalaropt_dim(2, [1i64].as_slice(), false);
+        (n.min().double_value(&[]), n.max().double_value(&[]))
+    };
+    let meta = |stem: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(tmp.path().join(format!("{stem}.meta.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let l2 = tmp.path().join("l2.npy");
+    let out = ok(&[
+        "embed",
+        "--checkpoint",
+        s(&run),
+        "--data",
+        s(&data),
+        "--out",
+        s(&l2),
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("rows L2-normalized (norm 1; --raw for the LayerNorm output), 16-px crops"),
+        "{err}"
+    );
+    let (lo, hi) = norms(&l2);
+    assert!(
+        (lo - 1.0).abs() < 1e-5 && (hi - 1.0).abs() < 1e-5,
+        "{lo} {hi}"
+    );
+    assert_eq!(meta("l2")["l2_normalized"], true);
+    assert_eq!(meta("l2")["crop_size"], 16);
+
+    let raw = tmp.path().join("raw.npy");
+    let out = ok(&[
+        "embed",
+        "--checkpoint",
+        s(&run),
+        "--data",
+        s(&data),
+        "--out",
+        s(&raw),
+        "--raw",
+    ]);
+    assert!(stderr(&out).contains("rows raw (the CLS token after the final LayerNorm)"));
+    // LayerNorm output of width 32 with its initial affine (weight 1, bias 0): norm about √32.
+    let (lo, hi) = norms(&raw);
+    assert!(lo > 3.0 && hi < 8.0, "{lo} {hi}");
+    assert_eq!(meta("raw")["l2_normalized"], false);
+    let help = String::from_utf8_lossy(&ok(&["embed", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("--raw") && help.contains("L2-normalized"),
+        "{help}"
+    );
+}
+
+/// The step records of a run's `metrics.jsonl`, as global steps in file order.
+fn logged_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["global_step"].as_u64().unwrap())
+        .collect()
+}
+
+/// The resume position stored beside the checkpoint, as a global step.
+fn checkpoint_step(run: &Path, niter: u64) -> u64 {
+    let text = std::fs::read_to_string(run.join("checkpoint.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["epoch"].as_u64().unwrap() * niter + v["step_in_epoch"].as_u64().unwrap()
+}
+
+/// Starts `dino args` and sends `signal` once its `metrics.jsonl` holds more than `after`
+/// step records; returns its output.
+fn signal_after(args: &[&str], run: &Path, after: usize, signal: i32) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let child = Command::new(common::DINO)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !(run.join("metrics.jsonl").exists() && logged_steps(run).len() > after) {
+        assert!(start.elapsed().as_secs() < 120, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    child.wait_with_output().unwrap()
+}
+
+/// Item 3: SIGINT mid-epoch finishes the step, writes the checkpoint at that step, prints where
+/// it stopped and the exact resume line, exits 130; a run killed hard after its last
+/// checkpoint and resumed drops the records past the checkpoint, so `metrics.jsonl` never
+/// repeats a step.
+#[test]
+fn sigint_leaves_a_checkpoint_and_a_resume_line() {
+    let (tmp, cfg, _) = defaults_run(16);
+    let run = tmp.path().join("run");
+    // 12 steps an epoch (48 images, batch 4), the signal after the 4th: mid-epoch. Long
+    // enough to be interrupted; a record per step and no periodic checkpoint, so only the
+    // stop writes one.
+    let sets = [
+        "--set",
+        "optim.epochs=200",
+        "--set",
+        "optim.batch_size=4",
+        "--set",
+        "runtime.log_every=1",
+        "--set",
+        "checkpoint.every_steps=0",
+        "--set",
+        "checkpoint.latest_every_epochs=1000",
+    ];
+    let mut args = vec![
+        "train",
+        "--config",
+        s(&cfg),
+        "--output",
+        s(&run),
+        "--no-progress",
+    ];
+    args.extend(sets);
+    let out = signal_after(&args, &run, 3, libc::SIGINT);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let steps = logged_steps(&run);
+    let at = checkpoint_step(&run, 12);
+    assert_eq!(
+        at,
+        *steps.last().unwrap() + 1,
+        "checkpoint at the stop; {err}"
+    );
+    assert!(at % 12 != 0, "stopped mid-epoch: {at}");
+    let (epoch, step) = (at / 12 + 1, at % 12);
+    assert!(
+        err.contains(&format!(
+            "SIGINT: stopped at epoch {epoch}/200, step {step}/12 (global step {at})"
+        )),
+        "{err}"
+    );
+    let resume_line = format!("resume with:\n  dino train --resume {}\n", run.display());
+    assert!(err.contains(&resume_line), "{err}");
+
+    // Resumed, then killed hard (SIGKILL: no checkpoint at the stop) after steps past the
+    // checkpoint were logged, and resumed again: every step appears once, in order.
+    let resume = ["train", "--resume", s(&run), "--no-progress"];
+    let out = signal_after(&resume, &run, steps.len() + 3, libc::SIGKILL);
+    assert!(!out.status.success());
+    assert!(logged_steps(&run).len() > steps.len() + 3);
+    ok(&[
+        "train",
+        "--resume",
+        s(&run),
+        "--no-progress",
+        "--max-steps",
+        "2",
+    ]);
+    let after = logged_steps(&run);
+    assert!(
+        after.windows(2).all(|w| w[1] == w[0] + 1) && after[0] == 0,
+        "{after:?}"
+    );
+}
+
+/// Item 4: `--checkpoint runs/X/checkpoint.safetensors` is read as the run (its configuration,
+/// not the default ViT-S/16); a weights file that does not fit the configuration gets one line
+/// saying what it holds, what is asked, and what to pass.
+#[test]
+fn a_runs_weights_file_is_read_with_the_runs_configuration() {
+    let (tmp, cfg, data) = defaults_run(16);
+    let run = tmp.path().join("run");
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--output",
+        s(&run),
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]);
+    let weights = run.join("checkpoint.safetensors");
+    let out = ok(&[
+        "eval",
+        "knn",
+        "--checkpoint",
+        s(&weights),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--k",
+        "1",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["crop_size"].as_u64(), v["n_train"].as_u64()),
+        (Some(16), Some(48))
+    );
+    assert!(
+        stderr(&out).contains("evaluated with the run's configuration"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The same file outside its run folder, with the default configuration (ViT-S/16).
+    let lone = tmp.path().join("lone.safetensors");
+    std::fs::copy(&weights, &lone).unwrap();
+    let out = dino(&[
+        "embed",
+        "--checkpoint",
+        s(&lone),
+        "--data",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("x.npy")),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "holds a ViT of depth 2, width 32, patch 4, but the configuration asks for vit_small \
+             (depth 12, width 384, patch 16)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--set model.depth=2"), "{err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one line, not the key list: {err}"
+    );
+}
+
+/// Item 7: folder mistakes. A flat folder read as class folders gets the exact `--set`; a
+/// dataset root holding `train/` and `val/` is warned about before training.
+#[test]
+fn folder_mistakes_are_named_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flat = tmp.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    make_images(&tmp.path().join("scratch"));
+    for e in std::fs::read_dir(tmp.path().join("scratch/a")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), flat.join(e.file_name())).unwrap();
+    }
+    let cfg = write_config(tmp.path(), &flat, "");
+    let out = dino(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--set",
+        "data.format=\"image_folder\"",
+        "--output",
+        s(&tmp.path().join("r1")),
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("pass --set data.format=\"flat\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // A root with train/ and val/ (each holding class folders).
+    let root = tmp.path().join("root");
+    make_images(&root.join("train"));
+    make_images(&root.join("val"));
+    let out = ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&root),
+        "--output",
+        s(&tmp.path().join("r2")),
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]);
+    let err = stderr(&out);
+    let warn = format!(
+        "{} holds the split folders train/ and val/: they are taken as classes",
+        root.display()
+    );
+    let at = err.find(&warn).unwrap_or_else(|| panic!("{err}"));
+    assert!(err[at..].contains(&format!("Pass --data {}", root.join("train").display())));
+    // Before training: ahead of the summary line.
+    assert!(at < err.find("trained 1 steps").unwrap(), "{err}");
+}
