@@ -224,10 +224,27 @@ pub struct LinearArgs {
     /// Epochs (default eval.linear_epochs: 100).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Learning rate(s) at batch 256 (scaled by batch / 256), e.g. `--lr 0.1` or
+    /// `--lr 0.01,0.1`: one probe per value, the best on --val reported. Default: on fewer than
+    /// 10,000 training images the DINOv2 grid 1e-5 … 0.1 (the official 0.001 barely moves a
+    /// probe in the few steps a small set gives); on larger sets eval.linear_lr (0.001, official
+    /// eval_linear.py).
+    #[arg(long, value_delimiter = ',')]
+    lr: Option<Vec<f64>>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
+
+/// The learning rates of DINOv2's linear evaluation sweep (`eval/linear.py`,
+/// `--learning-rates`), at batch 256.
+const LR_GRID: [f64; 13] = [
+    1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1,
+];
+
+/// Training sets below this size get the lr sweep by default (a probe on cached features of a
+/// few thousand images costs seconds).
+const SWEEP_BELOW: usize = 10_000;
 
 pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
     match cmd {
@@ -308,24 +325,75 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
     let sets = a.data.open(&emb.cfg)?;
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
-    let probe = LinearProbeConfig::from_eval(e, emb.cfg.runtime.seed);
-    let (_, report) = train_linear_probe_with(&train, &val, &probe, |s| {
-        tracing::info!(
-            "linear probe epoch {}: val top-1 {:.2}%",
-            s.epoch,
-            s.val_top1
-        );
-    })?;
+    let base = LinearProbeConfig::from_eval(e, emb.cfg.runtime.seed);
+    let lrs = match &a.lr {
+        Some(l) => l.clone(),
+        None if train.len() < SWEEP_BELOW => {
+            tracing::info!(
+                "linear probe: {} training images, so the lr is swept over the DINOv2 grid \
+                 {LR_GRID:?} and the best on --val reported (--lr fixes it)",
+                train.len()
+            );
+            LR_GRID.to_vec()
+        }
+        None => vec![base.base_lr],
+    };
+    anyhow::ensure!(
+        lrs.iter().all(|l| l.is_finite() && *l > 0.0),
+        "--lr: every learning rate must be a positive number, got {lrs:?}"
+    );
+    // One log line per epoch for a single probe; one per lr for a sweep.
+    let mut best: Option<(f64, dino_eval::linear::LinearProbeReport)> = None;
+    for &lr in &lrs {
+        let probe = LinearProbeConfig {
+            base_lr: lr,
+            ..base.clone()
+        };
+        let (_, report) = train_linear_probe_with(&train, &val, &probe, |s| {
+            if lrs.len() == 1 {
+                tracing::info!(
+                    "linear probe epoch {}/{}: train loss {:.4}, val top-1 {:.2}%",
+                    s.epoch + 1,
+                    probe.epochs,
+                    s.train_loss,
+                    s.val_top1
+                );
+            }
+        })?;
+        if lrs.len() > 1 {
+            tracing::info!(
+                "linear probe lr {lr}: best top-1 {:.2}% (epoch {}), final {:.2}%",
+                report.best_top1,
+                report.best_epoch + 1,
+                report.final_top1
+            );
+        }
+        // The best top-1, then the final one; a tie goes to the larger lr (later in the grid).
+        let key = |r: &dino_eval::linear::LinearProbeReport| (r.best_top1, r.final_top1);
+        if best.as_ref().is_none_or(|(_, b)| key(&report) >= key(b)) {
+            best = Some((lr, report));
+        }
+    }
+    let (lr, report) = best.expect("at least one lr");
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&stated.json(&report)?)?);
+        let mut v = stated.json(&report)?;
+        v["lr"] = serde_json::json!(lr);
+        v["lrs_tried"] = serde_json::json!(lrs);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let chosen = if lrs.len() > 1 {
+            format!("lr {lr}, best of {} on --val", lrs.len())
+        } else {
+            format!("lr {lr}")
+        };
         println!(
-            "linear probe ({:?} features, {}): final top-1 {:.2}%, best top-1 {:.2}% ({} epochs)",
+            "linear probe ({:?} features, {}, {chosen}): final top-1 {:.2}%, best top-1 {:.2}% \
+             ({} epochs)",
             model.which,
             stated.phrase(),
             report.final_top1,
             report.best_top1,
-            probe.epochs
+            base.epochs
         );
     }
     Ok(())

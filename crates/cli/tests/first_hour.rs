@@ -453,3 +453,60 @@ fn folder_mistakes_are_named_with_the_fix() {
     // Before training: ahead of the summary line.
     assert!(at < err.find("trained 1 steps").unwrap(), "{err}");
 }
+
+/// Item 9: on a small set the probe sweeps the lr (DINOv2's grid) and says so, `--lr` fixes
+/// it and is in `--help`, and a single probe logs one line per epoch.
+#[test]
+fn the_linear_probe_trains_on_a_small_set() {
+    let (tmp, cfg, data) = defaults_run(16);
+    let run = tmp.path().join("run");
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--output",
+        s(&run),
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]);
+    let probe = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "linear",
+            "--checkpoint",
+            s(&run),
+            "--train",
+            s(&data),
+            "--val",
+            s(&data),
+            "--epochs",
+            "3",
+        ];
+        args.extend(extra);
+        ok(&args)
+    };
+    let out = probe(&[]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("linear probe: 48 training images, so the lr is swept over the DINOv2 grid"),
+        "{err}"
+    );
+    assert_eq!(err.matches("linear probe lr ").count(), 13, "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("best of 13 on --val"), "{text}");
+
+    let out = probe(&["--lr", "0.1", "--json"]);
+    let err = stderr(&out);
+    for e in 1..=3 {
+        assert!(
+            err.contains(&format!("linear probe epoch {e}/3: train loss")),
+            "{err}"
+        );
+    }
+    assert_eq!(err.matches("linear probe epoch").count(), 3, "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["lr"], 0.1);
+    let help = String::from_utf8_lossy(&ok(&["eval", "linear", "--help"]).stdout).into_owned();
+    assert!(help.contains("--lr"), "{help}");
+}
