@@ -28,6 +28,17 @@ pub struct TrainArgs {
     /// fresh (see schedule.freeze_backbone_epochs). Optimizer, schedules and center start fresh.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     init_from: Option<PathBuf>,
+    /// Epochs (shortcut for `--set optim.epochs=N`; official `--epochs`).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step and process (shortcut for `--set optim.batch_size=N`; official
+    /// `--batch_size_per_gpu`).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Backbone (shortcut for `--set model.arch=NAME`: vit_tiny, vit_small, vit_base, custom,
+    /// resnet18, resnet34, resnet50; official `--arch`).
+    #[arg(long)]
+    arch: Option<String>,
     /// Stop after this many iterations (smoke tests); the schedules still span the epochs.
     #[arg(long)]
     max_steps: Option<usize>,
@@ -47,6 +58,20 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(o) = &a.objective {
         sets.push(format!("method.objective={o}"));
     }
+    // The shortcuts go in as the --set they stand for, so an error names them.
+    let mut user_sets = Vec::new();
+    if let Some(e) = a.epochs {
+        user_sets.push(format!("optim.epochs={e}"));
+    }
+    if let Some(b) = a.batch_size {
+        user_sets.push(format!("optim.batch_size={b}"));
+    }
+    if let Some(arch) = &a.arch {
+        user_sets.push(format!("model.arch={}", toml::Value::String(arch.clone())));
+    }
+    let mut a = a;
+    user_sets.append(&mut a.config.set);
+    a.config.set = user_sets;
     let cfg = if let Some(dir) = &a.resume {
         anyhow::ensure!(
             a.config.config.is_none() && a.data.is_none(),
@@ -59,18 +84,48 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             )
         })?;
         sets.push(format!("checkpoint.output_dir={}", toml_str(dir)));
-        let sets: Vec<&str> = sets
+        let own: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let stored = dino_config::Config::from_toml_str(&text, &own).map_err(|e| {
+            anyhow::anyhow!(
+                "the stored configuration {}: {e}",
+                dir.join("config.toml").display()
+            )
+        })?;
+        let all: Vec<&str> = sets
             .iter()
             .chain(a.config.set.iter())
             .map(String::as_str)
             .collect();
-        dino_config::Config::from_toml_str(&text, &sets)?
+        // The stored configuration was valid: an error now comes from the --set on top.
+        let cfg = dino_config::Config::from_toml_str(&text, &all).map_err(|e| {
+            let given: Vec<String> = a.config.set.iter().map(|s| format!("--set {s}")).collect();
+            anyhow::anyhow!(
+                "{e} (from {} on the stored configuration)",
+                given.join(", ")
+            )
+        })?;
+        for change in changed_keys(&stored, &cfg) {
+            tracing::warn!("resumed with a change to the stored configuration: {change}");
+        }
+        cfg
     } else {
         if let Some(o) = &a.output {
             sets.push(format!("checkpoint.output_dir={}", toml_str(o)));
         }
         a.config.load(&sets)?
     };
+    if a.config.config.is_none() && a.resume.is_none() && !tch::Cuda::is_available() {
+        tracing::warn!(
+            "no --config: the official recipe ({} at {} px, {} epochs) runs for many hours on a \
+             CPU. For a CPU start from a preset: configs/cifar10_cpu.toml (32-px images), \
+             configs/imagenette_cpu.toml (photos at 48 px), e.g. dino train --config \
+             configs/imagenette_cpu.toml --data {}",
+            cfg.model.arch.name(),
+            cfg.augmentation.global_crops_size,
+            cfg.optim.epochs,
+            crate::train::shell_word(&cfg.data.path)
+        );
+    }
     if let Some(note) = split_folders_note(&cfg.data) {
         tracing::warn!("{note}");
     }
@@ -151,7 +206,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
 }
 
 /// `word` as one shell word: unchanged when it holds only safe characters, else single-quoted.
-fn shell_word(word: &str) -> String {
+pub fn shell_word(word: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c);
     if !word.is_empty() && word.chars().all(safe) {
         word.to_string()
@@ -191,4 +246,32 @@ pub fn split_folders_note(data: &dino_config::DataConfig) -> Option<String> {
         root.join(&train).display(),
         root.join(&held).display()
     ))
+}
+
+/// `key: old → new` for every key whose value differs between two resolved configurations
+/// (a resume with `--set` or shortcut flags on top of the stored one).
+fn changed_keys(before: &dino_config::Config, after: &dino_config::Config) -> Vec<String> {
+    let flat = |c: &dino_config::Config| -> Vec<(String, String)> {
+        let table: toml::Table = toml::from_str(&c.to_toml_string()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (section, v) in &table {
+            if let Some(t) = v.as_table() {
+                for (k, v) in t {
+                    out.push((format!("{section}.{k}"), v.to_string()));
+                }
+            }
+        }
+        out
+    };
+    let old = flat(before);
+    flat(after)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let was = old
+                .iter()
+                .find(|(ok, _)| *ok == k)
+                .map(|(_, ov)| ov.clone())?;
+            (was != v).then(|| format!("{k}: {was} → {v}"))
+        })
+        .collect()
 }

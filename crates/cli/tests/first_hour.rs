@@ -510,3 +510,105 @@ fn the_linear_probe_trains_on_a_small_set() {
     let help = String::from_utf8_lossy(&ok(&["eval", "linear", "--help"]).stdout).into_owned();
     assert!(help.contains("--lr"), "{help}");
 }
+
+/// Items 6 and 10 in `dino train`: the run folder named after the data folder, the first
+/// lines (images, classes, steps per epoch, epochs, run folder), `epoch e/E` in the progress,
+/// the official shortcut flags, a resume that changes the schedule says so, an error of a
+/// `--set` on a resume blames the `--set`, and without --config on a CPU the presets are named.
+#[test]
+fn train_says_what_it_does_in_the_users_words() {
+    let (tmp, cfg, _) = defaults_run(16);
+    // The data folder is `photos/train`: the run folder is runs/photos, under the working dir.
+    let photos = tmp.path().join("photos/train");
+    make_images(&photos);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("path = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&cfg, text).unwrap();
+    let out = std::process::Command::new(common::DINO)
+        .current_dir(tmp.path())
+        .args([
+            "train",
+            "--config",
+            s(&cfg),
+            "--data",
+            s(&photos),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--no-progress",
+            "--set",
+            "runtime.log_every=1",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let run = tmp.path().join("runs/photos");
+    assert!(run.join("checkpoint.safetensors").is_file(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: 48 images, 2 classes; 3 steps per epoch × 2 epochs; run folder runs/photos",
+            photos.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("epoch 2/2 step 3/3 loss"), "{err}");
+    assert!(
+        err.contains(
+            "checkpoint.output_dir = \"runs/photos\" (unset: named after the data folder)"
+        ),
+        "{err}"
+    );
+
+    // Resumed with more epochs: the change is said.
+    let out = ok(&[
+        "train",
+        "--resume",
+        s(&run),
+        "--epochs",
+        "3",
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("resumed with a change to the stored configuration: optim.epochs: 2 → 3"),
+        "{err}"
+    );
+    // A bad --set on a resume is the --set's fault, in plain words.
+    let out = dino(&["train", "--resume", s(&run), "--set", "optim.epochs=2.5"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("expected a whole number (0 or more)")
+            && err.contains("(from --set optim.epochs=2.5 on the stored configuration)"),
+        "{err}"
+    );
+    assert!(!err.contains("usize"), "{err}");
+
+    if !tch::Cuda::is_available() {
+        // No --config on a CPU: the presets are named before anything starts (the empty data
+        // folder then stops it).
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let out = dino(&[
+            "train",
+            "--data",
+            s(&empty),
+            "--output",
+            s(&tmp.path().join("x")),
+        ]);
+        let err = stderr(&out);
+        assert!(
+            err.contains("no --config: the official recipe (vit_small at 224 px, 100 epochs)")
+                && err.contains("configs/cifar10_cpu.toml"),
+            "{err}"
+        );
+    }
+}

@@ -13,6 +13,34 @@ fn is_set(table: &toml::Table, section: &str, key: &str) -> bool {
         .is_some_and(|t| t.contains_key(key))
 }
 
+/// The run folder name for data at `path`: its last component, or for a split folder
+/// (`train`, `training`) the dataset's name before it (`photos/train` → `photos`). `None` for
+/// an empty path or one without a usable name.
+fn run_name(path: &str) -> Option<String> {
+    let p = std::path::Path::new(path.trim());
+    let mut parts = p.components().rev().filter_map(|c| match c {
+        std::path::Component::Normal(s) => s.to_str(),
+        _ => None,
+    });
+    let last = parts.next()?;
+    let name = if ["train", "training"].contains(&last.to_ascii_lowercase().as_str()) {
+        parts.next().unwrap_or(last)
+    } else {
+        last
+    };
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Fills the keys of `cfg` that follow others when `table` (the user's document) leaves them
 /// unset, and returns one note per value that differs from its fixed default, in the words a
 /// log line shows:
@@ -21,7 +49,8 @@ fn is_set(table: &toml::Table, section: &str, key: &str) -> bool {
 ///   crops is evaluated at 48, not at the official 224; `eval.resize_ratio` stays the official
 ///   256/224, so the resize side is crop × 256/224 as `Resize(256) + CenterCrop(224)`);
 /// - `schedule.warmup_epochs` (official 10) is capped at `optim.epochs`;
-/// - `eval.n_last_blocks` (official 4) is capped at the ViT's depth.
+/// - `eval.n_last_blocks` (official 4) is capped at the ViT's depth;
+/// - `checkpoint.output_dir` is `runs/<data folder name>` when `data.path` is given.
 pub(crate) fn apply(cfg: &mut Config, table: &toml::Table) -> Vec<String> {
     let mut notes = Vec::new();
     if !is_set(table, "eval", "crop_size") {
@@ -41,6 +70,15 @@ pub(crate) fn apply(cfg: &mut Config, table: &toml::Table) -> Vec<String> {
             cfg.optim.epochs, cfg.schedule.warmup_epochs, cfg.optim.epochs
         ));
         cfg.schedule.warmup_epochs = cfg.optim.epochs;
+    }
+    if !is_set(table, "checkpoint", "output_dir") {
+        if let Some(name) = run_name(&cfg.data.path) {
+            let dir = format!("runs/{name}");
+            notes.push(format!(
+                "checkpoint.output_dir = \"{dir}\" (unset: named after the data folder)"
+            ));
+            cfg.checkpoint.output_dir = dir;
+        }
     }
     let depth = cfg.model.dims().1;
     if !cfg.model.arch.is_resnet()
@@ -88,11 +126,32 @@ mod tests {
             (48, 2, 2)
         );
         assert_eq!(notes.len(), 3, "{notes:?}");
+        let c = Config::from_toml_str("", &["data.path=\"/x/my photos/train/\""]).unwrap();
+        assert_eq!(c.checkpoint.output_dir, "runs/my_photos");
+        let c = Config::from_toml_str("", &["data.path=\"ants\"", "checkpoint.output_dir=\"r\""])
+            .unwrap();
+        assert_eq!(c.checkpoint.output_dir, "r");
         let c = Config::from_toml_str(small, &["eval.crop_size=64"]).unwrap();
         assert_eq!(c.eval.crop_size, 64);
         let err = Config::from_toml_str(small, &["schedule.warmup_epochs=10"]).unwrap_err();
         assert_eq!(err.key(), "schedule.warmup_epochs");
         let err = Config::from_toml_str(small, &["eval.n_last_blocks=4"]).unwrap_err();
         assert_eq!(err.key(), "eval.n_last_blocks");
+    }
+
+    /// Issue #33 item 10: a list as a shell user types it, and errors without Rust type names.
+    #[test]
+    fn lists_from_the_shell_and_plain_type_words() {
+        let c = Config::from_toml_str("", &["augmentation.global_crops_scale=0.3,1.0"]).unwrap();
+        assert_eq!(c.augmentation.global_crops_scale, [0.3, 1.0]);
+        let err = Config::from_toml_str("", &["optim.epochs=2.5"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("expected a whole number (0 or more)"),
+            "{text}"
+        );
+        assert!(!text.contains("usize"), "{text}");
+        let err = Config::from_toml_str("", &["augmentation.global_crops_scale=0.3"]).unwrap_err();
+        assert!(err.to_string().contains("[0.4, 1.0]"), "{err}");
     }
 }

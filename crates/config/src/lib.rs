@@ -105,7 +105,7 @@ impl Config {
             let key = e.path().to_string();
             ConfigError::Invalid {
                 key: if key == "." { String::new() } else { key },
-                reason: e.into_inner().message().trim().to_string(),
+                reason: plain_words(e.into_inner().message().trim()),
             }
         })?;
         let notes = derived::apply(&mut cfg, &table);
@@ -164,6 +164,35 @@ impl Config {
     }
 }
 
+/// serde's type names in a user's words (`expected usize` → `expected a whole number (0 or
+/// more)`), so a config error does not speak Rust.
+fn plain_words(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, plain) in [
+        ("usize", "a whole number (0 or more)"),
+        ("u64", "a whole number (0 or more)"),
+        ("u32", "a whole number (0 or more)"),
+        ("u8", "a whole number from 0 to 255"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+        (
+            "an array of length 2",
+            "a list of 2 numbers such as [0.4, 1.0] (or 0.4,1.0 in --set)",
+        ),
+        (
+            "an array of length 3",
+            "a list of 3 numbers such as [0.485, 0.456, 0.406]",
+        ),
+        ("a sequence", "a list such as [10, 20] (or 10,20 in --set)"),
+        ("a boolean", "true or false"),
+    ] {
+        m = m.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+    }
+    m.replace("invalid type: floating point", "invalid type: the number")
+        .replace("invalid type: integer", "invalid type: the whole number")
+}
+
 /// Sets `a.b.c = value` in a TOML table, creating intermediate tables.
 fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), ConfigError> {
     let bad = |reason: &str| ConfigError::Override {
@@ -179,10 +208,21 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), ConfigError> 
         return Err(bad("empty key segment"));
     }
     let raw = raw.trim();
-    let value = match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").expect("parsed key"),
-        Err(_) => toml::Value::String(raw.to_string()),
+    let parse = |text: &str| {
+        format!("v = {text}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
     };
+    // `0.3,1.0` is the array `[0.3, 1.0]`, as a shell user types a list; anything else that is
+    // not TOML is a string.
+    let value = parse(raw)
+        .or_else(|| {
+            raw.contains(',')
+                .then(|| parse(&format!("[{raw}]")))
+                .flatten()
+        })
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let (last, parents) = parts.split_last().expect("non-empty");
     let mut cur = table;
     for (i, p) in parents.iter().enumerate() {

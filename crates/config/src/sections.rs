@@ -503,7 +503,8 @@ impl Default for ScheduleConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Run folder for checkpoints, metrics and plots (official `--output_dir "."`).
+    /// Run folder for checkpoints, metrics and plots (official `--output_dir "."`). Unset, it
+    /// is `runs/<data folder name>` when `data.path` is given, else `runs/dino`.
     pub output_dir: String,
     /// Keep a numbered checkpoint every this many epochs besides the latest
     /// (official `--saveckp_freq 20`); 0 keeps only the latest.

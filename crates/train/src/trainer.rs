@@ -108,6 +108,16 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     // Data first: a missing or empty dataset fails before any model is built.
     let data = TrainData::open(cfg, &dist)?;
     let niter = data.niter;
+    if dist.is_main() {
+        tracing::info!(
+            "{}: {} images, {} classes; {niter} steps per epoch × {} epochs; run folder {}",
+            cfg.data.path,
+            data.dataset.len(),
+            data.n_classes,
+            cfg.optim.epochs,
+            out_dir.display()
+        );
+    }
     let knn = if dist.is_main() {
         OnlineKnn::open(cfg)?
     } else {
@@ -155,7 +165,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let loader_stats = loader.stats();
     let mut checkpointer = Checkpointer::new(cfg, &out_dir, niter, dist.world_size, dist.is_main());
     let hooks: Vec<Box<dyn EpochHook>> = knn.into_iter().map(|k| Box::new(k) as _).collect();
+    // The progress bar and its ETA count to where this invocation stops (--max-steps).
     let remaining = (cfg.optim.epochs * niter).saturating_sub(epoch * niter + step);
+    let remaining = opts.max_steps.map_or(remaining, |m| remaining.min(m));
     let (main, progress) = (dist.is_main(), opts.progress);
     let mut logger = RunLogger::open(cfg, &out_dir, niter, remaining, main, progress, hooks)?;
 
