@@ -93,9 +93,29 @@ impl ModelArgs {
             ),
             e => e.into(),
         };
+        // An override the run's valid stored configuration refuses is the --set's fault.
+        let blame_set = |e: SourceError| match e {
+            SourceError::StoredConfig { path, source }
+                if !overrides.is_empty()
+                    && path.parent().is_some_and(|d| run_config(d, &[]).is_ok()) =>
+            {
+                let given: Vec<String> = self
+                    .config
+                    .set
+                    .iter()
+                    .map(|s| format!("--set {s}"))
+                    .collect();
+                anyhow::anyhow!(
+                    "{source} (from {} on the run's stored configuration, {})",
+                    given.join(", "),
+                    path.display()
+                )
+            }
+            e => no_checkpoint(e),
+        };
         let cfg = match (&run_dir, preset) {
-            (Some(dir), false) => Some(run_config(dir, &overrides)?),
-            _ => run_folder_config(checkpoint, which, preset, &overrides).map_err(no_checkpoint)?,
+            (Some(dir), false) => Some(run_config(dir, &overrides).map_err(blame_set)?),
+            _ => run_folder_config(checkpoint, which, preset, &overrides).map_err(blame_set)?,
         };
         let from_run = cfg.is_some();
         let cfg = match cfg {

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 pub struct ExportArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// onnx (opset 17, dynamic batch, height and width) or torchscript.
+    /// onnx (opset 17, dynamic batch, height and width) or torchscript. Default: from the
+    /// extension of --out (`.onnx`; `.pt`, `.torchscript`).
     #[arg(long, value_parser = ["onnx", "torchscript"])]
-    format: String,
+    format: Option<String>,
     /// The file to write (e.g. vits16.onnx, vits16.pt).
     #[arg(long)]
     out: PathBuf,
@@ -19,7 +20,19 @@ pub struct ExportArgs {
 
 pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     // Checked before the model loads: a typo costs nothing.
-    let format: ExportFormat = a.format.parse().map_err(anyhow::Error::msg)?;
+    let name = match &a.format {
+        Some(f) => f.clone(),
+        None => match a.out.extension().and_then(|e| e.to_str()) {
+            Some("onnx") => "onnx".to_string(),
+            Some("pt" | "torchscript") => "torchscript".to_string(),
+            _ => anyhow::bail!(
+                "cannot tell the format from {}: pass --format onnx|torchscript, or name the \
+                 file .onnx / .pt",
+                a.out.display()
+            ),
+        },
+    };
+    let format: ExportFormat = name.parse().map_err(anyhow::Error::msg)?;
     if a.model.which == Source::Pixels {
         anyhow::bail!("--which pixels has no network to export");
     }
@@ -28,14 +41,23 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let vit = emb.backbone().vit("exportable ViT graph")?.config().clone();
     let _out = crate::output::prepare_file(&a.out)?;
     let r = dino_model::export_backbone(emb.variables(), &vit, format, &a.out)?;
+    let (e, aug) = (&emb.cfg.eval, &emb.cfg.augmentation);
+    let t = dino_data::transforms::eval::EvalTransform::new(e.crop_size, e.resize_ratio)?;
     eprintln!(
         "wrote {} ({:?}, {} parameters): images [B, 3, H, W] normalised, H and W multiples of \
-         {} -> CLS [B, {}]",
+         {} -> CLS [B, {}]\npreprocess as the model was evaluated: RGB, shorter side resized \
+         to {} (bicubic), centre crop {} x {}, values / 255, then (x - mean) / std with mean \
+         {:?}, std {:?}",
         r.out.display(),
         r.format,
         r.parameters,
         vit.patch_size,
-        vit.embed_dim
+        vit.embed_dim,
+        t.resize_size(),
+        t.crop_size(),
+        t.crop_size(),
+        aug.mean,
+        aug.std
     );
     Ok(())
 }

@@ -612,3 +612,118 @@ fn train_says_what_it_does_in_the_users_words() {
         );
     }
 }
+
+/// Item 10: `dino export` takes the format from the file name and states the preprocessing
+/// (resize, crop, mean, std) the model was evaluated with.
+#[test]
+fn export_infers_the_format_and_states_the_preprocessing() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    let export = |out: &Path| {
+        std::process::Command::new(common::DINO)
+            .env("DINO_PYTHON", repo.join(".venv/bin/python"))
+            .current_dir(&repo)
+            .args([
+                "export",
+                "--which",
+                "random",
+                "--config",
+                "configs/cifar10_cpu.toml",
+            ])
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = export(&tmp.path().join("vit.txt"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("pass --format onnx|torchscript"),
+        "{}",
+        stderr(&out)
+    );
+    let pt = tmp.path().join("vit.pt");
+    let out = export(&pt);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("(TorchScript"), "{err}");
+    assert!(
+        err.contains(
+            "preprocess as the model was evaluated: RGB, shorter side resized to 32 \
+                      (bicubic), centre crop 32 x 32, values / 255, then (x - mean) / std"
+        ),
+        "{err}"
+    );
+    tch::CModule::load(&pt).unwrap();
+}
+
+/// Item 8: attention folders are named after the images, listed in `index.json`, and the
+/// default size is the run's evaluation size.
+#[test]
+fn attention_folders_are_named_after_the_images() {
+    let (tmp, cfg, data) = defaults_run(16);
+    let out_dir = tmp.path().join("attn");
+    let out = ok(&[
+        "attention",
+        "--which",
+        "random",
+        "--config",
+        s(&cfg),
+        "--data",
+        s(&data),
+        "--count",
+        "2",
+        "--out",
+        s(&out_dir),
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("--image-size 16 (the run's evaluation size, eval.crop_size)"),
+        "{err}"
+    );
+    for name in ["a_000", "a_002"] {
+        assert!(out_dir.join(name).is_dir(), "{name}: {err}");
+    }
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["image_size"], 16);
+    assert_eq!(index["images"][0]["folder"], "a_000");
+    assert_eq!(index["images"][1]["grid"], serde_json::json!([4, 4]));
+    assert!(!index["images"][0]["files"].as_array().unwrap().is_empty());
+}
+
+/// Item 10: a `--set` that a run's (valid) stored configuration refuses is named as the cause.
+#[test]
+fn a_bad_set_on_a_run_folder_is_the_sets_fault() {
+    let (tmp, cfg, data) = defaults_run(16);
+    let run = tmp.path().join("run");
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--output",
+        s(&run),
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]);
+    let out = dino(&[
+        "eval",
+        "knn",
+        "--checkpoint",
+        s(&run),
+        "--train",
+        s(&data),
+        "--val",
+        s(&data),
+        "--set",
+        "eval.batch_size=-1",
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("(from --set eval.batch_size=-1 on the run's stored configuration"),
+        "{err}"
+    );
+}
