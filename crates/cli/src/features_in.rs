@@ -98,26 +98,13 @@ impl FeatureInput {
         Ok(())
     }
 
-    /// The features of the input and, when `gallery` is given, of a second set: a features
+    /// The features of the input and, when `gallery` is given, of a second set (a features
     /// file when the input is one, else a folder embedded by the same model, its images
-    /// labelled by the input's class names (a gallery class the input lacks is an error).
-    /// `kind` is the feature of embedded images (CLS, or multi-scale CLS); `patch_tokens` keeps
-    /// the last block's patch tokens.
-    ///
-    /// # Errors
-    /// An unreadable features file or dataset (the message names it), or a model error.
-    pub fn load_with(
-        &self,
-        gallery: Option<&Path>,
-        kind: FeatureKind,
-        patch_tokens: bool,
-    ) -> anyhow::Result<(FeatureSet, Option<FeatureSet>)> {
-        self.open(gallery, kind, patch_tokens)?.features()
-    }
-
-    /// Everything of [`FeatureInput::load_with`] short of embedding: features files are read
+    /// labelled by the input's class names; a gallery class the input lacks is an error), short
+    /// of embedding them ([`OpenedInput::features`]): features files are read
     /// (and checked), or the model is loaded and the image folders opened, so a command can
-    /// refuse a bad input before it makes its output folder.
+    /// refuse a bad input before it makes its output folder. `kind` is the feature of embedded
+    /// images (CLS, or multi-scale CLS); `patch_tokens` keeps the last block's patch tokens.
     ///
     /// # Errors
     /// An unreadable features file or dataset (the message names it), or a model error.

@@ -86,6 +86,30 @@ fn a_48px_model_is_evaluated_at_48_by_default() {
         serde_json::from_slice(&knn(&["--json", "--set", "eval.crop_size=16"]).stdout).unwrap();
     assert_eq!(v["crop_size"], 16, "{v}");
 
+    // Every evaluation report states it: the linear probe and retrieval too.
+    for cmd in [
+        vec![
+            "eval",
+            "linear",
+            "--train",
+            s(&data),
+            "--val",
+            s(&data),
+            "--epochs",
+            "1",
+            "--lr",
+            "0.1",
+        ],
+        vec!["eval", "retrieval", "--data", s(&data)],
+        vec!["eval", "cluster", "--data", s(&data)],
+    ] {
+        let mut args = cmd.clone();
+        args.extend(["--checkpoint", s(&run), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+        assert_eq!(v["crop_size"], 48, "{cmd:?}: {v}");
+        assert!(v["feature"].is_string(), "{cmd:?}: {v}");
+    }
+
     // The same from the preset alone (a .safetensors file evaluated with --config).
     let out = ok(&["config", "show", "--config", s(&cfg)]);
     let shown = String::from_utf8_lossy(&out.stdout);
