@@ -39,15 +39,34 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let emb = a.model.embedder()?;
     // A ResNet would need another exporter (torchvision's); refused before anything is written.
     let vit = emb.backbone().vit("exportable ViT graph")?.config().clone();
-    let _out = crate::output::prepare_file(&a.out)?;
-    let r = dino_model::export_backbone(emb.variables(), &vit, format, &a.out)?;
     let (e, aug) = (&emb.cfg.eval, &emb.cfg.augmentation);
     let t = dino_data::transforms::eval::EvalTransform::new(e.crop_size, e.resize_ratio)?;
+    let metadata: Vec<(String, String)> = [
+        ("resize_shorter_side", t.resize_size().to_string()),
+        ("resize_interpolation", "bicubic".to_string()),
+        ("center_crop", t.crop_size().to_string()),
+        ("scale", "1/255".to_string()),
+        ("mean", format!("{:?}", aug.mean)),
+        ("std", format!("{:?}", aug.std)),
+        (
+            "input",
+            "RGB [B, 3, H, W] f32, (x / 255 - mean) / std".to_string(),
+        ),
+        (
+            "output",
+            format!("CLS [B, {}] after the final LayerNorm", vit.embed_dim),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let _out = crate::output::prepare_file(&a.out)?;
+    let r = dino_model::export_backbone_with(emb.variables(), &vit, format, &a.out, &metadata)?;
     eprintln!(
         "wrote {} ({:?}, {} parameters): images [B, 3, H, W] normalised, H and W multiples of \
          {} -> CLS [B, {}]\npreprocess as the model was evaluated: RGB, shorter side resized \
          to {} (bicubic), centre crop {} x {}, values / 255, then (x - mean) / std with mean \
-         {:?}, std {:?}",
+         {:?}, std {:?} (also in the file's metadata)",
         r.out.display(),
         r.format,
         r.parameters,

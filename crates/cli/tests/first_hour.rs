@@ -679,6 +679,26 @@ fn export_infers_the_format_and_states_the_preprocessing() {
         "{err}"
     );
     tch::CModule::load(&pt).unwrap();
+
+    // ONNX from the name, the preprocessing in its metadata_props.
+    let onnx = tmp.path().join("vit.onnx");
+    let out = export(&onnx);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = std::process::Command::new(repo.join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import onnx, sys; m = onnx.load(sys.argv[1]); \
+             print({p.key: p.value for p in m.metadata_props})",
+        ])
+        .arg(&onnx)
+        .output()
+        .unwrap();
+    let props = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        props.contains("'center_crop': '32'") && props.contains("'mean': '[0.485"),
+        "{props} {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
 }
 
 /// Item 8: attention folders are named after the images, listed in `index.json`, and the
