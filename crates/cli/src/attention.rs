@@ -42,7 +42,9 @@ pub struct AttentionArgs {
     #[arg(long, default_value_t = dino_eval::attention::DEFAULT_THRESHOLD)]
     threshold: f64,
     /// Output folder: one sub-folder per image, named after it (`ants_0013035` for
-    /// `--data`'s `ants/0013035.jpg`), and `index.json` listing image, folder and patch grid.
+    /// `--data`'s `ants/0013035.jpg`), with `panel.png` (photo | mean | heads | mask, the
+    /// colour scale under the maps) beside the single maps, and `index.json` listing image,
+    /// folder and patch grid.
     #[arg(long)]
     out: PathBuf,
     /// Boxes drawn around the objects, to score the maps: JSON `{"ants/x.jpg": [[x0, y0, x1,
@@ -128,7 +130,12 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
         let (seen, maps) = attention_of(vit, &img, fit, mean, std, emb.device())
             .with_context(|| format!("attention maps of {stem}"))?;
         let dir = a.out.join(&stem);
-        let files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;
+        let mut files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;
+        files.push(crate::attention_panel::write_panel(
+            &dir,
+            maps.heads.len(),
+            a.threshold,
+        )?);
         eprintln!(
             "{stem}: {}×{} patches, {} files in {}",
             seen.h,

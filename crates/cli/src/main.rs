@@ -5,6 +5,7 @@
 mod alloc;
 mod args;
 mod attention;
+mod attention_panel;
 mod cluster;
 mod config;
 mod copydetect;

@@ -735,6 +735,21 @@ fn attention_folders_are_named_after_the_images() {
     assert_eq!(index["images"][0]["folder"], "a_000");
     assert_eq!(index["images"][1]["grid"], serde_json::json!([4, 4]));
     assert!(!index["images"][0]["files"].as_array().unwrap().is_empty());
+    // One panel per image: photo | mean | 2 heads | mask, 16 px tiles with 4 px gaps, the
+    // colour scale (10 px) under them.
+    let panel = image::open(out_dir.join("a_000/panel.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(panel.dimensions(), (5 * 16 + 4 * 4, 16 + 4 + 10));
+    let photo = image::open(out_dir.join("a_000/img.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(panel.get_pixel(3, 5), photo.get_pixel(3, 5));
+    assert_ne!(
+        panel.get_pixel(21, 25),
+        panel.get_pixel(74, 25),
+        "a colour scale"
+    );
 }
 
 /// Item 10: a `--set` that a run's (valid) stored configuration refuses is named as the cause.
