@@ -24,8 +24,8 @@ impl ConfigArgs {
             .map(String::as_str)
             .collect();
         let cfg = match &self.config {
-            Some(p) => Config::from_file(p, &sets),
-            None => Config::with_overrides(&sets),
+            Some(p) => Config::from_file_noted(p, &sets),
+            None => Config::from_toml_str_noted("", &sets),
         };
         // Name every source the user gave, so an error from `--set` does not blame the file.
         let sources: Vec<String> = self
@@ -34,10 +34,19 @@ impl ConfigArgs {
             .map(|p| p.display().to_string())
             .chain(self.set.iter().map(|s| format!("--set {s}")))
             .collect();
-        cfg.with_context(|| match sources.is_empty() {
+        let (cfg, notes) = cfg.with_context(|| match sources.is_empty() {
             true => "invalid configuration".to_string(),
             false => format!("invalid configuration ({})", sources.join(", ")),
-        })
+        })?;
+        log_notes(&notes);
+        Ok(cfg)
+    }
+}
+
+/// Logs the defaults that followed other keys (`Config::from_toml_str_noted`), one line each.
+pub fn log_notes(notes: &[String]) {
+    for n in notes {
+        tracing::info!("{n}");
     }
 }
 

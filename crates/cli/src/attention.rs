@@ -24,8 +24,10 @@ pub struct AttentionArgs {
     /// Resize target in pixels: the shorter side, the aspect ratio kept, then each side cropped
     /// (top-left) down to a multiple of the patch size (official `--image_size 480`, one
     /// number). With --square: both sides, rounded down to a multiple of the patch size.
-    #[arg(long, default_value_t = 480)]
-    image_size: u32,
+    /// Default: the run's evaluation size (eval.crop_size), the size its position table was
+    /// trained and evaluated at (official visualize_attention.py: 480, for ImageNet models).
+    #[arg(long)]
+    image_size: Option<u32>,
     /// Keep the image's aspect ratio (the default; this flag only says so): the patch grid
     /// follows the image, e.g. 30 × 40 patches for a 4:3 photo at --image-size 480 and patch 16,
     /// as the official visualize_attention.py does with one --image_size number. Attention maps
@@ -39,7 +41,10 @@ pub struct AttentionArgs {
     /// Share of the attention mass kept by the masks (paper 0.6).
     #[arg(long, default_value_t = dino_eval::attention::DEFAULT_THRESHOLD)]
     threshold: f64,
-    /// Output folder (one sub-folder per image).
+    /// Output folder: one sub-folder per image, named after it (`ants_0013035` for
+    /// `--data`'s `ants/0013035.jpg`), with `panel.png` (photo | mean | heads | mask, the
+    /// colour scale under the maps) beside the single maps, and `index.json` listing image,
+    /// folder and patch grid.
     #[arg(long)]
     out: PathBuf,
     /// Boxes drawn around the objects, to score the maps: JSON `{"ants/x.jpg": [[x0, y0, x1,
@@ -90,25 +95,47 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             &cfg.data,
         )?;
         for i in 0..a.count.min(ds.len()) {
-            images.push((format!("{i:04}"), ds.load(i)?.image));
+            images.push((folder_name(&ds.describe(i), dir), ds.load(i)?.image));
         }
     }
+    // Two images of one name (photo.jpg in two folders) get -2, -3, ... after the first.
+    let mut seen_names = std::collections::HashMap::new();
+    for (name, _) in images.iter_mut() {
+        let n = seen_names.entry(name.clone()).or_insert(0usize);
+        *n += 1;
+        if *n > 1 {
+            *name = format!("{name}-{n}");
+        }
+    }
+    let image_size = a.image_size.unwrap_or_else(|| {
+        tracing::info!(
+            "--image-size {} (the run's evaluation size, eval.crop_size)",
+            cfg.eval.crop_size
+        );
+        cfg.eval.crop_size
+    });
     // Every image is read before the output folder is made.
     let _out = crate::output::prepare_dir(&a.out)?;
     // clap rejects both flags together; --keep-aspect only restates the default.
     let fit = if a.square && !a.keep_aspect {
-        AttentionResize::Square(a.image_size)
+        AttentionResize::Square(image_size)
     } else {
-        AttentionResize::KeepAspect(a.image_size)
+        AttentionResize::KeepAspect(image_size)
     };
     let patch = cfg.model.patch_size as u32;
     let (mean, std) = (cfg.augmentation.mean, cfg.augmentation.std);
     let mut scores = std::collections::BTreeMap::new();
+    let mut index = Vec::new();
     for (stem, img) in images {
         let (seen, maps) = attention_of(vit, &img, fit, mean, std, emb.device())
             .with_context(|| format!("attention maps of {stem}"))?;
         let dir = a.out.join(&stem);
-        let files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;
+        let mut files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;
+        files.push(crate::attention_panel::write_panel(
+            &dir,
+            maps.heads.len(),
+            a.threshold,
+        )?);
         eprintln!(
             "{stem}: {}×{} patches, {} files in {}",
             seen.h,
@@ -116,6 +143,14 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             files.len(),
             dir.display()
         );
+        index.push(serde_json::json!({
+            "folder": stem,
+            "grid": [seen.h, seen.w],
+            "files": files
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>(),
+        }));
         if let Some(b) = boxed.iter().find(|b| b.name == stem) {
             let s = boxes_in_crop(&b.boxes, seen.kept_fraction())
                 .and_then(|list| score_image(&maps, &list, a.threshold))
@@ -123,6 +158,16 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             scores.insert(stem, s);
         }
     }
+    let index_path = a.out.join("index.json");
+    let index = serde_json::json!({
+        "image_size": image_size,
+        "square": a.square,
+        "threshold": a.threshold,
+        "images": index,
+    });
+    std::fs::write(&index_path, serde_json::to_string_pretty(&index)?)
+        .with_context(|| format!("writing {}", index_path.display()))?;
+    eprintln!("index: {}", index_path.display());
     if !scores.is_empty() {
         let report = ScoreReport::new(a.threshold, scores);
         let s = &report.summary;
@@ -159,4 +204,38 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
         println!("scores: {}", path.display());
     }
     Ok(())
+}
+
+/// A folder name for the image `described` (a path) under `root`: its path below `root`
+/// without the extension, `/` as `_` (`ants/0013035.jpg` → `ants_0013035`).
+fn folder_name(described: &str, root: &std::path::Path) -> String {
+    // A record of a batch file (CIFAR-10, IDX): `file#record` → `<file stem>_<record>`.
+    if let Some((file, record)) = described.rsplit_once('#') {
+        return format!("{}_{record}", folder_name(file, root));
+    }
+    let path = std::path::Path::new(described);
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let rel = rel.with_extension("");
+    let name: String = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("_")
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "image".into()
+    } else {
+        name
+    }
 }

@@ -2,7 +2,9 @@
 //! (`dino_eval::cluster`).
 
 use crate::features_in::FeatureInput;
+use crate::stated::Stated;
 use dino_eval::cluster::{cluster_eval, ClusterConfig, ClusterReport};
+use dino_eval::embed::FeatureKind;
 
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
@@ -27,7 +29,11 @@ pub fn run(a: ClusterArgs) -> anyhow::Result<()> {
     a.input.require()?;
     anyhow::ensure!(a.k != Some(0), "--k must be at least 1");
     anyhow::ensure!(a.restarts > 0, "--restarts must be at least 1");
-    let set = a.input.load()?;
+    let opened = a.input.open(None, FeatureKind::Cls, false)?;
+    let stated = opened
+        .stated()
+        .or_else(|| a.input.features.as_deref().and_then(Stated::beside));
+    let set = opened.features()?.0;
     let cfg = ClusterConfig {
         k: a.k,
         restarts: a.restarts,
@@ -36,9 +42,17 @@ pub fn run(a: ClusterArgs) -> anyhow::Result<()> {
     };
     let report = cluster_eval(&set.features, &set.labels, &cfg)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let v = match &stated {
+            Some(s) => s.json(&report)?,
+            None => serde_json::to_value(&report)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", report_text(&report, &a.input.describe()));
+        let source = match &stated {
+            Some(s) => format!("{} ({})", a.input.describe(), s.phrase()),
+            None => a.input.describe(),
+        };
+        print!("{}", report_text(&report, &source));
     }
     Ok(())
 }

@@ -73,6 +73,7 @@ pub fn run(a: CopyDetectArgs) -> anyhow::Result<()> {
         false => Some(open("whitening").context("(or pass --no-whitening)")?),
     };
     let opts = emb.options(kind, a.descriptor == Descriptor::ClsGem)?;
+    let stated = crate::stated::Stated::of(&opts, false);
     let embed = |ds: &dyn dino_data::dataset::Dataset, what: &str| -> anyhow::Result<_> {
         let set = emb.embed(ds, &opts)?;
         let d = describe(&set, a.descriptor, what)?;
@@ -111,16 +112,17 @@ pub fn run(a: CopyDetectArgs) -> anyhow::Result<()> {
     let database = tch::Tensor::f_cat(&[&orig, &distr], 0)?;
     let report = copy_detection_eval(&q, &originals_of, &database, white.as_ref(), &a.recall_at)?;
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
+        let mut v = stated.json(&report)?;
         v["whitening"] = serde_json::json!(white.as_ref().map(|w| w.size()[0]));
         v["descriptor"] = serde_json::json!(format!("{:?}", a.descriptor));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "copy detection ({:?} descriptor, {} {:?}) on {}: {} copies, database {} ({} originals), {}",
+            "copy detection ({:?} descriptor, {} {:?}, {}) on {}: {} copies, database {} ({} originals), {}",
             a.descriptor,
             if a.model.checkpoint.is_some() { "checkpoint" } else { "no checkpoint," },
             a.model.which,
+            stated.phrase(),
             a.bench.display(),
             report.n_queries,
             report.n_gallery,

@@ -21,7 +21,8 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", text(&report));
+        let given = args.config.config.is_some() || !args.config.set.is_empty();
+        print!("{}", text(&report, given));
     }
     Ok(())
 }
@@ -118,7 +119,9 @@ impl EnvReport {
 }
 
 /// The report as aligned `name  value` lines.
-fn text(r: &EnvReport) -> String {
+/// The report as text; `config_given` (a --config or --set) decides whether the pinned
+/// precision is "this config"'s or the default's.
+fn text(r: &EnvReport, config_given: bool) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let mut s = String::new();
     // Writing into a String cannot fail.
@@ -157,10 +160,15 @@ fn text(r: &EnvReport) -> String {
     ));
     // The config's line only when it pins a value: for `auto` it is the line above.
     if r.config_precision != "auto" {
-        line(format!(
-            "                this config pins {}",
-            r.config_precision
-        ));
+        line(if config_given {
+            format!("                this config pins {}", r.config_precision)
+        } else {
+            format!(
+                "                runtime.precision defaults to {} (a config or --set \
+                 runtime.precision=auto picks the line above)",
+                r.config_precision
+            )
+        });
     }
     s
 }

@@ -1,6 +1,8 @@
 //! `dino eval knn|linear` and `dino embed`: frozen features of a trained backbone.
 
 use crate::args::ConfigArgs;
+use crate::run_weights;
+use crate::stated::Stated;
 use anyhow::Context;
 use dino_config::{Config, DataFormat};
 use dino_data::dataset::{open_dataset, Dataset, UnknownClass};
@@ -8,7 +10,7 @@ use dino_eval::embed::FeatureKind;
 use dino_eval::features::write_features;
 use dino_eval::knn::{knn_eval, KnnConfig};
 use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
-use dino_eval::source::{run_folder_config, Embedder, SourceError};
+use dino_eval::source::{run_config, run_folder_config, Embedder, SourceError};
 use dino_eval::tokens::{
     per_image_names, plan_tokens, Layers, NpyTokenWriter, PerImageWriter, SafetensorsTokenWriter,
     TokenKind, TokenSink,
@@ -61,8 +63,29 @@ impl ModelArgs {
     /// --set), thread pools and device from it, then the backbone.
     pub fn embedder(&self) -> anyhow::Result<Embedder> {
         let overrides: Vec<&str> = self.config.set.iter().map(String::as_str).collect();
-        let checkpoint = self.checkpoint.as_deref();
-        let which = self.which.into();
+        let preset = self.config.config.is_some();
+        // A run's own weights file is read as the run: its configuration, and for the latest
+        // checkpoint the folder itself (teacher or student as --which says).
+        let run_dir = self
+            .checkpoint
+            .as_deref()
+            .and_then(run_weights::run_folder_of);
+        let latest = run_dir.as_ref().filter(|_| {
+            self.checkpoint.as_deref().and_then(Path::file_name)
+                == Some(std::ffi::OsStr::new("checkpoint.safetensors"))
+        });
+        let checkpoint = match latest {
+            Some(dir) if !preset => Some(dir.as_path()),
+            _ => self.checkpoint.as_deref(),
+        };
+        if let (Some(dir), false) = (&run_dir, preset) {
+            tracing::info!(
+                "{} is in run folder {}: evaluated with the run's configuration",
+                self.checkpoint.as_deref().unwrap_or(dir).display(),
+                dir.display()
+            );
+        }
+        let which: dino_eval::source::Source = self.which.into();
         let no_checkpoint = |e: SourceError| match e {
             SourceError::NoCheckpoint(_) => anyhow::anyhow!(
                 "--checkpoint is required for --which teacher|student (only the random and \
@@ -70,15 +93,58 @@ impl ModelArgs {
             ),
             e => e.into(),
         };
-        let cfg = run_folder_config(checkpoint, which, self.config.config.is_some(), &overrides)
-            .map_err(no_checkpoint)?;
+        // An override the run's valid stored configuration refuses is the --set's fault.
+        let blame_set = |e: SourceError| match e {
+            SourceError::StoredConfig { path, source }
+                if !overrides.is_empty()
+                    && path.parent().is_some_and(|d| run_config(d, &[]).is_ok()) =>
+            {
+                let given: Vec<String> = self
+                    .config
+                    .set
+                    .iter()
+                    .map(|s| format!("--set {s}"))
+                    .collect();
+                anyhow::anyhow!(
+                    "{source} (from {} on the run's stored configuration, {})",
+                    given.join(", "),
+                    path.display()
+                )
+            }
+            e => no_checkpoint(e),
+        };
+        let cfg = match (&run_dir, preset) {
+            (Some(dir), false) => Some(run_config(dir, &overrides).map_err(blame_set)?),
+            _ => run_folder_config(checkpoint, which, preset, &overrides).map_err(blame_set)?,
+        };
+        let from_run = cfg.is_some();
         let cfg = match cfg {
             Some(cfg) => cfg,
             None => self.config.load(&[])?,
         };
+        let crop_set = self
+            .config
+            .set
+            .iter()
+            .any(|s| s.trim_start().starts_with("eval.crop_size"));
+        let (crop, trained) = (cfg.eval.crop_size, cfg.augmentation.global_crops_size);
+        if crop != trained && !crop_set && from_run && !which.is_baseline() {
+            tracing::warn!(
+                "evaluating at {crop} px (eval.crop_size) a model trained on {trained}-px global \
+                 crops; pass --set eval.crop_size={trained} to evaluate at the training size"
+            );
+        }
         apply_threads(&cfg.runtime);
         let device = dino_model::select_device(cfg.runtime.device)?;
-        Embedder::new(checkpoint, which, &cfg, &overrides, device).map_err(no_checkpoint)
+        Embedder::new(checkpoint, which, &cfg, &overrides, device).map_err(|e| {
+            match run_weights::explain_mismatch(&e, &cfg) {
+                Some(line) => {
+                    tracing::debug!("{e:#}");
+                    anyhow::anyhow!(line)
+                }
+                None => no_checkpoint(e),
+            }
+        })
     }
 }
 
@@ -178,10 +244,27 @@ pub struct LinearArgs {
     /// Epochs (default eval.linear_epochs: 100).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Learning rate(s) at batch 256 (scaled by batch / 256), e.g. `--lr 0.1` or
+    /// `--lr 0.01,0.1`: one probe per value, the best on --val reported. Default: on fewer than
+    /// 10,000 training images the DINOv2 grid 1e-5 … 0.1 (the official 0.001 barely moves a
+    /// probe in the few steps a small set gives); on larger sets eval.linear_lr (0.001, official
+    /// eval_linear.py).
+    #[arg(long, value_delimiter = ',')]
+    lr: Option<Vec<f64>>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
+
+/// The learning rates of DINOv2's linear evaluation sweep (`eval/linear.py`,
+/// `--learning-rates`), at batch 256.
+const LR_GRID: [f64; 13] = [
+    1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1,
+];
+
+/// Training sets below this size get the lr sweep by default (a probe on cached features of a
+/// few thousand images costs seconds).
+const SWEEP_BELOW: usize = 10_000;
 
 pub fn run(cmd: EvalCmd) -> anyhow::Result<()> {
     match cmd {
@@ -214,6 +297,7 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         _ => FeatureKind::Cls,
     };
     let opts = emb.options(kind, false)?;
+    let stated = Stated::of(&opts, model.which == Source::Pixels);
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
     let report = knn_eval(&train, &val, &KnnConfig::from_eval(&emb.cfg.eval))?;
@@ -221,11 +305,15 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         eprintln!("note: {note}");
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&stated.json(&report)?)?);
     } else {
         println!(
-            "weighted k-NN ({:?} features, {:?}, T = {}), {} train / {} val images:",
-            model.which, a.feature, report.temperature, report.n_train, report.n_test
+            "weighted k-NN ({:?} features, {}, T = {}), {} train / {} val images:",
+            model.which,
+            stated.phrase(),
+            report.temperature,
+            report.n_train,
+            report.n_test
         );
         for s in &report.scores {
             println!(
@@ -253,23 +341,79 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         }
     };
     let opts = emb.options(kind, false)?;
+    let stated = Stated::of(&opts, model.which == Source::Pixels);
     let sets = a.data.open(&emb.cfg)?;
     let train = emb.embed(sets.train.as_ref(), &opts)?;
     let val = emb.embed(&sets.val, &opts)?;
-    let probe = LinearProbeConfig::from_eval(e, emb.cfg.runtime.seed);
-    let (_, report) = train_linear_probe_with(&train, &val, &probe, |s| {
-        tracing::info!(
-            "linear probe epoch {}: val top-1 {:.2}%",
-            s.epoch,
-            s.val_top1
-        );
-    })?;
+    let base = LinearProbeConfig::from_eval(e, emb.cfg.runtime.seed);
+    let lrs = match &a.lr {
+        Some(l) => l.clone(),
+        None if train.len() < SWEEP_BELOW => {
+            tracing::info!(
+                "linear probe: {} training images, so the lr is swept over the DINOv2 grid \
+                 {LR_GRID:?} and the best on --val reported (--lr fixes it)",
+                train.len()
+            );
+            LR_GRID.to_vec()
+        }
+        None => vec![base.base_lr],
+    };
+    anyhow::ensure!(
+        lrs.iter().all(|l| l.is_finite() && *l > 0.0),
+        "--lr: every learning rate must be a positive number, got {lrs:?}"
+    );
+    // One log line per epoch for a single probe; one per lr for a sweep.
+    let mut best: Option<(f64, dino_eval::linear::LinearProbeReport)> = None;
+    for &lr in &lrs {
+        let probe = LinearProbeConfig {
+            base_lr: lr,
+            ..base.clone()
+        };
+        let (_, report) = train_linear_probe_with(&train, &val, &probe, |s| {
+            if lrs.len() == 1 {
+                tracing::info!(
+                    "linear probe epoch {}/{}: train loss {:.4}, val top-1 {:.2}%",
+                    s.epoch + 1,
+                    probe.epochs,
+                    s.train_loss,
+                    s.val_top1
+                );
+            }
+        })?;
+        if lrs.len() > 1 {
+            tracing::info!(
+                "linear probe lr {lr}: best top-1 {:.2}% (epoch {}), final {:.2}%",
+                report.best_top1,
+                report.best_epoch + 1,
+                report.final_top1
+            );
+        }
+        // The best top-1, then the final one; a tie goes to the larger lr (later in the grid).
+        let key = |r: &dino_eval::linear::LinearProbeReport| (r.best_top1, r.final_top1);
+        if best.as_ref().is_none_or(|(_, b)| key(&report) >= key(b)) {
+            best = Some((lr, report));
+        }
+    }
+    let (lr, report) = best.expect("at least one lr");
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = stated.json(&report)?;
+        v["lr"] = serde_json::json!(lr);
+        v["lrs_tried"] = serde_json::json!(lrs);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let chosen = if lrs.len() > 1 {
+            format!("lr {lr}, best of {} on --val", lrs.len())
+        } else {
+            format!("lr {lr}")
+        };
         println!(
-            "linear probe: final top-1 {:.2}%, best top-1 {:.2}% ({} epochs)",
-            report.final_top1, report.best_top1, probe.epochs
+            "linear probe ({:?} features, {}, {chosen}): final top-1 {:.2}%, best top-1 {:.2}% \
+             ({} epochs)",
+            model.which,
+            stated.phrase(),
+            report.final_top1,
+            report.best_top1,
+            base.epochs
         );
     }
     Ok(())
@@ -288,14 +432,21 @@ pub struct EmbedArgs {
     /// Output file: `.npy` (+ `.labels.npy`, `.paths.json`) or `.safetensors`.
     #[arg(long)]
     out: PathBuf,
-    /// Also store the last block's patch tokens `[N, P, D]` beside the CLS features (as
+    /// Write the CLS rows as the backbone gives them (the last block's CLS token after the final
+    /// LayerNorm, norm about √D) instead of L2-normalized rows (norm 1, the default, as official
+    /// `eval_knn.py --dump_features` saves them). The choice is recorded in `<stem>.meta.json`.
+    #[arg(long)]
+    raw: bool,
+    /// Also store the last block's patch tokens `[N, P, D]` (after the final LayerNorm, never
+    /// L2-normalized) beside the CLS features (as
     /// `<stem>.patch_tokens.npy` or tensor `patch_tokens`); the token array of `--tokens` is the
     /// general form.
     #[arg(long, conflicts_with_all = ["tokens", "layers", "per_image"])]
     patch_tokens: bool,
     /// Write the token array `[images, layers, tokens, dim]` f32 instead of CLS features:
     /// `cls` (tokens = 1), `patch` (P = h·w, row-major) or `all` (1 + P, CLS first), each block
-    /// through the final norm (official get_intermediate_layers). Streamed batch by batch; the
+    /// through the final LayerNorm, not L2-normalized (official get_intermediate_layers).
+    /// Streamed batch by batch; the
     /// layout (grid h, w, patch size, blocks) goes to `<stem>.tokens.json` / the safetensors
     /// metadata. ViT only, except `cls` with one layer (a ResNet's pooled feature).
     #[arg(long, value_enum)]
@@ -346,17 +497,60 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     let emb = a.model.embedder()?;
     let ds = open_labelled(&a, &emb)?;
     let _out = crate::output::prepare_file(&a.out)?;
-    let set = emb.embed(ds.as_ref(), &emb.options(FeatureKind::Cls, a.patch_tokens)?)?;
-    let files = write_features(&a.out, &set)?;
+    let opts = emb.options(FeatureKind::Cls, a.patch_tokens)?;
+    let stated = Stated::of(&opts, a.model.which == Source::Pixels);
+    let mut set = emb.embed(ds.as_ref(), &opts)?;
+    let rows = if a.raw {
+        "raw (the CLS token after the final LayerNorm)"
+    } else {
+        set.features = l2_rows(&set.features);
+        "L2-normalized (norm 1; --raw for the LayerNorm output)"
+    };
+    let mut files = write_features(&a.out, &set)?;
+    files.push(write_meta(&a.out, &stated, !a.raw, set.features.size()[1])?);
     eprintln!(
-        "{} features of dim {} written:",
+        "{} features of dim {} written, rows {rows}, {}:",
         set.len(),
-        set.features.size()[1]
+        set.features.size()[1],
+        stated.phrase()
     );
     for f in files {
         eprintln!("  {}", f.display());
     }
     Ok(())
+}
+
+/// Each row divided by its L2 norm (torch `F.normalize(x, dim=1)`: norms below 1e-12 count as
+/// 1e-12), as official `eval_knn.py` normalizes features before `--dump_features` saves them.
+fn l2_rows(x: &tch::Tensor) -> tch::Tensor {
+    x / x
+        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
+        .clamp_min(1e-12)
+}
+
+/// `<stem>.meta.json` beside the features file: what its rows are (feature, crop, whether
+/// L2-normalized), so a file read later says how it was made.
+fn write_meta(out: &Path, stated: &Stated, l2: bool, dim: i64) -> anyhow::Result<PathBuf> {
+    let stem = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("features");
+    let path = out.with_file_name(format!("{stem}.meta.json"));
+    let meta = serde_json::json!({
+        "feature": stated.feature,
+        "crop_size": stated.crop_size,
+        "resize_size": stated.resize_size,
+        "dim": dim,
+        "l2_normalized": l2,
+        "rows": if l2 {
+            "CLS token after the final LayerNorm, divided by its L2 norm (norm 1)"
+        } else {
+            "CLS token after the final LayerNorm (raw)"
+        },
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&meta)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// `dino embed --tokens/--layers/--per-image`: the token array, streamed (a thin shell over

@@ -31,6 +31,18 @@ pub enum OpenedInput {
 }
 
 impl OpenedInput {
+    /// The crop and feature of the images to embed; for features read from files, what
+    /// `None` for features read from files (`Stated::beside` reads what their metadata states).
+    pub fn stated(&self) -> Option<crate::stated::Stated> {
+        match self {
+            Self::Read(..) => None,
+            Self::Embed { opts, emb, .. } => Some(crate::stated::Stated::of(
+                opts,
+                emb.source() == dino_eval::source::Source::Pixels,
+            )),
+        }
+    }
+
     /// The features of the input and of the gallery: those read, or the datasets embedded now
     /// (the long work).
     ///
@@ -86,37 +98,16 @@ impl FeatureInput {
         Ok(())
     }
 
-    /// The features (CLS tokens) with labels, paths and class names.
+    /// The features of the input and, when `gallery` is given, of a second set (a features
+    /// file when the input is one, else a folder embedded by the same model, its images
+    /// labelled by the input's class names; a gallery class the input lacks is an error), short
+    /// of embedding them ([`OpenedInput::features`]): features files are read
+    /// (and checked), or the model is loaded and the image folders opened, so a command can
+    /// refuse a bad input before it makes its output folder. `kind` is the feature of embedded
+    /// images (CLS, or multi-scale CLS); `patch_tokens` keeps the last block's patch tokens.
     ///
     /// # Errors
     /// An unreadable features file or dataset (the message names it), or a model error.
-    pub fn load(&self) -> anyhow::Result<FeatureSet> {
-        Ok(self.load_with(None, FeatureKind::Cls, false)?.0)
-    }
-
-    /// The features of the input and, when `gallery` is given, of a second set: a features
-    /// file when the input is one, else a folder embedded by the same model, its images
-    /// labelled by the input's class names (a gallery class the input lacks is an error).
-    /// `kind` is the feature of embedded images (CLS, or multi-scale CLS); `patch_tokens` keeps
-    /// the last block's patch tokens.
-    ///
-    /// # Errors
-    /// As [`FeatureInput::load`].
-    pub fn load_with(
-        &self,
-        gallery: Option<&Path>,
-        kind: FeatureKind,
-        patch_tokens: bool,
-    ) -> anyhow::Result<(FeatureSet, Option<FeatureSet>)> {
-        self.open(gallery, kind, patch_tokens)?.features()
-    }
-
-    /// Everything of [`FeatureInput::load_with`] short of embedding: features files are read
-    /// (and checked), or the model is loaded and the image folders opened, so a command can
-    /// refuse a bad input before it makes its output folder.
-    ///
-    /// # Errors
-    /// As [`FeatureInput::load`].
     pub fn open(
         &self,
         gallery: Option<&Path>,

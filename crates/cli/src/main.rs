@@ -5,6 +5,7 @@
 mod alloc;
 mod args;
 mod attention;
+mod attention_panel;
 mod cluster;
 mod config;
 mod copydetect;
@@ -17,6 +18,9 @@ mod map;
 mod omp;
 mod output;
 mod retrieval;
+mod run_weights;
+mod signals;
+mod stated;
 mod tools;
 mod train;
 mod video;
@@ -52,7 +56,8 @@ enum Command {
     /// Evaluate frozen features: weighted k-NN, linear probe, k-means clusters.
     #[command(subcommand)]
     Eval(eval::EvalCmd),
-    /// Write features (normalized CLS, optionally patch tokens) with labels and paths.
+    /// Write features with labels and paths: L2-normalized CLS rows by default (as official
+    /// eval_knn.py --dump_features; --raw for the LayerNorm output), or token arrays (--tokens).
     Embed(eval::EmbedArgs),
     /// A 2-D map of the feature space (t-SNE or PCA) as a PNG coloured by class, with the
     /// coordinates as .npy and CSV.

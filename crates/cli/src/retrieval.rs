@@ -2,6 +2,7 @@
 //! recall@k (`dino_eval::retrieval`).
 
 use crate::features_in::FeatureInput;
+use crate::stated::Stated;
 use anyhow::Context;
 use dino_eval::embed::FeatureKind;
 use dino_eval::features::FeatureSet;
@@ -82,7 +83,11 @@ pub fn run(a: RetrievalArgs) -> anyhow::Result<()> {
         Some(_) => FeatureKind::Cls,
         None => feature_kind(a.multiscale, a.input.model.which.into())?,
     };
-    let (query, gallery) = a.input.load_with(a.gallery.as_deref(), kind, patch)?;
+    let opened = a.input.open(a.gallery.as_deref(), kind, patch)?;
+    let stated = opened
+        .stated()
+        .or_else(|| a.input.features.as_deref().and_then(Stated::beside));
+    let (query, gallery) = opened.features()?;
     let q = describe(&query, a.descriptor, "query")?;
     let report = match &gallery {
         Some(g) => {
@@ -92,10 +97,14 @@ pub fn run(a: RetrievalArgs) -> anyhow::Result<()> {
         None => retrieval_eval(&q, &query.labels, &q, &query.labels, true, &a.recall_at)?,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let v = match &stated {
+            Some(s) => s.json(&report)?,
+            None => serde_json::to_value(&report)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "retrieval ({:?} descriptor, {}) on {}: {} queries, gallery {}{}",
+            "retrieval ({:?} descriptor, {}) on {}{}: {} queries, gallery {}{}",
             a.descriptor,
             if report.leave_one_out {
                 "leave-one-out"
@@ -103,6 +112,10 @@ pub fn run(a: RetrievalArgs) -> anyhow::Result<()> {
                 "query/gallery"
             },
             a.input.describe(),
+            stated
+                .as_ref()
+                .map(|s| format!(" ({})", s.phrase()))
+                .unwrap_or_default(),
             report.n_queries,
             report.n_gallery,
             match report.n_queries_without_positive {

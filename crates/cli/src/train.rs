@@ -28,6 +28,17 @@ pub struct TrainArgs {
     /// fresh (see schedule.freeze_backbone_epochs). Optimizer, schedules and center start fresh.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     init_from: Option<PathBuf>,
+    /// Epochs (shortcut for `--set optim.epochs=N`; official `--epochs`).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step and process (shortcut for `--set optim.batch_size=N`; official
+    /// `--batch_size_per_gpu`).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Backbone (shortcut for `--set model.arch=NAME`: vit_tiny, vit_small, vit_base, custom,
+    /// resnet18, resnet34, resnet50; official `--arch`).
+    #[arg(long)]
+    arch: Option<String>,
     /// Stop after this many iterations (smoke tests); the schedules still span the epochs.
     #[arg(long)]
     max_steps: Option<usize>,
@@ -47,6 +58,20 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(o) = &a.objective {
         sets.push(format!("method.objective={o}"));
     }
+    // The shortcuts go in as the --set they stand for, so an error names them.
+    let mut user_sets = Vec::new();
+    if let Some(e) = a.epochs {
+        user_sets.push(format!("optim.epochs={e}"));
+    }
+    if let Some(b) = a.batch_size {
+        user_sets.push(format!("optim.batch_size={b}"));
+    }
+    if let Some(arch) = &a.arch {
+        user_sets.push(format!("model.arch={}", toml::Value::String(arch.clone())));
+    }
+    let mut a = a;
+    user_sets.append(&mut a.config.set);
+    a.config.set = user_sets;
     let cfg = if let Some(dir) = &a.resume {
         anyhow::ensure!(
             a.config.config.is_none() && a.data.is_none(),
@@ -59,28 +84,92 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             )
         })?;
         sets.push(format!("checkpoint.output_dir={}", toml_str(dir)));
-        let sets: Vec<&str> = sets
+        let own: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let stored = dino_config::Config::from_toml_str(&text, &own).map_err(|e| {
+            anyhow::anyhow!(
+                "the stored configuration {}: {e}",
+                dir.join("config.toml").display()
+            )
+        })?;
+        let all: Vec<&str> = sets
             .iter()
             .chain(a.config.set.iter())
             .map(String::as_str)
             .collect();
-        dino_config::Config::from_toml_str(&text, &sets)?
+        // The stored configuration was valid: an error now comes from the --set on top.
+        let cfg = dino_config::Config::from_toml_str(&text, &all).map_err(|e| {
+            let given: Vec<String> = a.config.set.iter().map(|s| format!("--set {s}")).collect();
+            anyhow::anyhow!(
+                "{e} (from {} on the stored configuration)",
+                given.join(", ")
+            )
+        })?;
+        for change in changed_keys(&stored, &cfg) {
+            tracing::warn!("resumed with a change to the stored configuration: {change}");
+        }
+        cfg
     } else {
         if let Some(o) = &a.output {
             sets.push(format!("checkpoint.output_dir={}", toml_str(o)));
         }
         a.config.load(&sets)?
     };
+    if a.config.config.is_none() && a.resume.is_none() && !tch::Cuda::is_available() {
+        tracing::warn!(
+            "no --config: the official recipe ({} at {} px, {} epochs) runs for many hours on a \
+             CPU. For a CPU start from a preset: configs/cifar10_cpu.toml (32-px images), \
+             configs/imagenette_cpu.toml (photos at 48 px), e.g. dino train --config \
+             configs/imagenette_cpu.toml --data {}",
+            cfg.model.arch.name(),
+            cfg.augmentation.global_crops_size,
+            cfg.optim.epochs,
+            crate::train::shell_word(&cfg.data.path)
+        );
+    }
+    if let Some(note) = split_folders_note(&cfg.data) {
+        tracing::warn!("{note}");
+    }
+    // One process only: under a launcher every rank would have to agree on the stopping step,
+    // so there a signal keeps its default action.
+    let single = std::env::var("WORLD_SIZE").map_or(true, |w| w.trim() == "1");
+    let stop = if single {
+        crate::signals::install()?;
+        Some(&crate::signals::STOP)
+    } else {
+        None
+    };
     let opts = dino_train::trainer::TrainOptions {
         resume: a.resume.is_some(),
         max_steps: a.max_steps,
         progress: !a.no_progress,
         init_from: a.init_from,
+        stop,
     };
     let summary = dino_train::trainer::train(&cfg, &opts)?;
     if summary.rank != 0 {
         // Rank 0 reports for the whole job.
         return Ok(());
+    }
+    if summary.interrupted {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        let (name, number) = crate::signals::received().unwrap_or(("SIGINT", libc::SIGINT));
+        let dir = &summary.output_dir;
+        eprintln!(
+            "{name}: stopped at epoch {}/{}, step {}/{} (global step {}) after {} steps; \
+             checkpoint written to {}\nresume with:\n  dino train --resume {}",
+            summary.epoch + 1,
+            cfg.optim.epochs,
+            summary.step_in_epoch,
+            summary.steps_per_epoch,
+            summary.epoch * summary.steps_per_epoch + summary.step_in_epoch,
+            summary.steps,
+            dir.join("checkpoint.safetensors").display(),
+            shell_word(&dir.display().to_string())
+        );
+        // The shell's convention for a process ended by a signal (130 for SIGINT).
+        std::process::exit(128 + number);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -114,4 +203,75 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `word` as one shell word: unchanged when it holds only safe characters, else single-quoted.
+pub fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// A warning when the data folder holds split folders (`train/` with `val/`, `valid/`,
+/// `validation/` or `test/`) that a class-folder layout would take as classes: the usual
+/// mistake of pointing `--data` at a dataset's root instead of its training split.
+pub fn split_folders_note(data: &dino_config::DataConfig) -> Option<String> {
+    use dino_config::DataFormat;
+    if !matches!(data.format, DataFormat::Auto | DataFormat::ImageFolder) {
+        return None;
+    }
+    let root = std::path::Path::new(&data.path);
+    let dirs: Vec<String> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let find = |names: &[&str]| {
+        dirs.iter()
+            .find(|d| names.contains(&d.to_ascii_lowercase().as_str()))
+            .cloned()
+    };
+    let train = find(&["train", "training"])?;
+    let held = find(&["val", "valid", "validation", "test"])?;
+    Some(format!(
+        "{} holds the split folders {train}/ and {held}/: they are taken as classes (and \
+         {held}/ trained on). Pass --data {} to train on the training split, and evaluate with \
+         --train {} --val {}",
+        root.display(),
+        root.join(&train).display(),
+        root.join(&train).display(),
+        root.join(&held).display()
+    ))
+}
+
+/// `key: old → new` for every key whose value differs between two resolved configurations
+/// (a resume with `--set` or shortcut flags on top of the stored one).
+fn changed_keys(before: &dino_config::Config, after: &dino_config::Config) -> Vec<String> {
+    let flat = |c: &dino_config::Config| -> Vec<(String, String)> {
+        let table: toml::Table = toml::from_str(&c.to_toml_string()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (section, v) in &table {
+            if let Some(t) = v.as_table() {
+                for (k, v) in t {
+                    out.push((format!("{section}.{k}"), v.to_string()));
+                }
+            }
+        }
+        out
+    };
+    let old = flat(before);
+    flat(after)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let was = old
+                .iter()
+                .find(|(ok, _)| *ok == k)
+                .map(|(_, ov)| ov.clone())?;
+            (was != v).then(|| format!("{k}: {was} → {v}"))
+        })
+        .collect()
 }

@@ -47,8 +47,9 @@ fn cluster_reads_a_model_or_a_features_file() {
         let v = report[score].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{score} = {v}");
     }
+    // --raw: the rows the model gives, so k-means sees bit for bit the same input.
     ok(&[
-        "embed", "--which", "pixels", "--config", cfg, "--data", data, "--out", feats_s,
+        "embed", "--which", "pixels", "--config", cfg, "--data", data, "--out", feats_s, "--raw",
     ]);
     let from_file = ok(&["eval", "cluster", "--features", feats_s, "--json"]);
     assert_eq!(json(&from_file), report);

@@ -118,10 +118,15 @@ fn tokens_equal_the_models_intermediate_layers_in_every_format() {
     let p = read_tokens(&patch).unwrap().tokens;
     assert_eq!(p.size(), [48, 1, 16, 32]);
     let old = tmp.path().join("t/old.npy");
-    ok(&embed_args(cfg_s, data_s, &old, &["--patch-tokens"]));
+    ok(&embed_args(
+        cfg_s,
+        data_s,
+        &old,
+        &["--patch-tokens", "--raw"],
+    ));
     let old_patches = Tensor::read_npy(tmp.path().join("t/old.patch_tokens.npy")).unwrap();
     assert!(max_diff(&p.squeeze_dim(1), &old_patches) < 1e-6);
-    // --tokens cls: the CLS features of the default output.
+    // --tokens cls: the CLS features of `--raw` (the default output divides them by their norm).
     let cls = tmp.path().join("t/cls.npy");
     ok(&embed_args(cfg_s, data_s, &cls, &["--tokens", "cls"]));
     let c = read_tokens(&cls).unwrap().tokens;

@@ -24,6 +24,7 @@
 //! ```
 
 mod batchnorm;
+mod derived;
 mod error;
 mod sections;
 mod validate;
@@ -77,6 +78,20 @@ impl Config {
     /// [`ConfigError`] naming the key path: TOML syntax, unknown key, wrong type, malformed
     /// override, or a value out of range (see [`Config::validate`]).
     pub fn from_toml_str(text: &str, overrides: &[&str]) -> Result<Self, ConfigError> {
+        Self::from_toml_str_noted(text, overrides).map(|(cfg, _)| cfg)
+    }
+
+    /// As [`Config::from_toml_str`], with one note per default that followed another key
+    /// because the user left it unset (`eval.crop_size` from `augmentation.global_crops_size`,
+    /// `schedule.warmup_epochs` capped at `optim.epochs`, `eval.n_last_blocks` at the depth), for
+    /// the caller to log. A key the user set is never changed.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml_str`].
+    pub fn from_toml_str_noted(
+        text: &str,
+        overrides: &[&str],
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         let mut table: toml::Table =
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -85,16 +100,17 @@ impl Config {
         for ov in overrides {
             apply_override(&mut table, ov)?;
         }
-        let cfg: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::Invalid {
-                    key: if key == "." { String::new() } else { key },
-                    reason: e.into_inner().message().trim().to_string(),
-                }
-            })?;
+        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                key: if key == "." { String::new() } else { key },
+                reason: plain_words(e.into_inner().message().trim()),
+            }
+        })?;
+        let notes = derived::apply(&mut cfg, &table);
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, notes))
     }
 
     /// Reads a preset file (see [`Config::from_toml_str`]).
@@ -108,6 +124,22 @@ impl Config {
             reason: e.to_string(),
         })?;
         Self::from_toml_str(&text, overrides)
+    }
+
+    /// As [`Config::from_file`], with the notes of [`Config::from_toml_str_noted`].
+    ///
+    /// # Errors
+    /// As [`Config::from_file`].
+    pub fn from_file_noted(
+        path: impl AsRef<Path>,
+        overrides: &[&str],
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml_str_noted(&text, overrides)
     }
 
     /// The defaults with overrides applied (no preset file).
@@ -132,6 +164,35 @@ impl Config {
     }
 }
 
+/// serde's type names in a user's words (`expected usize` → `expected a whole number (0 or
+/// more)`), so a config error does not speak Rust.
+fn plain_words(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, plain) in [
+        ("usize", "a whole number (0 or more)"),
+        ("u64", "a whole number (0 or more)"),
+        ("u32", "a whole number (0 or more)"),
+        ("u8", "a whole number from 0 to 255"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+        (
+            "an array of length 2",
+            "a list of 2 numbers such as [0.4, 1.0] (or 0.4,1.0 in --set)",
+        ),
+        (
+            "an array of length 3",
+            "a list of 3 numbers such as [0.485, 0.456, 0.406]",
+        ),
+        ("a sequence", "a list such as [10, 20] (or 10,20 in --set)"),
+        ("a boolean", "true or false"),
+    ] {
+        m = m.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+    }
+    m.replace("invalid type: floating point", "invalid type: the number")
+        .replace("invalid type: integer", "invalid type: the whole number")
+}
+
 /// Sets `a.b.c = value` in a TOML table, creating intermediate tables.
 fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), ConfigError> {
     let bad = |reason: &str| ConfigError::Override {
@@ -147,10 +208,21 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), ConfigError> 
         return Err(bad("empty key segment"));
     }
     let raw = raw.trim();
-    let value = match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").expect("parsed key"),
-        Err(_) => toml::Value::String(raw.to_string()),
+    let parse = |text: &str| {
+        format!("v = {text}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
     };
+    // `0.3,1.0` is the array `[0.3, 1.0]`, as a shell user types a list; anything else that is
+    // not TOML is a string.
+    let value = parse(raw)
+        .or_else(|| {
+            raw.contains(',')
+                .then(|| parse(&format!("[{raw}]")))
+                .flatten()
+        })
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let (last, parents) = parts.split_last().expect("non-empty");
     let mut cur = table;
     for (i, p) in parents.iter().enumerate() {

@@ -551,7 +551,8 @@ impl Default for ScheduleConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Run folder for checkpoints, metrics and plots (official `--output_dir "."`).
+    /// Run folder for checkpoints, metrics and plots (official `--output_dir "."`). Unset, it
+    /// is `runs/<data folder name>` when `data.path` is given, else `runs/dino`.
     pub output_dir: String,
     /// Keep a numbered checkpoint every this many epochs besides the latest
     /// (official `--saveckp_freq 20`); 0 keeps only the latest.
@@ -594,7 +595,9 @@ pub struct EvalConfig {
     /// Evaluation resize: shorter side = crop * resize_ratio, then centre crop
     /// (official Resize(256) + CenterCrop(224), ratio 256/224).
     pub resize_ratio: f64,
-    /// Side of the evaluation centre crop (official 224).
+    /// Side of the evaluation centre crop (official 224). Unset, it follows
+    /// `augmentation.global_crops_size` (224 by default), so a model is evaluated at the size it
+    /// trained at.
     pub crop_size: u32,
     /// Linear probe: CLS tokens of the last n blocks are concatenated (official 4 for ViT-S).
     pub n_last_blocks: usize,

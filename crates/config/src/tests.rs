@@ -445,7 +445,10 @@ fn official_preset_is_all_defaults() {
         "/../../configs/vit_small16_imagenet.toml"
     );
     let mut c = Config::from_file(path, &[]).unwrap();
+    // The run folder is named after the data folder (derived), which the preset gives.
+    assert_eq!(c.checkpoint.output_dir, "runs/imagenet");
     c.data = DataConfig::default();
+    c.checkpoint.output_dir = CheckpointConfig::default().output_dir;
     assert_eq!(c, Config::default());
 }
 
@@ -568,5 +571,6 @@ fn resnet50_preset_is_the_official_readme_recipe() {
     d.augmentation.local_crops_scale = [0.05, 0.14];
     let mut c = c;
     c.data = DataConfig::default();
+    c.checkpoint.output_dir = CheckpointConfig::default().output_dir;
     assert_eq!(c, d);
 }

@@ -74,8 +74,9 @@ pub enum DataError {
     },
     /// More distinct samples failed than `max_failed_fraction` allows.
     #[error(
-        "{failed} distinct samples failed to load, more than max_failed_fraction = {fraction} of \
-         {len} allows (last: {last})"
+        "{failed} distinct samples failed to load, more than data.max_failed_fraction = \
+         {fraction} of {len} allows (last: {last}); raise it with --set \
+         data.max_failed_fraction=F to skip more"
     )]
     TooManyFailures {
         /// Distinct failed samples so far.

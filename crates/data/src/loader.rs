@@ -198,7 +198,7 @@ pub fn check_options(
     }
     if !(0.0..=1.0).contains(&opts.max_failed_fraction) {
         return bad(
-            "max_failed_fraction",
+            "data.max_failed_fraction",
             format!("{} not in [0, 1]", opts.max_failed_fraction),
         );
     }

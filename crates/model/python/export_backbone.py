@@ -74,14 +74,23 @@ def main():
     example = torch.randn(2, 3, 2 * p * 3, p * 3 * 3)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        meta = c.get("metadata", {})
         if a.format == "torchscript":
             traced = torch.jit.trace(model, example, check_trace=False)
-            traced.save(a.out)
+            torch.jit.save(traced, a.out, _extra_files={"metadata.json": json.dumps(meta)})
         else:
             torch.onnx.export(model, (example,), a.out, input_names=["image"],
                               output_names=["cls"], opset_version=17, dynamo=False,
                               dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                             "cls": {0: "batch"}})
+            if meta:
+                # The preprocessing travels with the graph (onnxruntime: modelmeta.custom_metadata_map).
+                import onnx
+                m = onnx.load(a.out)
+                for k, v in meta.items():
+                    p_ = m.metadata_props.add()
+                    p_.key, p_.value = k, v
+                onnx.save(m, a.out)
     print(json.dumps({"out": a.out, "format": a.format,
                       "parameters": sum(t.numel() for t in vit.state_dict().values())}))
 

@@ -86,6 +86,23 @@ pub fn export_backbone(
     format: ExportFormat,
     out: &Path,
 ) -> Result<ExportReport, WeightsError> {
+    export_backbone_with(vs, vit, format, out, &[])
+}
+
+/// As [`export_backbone`], with `metadata` (key, value) stored in the file: ONNX
+/// `metadata_props`, and for TorchScript the extra file `metadata.json` (read with
+/// `torch.jit.load(f, _extra_files={"metadata.json": ""})`). `dino export` stores the
+/// preprocessing there (resize, crop, mean, std).
+///
+/// # Errors
+/// As [`export_backbone`].
+pub fn export_backbone_with(
+    vs: &nn::VarStore,
+    vit: &VitConfig,
+    format: ExportFormat,
+    out: &Path,
+    metadata: &[(String, String)],
+) -> Result<ExportReport, WeightsError> {
     let err = |reason: String| WeightsError::Export {
         out: out.display().to_string(),
         reason,
@@ -109,6 +126,10 @@ pub fn export_backbone(
         "layer_norm_eps": vit.layer_norm_eps,
         "img_size": vit.img_size,
         "official_interp": false,
+        "metadata": metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>(),
     });
     let config = dir.path().join("shape.json");
     std::fs::write(&config, shape.to_string())

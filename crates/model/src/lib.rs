@@ -79,7 +79,7 @@ pub use device::{
     with_precision, Bf16Support, ComputePrecision, CpuBf16Flags, PrecisionChoice,
 };
 pub use error::{ModelError, WeightsError};
-pub use export::{export_backbone, ExportFormat, ExportReport};
+pub use export::{export_backbone, export_backbone_with, ExportFormat, ExportReport};
 pub use head::{is_last_layer, is_regularized, DinoHead};
 pub use import::{import_official, ImportReport};
 pub use multicrop_wrapper::MultiCropWrapper;

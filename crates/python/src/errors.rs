@@ -66,6 +66,8 @@ pub fn data_error(e: DataError, from_args: bool) -> PyErr {
             "shard" => bad_arg("rank", reason),
             // Loader::spawn's name for zero-sized crops.
             "crop size" => bad_arg("global_crops_size", reason),
+            // The loader names the config key; the Python argument is the bare field.
+            "data.max_failed_fraction" => bad_arg("max_failed_fraction", reason),
             _ => bad_arg(name, reason),
         },
         DataError::Transform(TransformError::Config(c)) if from_args => arg_config_error(c),

@@ -243,6 +243,46 @@ fn mean_train_top1(steps: &[StepRecord]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// Removes from `path` (a run's `metrics.jsonl`, when it exists) the records past a resume
+/// position: step records of global step `global_step` or later and epoch records of epoch
+/// `epoch` or later, which an interrupted invocation logged after the checkpoint it left and
+/// which the resumed run trains again. Other lines are kept byte for byte; a torn last line is
+/// dropped. Returns how many records were removed (0 leaves the file untouched).
+///
+/// # Errors
+/// [`MetricsError::Io`] when the file cannot be read or rewritten.
+pub fn truncate_past(path: &Path, global_step: usize, epoch: usize) -> Result<usize, MetricsError> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = 0;
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let n = text.lines().count();
+    for (i, line) in text.lines().enumerate() {
+        let keep = match serde_json::from_str::<Record>(line) {
+            Ok(Record::Step(r)) => r.global_step < global_step,
+            Ok(Record::Epoch(r)) => r.epoch < epoch,
+            // Unparsable lines are not ours to judge, except a torn last line.
+            Err(_) => !(torn && i + 1 == n),
+        };
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
+        } else if !line.trim().is_empty() {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        // Written beside and renamed, so a crash now leaves the old file or the new one.
+        let tmp = path.with_extension("jsonl.tmp");
+        fs::write(&tmp, kept).map_err(io_err("write", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_err("replace", path))?;
+    }
+    Ok(dropped)
+}
+
 /// A metrics line: what [`MetricsWriter`] writes and [`read_jsonl`] reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

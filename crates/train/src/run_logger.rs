@@ -67,6 +67,8 @@ struct Outputs {
 pub struct RunLogger {
     out: Option<Outputs>,
     niter: usize,
+    /// Configured epochs, for the `epoch e/E` of the progress (1-based there).
+    epochs: usize,
     log_every: usize,
     ln_k: f64,
     epoch_steps: Vec<StepRecord>,
@@ -129,6 +131,7 @@ impl RunLogger {
         Ok(Self {
             out,
             niter,
+            epochs: cfg.optim.epochs,
             log_every: cfg.runtime.log_every,
             ln_k: (cfg.head.out_dim as f64).ln(),
             epoch_steps: Vec::new(),
@@ -168,7 +171,10 @@ impl RunLogger {
                 out.history.push(record.clone());
                 if out.bar.is_hidden() {
                     tracing::info!(
-                        "epoch {epoch} step {step}/{} loss {:.4} lr {:.2e} {images_per_s:.1} img/s since start, data wait {:.0}%",
+                        "epoch {}/{} step {}/{} loss {:.4} lr {:.2e} {images_per_s:.1} img/s since start, data wait {:.0}%",
+                        epoch + 1,
+                        self.epochs,
+                        step + 1,
                         self.niter,
                         record.stats.loss,
                         record.lr,
@@ -186,8 +192,11 @@ impl RunLogger {
                 self.warnings.push(msg);
             }
             out.bar.set_message(format!(
-                "epoch {epoch} loss {:.4} lr {:.2e} {images_per_s:.1} img/s",
-                record.stats.loss, record.lr
+                "epoch {}/{} loss {:.4} lr {:.2e} {images_per_s:.1} img/s",
+                epoch + 1,
+                self.epochs,
+                record.stats.loss,
+                record.lr
             ));
             out.bar.inc(1);
         }

@@ -25,6 +25,7 @@ use dino_data::dataset::{open_configured, Dataset};
 use dino_data::loader::{batches_per_epoch, Loader, LoaderOptions, Shard};
 use dino_model::{resolve_precision, select_device, Bf16Support, ComputePrecision, ModelError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::Device;
@@ -42,6 +43,10 @@ pub struct TrainOptions {
     /// Start student and teacher from these weights (`--init-from`, see
     /// [`crate::init_from`]); optimizer, schedules and center start fresh. Not with `resume`.
     pub init_from: Option<PathBuf>,
+    /// Set (by a SIGINT/SIGTERM handler of the caller) to stop the run cleanly: the step under
+    /// way finishes, the latest checkpoint is written at that position, and the summary says
+    /// `interrupted`. Checked once per optimizer step.
+    pub stop: Option<&'static AtomicBool>,
 }
 
 /// What a finished (or stopped) run reports.
@@ -75,6 +80,11 @@ pub struct TrainSummary {
     pub threads: Threads,
     /// Device used.
     pub device: String,
+    /// Optimizer steps in an epoch.
+    pub steps_per_epoch: usize,
+    /// Whether the run stopped because [`TrainOptions::stop`] was set (the checkpoint holds the
+    /// position `epoch`, `step_in_epoch`).
+    pub interrupted: bool,
     /// Forward precision this invocation ran in, `fp32`, `bf16` or `fp16` (`runtime.precision`
     /// with `auto` resolved on this machine).
     pub precision: String,
@@ -98,6 +108,16 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     // Data first: a missing or empty dataset fails before any model is built.
     let data = TrainData::open(cfg, &dist)?;
     let niter = data.niter;
+    if dist.is_main() {
+        tracing::info!(
+            "{}: {} images, {} classes; {niter} steps per epoch × {} epochs; run folder {}",
+            cfg.data.path,
+            data.dataset.len(),
+            data.n_classes,
+            cfg.optim.epochs,
+            out_dir.display()
+        );
+    }
     let knn = if dist.is_main() {
         OnlineKnn::open(cfg)?
     } else {
@@ -127,17 +147,38 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let (mut epoch, mut step) =
         start_run(cfg, opts.resume, &out_dir, method.as_mut(), niter, &dist)?;
 
+    if opts.resume && dist.is_main() {
+        // Steps past the checkpoint were logged by the interrupted invocation and are run
+        // again now: their records go, so the log never repeats a step.
+        let path = out_dir.join("metrics.jsonl");
+        let dropped = crate::metrics::truncate_past(&path, epoch * niter + step, epoch)?;
+        if dropped > 0 {
+            tracing::info!(
+                "{}: {dropped} records past the checkpoint (global step {} on) removed; they \
+                 are trained again",
+                path.display(),
+                epoch * niter + step
+            );
+        }
+    }
     let loader = data.spawn_loader(cfg, epoch, step)?;
     let loader_stats = loader.stats();
     let mut checkpointer = Checkpointer::new(cfg, &out_dir, niter, dist.world_size, dist.is_main());
     let hooks: Vec<Box<dyn EpochHook>> = knn.into_iter().map(|k| Box::new(k) as _).collect();
+    // The progress bar and its ETA count to where this invocation stops (--max-steps).
     let remaining = (cfg.optim.epochs * niter).saturating_sub(epoch * niter + step);
+    let remaining = opts.max_steps.map_or(remaining, |m| remaining.min(m));
     let (main, progress) = (dist.is_main(), opts.progress);
     let mut logger = RunLogger::open(cfg, &out_dir, niter, remaining, main, progress, hooks)?;
 
     let accum = cfg.optim.accum_steps.max(1);
+    let mut interrupted = false;
     'steps: loop {
         if opts.max_steps.is_some_and(|m| logger.steps() >= m) {
+            break;
+        }
+        if opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            interrupted = true;
             break;
         }
         // One optimizer step (official train_one_epoch): the loss and gradients of its
@@ -221,6 +262,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         failed_samples: loader_stats.snapshot().failed_samples,
         threads,
         device: format!("{device:?}"),
+        steps_per_epoch: niter,
+        interrupted,
         precision: precision.to_string(),
     })
 }

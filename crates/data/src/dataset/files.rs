@@ -43,9 +43,10 @@ impl ImageFiles {
         if classes.is_empty() {
             return Err(DataError::Empty {
                 path: root.into(),
-                reason: "no class sub-folders (root/<class>/<image>); use format \"flat\" for \
-                         a folder of unlabeled images"
-                    .into(),
+                reason:
+                    "no class sub-folders (root/<class>/<image>); for a folder of unlabeled images \
+                         pass --set data.format=\"flat\""
+                        .into(),
             });
         }
         // One walk state for all classes: a link inside one class folder back to the root (or
