@@ -4,19 +4,19 @@ use crate::args::ConfigArgs;
 use anyhow::Context;
 use dino_config::{Config, DataFormat};
 use dino_data::dataset::{open_dataset, Dataset, UnknownClass};
-use dino_eval::embed::FeatureKind;
-use dino_eval::features::write_features;
-use dino_eval::knn::{knn_eval, KnnConfig};
-use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
-use dino_eval::source::{run_folder_config, Embedder, SourceError};
-use dino_eval::tokens::{
+use dino_eval::features::embed::FeatureKind;
+use dino_eval::features::source::{run_folder_config, Embedder, SourceError};
+use dino_eval::features::tokens::{
     per_image_names, plan_tokens, Layers, NpyTokenWriter, PerImageWriter, SafetensorsTokenWriter,
     TokenKind, TokenSink,
 };
+use dino_eval::features::write_features;
+use dino_eval::knn::{knn_eval, KnnConfig};
+use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
 use dino_train::runtime::apply_threads;
 use std::path::{Path, PathBuf};
 
-/// Where features come from (`dino_eval::source::Source`, with clap's value names and help).
+/// Where features come from (`dino_eval::features::source::Source`, with clap's value names and help).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Source {
     /// The checkpoint's EMA teacher (official default).
@@ -30,7 +30,7 @@ pub enum Source {
     Pixels,
 }
 
-impl From<Source> for dino_eval::source::Source {
+impl From<Source> for dino_eval::features::source::Source {
     fn from(s: Source) -> Self {
         match s {
             Source::Teacher => Self::Teacher,
@@ -123,13 +123,18 @@ pub struct TrainVal {
 }
 
 impl TrainVal {
-    fn open(&self, cfg: &Config) -> anyhow::Result<dino_eval::labelled::TrainVal> {
+    fn open(&self, cfg: &Config) -> anyhow::Result<dino_eval::features::labelled::TrainVal> {
         let unknown = if self.skip_unknown_classes {
             UnknownClass::Skip
         } else {
             UnknownClass::Error
         };
-        let sets = dino_eval::labelled::TrainVal::open(&self.train, &self.val, &cfg.data, unknown)?;
+        let sets = dino_eval::features::labelled::TrainVal::open(
+            &self.train,
+            &self.val,
+            &cfg.data,
+            unknown,
+        )?;
         if let Some(note) = sets.skipped_note() {
             tracing::warn!("{note}");
         }
@@ -303,7 +308,7 @@ pub struct EmbedArgs {
     /// Blocks of the token array: `last` (the final block), N (the last N blocks) or `all`
     /// (every block). Implies --tokens (default cls).
     #[arg(long, value_name = "last|N|all")]
-    layers: Option<dino_eval::tokens::Layers>,
+    layers: Option<dino_eval::features::tokens::Layers>,
     /// Write one `.npy` `[layers, tokens, dim]` per image into the folder --out (named after
     /// the image's path under --data, extension .npy), plus `index.json` (layout, paths,
     /// labels). Implies --tokens (default cls).
@@ -316,7 +321,7 @@ pub struct EmbedArgs {
     classes_from: Option<PathBuf>,
 }
 
-/// `--tokens` values (`dino_eval::tokens::TokenKind`).
+/// `--tokens` values (`dino_eval::features::tokens::TokenKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TokenArg {
     /// The CLS token.
@@ -360,7 +365,7 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
 }
 
 /// `dino embed --tokens/--layers/--per-image`: the token array, streamed (a thin shell over
-/// `dino_eval::tokens::embed_tokens`). Every argument is checked against the model before any
+/// `dino_eval::features::tokens::embed_tokens`). Every argument is checked against the model before any
 /// output is created.
 fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
     if a.per_image {
@@ -380,7 +385,7 @@ fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
     }
     let emb = a.model.embedder()?;
     anyhow::ensure!(
-        emb.source() != dino_eval::source::Source::Pixels,
+        emb.source() != dino_eval::features::source::Source::Pixels,
         "--tokens needs a backbone: --which pixels has no tokens"
     );
     let kind = a.tokens.map_or(TokenKind::Cls, TokenKind::from);
@@ -401,7 +406,7 @@ fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
         };
         (sink, out)
     };
-    let report = dino_eval::tokens::embed_tokens(
+    let report = dino_eval::features::tokens::embed_tokens(
         emb.backbone(),
         ds.as_ref(),
         &opts,

@@ -3,11 +3,11 @@
 
 use crate::features_in::FeatureInput;
 use anyhow::Context;
-use dino_eval::embed::FeatureKind;
+use dino_eval::features::embed::FeatureKind;
+use dino_eval::features::source::Source;
 use dino_eval::features::FeatureSet;
+use dino_eval::retrieval::revisited::{find_gnd, revisited_eval, RevisitedReport};
 use dino_eval::retrieval::{cls_gem, retrieval_eval};
-use dino_eval::revisited::{find_gnd, revisited_eval, RevisitedReport};
-use dino_eval::source::Source;
 use std::path::PathBuf;
 
 /// The retrieval descriptor.

@@ -1,7 +1,7 @@
 //! `dino video ...`: models run over a video, frame by frame. The input (a video file decoded by
 //! ffmpeg, or a folder of frames) and the frame selection are shared by every subcommand
 //! ([`InputArgs`], `dino_data::video`); `attention` draws the CLS attention and its mask over
-//! each frame (official video_generation.py, `dino_eval::video_attention`); `segment` propagates
+//! each frame (official video_generation.py, `dino_eval::video::attention`); `segment` propagates
 //! a DAVIS sequence's first mask (crate::video_segment).
 
 use crate::eval::{ModelArgs, Source};
@@ -9,7 +9,7 @@ use anyhow::Context;
 use dino_data::video::{
     FrameSize, FrameSource, VideoFormat, VideoInfo, VideoOptions, VideoWriter, DEFAULT_FOLDER_FPS,
 };
-use dino_eval::video_attention::{
+use dino_eval::video::attention::{
     frame_attention, shown, side_by_side, side_by_side_size, MapSmoother, ShownMap,
 };
 use std::io::Write;
@@ -283,7 +283,7 @@ struct Summary {
 /// Runs every frame into `stage`: frames/, the video, frames.jsonl, video.json.
 fn render(
     a: &AttentionArgs,
-    emb: &dino_eval::source::Embedder,
+    emb: &dino_eval::features::source::Embedder,
     source: FrameSource,
     info: &VideoInfo,
     (fps, fps_from): (f64, &str),

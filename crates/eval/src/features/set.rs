@@ -125,7 +125,7 @@ pub struct FeatureSet {
 impl FeatureSet {
     /// Checks the shapes and values and converts to the stored kinds (f32, i64) on the CPU. This
     /// is the one place feature and label tensors are checked: every command that reads features
-    /// gets them as a `FeatureSet` (embedded by [`crate::source::Embedder`], or read by
+    /// gets them as a `FeatureSet` (embedded by [`crate::features::source::Embedder`], or read by
     /// [`read_features`]), so `dino embed`, `eval knn|linear|cluster|retrieval|copydetect` and
     /// `dino map` all refuse the same bad rows; [`check_train_eval`] adds only what relates two
     /// sets.

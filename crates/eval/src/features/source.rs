@@ -3,7 +3,7 @@
 //! official `.pth`, its architecture from the given config), the same architecture at random
 //! initialisation, or raw pixels.
 //!
-//! [`Embedder`](crate::source::Embedder) loads one such source and embeds datasets with it;
+//! [`Embedder`](crate::features::source::Embedder) loads one such source and embeds datasets with it;
 //! `dino eval`, `dino embed` and `dino attention` all go through it, so every command resolves a
 //! source the same way.
 
@@ -18,7 +18,7 @@ use dino_model::{
 };
 use tch::{nn, Device, Tensor};
 
-use crate::embed::{embed_dataset, embed_pixels, EmbedError, EmbedOptions, FeatureKind};
+use crate::features::embed::{embed_dataset, embed_pixels, EmbedError, EmbedOptions, FeatureKind};
 use crate::features::FeatureSet;
 
 /// Which network of a training checkpoint (official `--checkpoint_key`, default teacher).

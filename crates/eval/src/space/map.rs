@@ -13,7 +13,7 @@
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 
-use crate::cluster::{distinct_rows, normalised_rows, ClusterError};
+use crate::space::cluster::{distinct_rows, normalised_rows, ClusterError};
 
 /// Which 2-D embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]

@@ -2,7 +2,7 @@
 //! (the structure behind the paper's t-SNE figure; DINO's features group images by what they
 //! show though no label was used). k-means is `linfa-clustering`'s (k-means++ seeding, the
 //! best of several restarts by inertia), seeded so a run is repeated exactly; the scores are in
-//! [`crate::cluster_metrics`].
+//! [`crate::space::cluster_metrics`].
 
 use linfa::prelude::*;
 use linfa_clustering::{KMeans, KMeansInit};
@@ -11,8 +11,8 @@ use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use tch::{Kind, Tensor};
 
-use crate::cluster_metrics::{Contingency, MetricError};
 use crate::features::{count_and_first, non_finite_rows};
+use crate::space::cluster_metrics::{Contingency, MetricError};
 
 /// Settings of [`cluster_eval`].
 #[derive(Debug, Clone, PartialEq)]

@@ -34,7 +34,7 @@ use dino_model::Backbone;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::embed::{for_each_batch, EmbedError, EmbedOptions};
+use crate::features::embed::{for_each_batch, EmbedError, EmbedOptions};
 
 /// Which tokens of each block are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

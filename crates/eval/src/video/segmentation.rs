@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::davis::IndexMask;
+use crate::video::davis::IndexMask;
 
 /// Errors of propagation.
 #[derive(Debug, thiserror::Error)]
