@@ -5,7 +5,7 @@
 //!
 //! | Room | Job | Files |
 //! |------|-----|-------|
-//! | [`features`] | where features come from and the one check of them: a [`features::FeatureSet`] (features `[N, D]`, labels, patch tokens, paths) built by embedding a dataset through a backbone, read from `.npy`/`.safetensors`, or streamed as every token | `features/{set, embed, source, tokens, labelled}.rs` |
+//! | [`features`] | where features come from and the one check of them: a [`features::FeatureSet`] (features `[N, D]`, labels, patch tokens, paths) built by embedding a dataset through a backbone, read from `.npy`/`.safetensors`, or streamed as every token | `features/{set, embed, source, tokens, labelled, probe}.rs` |
 //! | [`knn`] | weighted k-NN classification (`eval_knn.py`) | `knn.rs` |
 //! | [`linear`] | linear probe on frozen features (`eval_linear.py`) | `linear.rs` |
 //! | [`attention`] | CLS self-attention maps and masks of single images (`visualize_attention.py`), and their score against boxes | `attention/{maps, score}.rs` |

@@ -7,6 +7,9 @@
 pub mod embed;
 /// A training bank and the sets scored against it, labelled by the bank's class names.
 pub mod labelled;
+/// The linear probe's feature (`eval_linear.py`): the CLS tokens of the last blocks,
+/// concatenated, optionally with the average-pooled patch tokens.
+pub mod probe;
 mod set;
 /// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
 /// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.

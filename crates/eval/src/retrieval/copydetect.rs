@@ -6,22 +6,21 @@
 //! Before ranking, the descriptors are PCA-whitened as the official code does, with a
 //! [`Whitening`] learned on a separate set of distractor images that is never searched.
 
-use crate::features::{count_and_first, non_finite_rows};
+use crate::features::{check_rows, FeaturesError};
 use crate::retrieval::{retrieval_eval, RetrievalError, RetrievalReport};
 use tch::{Device, Kind, Tensor};
 
 /// Errors of [`copy_detection_eval`] and [`Whitening::fit`], raised before any ranking.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyDetectError {
-    /// A features tensor is not float `[N, D]`.
-    #[error("{what} features must be a float [N, D] tensor, got {kind:?} {shape:?}")]
-    Shape {
+    /// Features refused by the shared check ([`check_rows`]): not a float `[N, D]` tensor, or
+    /// rows holding NaN or infinities.
+    #[error("{what} features: {source}")]
+    Features {
         /// Which input.
         what: &'static str,
-        /// The kind found.
-        kind: Kind,
-        /// The shape found.
-        shape: Vec<i64>,
+        /// What the check found.
+        source: FeaturesError,
     },
     /// No rows.
     #[error("the {0} set is empty")]
@@ -35,14 +34,6 @@ pub enum CopyDetectError {
         width: i64,
         /// The database's width.
         database: i64,
-    },
-    /// A NaN or infinite feature.
-    #[error("{what} feature row {row} holds a NaN or infinite value")]
-    NonFinite {
-        /// Which input.
-        what: &'static str,
-        /// The first bad row.
-        row: i64,
     },
     /// Not one original per query.
     #[error("{queries} queries but {originals} original indices")]
@@ -79,26 +70,15 @@ pub enum CopyDetectError {
     Torch(#[from] tch::TchError),
 }
 
-/// Checks `[N, D]` float features without NaN/inf and returns them as f64 on the CPU.
+/// Checks `[N, D]` float features with the shared [`check_rows`] and returns them as f64 on the
+/// CPU.
 fn check(what: &'static str, x: &Tensor) -> Result<Tensor, CopyDetectError> {
-    if x.dim() != 2 || !x.is_floating_point() {
-        return Err(CopyDetectError::Shape {
-            what,
-            kind: x.kind(),
-            shape: x.size(),
-        });
-    }
-    if x.size()[0] == 0 {
+    let n = check_rows(x, None, None, &[])
+        .map_err(|source| CopyDetectError::Features { what, source })?;
+    if n == 0 {
         return Err(CopyDetectError::Empty(what));
     }
-    let x = x.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
-    if let Some((_, row)) = count_and_first(&non_finite_rows(&x)?)? {
-        return Err(CopyDetectError::NonFinite {
-            what,
-            row: row as i64,
-        });
-    }
-    Ok(x)
+    Ok(x.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?)
 }
 
 /// PCA whitening as `eval_copy_detection.py` with `utils.PCA(dim = D, whit = 0.5)`:
@@ -127,7 +107,7 @@ impl Whitening {
     /// Learns the whitening on `features` `[N, D]`.
     ///
     /// # Errors
-    /// [`CopyDetectError::Shape`], [`CopyDetectError::Empty`], [`CopyDetectError::NonFinite`],
+    /// [`CopyDetectError::Features`] (the shared check), [`CopyDetectError::Empty`],
     /// [`CopyDetectError::ZeroWhitening`] (every row zero: no eigenvalue above 0). Constant or
     /// duplicated rows are fine: the eigenvalues below `ε` are raised to it.
     pub fn fit(features: &Tensor) -> Result<Self, CopyDetectError> {
@@ -205,8 +185,8 @@ impl Whitening {
 /// the mean reciprocal rank of the original) and recall@`ks`.
 ///
 /// # Errors
-/// [`CopyDetectError::Empty`] (no query, database or whitening row), [`CopyDetectError::Shape`],
-/// [`CopyDetectError::NonFinite`], [`CopyDetectError::Width`], [`CopyDetectError::Count`],
+/// [`CopyDetectError::Empty`] (no query, database or whitening row),
+/// [`CopyDetectError::Features`] (the shared check), [`CopyDetectError::Width`], [`CopyDetectError::Count`],
 /// [`CopyDetectError::MissingOriginal`], and [`RetrievalError::ZeroK`], all before ranking.
 pub fn copy_detection_eval(
     queries: &Tensor,
