@@ -11,7 +11,7 @@
 //! | [`attention`] | CLS self-attention maps and masks of single images (`visualize_attention.py`), and their score against boxes | `attention/{maps, score}.rs` |
 //! | [`space`] | the feature space without a classifier: k-means clusters scored against the classes, a 2-D map (t-SNE / PCA) | `space/{cluster, cluster_metrics, map, map_output, map_plot}.rs` |
 //! | [`retrieval`] | cosine ranking (mAP, recall@k), revisited Oxford / Paris, copy detection | `retrieval/{rank, revisited, copydetect}.rs` |
-//! | [`video`] | attention over frames (`video_generation.py`), video object segmentation by label propagation, the DAVIS layout and its J&F | `video/{attention, segmentation, davis, davis_metrics, davis_segment, synth}.rs` |
+//! | [`video`] | attention over frames (`video_generation.py`), video object segmentation by label propagation, the DAVIS layout and its J&F | `video/{attention, render, segmentation, davis, davis_metrics, davis_segment, synth}.rs` |
 //!
 //! Every evaluation takes its features as a [`features::FeatureSet`] (or rows checked by the same
 //! [`features::non_finite_rows`]) and returns a serialisable report or writes files; the `dino`

@@ -12,6 +12,9 @@ pub mod davis_metrics;
 /// A DAVIS sequence segmented end to end (frames → patch features → propagation → palette
 /// PNGs) and scored on its annotated frames.
 pub mod davis_segment;
+/// The per-frame pipeline of `dino video attention`: frames → attention → pictures, JSON lines
+/// and a video.
+pub mod render;
 /// Video object segmentation by label propagation of the first frame's mask
 /// (`eval_video_segmentation.py`).
 pub mod segmentation;
