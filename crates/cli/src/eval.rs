@@ -16,30 +16,8 @@ use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
 use dino_train::runtime::apply_threads;
 use std::path::{Path, PathBuf};
 
-/// Where features come from (`dino_eval::features::source::Source`, with clap's value names and help).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Source {
-    /// The checkpoint's EMA teacher (official default).
-    Teacher,
-    /// The checkpoint's student.
-    Student,
-    /// The same architecture at random initialisation (seed runtime.seed): the baseline a
-    /// trained network must beat.
-    Random,
-    /// Raw pixels of the evaluation crop, flattened.
-    Pixels,
-}
-
-impl From<Source> for dino_eval::features::source::Source {
-    fn from(s: Source) -> Self {
-        match s {
-            Source::Teacher => Self::Teacher,
-            Source::Student => Self::Student,
-            Source::Random => Self::Random,
-            Source::Pixels => Self::Pixels,
-        }
-    }
-}
+/// Where features come from: the evaluation crate's type, parsed by clap (`--which`).
+pub use dino_eval::features::source::Source;
 
 /// Arguments shared by every command that embeds images.
 #[derive(clap::Args, Debug)]
@@ -62,7 +40,7 @@ impl ModelArgs {
     pub fn embedder(&self) -> anyhow::Result<Embedder> {
         let overrides: Vec<&str> = self.config.set.iter().map(String::as_str).collect();
         let checkpoint = self.checkpoint.as_deref();
-        let which = self.which.into();
+        let which = self.which;
         let no_checkpoint = |e: SourceError| match e {
             SourceError::NoCheckpoint(_) => anyhow::anyhow!(
                 "--checkpoint is required for --which teacher|student (only the random and \
@@ -385,7 +363,7 @@ fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
     }
     let emb = a.model.embedder()?;
     anyhow::ensure!(
-        emb.source() != dino_eval::features::source::Source::Pixels,
+        emb.source() != Source::Pixels,
         "--tokens needs a backbone: --which pixels has no tokens"
     );
     let kind = a.tokens.map_or(TokenKind::Cls, TokenKind::from);

@@ -80,7 +80,7 @@ pub fn run(a: RetrievalArgs) -> anyhow::Result<()> {
     let patch = a.descriptor == Descriptor::ClsGem;
     let kind = match a.input.features {
         Some(_) => FeatureKind::Cls,
-        None => feature_kind(a.multiscale, a.input.model.which.into())?,
+        None => feature_kind(a.multiscale, a.input.model.which)?,
     };
     let (query, gallery) = a.input.load_with(a.gallery.as_deref(), kind, patch)?;
     let q = describe(&query, a.descriptor, "query")?;
