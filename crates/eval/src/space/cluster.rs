@@ -12,7 +12,7 @@ use rand_xoshiro::Xoshiro256Plus;
 use tch::{Kind, Tensor};
 
 use crate::features::{check_rows, FeaturesError};
-use crate::space::cluster_metrics::{Contingency, MetricError};
+use crate::space::cluster_metrics::Contingency;
 
 /// Settings of [`cluster_eval`].
 #[derive(Debug, Clone, PartialEq)]
@@ -94,9 +94,17 @@ pub enum ClusterError {
     /// k-means failed.
     #[error("k-means: {0}")]
     KMeans(String),
-    /// Scoring failed.
-    #[error(transparent)]
-    Metric(#[from] MetricError),
+    /// The class and cluster labellings to score differ in length.
+    #[error("{classes} class labels for {clusters} cluster labels")]
+    Length {
+        /// Number of class labels.
+        classes: usize,
+        /// Number of cluster labels.
+        clusters: usize,
+    },
+    /// No labels to score.
+    #[error("no labels to score")]
+    NoLabels,
 }
 
 /// A k-means result.

@@ -22,7 +22,7 @@ use crate::video::davis::{
 };
 use crate::video::davis_metrics::{boundary_f, jaccard, FrameScore, ObjectScore, BOUND_TH};
 use crate::video::segmentation::{
-    one_hot, resize_nearest, soft_to_labels, Propagator, SegmentConfig, VideoSegError,
+    one_hot, resize_nearest, soft_to_labels, Propagator, SegmentConfig,
 };
 
 /// Errors of segmenting a sequence.
@@ -31,9 +31,12 @@ pub enum SegmentError {
     /// The layout or an annotation is not what DAVIS holds.
     #[error(transparent)]
     Davis(#[from] DavisError),
-    /// The propagation settings or shapes.
-    #[error(transparent)]
-    Propagation(#[from] VideoSegError),
+    /// A propagation setting it cannot run with (see [`SegmentConfig::validate`]).
+    #[error("{0}")]
+    Config(String),
+    /// Tensors of the wrong shape given to the propagation.
+    #[error("{0}")]
+    Shape(String),
     /// The backbone failed.
     #[error(transparent)]
     Model(#[from] ModelError),
