@@ -484,8 +484,8 @@ impl Format {
     }
 }
 
-/// `<dir>/<stem>.<suffix>` for `<dir>/<stem>.<ext>`.
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+/// `<dir>/<stem>.<suffix>` for `<dir>/<stem>.<ext>` (also the token files' sidecars).
+pub(crate) fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

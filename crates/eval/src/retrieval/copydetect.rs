@@ -6,25 +6,13 @@
 //! Before ranking, the descriptors are PCA-whitened as the official code does, with a
 //! [`Whitening`] learned on a separate set of distractor images that is never searched.
 
-use crate::features::{check_rows, FeaturesError};
+use crate::features::check_rows;
 use crate::retrieval::{retrieval_eval, RetrievalError, RetrievalReport};
 use tch::{Device, Kind, Tensor};
 
 /// Errors of [`copy_detection_eval`] and [`Whitening::fit`], raised before any ranking.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyDetectError {
-    /// Features refused by the shared check ([`check_rows`]): not a float `[N, D]` tensor, or
-    /// rows holding NaN or infinities.
-    #[error("{what} features: {source}")]
-    Features {
-        /// Which input.
-        what: &'static str,
-        /// What the check found.
-        source: FeaturesError,
-    },
-    /// No rows.
-    #[error("the {0} set is empty")]
-    Empty(&'static str),
     /// Widths disagree.
     #[error("{what} features have width {width} but the database {database}: use one model and descriptor for all")]
     Width {
@@ -74,9 +62,9 @@ pub enum CopyDetectError {
 /// CPU.
 fn check(what: &'static str, x: &Tensor) -> Result<Tensor, CopyDetectError> {
     let n = check_rows(x, None, None, &[])
-        .map_err(|source| CopyDetectError::Features { what, source })?;
+        .map_err(|source| RetrievalError::Features { what, source })?;
     if n == 0 {
-        return Err(CopyDetectError::Empty(what));
+        return Err(RetrievalError::Empty(what).into());
     }
     Ok(x.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?)
 }
@@ -107,7 +95,7 @@ impl Whitening {
     /// Learns the whitening on `features` `[N, D]`.
     ///
     /// # Errors
-    /// [`CopyDetectError::Features`] (the shared check), [`CopyDetectError::Empty`],
+    /// [`RetrievalError::Features`] (the shared check), [`RetrievalError::Empty`],
     /// [`CopyDetectError::ZeroWhitening`] (every row zero: no eigenvalue above 0). Constant or
     /// duplicated rows are fine: the eigenvalues below `ε` are raised to it.
     pub fn fit(features: &Tensor) -> Result<Self, CopyDetectError> {
@@ -185,8 +173,8 @@ impl Whitening {
 /// the mean reciprocal rank of the original) and recall@`ks`.
 ///
 /// # Errors
-/// [`CopyDetectError::Empty`] (no query, database or whitening row),
-/// [`CopyDetectError::Features`] (the shared check), [`CopyDetectError::Width`], [`CopyDetectError::Count`],
+/// [`RetrievalError::Empty`] (no query, database or whitening row),
+/// [`RetrievalError::Features`] (the shared check), [`CopyDetectError::Width`], [`CopyDetectError::Count`],
 /// [`CopyDetectError::MissingOriginal`], and [`RetrievalError::ZeroK`], all before ranking.
 pub fn copy_detection_eval(
     queries: &Tensor,
@@ -286,7 +274,7 @@ mod tests {
         let empty = Tensor::zeros([0, 3], (Kind::Float, Device::Cpu));
         assert!(matches!(
             copy_detection_eval(&empty, &[], &db, None, &[1]),
-            Err(CopyDetectError::Empty("query"))
+            Err(CopyDetectError::Retrieval(RetrievalError::Empty("query")))
         ));
         assert!(matches!(
             copy_detection_eval(&q, &[0, 4], &db, None, &[1]),
@@ -318,7 +306,9 @@ mod tests {
         ));
         assert!(matches!(
             copy_detection_eval(&q, &[0, 1], &db, Some(&empty), &[1]),
-            Err(CopyDetectError::Empty("whitening"))
+            Err(CopyDetectError::Retrieval(RetrievalError::Empty(
+                "whitening"
+            )))
         ));
         let r = copy_detection_eval(&q, &[0, 1], &db, None, &[1]).unwrap();
         assert_eq!((r.map, r.n_queries, r.n_gallery), (1.0, 2, 4));
