@@ -12,6 +12,8 @@ DINO_SETUP_DATASETS=${DINO_SETUP_DATASETS:-0} DINO_SETUP_WHEEL=${DINO_SETUP_WHEE
 # A CI machine builds once: incremental caches would only take disk (it has little to spare).
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all --check
+# docs/ARCHITECTURE.md names only paths and `file::item`s that exist (standard-library Python).
+python3 scripts/check_architecture.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
 # The Python wheel (crates/python), which setup.sh built and installed into .venv.

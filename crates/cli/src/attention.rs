@@ -4,8 +4,8 @@
 
 use crate::eval::{ModelArgs, Source};
 use anyhow::Context;
+use dino_eval::attention::score::{boxes_in_crop, read_boxes, score_image, ScoreReport};
 use dino_eval::attention::{attention_of, write_maps, AttentionResize};
-use dino_eval::attention_score::{boxes_in_crop, read_boxes, score_image, ScoreReport};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -52,7 +52,7 @@ pub struct AttentionArgs {
     /// mapped through the crop; paths relative to `--data`; keys starting with `_` are
     /// comments). The images are then those of the file, and
     /// `scores.json` in `--out` gives, per image and head, the share of the attention inside the
-    /// boxes and the Jaccard index of the mask with them (dino_eval::attention_score).
+    /// boxes and the Jaccard index of the mask with them (dino_eval::attention::score).
     #[arg(long, requires = "data", conflicts_with = "image")]
     boxes: Option<PathBuf>,
 }

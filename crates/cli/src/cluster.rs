@@ -1,10 +1,10 @@
 //! `dino eval cluster`: k-means on frozen features scored against the labels
-//! (`dino_eval::cluster`).
+//! (`dino_eval::space::cluster`).
 
 use crate::features_in::FeatureInput;
 use crate::stated::Stated;
-use dino_eval::cluster::{cluster_eval, ClusterConfig, ClusterReport};
-use dino_eval::embed::FeatureKind;
+use dino_eval::features::embed::FeatureKind;
+use dino_eval::space::cluster::{cluster_eval, ClusterConfig, ClusterReport};
 
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {

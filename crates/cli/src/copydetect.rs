@@ -1,6 +1,6 @@
 //! `dino eval copydetect`: the copies of a benchmark folder (`dino data copydetect`) search the
 //! originals and distractors, after PCA whitening learned on its whitening photos
-//! (`dino_eval::copydetect`, official `eval_copy_detection.py`).
+//! (`dino_eval::retrieval::copydetect`, official `eval_copy_detection.py`).
 
 use crate::eval::ModelArgs;
 use crate::retrieval::{describe, print_scores, Descriptor};
@@ -8,8 +8,8 @@ use anyhow::Context;
 use dino_config::DataFormat;
 use dino_data::copydetect::read_ground_truth;
 use dino_data::dataset::open_dataset;
-use dino_eval::copydetect::copy_detection_eval;
 use dino_eval::features::FeatureSet;
+use dino_eval::retrieval::copydetect::copy_detection_eval;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -6,42 +6,20 @@ use crate::stated::Stated;
 use anyhow::Context;
 use dino_config::{Config, DataFormat};
 use dino_data::dataset::{open_dataset, Dataset, UnknownClass};
-use dino_eval::embed::FeatureKind;
-use dino_eval::features::write_features;
-use dino_eval::knn::{knn_eval, KnnConfig};
-use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
-use dino_eval::source::{run_config, run_folder_config, Embedder, SourceError};
-use dino_eval::tokens::{
+use dino_eval::features::embed::FeatureKind;
+use dino_eval::features::source::{run_config, run_folder_config, Embedder, SourceError};
+use dino_eval::features::tokens::{
     per_image_names, plan_tokens, Layers, NpyTokenWriter, PerImageWriter, SafetensorsTokenWriter,
     TokenKind, TokenSink,
 };
+use dino_eval::features::write_features;
+use dino_eval::knn::{knn_eval, KnnConfig};
+use dino_eval::linear::{train_linear_probe_with, LinearProbeConfig};
 use dino_train::runtime::apply_threads;
 use std::path::{Path, PathBuf};
 
-/// Where features come from (`dino_eval::source::Source`, with clap's value names and help).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Source {
-    /// The checkpoint's EMA teacher (official default).
-    Teacher,
-    /// The checkpoint's student.
-    Student,
-    /// The same architecture at random initialisation (seed runtime.seed): the baseline a
-    /// trained network must beat.
-    Random,
-    /// Raw pixels of the evaluation crop, flattened.
-    Pixels,
-}
-
-impl From<Source> for dino_eval::source::Source {
-    fn from(s: Source) -> Self {
-        match s {
-            Source::Teacher => Self::Teacher,
-            Source::Student => Self::Student,
-            Source::Random => Self::Random,
-            Source::Pixels => Self::Pixels,
-        }
-    }
-}
+/// Where features come from: the evaluation crate's type, parsed by clap (`--which`).
+pub use dino_eval::features::source::Source;
 
 /// Arguments shared by every command that embeds images.
 #[derive(clap::Args, Debug)]
@@ -85,7 +63,7 @@ impl ModelArgs {
                 dir.display()
             );
         }
-        let which: dino_eval::source::Source = self.which.into();
+        let which = self.which;
         let no_checkpoint = |e: SourceError| match e {
             SourceError::NoCheckpoint(_) => anyhow::anyhow!(
                 "--checkpoint is required for --which teacher|student (only the random and \
@@ -189,13 +167,18 @@ pub struct TrainVal {
 }
 
 impl TrainVal {
-    fn open(&self, cfg: &Config) -> anyhow::Result<dino_eval::labelled::TrainVal> {
+    fn open(&self, cfg: &Config) -> anyhow::Result<dino_eval::features::labelled::TrainVal> {
         let unknown = if self.skip_unknown_classes {
             UnknownClass::Skip
         } else {
             UnknownClass::Error
         };
-        let sets = dino_eval::labelled::TrainVal::open(&self.train, &self.val, &cfg.data, unknown)?;
+        let sets = dino_eval::features::labelled::TrainVal::open(
+            &self.train,
+            &self.val,
+            &cfg.data,
+            unknown,
+        )?;
         if let Some(note) = sets.skipped_note() {
             tracing::warn!("{note}");
         }
@@ -454,7 +437,7 @@ pub struct EmbedArgs {
     /// Blocks of the token array: `last` (the final block), N (the last N blocks) or `all`
     /// (every block). Implies --tokens (default cls).
     #[arg(long, value_name = "last|N|all")]
-    layers: Option<dino_eval::tokens::Layers>,
+    layers: Option<dino_eval::features::tokens::Layers>,
     /// Write one `.npy` `[layers, tokens, dim]` per image into the folder --out (named after
     /// the image's path under --data, extension .npy), plus `index.json` (layout, paths,
     /// labels). Implies --tokens (default cls).
@@ -467,7 +450,7 @@ pub struct EmbedArgs {
     classes_from: Option<PathBuf>,
 }
 
-/// `--tokens` values (`dino_eval::tokens::TokenKind`).
+/// `--tokens` values (`dino_eval::features::tokens::TokenKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TokenArg {
     /// The CLS token.
@@ -554,7 +537,7 @@ fn write_meta(out: &Path, stated: &Stated, l2: bool, dim: i64) -> anyhow::Result
 }
 
 /// `dino embed --tokens/--layers/--per-image`: the token array, streamed (a thin shell over
-/// `dino_eval::tokens::embed_tokens`). Every argument is checked against the model before any
+/// `dino_eval::features::tokens::embed_tokens`). Every argument is checked against the model before any
 /// output is created.
 fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
     if a.per_image {
@@ -574,7 +557,7 @@ fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
     }
     let emb = a.model.embedder()?;
     anyhow::ensure!(
-        emb.source() != dino_eval::source::Source::Pixels,
+        emb.source() != Source::Pixels,
         "--tokens needs a backbone: --which pixels has no tokens"
     );
     let kind = a.tokens.map_or(TokenKind::Cls, TokenKind::from);
@@ -595,7 +578,7 @@ fn embed_tokens(a: EmbedArgs) -> anyhow::Result<()> {
         };
         (sink, out)
     };
-    let report = dino_eval::tokens::embed_tokens(
+    let report = dino_eval::features::tokens::embed_tokens(
         emb.backbone(),
         ds.as_ref(),
         &opts,

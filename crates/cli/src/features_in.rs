@@ -6,9 +6,9 @@ use crate::eval::ModelArgs;
 use anyhow::Context;
 use dino_config::DataFormat;
 use dino_data::dataset::{align_classes, open_dataset, Dataset, UnknownClass};
-use dino_eval::embed::{EmbedOptions, FeatureKind};
+use dino_eval::features::embed::{EmbedOptions, FeatureKind};
+use dino_eval::features::source::Embedder;
 use dino_eval::features::{read_features, FeatureSet};
-use dino_eval::source::Embedder;
 use std::path::{Path, PathBuf};
 
 /// An input probed by [`FeatureInput::open`]: features already read from files, or a loaded
@@ -38,7 +38,7 @@ impl OpenedInput {
             Self::Read(..) => None,
             Self::Embed { opts, emb, .. } => Some(crate::stated::Stated::of(
                 opts,
-                emb.source() == dino_eval::source::Source::Pixels,
+                emb.source() == dino_eval::features::source::Source::Pixels,
             )),
         }
     }

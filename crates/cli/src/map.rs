@@ -1,15 +1,15 @@
-//! `dino map`: a 2-D map of the feature space (t-SNE or PCA, `dino_eval::map`) drawn as a PNG
-//! coloured by class (`dino_eval::map_plot`), with the coordinates as `.npy` and CSV.
+//! `dino map`: a 2-D map of the feature space (t-SNE or PCA, `dino_eval::space::map`) drawn as a PNG
+//! coloured by class (`dino_eval::space::map_plot`), with the coordinates as `.npy` and CSV.
 
 use crate::features_in::FeatureInput;
 use anyhow::Context;
-use dino_eval::embed::FeatureKind;
-use dino_eval::map::{map_2d, MapMethod, TsneConfig};
-use dino_eval::map_output::{write_coords_csv, write_coords_npy};
-use dino_eval::map_plot::{draw_map_with_thumbnails, Thumbnail};
+use dino_eval::features::embed::FeatureKind;
+use dino_eval::space::map::{map_2d, MapMethod, TsneConfig};
+use dino_eval::space::map_output::{write_coords_csv, write_coords_npy};
+use dino_eval::space::map_plot::{draw_map_with_thumbnails, Thumbnail};
 use std::path::PathBuf;
 
-/// The 2-D embedding (clap's names for `dino_eval::map::MapMethod`).
+/// The 2-D embedding (clap's names for `dino_eval::space::map::MapMethod`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
     /// Barnes-Hut t-SNE on exact cosine neighbours (the paper's figure; minutes for 10k images).

@@ -4,11 +4,11 @@
 use crate::features_in::FeatureInput;
 use crate::stated::Stated;
 use anyhow::Context;
-use dino_eval::embed::FeatureKind;
+use dino_eval::features::embed::FeatureKind;
+use dino_eval::features::source::Source;
 use dino_eval::features::FeatureSet;
+use dino_eval::retrieval::revisited::{find_gnd, revisited_eval, RevisitedReport};
 use dino_eval::retrieval::{cls_gem, retrieval_eval};
-use dino_eval::revisited::{find_gnd, revisited_eval, RevisitedReport};
-use dino_eval::source::Source;
 use std::path::PathBuf;
 
 /// The retrieval descriptor.
@@ -81,7 +81,7 @@ pub fn run(a: RetrievalArgs) -> anyhow::Result<()> {
     let patch = a.descriptor == Descriptor::ClsGem;
     let kind = match a.input.features {
         Some(_) => FeatureKind::Cls,
-        None => feature_kind(a.multiscale, a.input.model.which.into())?,
+        None => feature_kind(a.multiscale, a.input.model.which)?,
     };
     let opened = a.input.open(a.gallery.as_deref(), kind, patch)?;
     let stated = opened

@@ -2,7 +2,7 @@
 //! weights that do not fit the configured architecture.
 
 use dino_config::Config;
-use dino_eval::source::SourceError;
+use dino_eval::features::source::SourceError;
 use std::path::{Path, PathBuf};
 
 /// The run folder `file` sits in: its parent when `file` is a file and the parent holds the

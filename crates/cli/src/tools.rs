@@ -329,14 +329,14 @@ fn video_seq(a: VideoSeqArgs) -> anyhow::Result<()> {
         a.from.display()
     );
     let _out = crate::output::prepare_dir(&a.out)?;
-    let spec = dino_eval::video_synth::SynthSpec {
+    let spec = dino_eval::video::synth::SynthSpec {
         name: a.name.clone(),
         frames: a.frames,
         width: a.width,
         height: a.height,
         seed: a.seed,
     };
-    let used = dino_eval::video_synth::generate(&a.from, &a.out, &spec)?;
+    let used = dino_eval::video::synth::generate(&a.from, &a.out, &spec)?;
     eprintln!(
         "wrote {} frames of {} into {} (background {}, objects {} and {})",
         a.frames,

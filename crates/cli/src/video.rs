@@ -1,18 +1,16 @@
 //! `dino video ...`: models run over a video, frame by frame. The input (a video file decoded by
 //! ffmpeg, or a folder of frames) and the frame selection are shared by every subcommand
 //! ([`InputArgs`], `dino_data::video`); `attention` draws the CLS attention and its mask over
-//! each frame (official video_generation.py, `dino_eval::video_attention`); `segment` propagates
+//! each frame (official video_generation.py, `dino_eval::video::attention`); `segment` propagates
 //! a DAVIS sequence's first mask (crate::video_segment).
 
 use crate::eval::{ModelArgs, Source};
 use anyhow::Context;
 use dino_data::video::{
-    FrameSize, FrameSource, VideoFormat, VideoInfo, VideoOptions, VideoWriter, DEFAULT_FOLDER_FPS,
+    FrameSize, FrameSource, VideoFormat, VideoInfo, VideoOptions, DEFAULT_FOLDER_FPS,
 };
-use dino_eval::video_attention::{
-    frame_attention, shown, side_by_side, side_by_side_size, MapSmoother, ShownMap,
-};
-use std::io::Write;
+use dino_eval::video::attention::ShownMap;
+use dino_eval::video::render::{render_attention, RenderError, RenderOptions, RenderSummary};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
@@ -274,97 +272,51 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-struct Summary {
-    frames: usize,
-    seconds: f64,
-    mean_mask_area: f64,
-}
-
-/// Runs every frame into `stage`: frames/, the video, frames.jsonl, video.json.
+/// Runs every frame into `stage` ([`render_attention`]: frames/, the video, frames.jsonl), then
+/// writes video.json.
 fn render(
     a: &AttentionArgs,
-    emb: &dino_eval::source::Embedder,
+    emb: &dino_eval::features::source::Embedder,
     source: FrameSource,
     info: &VideoInfo,
     (fps, fps_from): (f64, &str),
     format: Option<VideoFormat>,
     stage: &Path,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<RenderSummary> {
     let cfg = &emb.cfg;
     let patch = cfg.model.patch_size as u32;
-    let (mean, std) = (cfg.augmentation.mean, cfg.augmentation.std);
-    let frames_dir = stage.join("frames");
-    std::fs::create_dir_all(&frames_dir)
-        .with_context(|| format!("creating {}", frames_dir.display()))?;
-    let (sw, sh) = side_by_side_size(info.size.0, info.size.1);
-    let video_path = format.map(|f| stage.join(format!("attention.{}", f.extension())));
-    let mut writer = match (format, &video_path) {
-        (Some(f), Some(p)) => Some(VideoWriter::create(p, f, sw, sh, fps)?),
-        _ => None,
+    let opts = RenderOptions {
+        threshold: a.threshold,
+        map: a.head.map_or(ShownMap::Mean, ShownMap::Head),
+        smooth: a.smooth,
+        mean: cfg.augmentation.mean,
+        std: cfg.augmentation.std,
+        format,
+        fps,
     };
-    let jsonl_path = stage.join("frames.jsonl");
-    let mut jsonl = std::io::BufWriter::new(
-        std::fs::File::create(&jsonl_path)
-            .with_context(|| format!("creating {}", jsonl_path.display()))?,
-    );
-    let which = a.head.map_or(ShownMap::Mean, ShownMap::Head);
-    let mut smoother = MapSmoother::new(a.smooth)?;
-    let started = std::time::Instant::now();
-    let (mut n, mut area_sum) = (0usize, 0.0f64);
     let planned = info.planned_frames(&a.input.options(patch, cfg.data.max_image_pixels));
-    for frame in source {
-        let frame = frame?;
-        let maps = frame_attention(
-            emb.backbone().vit("video attention")?,
-            &frame.image,
-            mean,
-            std,
-            emb.device(),
-        )
-        .with_context(|| format!("attention of frame {}", frame.index))?;
-        let result = shown(&smoother.push(maps)?, which, a.threshold)?;
-        let picture = side_by_side(&frame.image, &result, patch)?;
-        let png = frames_dir.join(format!("{:06}.png", frame.position));
-        picture
-            .save(&png)
-            .with_context(|| format!("writing {}", png.display()))?;
-        if let Some(w) = writer.as_mut() {
-            w.push(&picture)?;
-        }
-        let line = serde_json::json!({
-            "position": frame.position,
-            "index": frame.index,
-            "file": frame.file.as_ref().map(|f| f.display().to_string()),
-            "mask_area": result.mask_area,
-        });
-        writeln!(jsonl, "{line}").with_context(|| format!("writing {}", jsonl_path.display()))?;
-        n += 1;
-        area_sum += result.mask_area;
+    let progress = |n: usize, secs: f64| {
         if n % 50 == 0 {
-            let secs = started.elapsed().as_secs_f64();
             let of = planned.map_or(String::new(), |p| format!(" of {p}"));
             eprintln!("frame {n}{of} ({:.2} frames/s)", n as f64 / secs);
         }
-    }
-    anyhow::ensure!(
-        n > 0,
-        "no frames selected from {} (--start {} is past its end)",
-        info.path.display(),
-        a.input.start
-    );
-    jsonl
-        .flush()
-        .with_context(|| format!("writing {}", jsonl_path.display()))?;
-    if let Some(w) = writer {
-        w.finish()?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = serde_json::json!({
+    };
+    let vit = emb.backbone().vit("video attention")?;
+    let summary =
+        match render_attention(vit, emb.device(), source, info.size, &opts, stage, progress) {
+            Err(RenderError::NoFrames) => anyhow::bail!(
+                "no frames selected from {} (--start {} is past its end)",
+                info.path.display(),
+                a.input.start
+            ),
+            other => other?,
+        };
+    let json = serde_json::json!({
         "input": info.path.display().to_string(),
         "source_size": [info.source_size.0, info.source_size.1],
         "size": [info.size.0, info.size.1],
         "patch_grid": [info.size.1 / patch, info.size.0 / patch],
-        "frames": n,
+        "frames": summary.frames,
         "start": a.input.start,
         "every": a.input.every,
         "fps": fps,
@@ -374,17 +326,13 @@ fn render(
         "smooth": a.smooth,
         "checkpoint": a.model.checkpoint.as_ref().map(|p| p.display().to_string()),
         "which": format!("{:?}", a.model.which).to_lowercase(),
-        "video": video_path.as_ref().and_then(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()),
-        "mean_mask_area": area_sum / n as f64,
-        "seconds": seconds,
+        "video": summary.video.as_ref().and_then(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()),
+        "mean_mask_area": summary.mean_mask_area,
+        "seconds": summary.seconds,
         "peak_rss_mib": peak_rss_mib(),
     });
     let json_path = stage.join("video.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&summary)?)
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
-    Ok(Summary {
-        frames: n,
-        seconds,
-        mean_mask_area: area_sum / n as f64,
-    })
+    Ok(summary)
 }

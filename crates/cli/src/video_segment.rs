@@ -1,14 +1,14 @@
 //! `dino video segment` (see [`crate::video::VideoCmd`]): video object segmentation on the DAVIS-2017 layout by propagating the
 //! first frame's mask with patch features (official eval_video_segmentation.py), predictions
 //! written as palette PNGs in the layout the DAVIS toolkit reads, and scored here with J and F
-//! on the annotated frames (dino_eval::davis_segment).
+//! on the annotated frames (dino_eval::video::davis_segment).
 
 use crate::eval::{ModelArgs, Source};
 use anyhow::Context;
-use dino_eval::davis::{list_sequences, open_sequence};
-use dino_eval::davis_metrics::{DavisReport, ObjectScore, BOUND_TH};
-use dino_eval::davis_segment::{prepare_sequence, segment_sequence, FrameOptions};
-use dino_eval::video_seg::SegmentConfig;
+use dino_eval::video::davis::{list_sequences, open_sequence};
+use dino_eval::video::davis_metrics::{DavisReport, ObjectScore, BOUND_TH};
+use dino_eval::video::davis_segment::{prepare_sequence, segment_sequence, FrameOptions};
+use dino_eval::video::segmentation::SegmentConfig;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -8,9 +8,11 @@ use std::path::Path;
 mod common;
 use common::tiny::tiny_run;
 use common::{dino, ok};
-use dino_eval::embed::{for_each_batch, EmbedError, FeatureKind};
-use dino_eval::source::{Embedder, Source};
-use dino_eval::tokens::{embed_tokens, plan_tokens, read_tokens, Layers, MemorySink, TokenKind};
+use dino_eval::features::embed::{for_each_batch, EmbedError, FeatureKind};
+use dino_eval::features::source::{Embedder, Source};
+use dino_eval::features::tokens::{
+    embed_tokens, plan_tokens, read_tokens, Layers, MemorySink, TokenKind,
+};
 use tch::Tensor;
 
 /// The tiny config's evaluation crop: 16 px = a 4 × 4 grid of 4-px patches.

@@ -1,10 +1,21 @@
 //! Evaluation of DINO features (Caron et al. 2021, §4.1–4.2; official `eval_knn.py`,
 //! `eval_linear.py`, `visualize_attention.py`): how good is a frozen backbone?
 //!
-//! [`source`] resolves and loads the model features come from (a run folder, a weight file, or a
-//! baseline), [`embed`] turns a dataset into features through a backbone, and the other modules
-//! take those features (or an attention tensor) and return serialisable reports or files.
-//! Devices follow the input tensors.
+//! The crate is laid out in rooms, one per job:
+//!
+//! | Room | Job | Files |
+//! |------|-----|-------|
+//! | [`features`] | where features come from and the one check of them: a [`features::FeatureSet`] (features `[N, D]`, labels, patch tokens, paths) built by embedding a dataset through a backbone, read from `.npy`/`.safetensors`, or streamed as every token | `features/{set, embed, source, tokens, labelled, probe}.rs` |
+//! | [`knn`] | weighted k-NN classification (`eval_knn.py`) | `knn.rs` |
+//! | [`linear`] | linear probe on frozen features (`eval_linear.py`) | `linear.rs` |
+//! | [`attention`] | CLS self-attention maps and masks of single images (`visualize_attention.py`), and their score against boxes | `attention/{maps, score}.rs` |
+//! | [`space`] | the feature space without a classifier: k-means clusters scored against the classes, a 2-D map (t-SNE / PCA) | `space/{cluster, cluster_metrics, map, map_output, map_plot}.rs` |
+//! | [`retrieval`] | cosine ranking (mAP, recall@k), revisited Oxford / Paris, copy detection | `retrieval/{rank, revisited, copydetect}.rs` |
+//! | [`video`] | attention over frames (`video_generation.py`), video object segmentation by label propagation, the DAVIS layout and its J&F | `video/{attention, render, segmentation, davis, davis_metrics, davis_segment, synth}.rs` |
+//!
+//! Every evaluation takes its features as a [`features::FeatureSet`] (or rows checked by the same
+//! [`features::non_finite_rows`]) and returns a serialisable report or writes files; the `dino`
+//! binary only parses, calls and prints. Devices follow the input tensors.
 //!
 //! Weighted k-NN on a few hand-made features:
 //!
@@ -31,57 +42,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-/// CLS self-attention heat maps and threshold masks (`visualize_attention.py`).
+/// Room `attention`: CLS self-attention of single images.
 pub mod attention;
-/// How much of the CLS attention lies on the object: mass in hand-drawn boxes and Jaccard of
-/// the threshold masks with them.
-pub mod attention_score;
-/// Clusters without labels: seeded k-means on L2-normalised features, scored against the
-/// classes (NMI, ARI, purity, Hungarian accuracy).
-pub mod cluster;
-/// Scores of a clustering against the classes, from one contingency table.
-pub mod cluster_metrics;
-/// Copy detection: PCA whitening learned on distractors, then the rank of each copy's
-/// original (`eval_copy_detection.py`).
-pub mod copydetect;
-/// The DAVIS-2017 folder layout and its palette-PNG annotations (read, checked, written).
-pub mod davis;
-/// DAVIS's region similarity J and contour accuracy F, and the J&F-mean.
-pub mod davis_metrics;
-/// A DAVIS sequence segmented end to end (frames → patch features → propagation → palette
-/// PNGs) and scored on its annotated frames.
-pub mod davis_segment;
-/// Features of a whole dataset through a frozen backbone (the official `extract_features`).
-pub mod embed;
-/// Feature files: `.npy` or `.safetensors` with labels and image paths.
+/// Room `features`: sources, embedding, token export, feature files and the one feature check.
 pub mod features;
 /// Weighted k-NN classification of features (`eval_knn.py`).
 pub mod knn;
-/// A training bank and the sets scored against it, labelled by the bank's class names.
-pub mod labelled;
-/// Linear probe on frozen features and the official ViT probe feature (`eval_linear.py`).
+/// Linear probe on frozen features (`eval_linear.py`).
 pub mod linear;
-/// A 2-D map of the feature space: deterministic Barnes–Hut t-SNE or PCA.
-pub mod map;
-/// The 2-D map's coordinates as `.npy` and CSV.
-pub mod map_output;
-/// The 2-D map drawn as a PNG scatter plot coloured by class, with a legend.
-pub mod map_plot;
-/// Image retrieval: cosine ranking, mAP and recall@k; CLS and CLS+GeM descriptors.
+/// Room `retrieval`: image retrieval, revisited Oxford / Paris, copy detection.
 pub mod retrieval;
-/// The revisited Oxford / Paris protocol: ground truth and Easy / Medium / Hard mAP.
-pub mod revisited;
-/// Where features come from: a run folder's teacher or student, a `.safetensors` backbone, the
-/// architecture at random initialisation, or raw pixels; [`source::Embedder`] embeds with one.
-pub mod source;
-/// Every token out: CLS and patch tokens of the last L blocks, `[N, L, T, D]`, streamed to
-/// `.npy`, `.safetensors` or one file per image.
-pub mod tokens;
-/// Attention over a video, frame by frame (`video_generation.py`): maps, smoothing over frames,
-/// threshold masks and the side-by-side `original | attention | mask` picture.
-pub mod video_attention;
-/// Video object segmentation by label propagation of the first frame's mask
-/// (`eval_video_segmentation.py`).
-pub mod video_seg;
-/// A generated DAVIS sequence with exact masks: photo cut-outs moving over another photo.
-pub mod video_synth;
+/// Room `space`: clusters and 2-D maps of the feature space.
+pub mod space;
+/// Room `video`: attention over frames, video object segmentation, DAVIS.
+pub mod video;
+
+// Paths kept for users outside this crate (dino-train's online k-NN imports them).
+pub use features::{embed, labelled};

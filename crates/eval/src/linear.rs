@@ -7,8 +7,9 @@
 //! best, which slightly inflates it: report both).
 //!
 //! Unlike the official script the features are computed once, not per augmented crop: the
-//! official training set is seen through RandomResizedCrop + flip each epoch. Use
-//! [`concat_last_blocks`] to build the official ViT feature from the backbone's last blocks.
+//! official training set is seen through RandomResizedCrop + flip each epoch. The official ViT
+//! probe feature (the last blocks' CLS tokens) is
+//! [`concat_last_blocks`](crate::features::probe::concat_last_blocks), with the other feature kinds.
 
 use crate::features::{check_train_eval, FeatureSet, FeaturesError};
 use dino_config::EvalConfig;
@@ -21,7 +22,7 @@ use tch::{Kind, TchError, Tensor};
 /// Rows per forward pass when evaluating (memory bound only, no effect on results).
 const EVAL_CHUNK: i64 = 1024;
 
-/// Bad input to the linear probe or to [`concat_last_blocks`].
+/// Bad input to the linear probe.
 #[derive(Debug, thiserror::Error)]
 pub enum LinearError {
     /// The features or labels (see [`FeatureSet::new`] and [`check_train_eval`]).
@@ -30,9 +31,6 @@ pub enum LinearError {
     /// A setting is out of range.
     #[error("invalid linear-probe setting: {0}")]
     Config(String),
-    /// Token tensors passed to [`concat_last_blocks`] are inconsistent.
-    #[error("block tokens: {0}")]
-    Tokens(String),
     /// libtorch failed.
     #[error(transparent)]
     Torch(#[from] TchError),
@@ -100,58 +98,6 @@ impl LinearProbeConfig {
 /// stepped once per epoch: `lr · (1 + cos(π · epoch / epochs)) / 2`.
 pub fn cosine_annealing_lr(lr: f64, epoch: usize, epochs: usize) -> f64 {
     0.5 * lr * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs as f64).cos())
-}
-
-/// The official ViT linear-probe feature from the tokens of the last `n` blocks.
-///
-/// `tokens`: `n` tensors `[B, 1 + P, D]` (CLS first, each already through the final LayerNorm,
-/// as `get_intermediate_layers` returns them), oldest block first. Returns `[B, n·D]`: the CLS
-/// tokens concatenated in block order. With `avgpool`, the mean patch token of the last block is
-/// added, giving `[B, (n + 1)·D]`:
-/// - for `n = 1` in the official interleaved layout `[cls₀, mean₀, cls₁, mean₁, …]` (the official
-///   code stacks the two on a new last axis and flattens), so released ViT-B linear heads apply;
-/// - for `n > 1`, where the official code fails with a shape error, appended after the CLS
-///   tokens (the DINOv2 `eval/linear.py` layout).
-///
-/// # Errors
-/// [`LinearError::Tokens`] when `tokens` is empty or shapes disagree, or when `avgpool` is set and
-/// the last block has no patch tokens.
-pub fn concat_last_blocks(tokens: &[Tensor], avgpool: bool) -> Result<Tensor, LinearError> {
-    let last = tokens
-        .last()
-        .ok_or_else(|| LinearError::Tokens("no blocks given".into()))?;
-    let shape = last.size();
-    if shape.len() != 3 || shape[1] < 1 {
-        return Err(LinearError::Tokens(format!(
-            "expected [B, 1 + P, D] tokens, got {shape:?}"
-        )));
-    }
-    let (b, d) = (shape[0], shape[2]);
-    let mut parts = Vec::with_capacity(tokens.len() + 1);
-    for t in tokens {
-        let s = t.size();
-        if s.len() != 3 || s[0] != b || s[2] != d || s[1] < 1 {
-            return Err(LinearError::Tokens(format!(
-                "block tokens disagree: {s:?} vs {shape:?}"
-            )));
-        }
-        parts.push(t.f_select(1, 0)?);
-    }
-    let cls = Tensor::f_cat(&parts, 1)?;
-    if !avgpool {
-        return Ok(cls);
-    }
-    if shape[1] < 2 {
-        return Err(LinearError::Tokens("avgpool needs patch tokens".into()));
-    }
-    let mean = last
-        .f_narrow(1, 1, shape[1] - 1)?
-        .f_mean_dim(1, false, None::<Kind>)?;
-    if tokens.len() == 1 {
-        Ok(Tensor::f_stack(&[cls, mean], 2)?.f_reshape([b, 2 * d])?)
-    } else {
-        Ok(Tensor::f_cat(&[cls, mean], 1)?)
-    }
 }
 
 /// The trained linear layer, named as the official `LinearClassifier.linear`.
@@ -501,38 +447,5 @@ mod tests {
             let got_b = classifier.bias.double_value(&[0]) as f32;
             assert!((got_b - b).abs() < 1e-6, "{got_b}");
         }
-    }
-
-    #[test]
-    fn concat_layouts() {
-        // Two blocks, B = 1, 1 + 2 tokens, D = 2; values encode (block, token, channel).
-        let block = |b: f32| {
-            Tensor::from_slice(&[b, b + 0.1, b + 1.0, b + 1.1, b + 3.0, b + 3.1]).view([1, 3, 2])
-        };
-        let (b0, b1) = (block(10.0), block(20.0));
-        let plain = concat_last_blocks(&[b0.shallow_clone(), b1.shallow_clone()], false).unwrap();
-        assert_eq!(
-            Vec::<f32>::try_from(plain.view([-1])).unwrap(),
-            [10.0, 10.1, 20.0, 20.1]
-        );
-        // n > 1 with avgpool: mean patch of the last block appended (22, 22.1).
-        let appended = concat_last_blocks(&[b0, b1.shallow_clone()], true).unwrap();
-        let v = Vec::<f32>::try_from(appended.view([-1])).unwrap();
-        let expected = [10.0, 10.1, 20.0, 20.1, 22.0, 22.1];
-        assert!(
-            v.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-5),
-            "{v:?}"
-        );
-        // n = 1 with avgpool: official interleaved [cls0, mean0, cls1, mean1].
-        let inter = concat_last_blocks(&[b1], true).unwrap();
-        let v = Vec::<f32>::try_from(inter.view([-1])).unwrap();
-        let expected = [20.0, 22.0, 20.1, 22.1];
-        assert!(
-            v.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-5),
-            "{v:?}"
-        );
-        assert!(concat_last_blocks(&[], false).is_err());
-        let other = Tensor::zeros([1, 3, 4], (Kind::Float, Device::Cpu));
-        assert!(concat_last_blocks(&[block(0.0), other], false).is_err());
     }
 }

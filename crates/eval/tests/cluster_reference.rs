@@ -6,8 +6,8 @@ use common::run_reference;
 
 use std::path::Path;
 
-use dino_eval::cluster::{cluster_eval, kmeans, ClusterConfig};
-use dino_eval::cluster_metrics::Contingency;
+use dino_eval::space::cluster::{cluster_eval, kmeans, ClusterConfig};
+use dino_eval::space::cluster_metrics::Contingency;
 use tch::Tensor;
 
 fn labels(dir: &Path, name: &str) -> Vec<i64> {

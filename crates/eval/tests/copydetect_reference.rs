@@ -5,7 +5,7 @@
 mod common;
 use common::run_reference;
 
-use dino_eval::copydetect::{copy_detection_eval, Whitening};
+use dino_eval::retrieval::copydetect::{copy_detection_eval, Whitening};
 use tch::{Kind, Tensor};
 
 fn l2(x: &Tensor) -> Tensor {

@@ -6,12 +6,14 @@
 
 use std::path::Path;
 
-use dino_eval::davis::{
+use dino_eval::video::davis::{
     open_sequence, pascal_palette, read_index_png, write_index_png, DavisError, IndexMask,
 };
-use dino_eval::davis_segment::{prepare_sequence, segment_sequence, FrameOptions, SegmentError};
-use dino_eval::video_seg::SegmentConfig;
-use dino_eval::video_synth::{generate, SynthSpec};
+use dino_eval::video::davis_segment::{
+    prepare_sequence, segment_sequence, FrameOptions, SegmentError,
+};
+use dino_eval::video::segmentation::SegmentConfig;
+use dino_eval::video::synth::{generate, SynthSpec};
 use dino_model::{VisionTransformer, VitConfig};
 use image::{Rgb, RgbImage};
 use tch::{nn, Device};

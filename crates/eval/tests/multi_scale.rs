@@ -2,7 +2,7 @@
 //! averaged over scales 1, 1/√2 and 1/2 (bilinear `interpolate(scale_factor=s)`), then
 //! L2-normalized — not the scale-1 feature alone.
 
-use dino_eval::embed::{multi_scale_cls, MULTI_SCALES};
+use dino_eval::features::embed::{multi_scale_cls, MULTI_SCALES};
 use dino_model::{Backbone, BackboneConfig, ResNetConfig};
 use tch::{nn, Device, Kind, Tensor};
 

@@ -5,7 +5,7 @@
 mod common;
 use common::run_reference;
 
-use dino_eval::revisited::{read_gnd, revisited_eval};
+use dino_eval::retrieval::revisited::{read_gnd, revisited_eval};
 use tch::Tensor;
 
 #[test]

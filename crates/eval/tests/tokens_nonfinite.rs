@@ -4,8 +4,8 @@
 
 use dino_data::dataset::ImageFiles;
 use dino_data::transforms::eval::EvalTransform;
-use dino_eval::embed::{EmbedOptions, FeatureKind};
-use dino_eval::tokens::{
+use dino_eval::features::embed::{EmbedOptions, FeatureKind};
+use dino_eval::features::tokens::{
     embed_tokens, plan_tokens, Layers, TokenKind, TokenLayout, TokenSink, TokensError,
 };
 use dino_model::{Backbone, VitConfig};

@@ -8,9 +8,9 @@ use common::run_reference;
 
 use std::path::Path;
 
-use dino_eval::davis::IndexMask;
-use dino_eval::davis_metrics::{boundary_f, jaccard, BOUND_TH};
-use dino_eval::video_seg::{
+use dino_eval::video::davis::IndexMask;
+use dino_eval::video::davis_metrics::{boundary_f, jaccard, BOUND_TH};
+use dino_eval::video::segmentation::{
     affinity, one_hot, resize_nearest, soft_to_labels, Propagator, SegmentConfig,
 };
 use tch::{Device, Kind, Tensor};
@@ -70,7 +70,7 @@ fn propagation_agrees_with_reference() {
                 .chain(queue.iter().map(Tensor::shallow_clone))
                 .collect();
             let mask = (cfg.size_mask_neighborhood > 0).then(|| {
-                dino_eval::video_seg::neighborhood_mask(
+                dino_eval::video::segmentation::neighborhood_mask(
                     h,
                     w,
                     cfg.size_mask_neighborhood as i64,

@@ -242,12 +242,6 @@ impl DinoLoss {
         Ok(())
     }
 
-    /// Moves the center to `device`.
-    pub fn to_device(&mut self, device: Device) -> Result<(), LossError> {
-        self.center = self.center.f_to_device(device)?;
-        Ok(())
-    }
-
     fn check_shapes(&self, student: &Tensor, teacher: &Tensor) -> Result<i64, LossError> {
         let k = self.out_dim as i64;
         let t = teacher.size();

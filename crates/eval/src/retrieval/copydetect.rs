@@ -6,26 +6,13 @@
 //! Before ranking, the descriptors are PCA-whitened as the official code does, with a
 //! [`Whitening`] learned on a separate set of distractor images that is never searched.
 
-use crate::features::{count_and_first, non_finite_rows};
+use crate::features::check_rows;
 use crate::retrieval::{retrieval_eval, RetrievalError, RetrievalReport};
 use tch::{Device, Kind, Tensor};
 
 /// Errors of [`copy_detection_eval`] and [`Whitening::fit`], raised before any ranking.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyDetectError {
-    /// A features tensor is not float `[N, D]`.
-    #[error("{what} features must be a float [N, D] tensor, got {kind:?} {shape:?}")]
-    Shape {
-        /// Which input.
-        what: &'static str,
-        /// The kind found.
-        kind: Kind,
-        /// The shape found.
-        shape: Vec<i64>,
-    },
-    /// No rows.
-    #[error("the {0} set is empty")]
-    Empty(&'static str),
     /// Widths disagree.
     #[error("{what} features have width {width} but the database {database}: use one model and descriptor for all")]
     Width {
@@ -35,14 +22,6 @@ pub enum CopyDetectError {
         width: i64,
         /// The database's width.
         database: i64,
-    },
-    /// A NaN or infinite feature.
-    #[error("{what} feature row {row} holds a NaN or infinite value")]
-    NonFinite {
-        /// Which input.
-        what: &'static str,
-        /// The first bad row.
-        row: i64,
     },
     /// Not one original per query.
     #[error("{queries} queries but {originals} original indices")]
@@ -79,26 +58,15 @@ pub enum CopyDetectError {
     Torch(#[from] tch::TchError),
 }
 
-/// Checks `[N, D]` float features without NaN/inf and returns them as f64 on the CPU.
+/// Checks `[N, D]` float features with the shared [`check_rows`] and returns them as f64 on the
+/// CPU.
 fn check(what: &'static str, x: &Tensor) -> Result<Tensor, CopyDetectError> {
-    if x.dim() != 2 || !x.is_floating_point() {
-        return Err(CopyDetectError::Shape {
-            what,
-            kind: x.kind(),
-            shape: x.size(),
-        });
+    let n = check_rows(x, None, None, &[])
+        .map_err(|source| RetrievalError::Features { what, source })?;
+    if n == 0 {
+        return Err(RetrievalError::Empty(what).into());
     }
-    if x.size()[0] == 0 {
-        return Err(CopyDetectError::Empty(what));
-    }
-    let x = x.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
-    if let Some((_, row)) = count_and_first(&non_finite_rows(&x)?)? {
-        return Err(CopyDetectError::NonFinite {
-            what,
-            row: row as i64,
-        });
-    }
-    Ok(x)
+    Ok(x.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?)
 }
 
 /// PCA whitening as `eval_copy_detection.py` with `utils.PCA(dim = D, whit = 0.5)`:
@@ -127,7 +95,7 @@ impl Whitening {
     /// Learns the whitening on `features` `[N, D]`.
     ///
     /// # Errors
-    /// [`CopyDetectError::Shape`], [`CopyDetectError::Empty`], [`CopyDetectError::NonFinite`],
+    /// [`RetrievalError::Features`] (the shared check), [`RetrievalError::Empty`],
     /// [`CopyDetectError::ZeroWhitening`] (every row zero: no eigenvalue above 0). Constant or
     /// duplicated rows are fine: the eigenvalues below `ε` are raised to it.
     pub fn fit(features: &Tensor) -> Result<Self, CopyDetectError> {
@@ -205,8 +173,8 @@ impl Whitening {
 /// the mean reciprocal rank of the original) and recall@`ks`.
 ///
 /// # Errors
-/// [`CopyDetectError::Empty`] (no query, database or whitening row), [`CopyDetectError::Shape`],
-/// [`CopyDetectError::NonFinite`], [`CopyDetectError::Width`], [`CopyDetectError::Count`],
+/// [`RetrievalError::Empty`] (no query, database or whitening row),
+/// [`RetrievalError::Features`] (the shared check), [`CopyDetectError::Width`], [`CopyDetectError::Count`],
 /// [`CopyDetectError::MissingOriginal`], and [`RetrievalError::ZeroK`], all before ranking.
 pub fn copy_detection_eval(
     queries: &Tensor,
@@ -306,7 +274,7 @@ mod tests {
         let empty = Tensor::zeros([0, 3], (Kind::Float, Device::Cpu));
         assert!(matches!(
             copy_detection_eval(&empty, &[], &db, None, &[1]),
-            Err(CopyDetectError::Empty("query"))
+            Err(CopyDetectError::Retrieval(RetrievalError::Empty("query")))
         ));
         assert!(matches!(
             copy_detection_eval(&q, &[0, 4], &db, None, &[1]),
@@ -338,7 +306,9 @@ mod tests {
         ));
         assert!(matches!(
             copy_detection_eval(&q, &[0, 1], &db, Some(&empty), &[1]),
-            Err(CopyDetectError::Empty("whitening"))
+            Err(CopyDetectError::Retrieval(RetrievalError::Empty(
+                "whitening"
+            )))
         ));
         let r = copy_detection_eval(&q, &[0, 1], &db, None, &[1]).unwrap();
         assert_eq!((r.map, r.n_queries, r.n_gallery), (1.0, 2, 4));

@@ -34,7 +34,8 @@ use dino_model::Backbone;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::embed::{for_each_batch, EmbedError, EmbedOptions};
+use crate::features::embed::{for_each_batch, EmbedError, EmbedOptions};
+use crate::features::set::sidecar;
 
 /// Which tokens of each block are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,15 +446,6 @@ fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<(
 fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), TokensError> {
     let json = serde_json::to_string_pretty(value).expect("serialisable");
     std::fs::write(path, json).map_err(io(path))
-}
-
-/// `<dir>/<stem>.<suffix>` for `<dir>/<stem>.<ext>`.
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!("{stem}.{suffix}"))
 }
 
 /// Labels, paths and classes, written beside the array by the file writers.

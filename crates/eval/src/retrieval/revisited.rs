@@ -14,6 +14,7 @@
 //! AP of [`crate::retrieval::average_precision`]); a query without positives under a protocol
 //! is left out of that protocol's mean, as there.
 
+use crate::features::check_rows;
 use crate::retrieval::RetrievalError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -210,7 +211,8 @@ pub struct RevisitedReport {
 ///
 /// # Errors
 /// Shapes that disagree with the ground truth (rows ≠ imlist / qimlist sizes, different
-/// widths), a zero cut-off, libtorch errors.
+/// widths), rows the shared feature check refuses ([`RetrievalError::Features`]: NaN or
+/// infinities), a zero cut-off, libtorch errors.
 pub fn revisited_eval(
     database: &Tensor,
     queries: &Tensor,
@@ -234,6 +236,9 @@ pub fn revisited_eval(
                 shape: s,
             });
         }
+        // The shared feature check: NaN or infinite rows would rank anywhere.
+        check_rows(t, None, None, &[])
+            .map_err(|source| RetrievalError::Features { what, source })?;
         Ok(())
     };
     shape("database", database, gnd.imlist.len())?;

@@ -3,7 +3,7 @@
 //! official `.pth`, its architecture from the given config), the same architecture at random
 //! initialisation, or raw pixels.
 //!
-//! [`Embedder`](crate::source::Embedder) loads one such source and embeds datasets with it;
+//! [`Embedder`](crate::features::source::Embedder) loads one such source and embeds datasets with it;
 //! `dino eval`, `dino embed` and `dino attention` all go through it, so every command resolves a
 //! source the same way.
 
@@ -18,31 +18,14 @@ use dino_model::{
 };
 use tch::{nn, Device, Tensor};
 
-use crate::embed::{embed_dataset, embed_pixels, EmbedError, EmbedOptions, FeatureKind};
+use crate::features::embed::{embed_dataset, embed_pixels, EmbedError, EmbedOptions, FeatureKind};
 use crate::features::FeatureSet;
 
-/// Which network of a training checkpoint (official `--checkpoint_key`, default teacher).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub enum Which {
-    /// The EMA teacher (what the paper evaluates).
-    #[default]
-    Teacher,
-    /// The student.
-    Student,
-}
-
-impl Which {
-    /// Prefix of this network's backbone in a training checkpoint's tensor names.
-    fn prefix(self) -> &'static str {
-        match self {
-            Which::Teacher => "teacher.backbone.",
-            Which::Student => "student.backbone.",
-        }
-    }
-}
-
-/// Where features come from (`dino eval … --which`).
+/// Which network features come from (`dino eval … --which`; for a training checkpoint the
+/// official `--checkpoint_key`, default teacher). The one "which network" type: the CLI parses
+/// it directly (crate feature `clap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Source {
     /// The checkpoint's EMA teacher (official default).
     #[default]
@@ -61,6 +44,16 @@ impl Source {
     pub fn is_baseline(self) -> bool {
         matches!(self, Source::Random | Source::Pixels)
     }
+
+    /// Prefix of this network's backbone in a training checkpoint's tensor names; `None` for
+    /// the baselines, which have no trained weights.
+    fn prefix(self) -> Option<&'static str> {
+        match self {
+            Source::Teacher => Some("teacher.backbone."),
+            Source::Student => Some("student.backbone."),
+            Source::Random | Source::Pixels => None,
+        }
+    }
 }
 
 /// Errors of resolving and loading a feature source.
@@ -72,6 +65,9 @@ pub enum SourceError {
          without one)"
     )]
     NoCheckpoint(Source),
+    /// [`load_backbone`] was asked for a baseline (random, pixels), which has no weights.
+    #[error("the {0:?} baseline has no trained weights to load")]
+    Baseline(Source),
     /// A folder given as a run folder holds no `checkpoint.json`.
     #[error("{} holds no checkpoint.json (not a dino run folder?)", .0.display())]
     NotARunFolder(PathBuf),
@@ -283,23 +279,25 @@ pub fn run_folder_config(
 /// own crop size), with the `key=value` `overrides` (the CLI's `--set`) applied on top.
 ///
 /// # Errors
-/// As [`run_config`]; [`SourceError::Weights`] for a file that is not safetensors (the message
+/// [`SourceError::Baseline`] when `which` is not the teacher or the student; as
+/// [`run_config`]; [`SourceError::Weights`] for a file that is not safetensors (the message
 /// says how to convert a PyTorch checkpoint); [`SourceError::Load`] for weights that do not fit
 /// the architecture (listing missing and unexpected keys); [`SourceError::NonFiniteWeights`] for
 /// weights or BatchNorm statistics holding NaN or infinities.
 pub fn load_backbone(
     path: &Path,
-    which: Which,
+    which: Source,
     fallback: &Config,
     overrides: &[&str],
     device: Device,
 ) -> Result<Pretrained, SourceError> {
+    let network = which.prefix().ok_or(SourceError::Baseline(which))?;
     let (config, file, prefix) = if path.is_dir() {
         let cfg = run_config(path, overrides)?;
         (
             cfg,
             path.join("checkpoint.safetensors"),
-            which.prefix().to_string(),
+            network.to_string(),
         )
     } else {
         dino_model::check_safetensors(path)?;
@@ -314,7 +312,7 @@ pub fn load_backbone(
         // The first prefix under which a backbone of this architecture is found (its
         // `cls_token` for a ViT, its `conv1.weight` for a ResNet).
         let marker = BackboneConfig::from_model(&fallback.model)?.marker_key();
-        let prefix = [which.prefix(), "backbone.", ""]
+        let prefix = [network, "backbone.", ""]
             .into_iter()
             .find(|p| names.iter().any(|n| *n == format!("{p}{marker}")))
             .unwrap_or("")
@@ -375,10 +373,10 @@ impl Embedder {
         // The baselines take only the architecture: no weights are read for them.
         let p = match (checkpoint, source) {
             (Some(c), Source::Teacher) => {
-                load_backbone(c, Which::Teacher, fallback, overrides, device)?
+                load_backbone(c, Source::Teacher, fallback, overrides, device)?
             }
             (Some(c), Source::Student) => {
-                load_backbone(c, Which::Student, fallback, overrides, device)?
+                load_backbone(c, Source::Student, fallback, overrides, device)?
             }
             (None, Source::Teacher | Source::Student) => {
                 return Err(SourceError::NoCheckpoint(source))

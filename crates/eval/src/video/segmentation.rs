@@ -12,21 +12,8 @@ use std::collections::VecDeque;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::davis::IndexMask;
-
-/// Errors of propagation.
-#[derive(Debug, thiserror::Error)]
-pub enum VideoSegError {
-    /// A setting the propagation cannot run with.
-    #[error("{0}")]
-    Config(String),
-    /// Tensors of the wrong shape.
-    #[error("{0}")]
-    Shape(String),
-    /// libtorch failed.
-    #[error(transparent)]
-    Torch(#[from] tch::TchError),
-}
+use crate::video::davis::IndexMask;
+use crate::video::davis_segment::SegmentError;
 
 /// Settings of the propagation; every default is the official one
 /// (`eval_video_segmentation.py` argparse, and the constant in `label_propagation`).
@@ -59,19 +46,19 @@ impl SegmentConfig {
     /// Checks the settings.
     ///
     /// # Errors
-    /// [`VideoSegError::Config`] for `n_last_frames` or `topk` 0 (the official queue of size 0
+    /// [`SegmentError::Config`] for `n_last_frames` or `topk` 0 (the official queue of size 0
     /// would never be popped) or a temperature that is not positive.
-    pub fn validate(&self) -> Result<(), VideoSegError> {
+    pub fn validate(&self) -> Result<(), SegmentError> {
         if self.n_last_frames == 0 {
-            return Err(VideoSegError::Config(
+            return Err(SegmentError::Config(
                 "n_last_frames must be at least 1".into(),
             ));
         }
         if self.topk == 0 {
-            return Err(VideoSegError::Config("topk must be at least 1".into()));
+            return Err(SegmentError::Config("topk must be at least 1".into()));
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(VideoSegError::Config(format!(
+            return Err(SegmentError::Config(format!(
                 "temperature must be positive, got {}",
                 self.temperature
             )));
@@ -84,14 +71,14 @@ impl SegmentConfig {
 /// 1 where the source lies within `size` patches of the query in both rows and columns.
 ///
 /// # Errors
-/// [`VideoSegError::Torch`].
+/// [`SegmentError::Torch`].
 pub fn neighborhood_mask(
     h: i64,
     w: i64,
     size: i64,
     device: Device,
-) -> Result<Tensor, VideoSegError> {
-    let near = |n: i64| -> Result<Tensor, VideoSegError> {
+) -> Result<Tensor, SegmentError> {
+    let near = |n: i64| -> Result<Tensor, SegmentError> {
         let r = Tensor::f_arange(n, (Kind::Int64, device))?;
         let d = r.f_unsqueeze(1)?.f_sub(&r.f_unsqueeze(0)?)?.f_abs()?;
         Ok(d.f_le(size)?)
@@ -113,29 +100,29 @@ pub fn neighborhood_mask(
 /// Returns `[n·h·w, h·w]` (source, frame-major × target).
 ///
 /// # Errors
-/// [`VideoSegError::Shape`] for shapes that do not fit or `topk` above `n·h·w`;
-/// [`VideoSegError::Torch`].
+/// [`SegmentError::Shape`] for shapes that do not fit or `topk` above `n·h·w`;
+/// [`SegmentError::Torch`].
 pub fn affinity(
     target: &Tensor,
     sources: &Tensor,
     mask: Option<&Tensor>,
     topk: usize,
     temperature: f64,
-) -> Result<Tensor, VideoSegError> {
+) -> Result<Tensor, SegmentError> {
     let (hw, d) = target.size2()?;
     let (n, hw_s, d_s) = sources.size3()?;
     if (hw_s, d_s) != (hw, d) {
-        return Err(VideoSegError::Shape(format!(
+        return Err(SegmentError::Shape(format!(
             "target features [{hw}, {d}] against sources [{n}, {hw_s}, {d_s}]"
         )));
     }
     if topk as i64 > n * hw {
-        return Err(VideoSegError::Shape(format!(
+        return Err(SegmentError::Shape(format!(
             "topk {topk} is more than the {} context patches",
             n * hw
         )));
     }
-    let normalize = |t: &Tensor| -> Result<Tensor, VideoSegError> {
+    let normalize = |t: &Tensor| -> Result<Tensor, SegmentError> {
         // F.normalize: x / max(‖x‖, 1e-12).
         let norm = t.f_norm_scalaropt_dim(2, [-1], true)?.f_clamp_min(1e-12)?;
         Ok(t.f_div(&norm)?)
@@ -162,10 +149,10 @@ pub fn affinity(
 /// One-hot `[C, h, w]` f32 of a label grid (official `to_one_hot`), on `device`.
 ///
 /// # Errors
-/// [`VideoSegError::Shape`] for a label at or above `classes`; [`VideoSegError::Torch`].
-pub fn one_hot(labels: &IndexMask, classes: i64, device: Device) -> Result<Tensor, VideoSegError> {
+/// [`SegmentError::Shape`] for a label at or above `classes`; [`SegmentError::Torch`].
+pub fn one_hot(labels: &IndexMask, classes: i64, device: Device) -> Result<Tensor, SegmentError> {
     if let Some(&v) = labels.data.iter().find(|&&v| i64::from(v) >= classes) {
-        return Err(VideoSegError::Shape(format!(
+        return Err(SegmentError::Shape(format!(
             "label {v} with {classes} classes"
         )));
     }
@@ -216,13 +203,13 @@ pub fn resize_nearest(mask: &IndexMask, width: u32, height: u32) -> IndexMask {
 /// arg-max channel, and a nearest resize to `(width, height)`.
 ///
 /// # Errors
-/// [`VideoSegError::Torch`].
+/// [`SegmentError::Torch`].
 pub fn soft_to_labels(
     soft: &Tensor,
     patch: i64,
     width: u32,
     height: u32,
-) -> Result<IndexMask, VideoSegError> {
+) -> Result<IndexMask, SegmentError> {
     let (c, h, w) = soft.size3()?;
     let up = soft
         .f_unsqueeze(0)?
@@ -274,23 +261,23 @@ impl Propagator {
     /// Starts from the first frame's features `[h·w, D]` and its labels `[C, h, w]` (one-hot).
     ///
     /// # Errors
-    /// As [`SegmentConfig::validate`]; [`VideoSegError::Shape`] for shapes that do not fit or
+    /// As [`SegmentConfig::validate`]; [`SegmentError::Shape`] for shapes that do not fit or
     /// `topk` above `h·w`.
     pub fn new(
         cfg: SegmentConfig,
         features: &Tensor,
         labels: &Tensor,
-    ) -> Result<Self, VideoSegError> {
+    ) -> Result<Self, SegmentError> {
         cfg.validate()?;
         let (_, h, w) = labels.size3()?;
         let (hw, _) = features.size2()?;
         if hw != h * w {
-            return Err(VideoSegError::Shape(format!(
+            return Err(SegmentError::Shape(format!(
                 "{hw} feature rows for a {h}x{w} label grid"
             )));
         }
         if cfg.topk as i64 > hw {
-            return Err(VideoSegError::Shape(format!(
+            return Err(SegmentError::Shape(format!(
                 "topk {} is more than the {hw} patches of a frame",
                 cfg.topk
             )));
@@ -320,7 +307,7 @@ impl Propagator {
     ///
     /// # Errors
     /// As [`affinity`].
-    pub fn step(&mut self, features: &Tensor) -> Result<Tensor, VideoSegError> {
+    pub fn step(&mut self, features: &Tensor) -> Result<Tensor, SegmentError> {
         let (feats, segs): (Vec<&Tensor>, Vec<&Tensor>) = std::iter::once(&self.first)
             .chain(self.queue.iter())
             .map(|(f, s)| (f, s))

@@ -15,10 +15,10 @@
 //! top-left. A resize keeps fractions, square or not (the official `Resize((480, 480))` as
 //! well as `Resize(480)`); the crop to a multiple of the patch size that follows the
 //! aspect-keeping resize cuts up to a patch off the right and bottom edges, and
-//! [`boxes_in_crop`](crate::attention_score::boxes_in_crop) maps the boxes into the cropped
+//! [`boxes_in_crop`](crate::attention::score::boxes_in_crop) maps the boxes into the cropped
 //! image the maps cover. Several boxes count as their union.
 //!
-//! Box files ([`read_boxes`](crate::attention_score::read_boxes)) are JSON objects from an image
+//! Box files ([`read_boxes`](crate::attention::score::read_boxes)) are JSON objects from an image
 //! path, relative to a data folder, to its boxes: `{"ants/x.jpg": [[x0, y0, x1, y1], ...], ...}`;
 //! keys starting with `_` are comments. `docs/hymenoptera_val_boxes.json` is one.
 

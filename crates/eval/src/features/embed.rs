@@ -71,9 +71,6 @@ pub enum EmbedError {
     /// Bad feature shapes.
     #[error(transparent)]
     Features(#[from] crate::features::FeaturesError),
-    /// Bad linear-probe feature request.
-    #[error(transparent)]
-    Linear(#[from] crate::linear::LinearError),
 }
 
 /// Features of `dataset` (in index order) and how many images were skipped because they failed
@@ -136,7 +133,7 @@ pub fn embed_dataset(
                     _ => None,
                 };
                 (
-                    crate::linear::concat_last_blocks(&layers, avgpool)?,
+                    crate::features::probe::concat_last_blocks(&layers, avgpool)?,
                     patches,
                 )
             }

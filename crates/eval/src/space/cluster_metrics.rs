@@ -7,24 +7,9 @@
 //!
 //! All work on a [`Contingency`] table built once from the two labellings.
 
+use crate::space::cluster::ClusterError;
 use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
-
-/// Errors of the scores.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MetricError {
-    /// The two labellings differ in length.
-    #[error("{classes} class labels for {clusters} cluster labels")]
-    Length {
-        /// Number of class labels.
-        classes: usize,
-        /// Number of cluster labels.
-        clusters: usize,
-    },
-    /// Nothing to score.
-    #[error("no labels to score")]
-    Empty,
-}
 
 /// Counts `n[c][k]` of items of class `c` put in cluster `k`, over the classes and clusters
 /// that occur (labels are mapped to dense indices in sorted order, as scikit-learn's
@@ -42,17 +27,17 @@ impl Contingency {
     /// item.
     ///
     /// # Errors
-    /// [`MetricError::Length`] when the lengths differ, [`MetricError::Empty`] when both are
+    /// [`ClusterError::Length`] when the lengths differ, [`ClusterError::NoLabels`] when both are
     /// empty.
-    pub fn new(classes: &[i64], clusters: &[i64]) -> Result<Self, MetricError> {
+    pub fn new(classes: &[i64], clusters: &[i64]) -> Result<Self, ClusterError> {
         if classes.len() != clusters.len() {
-            return Err(MetricError::Length {
+            return Err(ClusterError::Length {
                 classes: classes.len(),
                 clusters: clusters.len(),
             });
         }
         if classes.is_empty() {
-            return Err(MetricError::Empty);
+            return Err(ClusterError::NoLabels);
         }
         let dense = |labels: &[i64]| {
             let mut ids = labels.to_vec();
@@ -262,13 +247,16 @@ mod tests {
 
     #[test]
     fn bad_input() {
-        assert_eq!(
+        assert!(matches!(
             Contingency::new(&[0, 1], &[0]),
-            Err(MetricError::Length {
+            Err(ClusterError::Length {
                 classes: 2,
                 clusters: 1
             })
-        );
-        assert_eq!(Contingency::new(&[], &[]), Err(MetricError::Empty));
+        ));
+        assert!(matches!(
+            Contingency::new(&[], &[]),
+            Err(ClusterError::NoLabels)
+        ));
     }
 }

@@ -27,6 +27,9 @@ pub enum FeaturesError {
     /// Tensors or paths disagree in shape, kind or count.
     #[error("features: {0}")]
     Shape(String),
+    /// Block tokens given to [`crate::features::probe::concat_last_blocks`] are inconsistent.
+    #[error("block tokens: {0}")]
+    Tokens(String),
     /// A tensor is missing from a safetensors file.
     #[error("{path}: no tensor named {name:?}")]
     Missing {
@@ -125,7 +128,7 @@ pub struct FeatureSet {
 impl FeatureSet {
     /// Checks the shapes and values and converts to the stored kinds (f32, i64) on the CPU. This
     /// is the one place feature and label tensors are checked: every command that reads features
-    /// gets them as a `FeatureSet` (embedded by [`crate::source::Embedder`], or read by
+    /// gets them as a `FeatureSet` (embedded by [`crate::features::source::Embedder`], or read by
     /// [`read_features`]), so `dino embed`, `eval knn|linear|cluster|retrieval|copydetect` and
     /// `dino map` all refuse the same bad rows; [`check_train_eval`] adds only what relates two
     /// sets.
@@ -141,63 +144,25 @@ impl FeatureSet {
         patch_tokens: Option<Tensor>,
         paths: Vec<String>,
     ) -> Result<Self, FeaturesError> {
-        let shape = |m: String| Err(FeaturesError::Shape(m));
-        let n = match features.size()[..] {
-            [n, _] if features.is_floating_point() => n,
-            _ => {
-                return shape(format!(
-                    "features must be a float [N, D] tensor, got {:?} {:?}",
-                    features.kind(),
-                    features.size()
-                ))
-            }
-        };
-        let integer = matches!(
-            labels.kind(),
-            Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
-        );
-        if labels.size() != [n] || !integer {
-            return shape(format!(
-                "labels must be an integer [{n}] tensor, got {:?} {:?}",
-                labels.kind(),
-                labels.size()
-            ));
-        }
-        if let Some(p) = &patch_tokens {
-            if p.dim() != 3 || p.size()[0] != n || !p.is_floating_point() {
-                return shape(format!(
-                    "patch tokens must be a float [{n}, P, D] tensor, got {:?} {:?}",
-                    p.kind(),
-                    p.size()
-                ));
-            }
-        }
-        if !paths.is_empty() && paths.len() as i64 != n {
-            return shape(format!("{} paths for {n} feature rows", paths.len()));
-        }
         let cpu = |t: Tensor, kind: Kind| -> Result<Tensor, TchError> {
             t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()
         };
-        let set = Self {
-            features: cpu(features, Kind::Float)?,
+        // Floats are stored as f32 before the finiteness check: an f64 beyond f32's range is
+        // refused, not turned into an infinity later.
+        let float = |t: Tensor| match t.is_floating_point() {
+            true => cpu(t, Kind::Float),
+            false => Ok(t),
+        };
+        let features = float(features)?;
+        let patch_tokens = patch_tokens.map(float).transpose()?;
+        check_rows(&features, Some(&labels), patch_tokens.as_ref(), &paths)?;
+        Ok(Self {
+            features,
             labels: cpu(labels, Kind::Int64)?,
-            patch_tokens: patch_tokens.map(|p| cpu(p, Kind::Float)).transpose()?,
+            patch_tokens,
             paths,
             classes: Vec::new(),
-        };
-        let mut bad = non_finite_rows(&set.features)?;
-        if let Some(p) = &set.patch_tokens {
-            bad = bad.f_logical_or(&non_finite_rows(&p.f_flatten(1, -1)?)?)?;
-        }
-        if let Some((count, first)) = count_and_first(&bad)? {
-            return Err(FeaturesError::NonFinite {
-                count,
-                rows: set.len(),
-                first,
-                first_path: set.paths.get(first).cloned(),
-            });
-        }
-        Ok(set)
+        })
     }
 
     /// Features `[N, D]` and labels `[N]` alone (no patch tokens, no paths): what k-NN and the
@@ -229,6 +194,74 @@ impl FeatureSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The one check of feature input, shared by [`FeatureSet::new`] and every evaluation that takes
+/// a bare tensor (retrieval, copy detection, clusters, maps): `features` is a float `[N, D]`
+/// tensor (any device); `labels`, when given, an integer `[N]` tensor; `patch_tokens`, when
+/// given, a float `[N, P, D']` tensor; `paths` empty or one per row; and no row of the features
+/// or of its patch tokens holds NaN or an infinity. Returns N.
+///
+/// # Errors
+/// [`FeaturesError::Shape`] for a wrong kind, shape or count, [`FeaturesError::NonFinite`] (with
+/// the count, the first row and its path) for NaN or infinite rows.
+pub fn check_rows(
+    features: &Tensor,
+    labels: Option<&Tensor>,
+    patch_tokens: Option<&Tensor>,
+    paths: &[String],
+) -> Result<i64, FeaturesError> {
+    let n = match features.size()[..] {
+        [n, _] if features.is_floating_point() => n,
+        _ => {
+            return Err(FeaturesError::Shape(format!(
+                "features must be a float [N, D] tensor, got {:?} {:?}",
+                features.kind(),
+                features.size()
+            )))
+        }
+    };
+    if let Some(labels) = labels {
+        let integer = matches!(
+            labels.kind(),
+            Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8
+        );
+        if labels.size() != [n] || !integer {
+            return Err(FeaturesError::Shape(format!(
+                "labels must be an integer [{n}] tensor, got {:?} {:?}",
+                labels.kind(),
+                labels.size()
+            )));
+        }
+    }
+    if let Some(p) = patch_tokens {
+        if p.dim() != 3 || p.size()[0] != n || !p.is_floating_point() {
+            return Err(FeaturesError::Shape(format!(
+                "patch tokens must be a float [{n}, P, D] tensor, got {:?} {:?}",
+                p.kind(),
+                p.size()
+            )));
+        }
+    }
+    if !paths.is_empty() && paths.len() as i64 != n {
+        return Err(FeaturesError::Shape(format!(
+            "{} paths for {n} feature rows",
+            paths.len()
+        )));
+    }
+    let mut bad = non_finite_rows(features)?;
+    if let Some(p) = patch_tokens {
+        bad = bad.f_logical_or(&non_finite_rows(&p.f_flatten(1, -1)?)?)?;
+    }
+    if let Some((count, first)) = count_and_first(&bad)? {
+        return Err(FeaturesError::NonFinite {
+            count,
+            rows: n as usize,
+            first,
+            first_path: paths.get(first).cloned(),
+        });
+    }
+    Ok(n)
 }
 
 /// `[N]` bool: which rows of `x` `[N, D]` (any float kind, any device) hold a NaN or an
@@ -451,8 +484,8 @@ impl Format {
     }
 }
 
-/// `<dir>/<stem>.<suffix>` for `<dir>/<stem>.<ext>`.
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+/// `<dir>/<stem>.<suffix>` for `<dir>/<stem>.<ext>` (also the token files' sidecars).
+pub(crate) fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

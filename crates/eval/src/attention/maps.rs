@@ -85,7 +85,7 @@ pub enum AttentionError {
         /// The cause.
         source: image::ImageError,
     },
-    /// A box file ([`crate::attention_score::read_boxes`]) cannot be read or holds something
+    /// A box file ([`crate::attention::score::read_boxes`]) cannot be read or holds something
     /// other than boxes.
     #[error("{}: {message}", .path.display())]
     BoxFile {
@@ -458,7 +458,7 @@ pub fn write_attention_maps(
 }
 
 /// [`write_attention_maps`] for maps already taken from the attention tensor (for a caller that
-/// also scores them, [`crate::attention_score`]). Same files, same errors; `maps` must match the
+/// also scores them, [`crate::attention::score`]). Same files, same errors; `maps` must match the
 /// patch grid of `image`.
 pub fn write_maps(
     out_dir: &Path,

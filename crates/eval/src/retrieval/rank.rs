@@ -8,7 +8,7 @@
 //! the precision at each relevant image's rank, scikit-learn's `average_precision_score` without
 //! ties), not the revisited Oxford/Paris trapezoid.
 
-use crate::features::{count_and_first, non_finite_rows};
+use crate::features::{check_rows, FeaturesError};
 use tch::{Device, Kind, Tensor};
 
 /// Errors of [`retrieval_eval`] and the descriptors, raised before ranking.
@@ -26,17 +26,14 @@ pub enum RetrievalError {
         /// The shape found.
         shape: Vec<i64>,
     },
-    /// Labels do not match their features.
-    #[error("{what} labels must be an integer [{rows}] tensor, got {kind:?} {shape:?}")]
-    Labels {
+    /// Features or labels refused by the shared check ([`check_rows`]): wrong kind or shape,
+    /// or rows holding NaN or infinities.
+    #[error("{what} features: {source}")]
+    Features {
         /// Which input.
         what: &'static str,
-        /// Feature rows.
-        rows: i64,
-        /// The kind found.
-        kind: Kind,
-        /// The shape found.
-        shape: Vec<i64>,
+        /// What the check found.
+        source: FeaturesError,
     },
     /// Nothing to query, or nothing to search.
     #[error("the {0} set is empty")]
@@ -48,14 +45,6 @@ pub enum RetrievalError {
         query: i64,
         /// Gallery width.
         gallery: i64,
-    },
-    /// A feature is NaN or infinite.
-    #[error("{what} feature row {row} holds a NaN or infinite value")]
-    NonFinite {
-        /// Which input.
-        what: &'static str,
-        /// The first bad row.
-        row: i64,
     },
     /// Every gallery descriptor is the same direction: all similarities of a query tie, so its
     /// ranking would be the gallery's index order and the scores would measure that order.
@@ -143,41 +132,19 @@ pub fn cls_gem(cls: &Tensor, patches: &Tensor) -> Result<Tensor, RetrievalError>
     Ok(Tensor::f_cat(&[cls.f_to_kind(Kind::Float)?, pooled], 1)?)
 }
 
-/// Checks `[N, D]` float features and `[N]` integer labels; returns them as f32 and i64.
+/// Checks `[N, D]` float features and `[N]` integer labels with the shared [`check_rows`];
+/// returns them as f32 and i64.
 fn check(
     what: &'static str,
     features: &Tensor,
     labels: &Tensor,
 ) -> Result<(Tensor, Vec<i64>), RetrievalError> {
-    let n = match features.size()[..] {
-        [n, _] if features.is_floating_point() => n,
-        _ => {
-            return Err(RetrievalError::Shape {
-                what,
-                want: "[N, D]",
-                kind: features.kind(),
-                shape: features.size(),
-            })
-        }
-    };
-    if labels.size() != [n] || labels.is_floating_point() {
-        return Err(RetrievalError::Labels {
-            what,
-            rows: n,
-            kind: labels.kind(),
-            shape: labels.size(),
-        });
-    }
+    let n = check_rows(features, Some(labels), None, &[])
+        .map_err(|source| RetrievalError::Features { what, source })?;
     if n == 0 {
         return Err(RetrievalError::Empty(what));
     }
     let x = features.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
-    if let Some((_, row)) = count_and_first(&non_finite_rows(&x)?)? {
-        return Err(RetrievalError::NonFinite {
-            what,
-            row: row as i64,
-        });
-    }
     let norm = x
         .f_norm_scalaropt_dim(2, [1i64].as_slice(), true)?
         .f_clamp_min(1e-12)?;
@@ -208,8 +175,8 @@ pub fn average_precision(relevant: impl IntoIterator<Item = bool>, n_relevant: u
 /// gallery image i. Queries without a relevant image are counted and left out.
 ///
 /// # Errors
-/// [`RetrievalError::Shape`], [`RetrievalError::Labels`], [`RetrievalError::Empty`],
-/// [`RetrievalError::NonFinite`], [`RetrievalError::Width`], [`RetrievalError::ZeroK`],
+/// [`RetrievalError::Features`] (the shared feature check), [`RetrievalError::Empty`],
+/// [`RetrievalError::Width`], [`RetrievalError::ZeroK`],
 /// [`RetrievalError::IdenticalGallery`] (a gallery of two or more rows, all one direction), and
 /// [`RetrievalError::NoPositives`] when no query can be scored.
 pub fn retrieval_eval(
@@ -360,9 +327,9 @@ mod tests {
         let nan = Tensor::from_slice(&[1.0f32, f32::NAN, 0.0, 1.0]).view([2, 2]);
         assert!(matches!(
             retrieval_eval(&nan, &y, &x, &y, false, &[1]),
-            Err(RetrievalError::NonFinite {
+            Err(RetrievalError::Features {
                 what: "query",
-                row: 0
+                source: FeaturesError::NonFinite { first: 0, .. }
             })
         ));
         let other = Tensor::from_slice(&[1i64, 1]);

@@ -13,7 +13,7 @@
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 
-use crate::cluster::{distinct_rows, normalised_rows, ClusterError};
+use crate::space::cluster::{distinct_rows, normalised_rows, ClusterError};
 
 /// Which 2-D embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -451,7 +451,9 @@ mod tests {
         let nan = Tensor::from_slice(&[f32::NAN, 1.0, 0.0, 1.0]).view([2, 2]);
         assert!(matches!(
             pca_2d(&nan),
-            Err(MapError::Features(ClusterError::NonFinite { row: 0 }))
+            Err(MapError::Features(ClusterError::Features(
+                crate::features::FeaturesError::NonFinite { first: 0, .. }
+            )))
         ));
     }
 

@@ -2,7 +2,7 @@
 //! `read_frame` / `read_seg`), then scored with J and F on its annotated frames: frames are
 //! decoded one at a time, resized so that the shorter side is `short_side` and the longer a
 //! multiple of the patch size, embedded with the last block's patch tokens, and the first
-//! frame's mask is propagated ([`crate::video_seg::Propagator`]); each prediction is written as
+//! frame's mask is propagated ([`crate::video::segmentation::Propagator`]); each prediction is written as
 //! a palette PNG as soon as it is made, so a long video never sits in memory.
 //!
 //! Checks come first ([`prepare_sequence`]): the layout, every annotation's values and sizes,
@@ -16,13 +16,13 @@ use dino_model::{ModelError, VisionTransformer};
 use image::RgbImage;
 use tch::{Device, Tensor};
 
-use crate::davis::{
+use crate::features::{count_and_first, non_finite_rows};
+use crate::video::davis::{
     pascal_palette, read_annotation, write_index_png, DavisError, DavisSequence, IndexMask, Palette,
 };
-use crate::davis_metrics::{boundary_f, jaccard, FrameScore, ObjectScore, BOUND_TH};
-use crate::features::{count_and_first, non_finite_rows};
-use crate::video_seg::{
-    one_hot, resize_nearest, soft_to_labels, Propagator, SegmentConfig, VideoSegError,
+use crate::video::davis_metrics::{boundary_f, jaccard, FrameScore, ObjectScore, BOUND_TH};
+use crate::video::segmentation::{
+    one_hot, resize_nearest, soft_to_labels, Propagator, SegmentConfig,
 };
 
 /// Errors of segmenting a sequence.
@@ -31,9 +31,12 @@ pub enum SegmentError {
     /// The layout or an annotation is not what DAVIS holds.
     #[error(transparent)]
     Davis(#[from] DavisError),
-    /// The propagation settings or shapes.
-    #[error(transparent)]
-    Propagation(#[from] VideoSegError),
+    /// A propagation setting it cannot run with (see [`SegmentConfig::validate`]).
+    #[error("{0}")]
+    Config(String),
+    /// Tensors of the wrong shape given to the propagation.
+    #[error("{0}")]
+    Shape(String),
     /// The backbone failed.
     #[error(transparent)]
     Model(#[from] ModelError),

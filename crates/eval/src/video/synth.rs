@@ -9,7 +9,7 @@ use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::davis::{pascal_palette, write_index_png, DavisError, IndexMask};
+use crate::video::davis::{pascal_palette, write_index_png, DavisError, IndexMask};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 //! (the structure behind the paper's t-SNE figure; DINO's features group images by what they
 //! show though no label was used). k-means is `linfa-clustering`'s (k-means++ seeding, the
 //! best of several restarts by inertia), seeded so a run is repeated exactly; the scores are in
-//! [`crate::cluster_metrics`].
+//! [`crate::space::cluster_metrics`].
 
 use linfa::prelude::*;
 use linfa_clustering::{KMeans, KMeansInit};
@@ -11,8 +11,8 @@ use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use tch::{Kind, Tensor};
 
-use crate::cluster_metrics::{Contingency, MetricError};
-use crate::features::{count_and_first, non_finite_rows};
+use crate::features::{check_rows, FeaturesError};
+use crate::space::cluster_metrics::Contingency;
 
 /// Settings of [`cluster_eval`].
 #[derive(Debug, Clone, PartialEq)]
@@ -47,32 +47,11 @@ impl Default for ClusterConfig {
 /// Errors of [`kmeans`] and [`cluster_eval`], raised before any clustering work.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// Features are not a float `[N, D]` tensor.
-    #[error("features must be a float [N, D] tensor, got {kind:?} {shape:?}")]
-    FeatureShape {
-        /// The kind found.
-        kind: Kind,
-        /// The shape found.
-        shape: Vec<i64>,
-    },
-    /// Labels are not `[N]` integers.
-    #[error("labels must be an integer [{rows}] tensor, got {kind:?} {shape:?}")]
-    LabelShape {
-        /// Feature rows.
-        rows: i64,
-        /// The kind found.
-        kind: Kind,
-        /// The shape found.
-        shape: Vec<i64>,
-    },
-    /// A feature is NaN or infinite.
-    #[error(
-        "feature row {row} holds a NaN or infinite value (non-finite features cannot be clustered)"
-    )]
-    NonFinite {
-        /// The first bad row.
-        row: usize,
-    },
+    /// Features or labels refused by the shared check ([`check_rows`]): not a float `[N, D]`
+    /// tensor, labels not `[N]` integers, or rows holding NaN or infinities (non-finite features
+    /// cannot be clustered).
+    #[error(transparent)]
+    Features(#[from] FeaturesError),
     /// A feature row is all zeros: it has no direction to normalise.
     #[error("feature row {row} is all zeros (it has no direction after L2 normalisation)")]
     ZeroRow {
@@ -115,9 +94,17 @@ pub enum ClusterError {
     /// k-means failed.
     #[error("k-means: {0}")]
     KMeans(String),
-    /// Scoring failed.
-    #[error(transparent)]
-    Metric(#[from] MetricError),
+    /// The class and cluster labellings to score differ in length.
+    #[error("{classes} class labels for {clusters} cluster labels")]
+    Length {
+        /// Number of class labels.
+        classes: usize,
+        /// Number of cluster labels.
+        clusters: usize,
+    },
+    /// No labels to score.
+    #[error("no labels to score")]
+    NoLabels,
 }
 
 /// A k-means result.
@@ -160,17 +147,10 @@ pub struct ClusterReport {
 /// checked for NaN, infinities and zero rows.
 ///
 /// # Errors
-/// [`ClusterError::FeatureShape`], [`ClusterError::NonFinite`], [`ClusterError::ZeroRow`].
+/// [`ClusterError::Features`] (the shared check), [`ClusterError::ZeroRow`].
 pub fn normalised_rows(features: &Tensor) -> Result<Array2<f64>, ClusterError> {
-    let (n, d) = match features.size()[..] {
-        [n, d] if features.is_floating_point() => (n as usize, d as usize),
-        _ => {
-            return Err(ClusterError::FeatureShape {
-                kind: features.kind(),
-                shape: features.size(),
-            })
-        }
-    };
+    let n = check_rows(features, None, None, &[])? as usize;
+    let d = features.size()[1] as usize;
     let flat: Vec<f64> = Vec::try_from(
         &features
             .f_to_device(tch::Device::Cpu)?
@@ -178,9 +158,6 @@ pub fn normalised_rows(features: &Tensor) -> Result<Array2<f64>, ClusterError> {
             .f_contiguous()?
             .f_view([-1])?,
     )?;
-    if let Some((_, row)) = count_and_first(&non_finite_rows(features)?)? {
-        return Err(ClusterError::NonFinite { row });
-    }
     let mut rows = Array2::from_shape_vec((n, d), flat).expect("n * d values");
     for (i, mut row) in rows.rows_mut().into_iter().enumerate() {
         let norm = row.dot(&row).sqrt();
@@ -279,8 +256,8 @@ fn kmeans_rows(
 /// classes in `labels` `[N]` (any integer kind), scored against `labels`.
 ///
 /// # Errors
-/// Every check runs before clustering: [`ClusterError::FeatureShape`],
-/// [`ClusterError::LabelShape`], [`ClusterError::NonFinite`], [`ClusterError::ZeroRow`],
+/// Every check runs before clustering: [`ClusterError::Features`] (the shared check of
+/// features and labels), [`ClusterError::ZeroRow`],
 /// [`ClusterError::OneClass`] (fewer than two classes), [`ClusterError::K`] (k of 0 or above
 /// N), [`ClusterError::TooFewDistinct`] (k above the distinct rows), [`ClusterError::Setting`].
 pub fn cluster_eval(
@@ -289,15 +266,9 @@ pub fn cluster_eval(
     cfg: &ClusterConfig,
 ) -> Result<ClusterReport, ClusterError> {
     check_settings(cfg)?;
+    check_rows(features, Some(labels), None, &[])?;
     let rows = normalised_rows(features)?;
     let n = rows.nrows();
-    if labels.size() != [n as i64] || labels.is_floating_point() {
-        return Err(ClusterError::LabelShape {
-            rows: n as i64,
-            kind: labels.kind(),
-            shape: labels.size(),
-        });
-    }
     let classes: Vec<i64> = Vec::try_from(&labels.f_to_kind(Kind::Int64)?.f_contiguous()?)?;
     let mut distinct = classes.clone();
     distinct.sort_unstable();
@@ -369,7 +340,10 @@ mod tests {
         let nan = Tensor::from_slice(&nan).view([12, 3]);
         assert!(matches!(
             cluster_eval(&nan, &y, &cfg),
-            Err(ClusterError::NonFinite { row: 2 })
+            Err(ClusterError::Features(FeaturesError::NonFinite {
+                first: 2,
+                ..
+            }))
         ));
         let one = Tensor::zeros([12], (Kind::Int64, tch::Device::Cpu));
         assert!(matches!(
@@ -390,7 +364,7 @@ mod tests {
         ));
         assert!(matches!(
             cluster_eval(&x, &y.narrow(0, 0, 5), &cfg),
-            Err(ClusterError::LabelShape { rows: 12, .. })
+            Err(ClusterError::Features(FeaturesError::Shape(_)))
         ));
         let no_restarts = ClusterConfig {
             restarts: 0,
@@ -403,7 +377,7 @@ mod tests {
         let flat = Tensor::from_slice(&[1.0f32, 2.0]);
         assert!(matches!(
             cluster_eval(&flat, &y, &cfg),
-            Err(ClusterError::FeatureShape { .. })
+            Err(ClusterError::Features(FeaturesError::Shape(_)))
         ));
     }
 
