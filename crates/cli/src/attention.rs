@@ -216,23 +216,15 @@ fn folder_name(described: &str, root: &std::path::Path) -> String {
     let path = std::path::Path::new(described);
     let rel = path.strip_prefix(root).unwrap_or(path);
     let rel = rel.with_extension("");
-    let name: String = rel
+    let name = rel
         .components()
         .filter_map(|c| match c {
             std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
             _ => None,
         })
         .collect::<Vec<_>>()
-        .join("_")
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+        .join("_");
+    let name = dino_config::file_safe_name(&name);
     if name.is_empty() {
         "image".into()
     } else {

@@ -29,6 +29,23 @@ fn defaults_run(global: u32) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, cfg, data)
 }
 
+/// Trains `steps` steps of `cfg` into `<tmp>/run` (must succeed); returns the run folder.
+fn train_run(tmp: &tempfile::TempDir, cfg: &Path, steps: u32) -> PathBuf {
+    let run = tmp.path().join("run");
+    let steps = steps.to_string();
+    ok(&[
+        "train",
+        "--config",
+        s(cfg),
+        "--output",
+        s(&run),
+        "--max-steps",
+        &steps,
+        "--no-progress",
+    ]);
+    run
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -42,17 +59,7 @@ fn stderr(out: &std::process::Output) -> String {
 #[test]
 fn a_48px_model_is_evaluated_at_48_by_default() {
     let (tmp, cfg, data) = defaults_run(48);
-    let run = tmp.path().join("run");
-    ok(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--output",
-        s(&run),
-        "--max-steps",
-        "2",
-        "--no-progress",
-    ]);
+    let run = train_run(&tmp, &cfg, 2);
     let knn = |extra: &[&str]| {
         let mut args = vec![
             "eval",
@@ -169,17 +176,7 @@ fn defaults_that_block_a_small_run_are_scaled_and_logged() {
 #[test]
 fn embed_rows_have_norm_one_by_default() {
     let (tmp, cfg, data) = defaults_run(16);
-    let run = tmp.path().join("run");
-    ok(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--output",
-        s(&run),
-        "--max-steps",
-        "1",
-        "--no-progress",
-    ]);
+    let run = train_run(&tmp, &cfg, 1);
     let norms = |file: &Path| {
         let x = tch::Tensor::read_npy(file).unwrap();
         assert_eq!(x.size(), [48, 32]);
@@ -354,17 +351,7 @@ fn sigint_leaves_a_checkpoint_and_a_resume_line() {
 #[test]
 fn a_runs_weights_file_is_read_with_the_runs_configuration() {
     let (tmp, cfg, data) = defaults_run(16);
-    let run = tmp.path().join("run");
-    ok(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--output",
-        s(&run),
-        "--max-steps",
-        "1",
-        "--no-progress",
-    ]);
+    let run = train_run(&tmp, &cfg, 1);
     let weights = run.join("checkpoint.safetensors");
     let out = ok(&[
         "eval",
@@ -483,17 +470,7 @@ fn folder_mistakes_are_named_with_the_fix() {
 #[test]
 fn the_linear_probe_trains_on_a_small_set() {
     let (tmp, cfg, data) = defaults_run(16);
-    let run = tmp.path().join("run");
-    ok(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--output",
-        s(&run),
-        "--max-steps",
-        "1",
-        "--no-progress",
-    ]);
+    let run = train_run(&tmp, &cfg, 1);
     let probe = |extra: &[&str]| {
         let mut args = vec![
             "eval",
@@ -756,17 +733,7 @@ fn attention_folders_are_named_after_the_images() {
 #[test]
 fn a_bad_set_on_a_run_folder_is_the_sets_fault() {
     let (tmp, cfg, data) = defaults_run(16);
-    let run = tmp.path().join("run");
-    ok(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--output",
-        s(&run),
-        "--max-steps",
-        "1",
-        "--no-progress",
-    ]);
+    let run = train_run(&tmp, &cfg, 1);
     let out = dino(&[
         "eval",
         "knn",

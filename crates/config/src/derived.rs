@@ -16,6 +16,21 @@ fn is_set(table: &toml::Table, section: &str, key: &str) -> bool {
 /// The run folder name for data at `path`: its last component, or for a split folder
 /// (`train`, `training`) the dataset's name before it (`photos/train` → `photos`). `None` for
 /// an empty path or one without a usable name.
+/// `name` with every character other than a letter, a digit, `-`, `_` or `.` replaced by `_`:
+/// the rule for folder names the product makes from user paths (the run folder named after the
+/// data folder, `dino attention`'s folder per image).
+pub fn file_safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn run_name(path: &str) -> Option<String> {
     let p = std::path::Path::new(path.trim());
     let mut parts = p.components().rev().filter_map(|c| match c {
@@ -28,16 +43,7 @@ fn run_name(path: &str) -> Option<String> {
     } else {
         last
     };
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = file_safe_name(name);
     (!name.is_empty()).then_some(name)
 }
 

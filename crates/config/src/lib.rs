@@ -32,6 +32,7 @@ mod validate;
 pub use batchnorm::{
     batchnorm_passes, check_batchnorm, resnet_map_sides, resnet_min_side_above_one, BatchNormPass,
 };
+pub use derived::file_safe_name;
 pub use error::ConfigError;
 pub use sections::*;
 pub use validate::{check_augmentation, check_vit_shape, VitShape};
