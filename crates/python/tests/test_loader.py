@@ -3,6 +3,7 @@ bad arguments, epochs, Ctrl-C and the GIL."""
 
 import _thread
 import os
+import signal
 import threading
 import time
 import warnings
@@ -276,6 +277,16 @@ def slow_loader(tmp_path):
 
 
 def test_ctrl_c_stops_the_wait_for_a_batch_at_once(tmp_path):
+    # A job started in the background of a non-interactive shell (`cmd &`) inherits SIGINT
+    # ignored, and then `interrupt_main` does nothing: give the test Python's own handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_stops_the_wait(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_stops_the_wait(tmp_path):
     loader = slow_loader(tmp_path)
     it = iter(loader)
     threading.Timer(0.1, _thread.interrupt_main).start()
