@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 use common::tiny::{make_images, write_config};
 use common::{dino, ok};
 
