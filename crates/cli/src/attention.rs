@@ -133,7 +133,8 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
         let mut files = write_maps(&dir, &seen.image, &maps, patch, a.threshold)?;
         files.push(crate::attention_panel::write_panel(
             &dir,
-            maps.heads.len(),
+            &maps,
+            patch,
             a.threshold,
         )?);
         eprintln!(

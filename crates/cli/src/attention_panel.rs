@@ -1,23 +1,56 @@
 //! One picture per image for `dino attention`: photo | mean map | each head | mask, side by
-//! side, with the colour scale of the maps under them (viridis, low attention left, high
-//! right; each map scaled from its own minimum to its maximum), from the files
-//! `dino_eval::attention::write_maps` wrote.
+//! side, each tile named under it; under each map its colour scale (viridis, each map drawn from
+//! its own minimum to its maximum attention) with those two values at its ends; on the mask,
+//! the kept patches' outline. Tiles smaller than [`MIN_TILE`] px are enlarged (nearest
+//! neighbour, whole patches stay sharp) so that the text fits. Built from the files
+//! `dino_eval::attention::write_maps` wrote and the maps themselves.
 
 use anyhow::Context;
-use image::{Rgb, RgbImage};
+use dino_eval::attention::{threshold_mask, AttentionMaps};
+use image::{imageops, Rgb, RgbImage};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
-/// Gap between tiles and height of the colour bar, in pixels.
-const GAP: u32 = 4;
-const BAR: u32 = 10;
+/// Gap between tiles and between the rows under them, in pixels.
+pub const GAP: u32 = 4;
+/// Height of each map's colour scale, in pixels.
+pub const BAR: u32 = 10;
+/// Height of a row of text (tile names; the scale's end values), in pixels.
+pub const TEXT: u32 = 14;
+/// Tiles narrower than this are enlarged by a whole factor to at least this width.
+pub const MIN_TILE: u32 = 96;
+/// Width of the mask's outline, inside the kept patches, in panel pixels.
+pub const OUTLINE_WIDTH: u32 = 2;
+/// The outline's colour.
+pub const OUTLINE: Rgb<u8> = Rgb([255, 255, 255]);
+/// Font size of the text, in pixels.
+const FONT_PX: f64 = 12.0;
 
-/// Writes `dir/panel.png` from `img.png`, `attn-mean.png`, `attn-head{i}.png` (i < `heads`)
-/// and `mask_th{threshold}_mean.png` in `dir` (the mask: the patches keeping `threshold` of
-/// the mean map's attention mass, drawn over the photo). Returns its path.
+/// The whole factor a `w`-px-wide tile is enlarged by in the panel.
+pub fn tile_scale(w: u32) -> u32 {
+    MIN_TILE.div_ceil(w.max(1)).max(1)
+}
+
+/// Writes `dir/panel.png` from `img.png`, `attn-mean.png`, `attn-head{i}.png` and
+/// `mask_th{threshold}_mean.png` in `dir`, with `maps` (the attention of that image on a
+/// `patch`-px grid) for the scales' values and the mask's outline. Returns its path.
+///
+/// Layout (tiles `s·w × s·h` for `w × h` images, `s` = [`tile_scale`]): the tiles with [`GAP`]
+/// between them; [`GAP`], a row of names ([`TEXT`]); [`GAP`], each map's scale ([`BAR`]);
+/// [`GAP`], a row with each scale's minimum (left) and maximum (right). Without a font (see
+/// `dino_train::curves::text_available`) the text rows stay blank.
 ///
 /// # Errors
-/// A tile that cannot be read, or the panel that cannot be written.
-pub fn write_panel(dir: &Path, heads: usize, threshold: f64) -> anyhow::Result<PathBuf> {
+/// A tile that cannot be read, maps that do not fit the tiles, or the panel that cannot be
+/// written.
+pub fn write_panel(
+    dir: &Path,
+    maps: &AttentionMaps,
+    patch: u32,
+    threshold: f64,
+) -> anyhow::Result<PathBuf> {
+    let heads = maps.heads.len();
     let mut names = vec!["img.png".to_string(), "attn-mean.png".to_string()];
     names.extend((0..heads).map(|i| format!("attn-head{i}.png")));
     names.push(format!("mask_th{threshold}_mean.png"));
@@ -31,27 +64,155 @@ pub fn write_panel(dir: &Path, heads: usize, threshold: f64) -> anyhow::Result<P
         })
         .collect::<anyhow::Result<_>>()?;
     let (w, h) = tiles[0].dimensions();
+    anyhow::ensure!(
+        (maps.w as u32 * patch, maps.h as u32 * patch) == (w, h),
+        "{}×{} maps of {patch}-px patches for a {w}×{h} image",
+        maps.h,
+        maps.w
+    );
+    let s = tile_scale(w);
+    let (tw, th) = (w * s, h * s);
     let n = tiles.len() as u32;
-    let mut panel = RgbImage::from_pixel(n * w + (n - 1) * GAP, h + GAP + BAR, Rgb([255; 3]));
+    let x_of = |i: u32| i * (tw + GAP);
+    let names_y = th + GAP;
+    let bar_y = names_y + TEXT + GAP;
+    let values_y = bar_y + BAR + GAP;
+    let mut panel = RgbImage::from_pixel(n * tw + (n - 1) * GAP, values_y + TEXT, Rgb([255; 3]));
     for (i, tile) in tiles.iter().enumerate() {
-        let x0 = i as u32 * (w + GAP);
-        for (x, y, px) in tile.enumerate_pixels() {
-            if x < w && y < h {
-                panel.put_pixel(x0 + x, y, *px);
+        let big = imageops::resize(tile, tw, th, imageops::FilterType::Nearest);
+        imageops::replace(&mut panel, &big, i64::from(x_of(i as u32)), 0);
+    }
+    // The kept patches' outline on the mask tile (the last).
+    let mean = maps.mean();
+    let keep = threshold_mask(&mean, threshold)?;
+    let cell = patch * s;
+    let kept = |x: i64, y: i64| {
+        x >= 0
+            && y >= 0
+            && x < i64::from(tw)
+            && y < i64::from(th)
+            && keep[(y as u32 / cell) as usize * maps.w + (x as u32 / cell) as usize]
+    };
+    let x0 = x_of(n - 1);
+    for y in 0..th as i64 {
+        for x in 0..tw as i64 {
+            let edge = (1..=i64::from(OUTLINE_WIDTH)).any(|d| {
+                [(d, 0), (-d, 0), (0, d), (0, -d)]
+                    .iter()
+                    .any(|(dx, dy)| !kept(x + dx, y + dy))
+            });
+            if kept(x, y) && edge {
+                panel.put_pixel(x0 + x as u32, y as u32, OUTLINE);
             }
         }
     }
-    // The scale under the maps (tiles 1 ..= heads + 1).
-    let (x0, x1) = (w + GAP, (heads as u32 + 2) * (w + GAP) - GAP);
-    for x in x0..x1 {
-        let c = colorous::VIRIDIS.eval_continuous(f64::from(x - x0) / f64::from(x1 - x0 - 1));
-        for y in h + GAP..h + GAP + BAR {
-            panel.put_pixel(x, y, Rgb([c.r, c.g, c.b]));
+    // Each map's scale under it (tiles 1 ..= heads + 1: mean, then the heads).
+    let map_values: Vec<&[f32]> = std::iter::once(mean.as_slice())
+        .chain(maps.heads.iter().map(Vec::as_slice))
+        .collect();
+    for i in 1..=heads as u32 + 1 {
+        for x in 0..tw {
+            let c = colorous::VIRIDIS.eval_continuous(f64::from(x) / f64::from(tw.max(2) - 1));
+            for y in bar_y..bar_y + BAR {
+                panel.put_pixel(x_of(i) + x, y, Rgb([c.r, c.g, c.b]));
+            }
         }
+    }
+    if font_available() {
+        let mut texts = vec![(x_of(0), names_y, HPos::Left, "photo".to_string())];
+        texts.push((x_of(1), names_y, HPos::Left, "mean".to_string()));
+        for i in 0..heads {
+            texts.push((x_of(i as u32 + 2), names_y, HPos::Left, format!("head {i}")));
+        }
+        texts.push((
+            x0,
+            names_y,
+            HPos::Left,
+            format!("kept: {:.0}%", threshold * 100.0),
+        ));
+        for (i, values) in map_values.iter().enumerate() {
+            let (lo, hi) = values
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
+            let x = x_of(i as u32 + 1);
+            texts.push((x, values_y, HPos::Left, two_digits(lo)));
+            texts.push((x + tw - 1, values_y, HPos::Right, two_digits(hi)));
+        }
+        draw_texts(&mut panel, &texts)?;
     }
     let path = dir.join("panel.png");
     panel
         .save(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// Whether the panel's text can be drawn: the plots' font (`dino_train::curves`) is there and
+/// registered. Warns once, in the panel's words, when it is missing.
+fn font_available() -> bool {
+    use dino_train::curves::{text_available, DEFAULT_FONT, FONT_ENV};
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let path =
+        std::env::var_os(FONT_ENV).map_or_else(|| PathBuf::from(DEFAULT_FONT), PathBuf::from);
+    if path.is_file() && text_available() {
+        return true;
+    }
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "panel.png is drawn without its names and scale values: no font at {} (install \
+             Debian's fonts-dejavu-core, or set {FONT_ENV} to a .ttf file)",
+            path.display()
+        );
+    });
+    false
+}
+
+/// Draws each `(x, y, horizontal anchor, text)` on `panel` (the top of the text at `y`).
+fn draw_texts(panel: &mut RgbImage, texts: &[(u32, u32, HPos, String)]) -> anyhow::Result<()> {
+    let (w, h) = panel.dimensions();
+    let buf: &mut [u8] = std::ops::DerefMut::deref_mut(panel);
+    let root = BitMapBackend::with_buffer(buf, (w, h)).into_drawing_area();
+    for (x, y, hpos, text) in texts {
+        let style = TextStyle::from(("sans-serif", FONT_PX).into_font())
+            .color(&BLACK)
+            .pos(Pos::new(*hpos, VPos::Top));
+        root.draw_text(text, &style, (*x as i32, *y as i32))
+            .map_err(|e| anyhow::anyhow!("drawing the panel's text: {e}"))?;
+    }
+    root.present()
+        .map_err(|e| anyhow::anyhow!("drawing the panel's text: {e}"))
+}
+
+/// `v` with two significant digits (`0.046`, `0.0012`, `0.50`), as a scale's end is labelled.
+pub fn two_digits(v: f32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let decimals = (1 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_values_have_two_significant_digits() {
+        assert_eq!(two_digits(0.046_2), "0.046");
+        assert_eq!(two_digits(0.001_23), "0.0012");
+        assert_eq!(two_digits(0.5), "0.50");
+        assert_eq!(two_digits(3.0), "3.0");
+        assert_eq!(two_digits(0.0), "0");
+    }
+
+    #[test]
+    fn small_tiles_are_enlarged_to_at_least_min_tile() {
+        assert_eq!(tile_scale(16), 6);
+        assert_eq!(tile_scale(32), 3);
+        assert_eq!(tile_scale(48), 2);
+        assert_eq!(tile_scale(100), 1);
+        assert_eq!(tile_scale(224), 1);
+    }
 }

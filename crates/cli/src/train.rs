@@ -71,6 +71,32 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     }
     let mut a = a;
     user_sets.append(&mut a.config.set);
+    // The run folder of a new run: --output (after the user's sets, so it wins), else a --set
+    // of checkpoint.output_dir, else with --data `runs/<data folder>` (a preset's output_dir
+    // names the preset's own data set, not the photos it is pointed at), else the config's.
+    // A resumed run stays in its folder.
+    if a.resume.is_none() {
+        let set_by_user = user_sets
+            .iter()
+            .any(|s| s.split('=').next().map(str::trim) == Some("checkpoint.output_dir"));
+        if let Some(o) = &a.output {
+            user_sets.push(format!("checkpoint.output_dir={}", toml_str(o)));
+        } else if let (Some(d), false) = (&a.data, set_by_user) {
+            // The config crate's rule for an unset output_dir (`runs/<data folder>`), applied
+            // to --data alone.
+            let data = format!("data.path={}", toml_str(d));
+            if let Ok(named) = dino_config::Config::from_toml_str("", &[&data]) {
+                let dir = named.checkpoint.output_dir;
+                tracing::info!(
+                    "checkpoint.output_dir = \"{dir}\" (named after --data; --output DIR to choose)"
+                );
+                sets.push(format!(
+                    "checkpoint.output_dir={}",
+                    toml::Value::String(dir)
+                ));
+            }
+        }
+    }
     a.config.set = user_sets;
     let cfg = if let Some(dir) = &a.resume {
         anyhow::ensure!(
@@ -109,9 +135,6 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
         cfg
     } else {
-        if let Some(o) = &a.output {
-            sets.push(format!("checkpoint.output_dir={}", toml_str(o)));
-        }
         a.config.load(&sets)?
     };
     if a.config.config.is_none() && a.resume.is_none() && !tch::Cuda::is_available() {

@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::process::Command;
 
-mod common;
+use crate::common;
 use common::tiny::{tensors, tiny_run};
 
 const DINO: &str = env!("CARGO_BIN_EXE_dino");

@@ -3,7 +3,7 @@
 //! benches/train_step_compare.py runs ours and the PyTorch step back to back into one table
 //! (eager only: `torch.compile` needs minutes to start on a CPU).
 
-mod common;
+use crate::common;
 
 use common::{ok, tiny, DINO};
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-mod common;
+use crate::common;
 use common::tiny::{make_images, tensors, write_config};
 
 fn train(cfg: &Path, out: &Path) {

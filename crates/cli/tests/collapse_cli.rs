@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-mod common;
+use crate::common;
 use common::tiny::tiny_run;
 
 // Tiny real runs (K = 64, 240 iterations, about 6 s each on 2 cores).

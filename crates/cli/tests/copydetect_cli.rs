@@ -2,7 +2,7 @@
 //! from a small folder is scored, and bad input (a copy whose original is missing, an empty
 //! query set, an output folder in use) is refused with an error naming it.
 
-mod common;
+use crate::common;
 use common::tiny::tiny_run;
 use common::{dino, ok};
 

@@ -8,7 +8,7 @@
 //! allow 1e-6 relative on every logged loss and 5e-5 absolute on every tensor of the checkpoint
 //! (`--nocapture` prints the measured worst).
 
-mod common;
+use crate::common;
 use common::ok;
 use common::tiny::{tensors, tiny_run, train_args};
 

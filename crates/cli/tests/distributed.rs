@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 use common::tiny::{tensors, tiny_run};
 
 const DINO: &str = env!("CARGO_BIN_EXE_dino");

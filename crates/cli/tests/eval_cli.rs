@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::tiny::{tiny_run, train_args};
 use common::{dino, ok};
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-mod common;
+use crate::common;
 use common::tiny::{make_images, tensors, write_config};
 use common::{dino, ok};
 use tch::Tensor;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::tiny::tiny_run;
 use common::{dino, ok};
 use tch::Tensor;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 use common::tiny::{make_images, write_config};
 use common::{dino, ok};
 
@@ -712,21 +712,69 @@ fn attention_folders_are_named_after_the_images() {
     assert_eq!(index["images"][0]["folder"], "a_000");
     assert_eq!(index["images"][1]["grid"], serde_json::json!([4, 4]));
     assert!(!index["images"][0]["files"].as_array().unwrap().is_empty());
-    // One panel per image: photo | mean | 2 heads | mask, 16 px tiles with 4 px gaps, the
-    // colour scale (10 px) under them.
+    // One panel per image: photo | mean | 2 heads | mask, the 16-px tiles enlarged 6 times (to
+    // at least 96 px) with 4-px gaps; under them 4 px, a row of names (14 px), 4 px, each map's
+    // colour scale (10 px), 4 px, a row with the scale's end values (14 px).
     let panel = image::open(out_dir.join("a_000/panel.png"))
         .unwrap()
         .to_rgb8();
-    assert_eq!(panel.dimensions(), (5 * 16 + 4 * 4, 16 + 4 + 10));
+    assert_eq!(
+        panel.dimensions(),
+        (5 * 96 + 4 * 4, 96 + 4 + 14 + 4 + 10 + 4 + 14)
+    );
     let photo = image::open(out_dir.join("a_000/img.png"))
         .unwrap()
         .to_rgb8();
-    assert_eq!(panel.get_pixel(3, 5), photo.get_pixel(3, 5));
-    assert_ne!(
-        panel.get_pixel(21, 25),
-        panel.get_pixel(74, 25),
-        "a colour scale"
+    assert_eq!(panel.get_pixel(3 * 6 + 2, 5 * 6 + 3), photo.get_pixel(3, 5));
+    // The mean map's scale (x 100..196) runs from viridis' dark end to its bright end.
+    let bar_y = 96 + 4 + 14 + 4 + 5;
+    let (dark, bright) = (panel.get_pixel(100, bar_y), panel.get_pixel(195, bar_y));
+    assert!(
+        dark[2] > dark[1] && bright[0] > 200 && bright[1] > 200,
+        "{dark:?} {bright:?}"
     );
+    // Text in the names row under the photo and in the values row under the mean map.
+    if Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file() {
+        let inked = |x0: u32, y0: u32| {
+            (x0..x0 + 96)
+                .flat_map(|x| (y0..y0 + 14).map(move |y| (x, y)))
+                .any(|(x, y)| panel.get_pixel(x, y)[0] < 128)
+        };
+        assert!(inked(0, 96 + 4), "the tile names");
+        assert!(inked(100, 96 + 4 + 14 + 4 + 10 + 4), "the scale's values");
+    }
+    // The mask tile (x from 400) outlines the kept patches: white just inside a kept patch's
+    // edge with a dropped neighbour, not in the dropped patch beyond it nor at a kept centre.
+    let attn = tch::Tensor::read_npy(out_dir.join("a_000/attn.npy")).unwrap();
+    assert_eq!(attn.size(), [2, 4, 4]);
+    let heads = Vec::<f32>::try_from(&attn.reshape([-1])).unwrap();
+    let mean: Vec<f32> = (0..16)
+        .map(|i| [heads[i], heads[16 + i]].iter().sum::<f32>() / 2.0)
+        .collect();
+    let keep = dino_eval::attention::threshold_mask(&mean, 0.6).unwrap();
+    let white = image::Rgb([255u8, 255, 255]);
+    let mut edges = 0;
+    for r in 0..4u32 {
+        let y = r * 24 + 12;
+        for c in 0..4u32 {
+            let i = (r * 4 + c) as usize;
+            if keep[i] {
+                assert_ne!(*panel.get_pixel(400 + c * 24 + 12, y), white, "kept centre");
+            }
+            if c < 3 && keep[i] != keep[i + 1] {
+                let x = 400 + (c + 1) * 24;
+                let (inside, outside) = if keep[i] { (x - 1, x) } else { (x, x - 1) };
+                assert_eq!(
+                    *panel.get_pixel(inside, y),
+                    white,
+                    "outline at row {r}, col {c}"
+                );
+                assert_ne!(*panel.get_pixel(outside, y), white, "row {r}, col {c}");
+                edges += 1;
+            }
+        }
+    }
+    assert!(edges > 0, "a mask with an edge: {keep:?}");
 }
 
 /// Item 10: a `--set` that a run's (valid) stored configuration refuses is named as the cause.
@@ -752,4 +800,71 @@ fn a_bad_set_on_a_run_folder_is_the_sets_fault() {
         err.contains("(from --set eval.batch_size=-1 on the run's stored configuration"),
         "{err}"
     );
+}
+
+/// Item 6: a preset's `checkpoint.output_dir` names the preset's own data set; pointed at the
+/// user's photos with `--data`, the run folder is `runs/<data folder>` and the log says so. A
+/// `--set checkpoint.output_dir` chooses it, `--output` over that; without `--data` the
+/// config's folder stands.
+#[test]
+fn the_run_folder_is_named_after_the_data_not_the_preset() {
+    let (tmp, cfg, _) = defaults_run(16);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[checkpoint]\n",
+        "[checkpoint]\noutput_dir = \"runs/tiny_preset\"\n",
+    );
+    assert!(text.contains("output_dir = \"runs/tiny_preset\""));
+    std::fs::write(&cfg, text).unwrap();
+    let photos = tmp.path().join("my photos");
+    make_images(&photos);
+    let train = |args: &[&str]| {
+        let out = std::process::Command::new(common::DINO)
+            .current_dir(tmp.path())
+            .args([
+                "train",
+                "--config",
+                s(&cfg),
+                "--max-steps",
+                "1",
+                "--no-progress",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let err = train(&["--data", s(&photos)]);
+    assert!(
+        err.contains(
+            "checkpoint.output_dir = \"runs/my_photos\" (named after --data; --output DIR to choose)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("run folder runs/my_photos"), "{err}");
+    let runs = tmp.path().join("runs");
+    assert!(runs.join("my_photos/checkpoint.safetensors").is_file());
+    assert!(!runs.join("tiny_preset").exists());
+    let err = train(&[
+        "--data",
+        s(&photos),
+        "--set",
+        "checkpoint.output_dir=\"runs/chosen\"",
+    ]);
+    assert!(!err.contains("named after --data"), "{err}");
+    assert!(runs.join("chosen/checkpoint.safetensors").is_file());
+    let out = tmp.path().join("out");
+    train(&[
+        "--data",
+        s(&photos),
+        "--output",
+        s(&out),
+        "--set",
+        "checkpoint.output_dir=\"runs/not_this\"",
+    ]);
+    assert!(out.join("checkpoint.safetensors").is_file());
+    assert!(!runs.join("not_this").exists());
+    train(&[]);
+    assert!(runs.join("tiny_preset/checkpoint.safetensors").is_file());
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-mod common;
+use crate::common;
 use common::tiny::{tensors, tiny_run, train_args};
 
 /// Runs a tiny `dino train` whose loss turns NaN at its second step (no lr warm-up, an lr that

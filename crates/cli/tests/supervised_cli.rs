@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::tiny::{tensors, tiny_run};
 use common::{dino, ok};
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 use common::tiny::tiny_run;
 use common::{dino, ok};
 use dino_eval::features::embed::{for_each_batch, EmbedError, FeatureKind};

@@ -1,6 +1,6 @@
 //! `run_bench` and `render_grid` on a small generated folder.
 
-mod common;
+use crate::common;
 
 use dino_config::{AugmentationConfig, DataConfig, DataFormat};
 use dino_data::augmentation::DataAugmentationDino;

@@ -1,7 +1,7 @@
 //! Dataset layouts: ImageFolder, flat folders, CIFAR-10 binary, IDX, format detection, the
 //! CIFAR-10 tarball extractor, and clear errors for missing or empty data.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

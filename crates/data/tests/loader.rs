@@ -1,7 +1,7 @@
 //! The loader on small generated PNG folders: determinism across thread counts, exact resume,
 //! failure replacement, errors as messages, clean shutdown.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! a clear error of the right kind. Reference: tests/reference/data_decode.py (Pillow 13 with
 //! `ImageOps.exif_transpose` + `convert("RGB")`, the official loader's path plus our EXIF choice).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -25,6 +25,9 @@ const PROCESS_DEADLINE: Duration = Duration::from_secs(120);
 // ---------------------------------------------------------------------------------------------
 // The worker side.
 
+/// The test name of [`worker`] in this crate's one test binary (`tests/main.rs`).
+const WORKER: &str = "multiprocess::worker";
+
 /// Entry point of the re-executed workers; does nothing in a normal test run.
 #[test]
 fn worker() {
@@ -270,7 +273,7 @@ fn spawn(
             let log = dir.join(format!("rank{rank}.log"));
             let out = std::fs::File::create(&log).unwrap();
             let child = Command::new(&exe)
-                .args(["--exact", "worker", "--nocapture", "--test-threads=1"])
+                .args(["--exact", WORKER, "--nocapture", "--test-threads=1"])
                 .env(ROLE, role)
                 .env(TIMEOUT_MS, timeout.as_millis().to_string())
                 .env("RANK", rank.to_string())

@@ -1,7 +1,7 @@
 //! Agreement of the clustering scores with scikit-learn (`tests/reference/cluster_reference.py`)
 //! to 1e-6 on fixed labellings, and of the k-means with scikit-learn's on fixed blobs.
 
-mod common;
+use crate::common;
 use common::run_reference;
 
 use std::path::Path;

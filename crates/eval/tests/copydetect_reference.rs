@@ -2,7 +2,7 @@
 //! scikit-learn reference (`tests/reference/copydetect_reference.py`) on fixed features:
 //! whitening on more rows than the width, on fewer (rank-deficient), and none.
 
-mod common;
+use crate::common;
 use common::run_reference;
 
 use dino_eval::retrieval::copydetect::{copy_detection_eval, Whitening};

@@ -1,7 +1,7 @@
 //! Agreement of the weighted k-NN with a PyTorch re-implementation of the official
 //! `eval_knn.py` classifier (`tests/reference/knn_reference.py`) on fixed random features.
 
-mod common;
+use crate::common;
 use common::run_reference;
 
 use std::path::Path;

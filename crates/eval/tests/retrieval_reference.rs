@@ -1,7 +1,7 @@
 //! Agreement of retrieval mAP and recall@k with scikit-learn's `average_precision_score`
 //! (`tests/reference/retrieval_reference.py`) on a hand case and fixed random features.
 
-mod common;
+use crate::common;
 use common::run_reference;
 
 use dino_eval::retrieval::retrieval_eval;

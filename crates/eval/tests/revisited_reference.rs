@@ -2,7 +2,7 @@
 //! ground-truth pickle it writes (revisitop's layout) reads back, and Easy / Medium / Hard mAP
 //! and mP@{1,5,10} agree on a hand case and on random features.
 
-mod common;
+use crate::common;
 use common::run_reference;
 
 use dino_eval::retrieval::revisited::{read_gnd, revisited_eval};

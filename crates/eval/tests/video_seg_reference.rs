@@ -3,7 +3,7 @@
 //! description (`tests/reference/video_seg_reference.py`), on fixed random features and
 //! hand-made masks.
 
-mod common;
+use crate::common;
 use common::run_reference;
 
 use std::path::Path;

@@ -111,6 +111,7 @@ fn largest_grad_diff(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>)
 /// it). Depth 2 at rate 0.5 gives the first block rate 0, so only the last block draws.
 #[test]
 fn loss_and_every_gradient_match_the_full_path() {
+    alone!();
     let _serial = serial();
     let head = HeadConfig {
         out_dim: 64,
@@ -196,6 +197,7 @@ fn cls_feature_matches_the_full_path() {
 /// `model.cls_only_last_block = false`), and the switch maps to the scopes.
 #[test]
 fn all_tokens_scope_is_the_full_path_bit_for_bit() {
+    alone!();
     let _serial = serial();
     tch::manual_seed(2);
     let vs = nn::VarStore::new(Device::Cpu);

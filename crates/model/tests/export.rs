@@ -11,6 +11,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The virtualenv's Python, which runs onnxruntime here. `export_backbone` finds the same one
+/// itself (`dino_model::find_python`: `$DINO_PYTHON`, else the `.venv` above `target/`); the
+/// tests do not set `DINO_PYTHON`, which every test thread of the binary would see.
 fn python() -> PathBuf {
     let p = repo().join(".venv/bin/python");
     assert!(
@@ -48,7 +51,6 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn torchscript_reproduces_our_features() {
-    std::env::set_var("DINO_PYTHON", python());
     let (vs, vit, cfg) = model();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("vit.pt");
@@ -65,7 +67,6 @@ fn torchscript_reproduces_our_features() {
 
 #[test]
 fn onnx_reproduces_our_features() {
-    std::env::set_var("DINO_PYTHON", python());
     let (vs, vit, cfg) = model();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("vit.onnx");

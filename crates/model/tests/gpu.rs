@@ -1,5 +1,5 @@
 //! CUDA checks, compiled only with `--features gpu-tests` (CI has no GPU):
-//! `cargo test -p dino-model --features gpu-tests --test gpu`.
+//! `cargo test -p dino-model --features gpu-tests --test model gpu::`.
 #![cfg(feature = "gpu-tests")]
 
 use dino_config::{DeviceRequest, HeadConfig, Precision};

@@ -1,5 +1,5 @@
 //! Seeded trunc-normal init (official `trunc_normal_(std=.02)`, truncated at ±2 absolute).
-//! Alone in its own test binary: libtorch's generator is process-global, and unit tests that
+//! In a process of its own (`alone!`): libtorch's generator is process-global, and tests that
 //! run in parallel threads would draw from it between the seed and the draw.
 
 use dino_model::init::{trunc_normal_, TRUNC_NORMAL_STD};
@@ -7,6 +7,7 @@ use tch::{Kind, Tensor};
 
 #[test]
 fn trunc_normal_has_official_statistics_and_is_seeded() {
+    alone!();
     tch::manual_seed(3);
     let mut a = Tensor::zeros([200_000], (Kind::Float, tch::Device::Cpu));
     trunc_normal_(&mut a, TRUNC_NORMAL_STD).unwrap();

@@ -169,6 +169,7 @@ fn fused_attention_agrees_with_the_explicit_softmax_path() {
 
 #[test]
 fn stochastic_depth_only_in_training_and_seeded() {
+    alone!();
     let _serial = serial();
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = small(4, 16).with_drop_path(0.5);
@@ -228,6 +229,7 @@ fn gradients_reach_every_parameter_through_the_resized_position_table() {
 
 #[test]
 fn same_seed_same_weights_different_seed_different_weights() {
+    alone!();
     let _serial = serial();
     let build = |seed| {
         tch::manual_seed(seed);

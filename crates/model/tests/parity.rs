@@ -172,26 +172,31 @@ fn parity(arch: &str, patch: i64, sizes: &[&str]) -> (MultiCropWrapper, HashMap<
 
 #[test]
 fn vit_tiny_patch16_matches_pytorch() {
+    alone!();
     parity("vit_tiny", 16, &["224x224", "96x96", "224x160"]);
 }
 
 #[test]
 fn vit_tiny_patch8_matches_pytorch() {
+    alone!();
     parity("vit_tiny", 8, &["224x224", "96x96", "224x160"]);
 }
 
 #[test]
 fn vit_small_patch16_matches_pytorch() {
+    alone!();
     parity("vit_small", 16, &["224x224", "96x96", "224x160"]);
 }
 
 #[test]
 fn vit_small_patch8_matches_pytorch() {
+    alone!();
     parity("vit_small", 8, &["224x224", "96x96", "224x160"]);
 }
 
 #[test]
 fn non_square_grid_wider_than_tall_matches_pytorch() {
+    alone!();
     // 48 × 80 px at patch 8: a 6 × 10 grid, wider than tall (the 224×160 cases above are taller
     // than wide), so a swap of rows and columns anywhere (patch order, position-table resize)
     // shows. The 28 × 28 position table is resized to 6 × 10 in both modes.

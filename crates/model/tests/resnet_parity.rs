@@ -179,16 +179,19 @@ fn parity(arch: &str, cfg: ResNetConfig, size: usize) {
 
 #[test]
 fn resnet18_matches_torchvision() {
+    alone!();
     parity("resnet18", ResNetConfig::resnet18(), 64);
 }
 
 #[test]
 fn resnet50_matches_torchvision() {
+    alone!();
     parity("resnet50", ResNetConfig::resnet50(), 96);
 }
 
 #[test]
 fn resnet18_cifar_stem_matches_torchvision_with_that_stem() {
+    alone!();
     parity(
         "resnet18",
         ResNetConfig::resnet18().with_cifar_stem(true),
@@ -200,6 +203,7 @@ fn resnet18_cifar_stem_matches_torchvision_with_that_stem() {
 /// names, shapes and the same seed's weights without running the network.
 #[test]
 fn resnet34_init_is_torchvisions() {
+    alone!();
     let dir = reference(&[
         "parity", "--arch", "resnet34", "--size", "32", "--batch", "2",
     ]);
@@ -212,7 +216,9 @@ fn resnet34_init_is_torchvisions() {
     }
 }
 
-/// Converts `from` (with `key`) and loads it into `vs` with `prefix`, strictly.
+/// Converts `from` (with `key`) and loads it into `vs` with `prefix`, strictly. The conversion's
+/// Python is `dino_model::find_python`'s (the `.venv` above `target/` unless `$DINO_PYTHON`
+/// says otherwise): setting the variable here would change it for every test thread.
 fn import_into(
     dir: &Path,
     from: &str,
@@ -220,7 +226,6 @@ fn import_into(
     vs: &mut nn::VarStore,
     prefix: &str,
 ) -> dino_model::ImportReport {
-    std::env::set_var("DINO_PYTHON", repo().join(".venv/bin/python"));
     let out = dir.join(format!("{from}.{}.safetensors", key.unwrap_or("default")));
     let report = import_official(&dir.join(from), &out, key).unwrap();
     let load = load_safetensors_with_prefix(vs, &out, prefix, true).unwrap();

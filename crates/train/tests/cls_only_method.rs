@@ -112,6 +112,7 @@ fn dino_step(cls_only: bool) -> (f64, Vec<(String, Tensor)>, Tensor) {
 
 #[test]
 fn dino_step_with_the_cls_only_block_matches_the_full_block() {
+    alone!();
     let _serial = serial();
     let (loss_full, g_full, c_full) = dino_step(false);
     let (loss_cls, g_cls, c_cls) = dino_step(true);
@@ -152,6 +153,7 @@ fn supervised_step(cls_only: bool) -> (f64, Vec<(String, Tensor)>) {
 
 #[test]
 fn supervised_step_with_the_cls_only_block_matches_the_full_block() {
+    alone!();
     let _serial = serial();
     let (loss_full, g_full) = supervised_step(false);
     let (loss_cls, g_cls) = supervised_step(true);

@@ -1,7 +1,7 @@
 //! KoLeo against `tests/reference/koleo_reference.py` (written from reading DINOv2's
 //! `koleo_loss.py` and `ssl_meta_arch.py`), value and gradient within 1e-6, and its edge cases.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, npy, run_reference, values};
 use dino_train::loss::koleo::{koleo, koleo_term};

@@ -1,7 +1,7 @@
 //! DINO loss against `tests/reference/dino_loss.py` (the official `DINOLoss` semantics) and a
 //! hand-computed case.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, npy, run_reference, values};
 use dino_config::LossConfig;

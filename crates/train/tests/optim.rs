@@ -1,7 +1,7 @@
 //! AdamW, parameter groups, per-parameter clipping and last-layer freezing against
 //! `tests/reference/adamw_reference.py optim` (torch.optim.AdamW with the official recipe).
 
-mod common;
+use crate::common;
 
 use common::{assert_close, npy, run_reference, values};
 use dino_config::OptimConfig;

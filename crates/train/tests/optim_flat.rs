@@ -291,11 +291,13 @@ fn flat_matches_per_parameter(kind: OptimizerKind) {
 
 #[test]
 fn adamw_and_ema_on_flat_buffers_equal_the_per_parameter_path() {
+    alone!();
     flat_matches_per_parameter(OptimizerKind::Adamw);
 }
 
 #[test]
 fn sgd_and_lars_on_flat_buffers_equal_the_per_parameter_path() {
+    alone!();
     flat_matches_per_parameter(OptimizerKind::Sgd);
     flat_matches_per_parameter(OptimizerKind::Lars);
 }
@@ -340,6 +342,7 @@ fn ema_skips_what_it_is_told_to() {
 /// those follow the noise whichever kernel runs.
 #[test]
 fn fused_adamw_stays_within_rounding_of_the_exact_path() {
+    alone!();
     let _one_at_a_time = SEQUENTIAL.lock().unwrap_or_else(|e| e.into_inner());
     let shapes: [&[i64]; 4] = [&[384, 128], &[384], &[2048, 40], &[7]];
     let run_unit = |fused: bool| {

@@ -3,7 +3,7 @@
 //! (`torch.amp.GradScaler`) with gradients holding inf and NaN, step by step against
 //! `tests/reference/optim_reference.py` over 20 iterations.
 
-mod common;
+use crate::common;
 
 use common::{npy, run_reference, values};
 use dino_config::{OptimConfig, OptimizerKind};

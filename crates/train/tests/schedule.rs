@@ -1,7 +1,7 @@
 //! Schedules against `tests/reference/adamw_reference.py schedules` (the official
 //! `utils.cosine_scheduler` and `DINOLoss.teacher_temp_schedule`) and hand-computed values.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, npy, run_reference, values};
 use dino_config::Config;

@@ -2,7 +2,7 @@
 //! reading DINOv2's `sinkhorn_knopp_teacher`) within 1e-6, the two-shard all-reduce emulation,
 //! and the DINO loss with `loss.centering = "sinkhorn_knopp"`.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, npy, run_reference, values};
 use dino_config::{Centering, LossConfig};
