@@ -197,7 +197,7 @@ impl LossStats {
             for (stat, value) in term.values.iter_mut() {
                 let mut of_records = all.iter().filter_map(|s| s.get(&name, stat));
                 *value = if last_values && LAST_VALUE_STATS.contains(&stat.as_str()) {
-                    of_records.last().unwrap_or(0.0)
+                    of_records.next_back().unwrap_or(0.0)
                 } else {
                     mean(&mut of_records)
                 };
