@@ -245,7 +245,10 @@ fn two_processes_with_sinkhorn_knopp_and_koleo() {
         .collect();
     assert_eq!(steps.len(), 18);
     for v in &steps {
-        let (loss, koleo) = (v["loss"].as_f64().unwrap(), v["koleo"].as_f64().unwrap());
+        let (loss, koleo) = (
+            v["loss"].as_f64().unwrap(),
+            v["koleo/loss"].as_f64().unwrap(),
+        );
         assert!(loss.is_finite() && koleo.is_finite() && koleo != 0.0, "{v}");
     }
 }

@@ -166,7 +166,11 @@ fn koleo_run_resumes_bitwise() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["kind"] == "step")
-        .map(|v| v["koleo"].as_f64().expect("koleo logged on every step"))
+        .map(|v| {
+            v["koleo/loss"]
+                .as_f64()
+                .expect("koleo logged on every step")
+        })
         .collect::<Vec<_>>();
     assert!(
         koleo.iter().all(|k| k.is_finite() && *k != 0.0),

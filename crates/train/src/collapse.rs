@@ -7,7 +7,9 @@
 //! KL(teacher ‖ student) falls to 0: the target no longer depends on the image and the student
 //! has nothing left to learn from it. A healthy run keeps the entropy between the two.
 //!
-//! [`CollapseMonitor`] is fed one step's [`LossStats`] at a time and judges only
+//! [`CollapseMonitor`] is fed one step's [`LossStats`] at a time, and reads the DINO term's
+//! statistics by name (its loss, teacher entropy, batch-mean entropy and KL: a KoLeo term in the
+//! total changes none of them); it judges only
 //! - after a **grace period**: at the start of a run the lr warms up from 0, so the network is
 //!   still close to its initialisation, where a ViT maps all images to nearly the same output
 //!   and the centered teacher is near uniform (docs/RESULTS.md, CIFAR-10 probes); the center
@@ -40,6 +42,7 @@
 //!
 //! A warning repeats at most once per `window` steps while the collapse persists.
 
+use crate::loss::stats::{DINO, KL, LOSS, TEACHER_ENTROPY, TEACHER_MEAN_ENTROPY};
 use crate::loss::LossStats;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -127,8 +130,30 @@ impl std::fmt::Display for CollapseWarning {
 pub struct CollapseMonitor {
     cfg: CollapseConfig,
     ln_k: f64,
-    recent: VecDeque<LossStats>,
+    recent: VecDeque<Observed>,
     last_fired: Option<usize>,
+}
+
+/// The DINO term's statistics of one step, as the monitor keeps them.
+#[derive(Debug, Clone, Copy)]
+struct Observed {
+    /// The DINO term's loss (not the total: the ln K plateau is the DINO cross-entropy's).
+    loss: f64,
+    teacher_entropy: f64,
+    teacher_mean_entropy: f64,
+    kl: f64,
+}
+
+impl Observed {
+    fn of(stats: &LossStats) -> Option<Self> {
+        let dino = stats.term(DINO)?;
+        Some(Self {
+            loss: dino.get(LOSS)?,
+            teacher_entropy: dino.get(TEACHER_ENTROPY)?,
+            teacher_mean_entropy: dino.get(TEACHER_MEAN_ENTROPY)?,
+            kl: dino.get(KL)?,
+        })
+    }
 }
 
 impl CollapseMonitor {
@@ -153,25 +178,27 @@ impl CollapseMonitor {
     }
 
     /// Feeds the statistics of global step `step`; returns a warning when a collapse signature
-    /// has been sustained over the last `window` steps past the grace period.
+    /// has been sustained over the last `window` steps past the grace period. Statistics
+    /// without a DINO term (or without one of the statistics it reads) are not judged.
     pub fn observe(&mut self, step: usize, stats: &LossStats) -> Option<CollapseWarning> {
         let c = self.cfg;
         if step < c.grace_steps {
             return None;
         }
+        let stats = Observed::of(stats)?;
         let w = c.window.max(1);
         if self.recent.len() == w {
             self.recent.pop_front();
         }
-        self.recent.push_back(*stats);
+        self.recent.push_back(stats);
         if self.recent.len() < w || self.last_fired.is_some_and(|s| step < s + w) {
             return None;
         }
         let ln_k = self.ln_k;
         let n = w as f64;
         let needed = ((c.sustain * n).ceil() as usize).clamp(1, w);
-        let held = |f: &dyn Fn(&LossStats) -> bool| self.recent.iter().filter(|s| f(s)).count();
-        let mean = |f: fn(&LossStats) -> f64| self.recent.iter().map(f).sum::<f64>() / n;
+        let held = |f: &dyn Fn(&Observed) -> bool| self.recent.iter().filter(|s| f(s)).count();
+        let mean = |f: fn(&Observed) -> f64| self.recent.iter().map(f).sum::<f64>() / n;
         let (h, h_batch, kl) = (
             mean(|s| s.teacher_entropy) / ln_k,
             mean(|s| s.teacher_mean_entropy) / ln_k,
@@ -239,15 +266,14 @@ mod tests {
     use super::*;
 
     fn stats(entropy: f64, kl: f64, batch_entropy: f64) -> LossStats {
-        LossStats {
-            loss: entropy + kl,
-            teacher_entropy: entropy,
-            kl,
-            teacher_mean_entropy: batch_entropy,
-            center_norm: 1.0,
-            teacher_temp: 0.04,
-            koleo: 0.0,
-        }
+        LossStats::from_terms(vec![crate::loss::stats::dino_term(
+            entropy + kl,
+            entropy,
+            batch_entropy,
+            1.0,
+            0.04,
+        )
+        .with(KL, kl)])
     }
 
     #[test]

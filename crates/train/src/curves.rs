@@ -1,7 +1,9 @@
 //! The training curves as a PNG (`curves.png` in the run folder), drawn with `plotters`: a 2 × 2
-//! grid of panels — loss, learning rate, teacher entropy, KL(teacher ‖ student) — each against
-//! the global step, with axes, ticks, a title and a legend; the loss and entropy panels carry a
-//! dashed line at ln K, where a uniform output sits (paper §5.3, Fig. 7).
+//! grid of panels — loss, learning rate, the DINO term's teacher entropy and KL(teacher ‖
+//! student), read by name ([`crate::loss::stats`]) — each against the global step, with axes,
+//! ticks, a title and a legend; the loss and entropy panels carry a dashed line at ln K, where a
+//! uniform output sits (paper §5.3, Fig. 7). When the loss has several terms (DINO + KoLeo),
+//! the loss panel draws each term's value beside the total.
 //!
 //! Text needs a font file. `plotters`' default font backend asks fontconfig for system fonts,
 //! which a fresh CI machine may lack; here the font is one file read from a known path
@@ -9,6 +11,7 @@
 //! `fonts-dejavu-core`). When it cannot be read the curves are still drawn, without any text,
 //! and one warning says why: a plot is never worth stopping a run.
 
+use crate::loss::stats::{DINO, KL, TEACHER_ENTROPY};
 use crate::metrics::{io_err, MetricsError, StepRecord};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -26,39 +29,59 @@ const FAMILY: &str = "sans-serif";
 pub const PANEL_COLORS: [[u8; 3]; 4] =
     [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40]];
 
-/// One panel: its title, the curve's legend label, the value drawn, and whether the dashed
-/// ln K reference belongs to it.
+/// Colours of the loss panel's per-term curves, in term order (drawn only when the loss has
+/// more than one term).
+const TERM_COLORS: [[u8; 3]; 4] = [
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [23, 190, 207],
+];
+
+/// One panel: its title, the curve's legend label, the value drawn (NaN where a record lacks
+/// it: left out), whether the dashed ln K reference belongs to it, and whether each term's
+/// loss is drawn beside the value.
 struct Panel {
     title: &'static str,
     label: &'static str,
     value: fn(&StepRecord) -> f64,
     ln_k_line: bool,
+    terms: bool,
+}
+
+/// The DINO term's statistic `stat` of a record, NaN without one.
+fn dino_stat(r: &StepRecord, stat: &str) -> f64 {
+    r.stats.get(DINO, stat).unwrap_or(f64::NAN)
 }
 
 const PANELS: [Panel; 4] = [
     Panel {
-        title: "DINO loss",
-        label: "loss (nats)",
+        title: "loss",
+        label: "total loss (nats)",
         value: |r| r.stats.loss,
         ln_k_line: true,
+        terms: true,
     },
     Panel {
         title: "learning rate",
         label: "lr",
         value: |r| r.lr,
         ln_k_line: false,
+        terms: false,
     },
     Panel {
         title: "teacher entropy",
         label: "entropy (nats)",
-        value: |r| r.stats.teacher_entropy,
+        value: |r| dino_stat(r, TEACHER_ENTROPY),
         ln_k_line: true,
+        terms: false,
     },
     Panel {
         title: "KL(teacher || student)",
         label: "KL (nats)",
-        value: |r| r.stats.kl,
+        value: |r| dino_stat(r, KL),
         ln_k_line: false,
+        terms: false,
     },
 ];
 
@@ -213,7 +236,13 @@ fn draw_panel<DB: DrawingBackend>(
         (Some(first), Some(last)) => first.0..last.0.max(first.0 + 1),
         _ => 0..1,
     };
-    let (y0, y1) = value_range(points.iter().map(|p| p.1), reference);
+    let terms = if panel.terms {
+        term_series(steps)
+    } else {
+        Vec::new()
+    };
+    let term_values = terms.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.1));
+    let (y0, y1) = value_range(points.iter().map(|p| p.1).chain(term_values), reference);
     let (px, _) = area.dim_in_pixel();
     // Font sizes follow the panel width, so a small image keeps its text legible and a large
     // one is not cramped (plotters' sizes are in pixels).
@@ -247,6 +276,13 @@ fn draw_panel<DB: DrawingBackend>(
         .draw_series(LineSeries::new(points.iter().copied(), line))?
         .label(panel.label)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line));
+    for ((name, pts), rgb) in terms.iter().zip(TERM_COLORS.iter().cycle()) {
+        let term_line = RGBColor(rgb[0], rgb[1], rgb[2]).stroke_width(1);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), term_line))?
+            .label(format!("{name} term"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], term_line));
+    }
     if let [only] = points[..] {
         // A line needs two points; the first logged step is a dot.
         chart.draw_series(std::iter::once(Circle::new(only, 3, color.filled())))?;
@@ -273,6 +309,29 @@ fn draw_panel<DB: DrawingBackend>(
             .draw()?;
     }
     Ok(())
+}
+
+/// Each term's weighted value against the global step, by term name in order of first
+/// appearance, when some record's loss has more than one term (none otherwise: the one term's
+/// curve is the total).
+fn term_series(steps: &[StepRecord]) -> Vec<(String, Vec<(i64, f64)>)> {
+    if steps.iter().all(|r| r.stats.terms.len() < 2) {
+        return Vec::new();
+    }
+    let mut series: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+    for r in steps {
+        for t in &r.stats.terms {
+            let point = (r.global_step as i64, t.loss());
+            if !point.1.is_finite() {
+                continue;
+            }
+            match series.iter_mut().find(|(n, _)| *n == t.name) {
+                Some((_, pts)) => pts.push(point),
+                None => series.push((t.name.clone(), vec![point])),
+            }
+        }
+    }
+    series
 }
 
 #[cfg(test)]
@@ -305,12 +364,11 @@ mod tests {
         let steps: Vec<StepRecord> = (0..50)
             .map(|i| StepRecord {
                 global_step: i,
-                stats: crate::loss::LossStats {
-                    loss: 5.0 - i as f64 / 20.0,
-                    kl: 1.0,
-                    teacher_entropy: 2.0,
-                    ..Default::default()
-                },
+                stats: crate::loss::LossStats::from_terms(vec![
+                    crate::loss::stats::dino_term(5.0 - i as f64 / 20.0, 2.0, 3.0, 0.5, 0.04)
+                        .with(KL, 1.0),
+                    crate::loss::TermStats::new(crate::loss::stats::KOLEO, 0.1, 0.25),
+                ]),
                 lr: 1e-4 * i as f64,
                 ..StepRecord::default()
             })
@@ -320,6 +378,13 @@ mod tests {
         assert_eq!(img.dimensions(), (400, 300));
         for c in PANEL_COLORS {
             assert!(img.pixels().any(|p| p.0 == c), "no curve in colour {c:?}");
+        }
+        // Two terms: each term's curve beside the total in the loss panel.
+        for c in &TERM_COLORS[..2] {
+            assert!(
+                img.pixels().any(|p| p.0 == *c),
+                "no term curve in colour {c:?}"
+            );
         }
         assert!(register_font_file(Path::new("/nonexistent/font.ttf")).is_err());
     }

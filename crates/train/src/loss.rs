@@ -3,10 +3,14 @@
 //! distribution of every *other* view, plus the EMA center and collapse diagnostics.
 //!
 //! DINOv2's additions live in their own files: [`koleo`] (the KoLeo term on the student's CLS
-//! features) and [`sinkhorn`] (Sinkhorn-Knopp teacher targets, `loss.centering`).
+//! features) and [`sinkhorn`] (Sinkhorn-Knopp teacher targets, `loss.centering`). The
+//! statistics of an evaluation are a list of named terms ([`stats`]: `dino`, `koleo`, …).
 
 pub mod koleo;
 pub mod sinkhorn;
+pub mod stats;
+
+pub use stats::{LossStats, TermStats};
 
 use crate::schedule::{teacher_temp_schedule, ScheduleError};
 use dino_config::{Centering, LossConfig};
@@ -45,46 +49,6 @@ pub enum LossError {
     /// A collective across processes (Sinkhorn-Knopp's all-reduced sums) failed.
     #[error("collective across processes failed: {0}")]
     Collective(String),
-}
-
-/// Scalar diagnostics of one loss evaluation, computed from the same tensors as the loss
-/// (paper Sec. 5.3 monitors teacher entropy and KL to tell the two collapse modes apart).
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct LossStats {
-    /// The loss value (nats) that is back-propagated: the DINO term plus, when
-    /// `loss.koleo_weight > 0`, the weighted KoLeo term ([`LossStats::koleo`]).
-    pub loss: f64,
-    /// Mean over the 2B teacher rows of the entropy H(t) of the teacher distribution (nats).
-    /// Near ln K: teacher uniform; small values are normal for a sharp teacher.
-    pub teacher_entropy: f64,
-    /// Mean over the loss pairs of KL(t_j ‖ s_v) (nats) = DINO term − teacher_entropy (the DINO
-    /// term is `loss − koleo`), because CE(t, s) = H(t) + KL(t‖s) and each teacher view enters
-    /// the same number of pairs.
-    /// Near 0 together with an extreme entropy means collapse (paper Fig. 7).
-    pub kl: f64,
-    /// Entropy of the batch-mean teacher distribution (nats): prototype usage. Near 0 means every
-    /// sample picks the same prototype (one-hot collapse).
-    pub teacher_mean_entropy: f64,
-    /// L2 norm of the center used by this evaluation (before its update).
-    pub center_norm: f64,
-    /// Teacher temperature used.
-    pub teacher_temp: f64,
-    /// The weighted KoLeo term (`loss.koleo_weight · Σ` over the two global crops, this
-    /// process's batch; averaged over the processes for the log), 0 without it. Written to
-    /// metrics.jsonl only when nonzero, so a DINO-only run's lines keep their old fields.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub koleo: f64,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
-}
-
-impl LossStats {
-    /// The DINO term alone (nats): [`LossStats::loss`] without the KoLeo term.
-    pub fn dino_loss(&self) -> f64 {
-        self.loss - self.koleo
-    }
 }
 
 /// One evaluation of the loss.
@@ -298,7 +262,7 @@ impl DinoLoss {
 
     /// [`DinoLoss::forward`] without the diagnostics, in a job of `world_size` processes
     /// (`all_reduce_sum` as [`DinoLoss::targets_across`]): the loss (attached to the student
-    /// graph) and the teacher targets it used, for [`DinoLoss::stats_tensor_with_koleo`].
+    /// graph) and the teacher targets it used, for [`DinoLoss::stats_tensor_with`].
     ///
     /// # Errors
     /// As [`DinoLoss::forward`], and the collective's error.
@@ -487,19 +451,19 @@ impl DinoLoss {
         loss: &Tensor,
         targets: &TeacherTargets,
     ) -> Result<Tensor, LossError> {
-        self.stats_tensor_with_koleo(loss, None, targets)
+        self.stats_tensor_with(loss, &[], targets)
     }
 
-    /// [`DinoLoss::stats_tensor`] of the DINO term `loss` with the weighted KoLeo term `koleo`
-    /// (scalar) appended, so it comes back in the same host sync: [`DinoLoss::read_stats`] then
-    /// gives [`LossStats::loss`] = their sum and [`LossStats::kl`] from the DINO term alone.
+    /// [`DinoLoss::stats_tensor`] of the DINO term `loss` with the weighted values of the
+    /// other terms (scalars, e.g. KoLeo's) appended in order, so they come back in the same
+    /// host sync: [`DinoLoss::read_stats_with`] then names them.
     ///
     /// # Errors
     /// libtorch errors.
-    pub fn stats_tensor_with_koleo(
+    pub fn stats_tensor_with(
         &self,
         loss: &Tensor,
-        koleo: Option<&Tensor>,
+        other_terms: &[&Tensor],
         targets: &TeacherTargets,
     ) -> Result<Tensor, LossError> {
         let values = tch::no_grad(|| -> Result<Tensor, TchError> {
@@ -518,8 +482,8 @@ impl DinoLoss {
                 .f_neg()?;
             let center_norm = targets.center.f_norm()?;
             let mut values = vec![loss.f_detach()?, entropy, mean_entropy, center_norm];
-            if let Some(k) = koleo {
-                values.push(k.f_detach()?.f_to_device(loss.device())?);
+            for t in other_terms {
+                values.push(t.f_detach()?.f_to_device(loss.device())?);
             }
             Tensor::f_stack(&values, 0)?.f_to_kind(Kind::Double)
         })?;
@@ -527,7 +491,7 @@ impl DinoLoss {
     }
 
     /// [`DinoLoss::stats_tensor`] output on the host (one device sync, which also brings the
-    /// loss for the finiteness check).
+    /// loss for the finiteness check): the DINO term alone.
     ///
     /// # Errors
     /// libtorch errors.
@@ -536,18 +500,35 @@ impl DinoLoss {
         values: &Tensor,
         targets: &TeacherTargets,
     ) -> Result<LossStats, LossError> {
+        self.read_stats_with(values, targets, &[])
+    }
+
+    /// [`DinoLoss::stats_tensor_with`] output on the host (one device sync): the DINO term
+    /// ([`stats::dino_term`]) and, after it, the other terms named and weighted as
+    /// `other_terms` lists them (`(name, weight)`, in the order their values were appended);
+    /// the total is their sum in that order.
+    ///
+    /// # Errors
+    /// libtorch errors; fewer values than terms.
+    pub fn read_stats_with(
+        &self,
+        values: &Tensor,
+        targets: &TeacherTargets,
+        other_terms: &[(&str, f64)],
+    ) -> Result<LossStats, LossError> {
         let v: Vec<f64> = Vec::<f64>::try_from(&values.f_to_device(Device::Cpu)?)?;
-        let koleo = v.get(4).copied().unwrap_or(0.0);
-        Ok(LossStats {
-            // v[0] + 0.0 is v[0]: a DINO-only run logs the same loss.
-            loss: v[0] + koleo,
-            teacher_entropy: v[1],
-            kl: v[0] - v[1],
-            teacher_mean_entropy: v[2],
-            center_norm: v[3],
-            teacher_temp: targets.temp,
-            koleo,
-        })
+        if v.len() != 4 + other_terms.len() {
+            return Err(LossError::Invalid(format!(
+                "{} statistics for the DINO term and {} more",
+                v.len(),
+                other_terms.len()
+            )));
+        }
+        let mut terms = vec![stats::dino_term(v[0], v[1], v[2], v[3], targets.temp)];
+        for (&(name, weight), &value) in other_terms.iter().zip(&v[4..]) {
+            terms.push(TermStats::new(name, weight, value));
+        }
+        Ok(LossStats::from_terms(terms))
     }
 
     /// Mean of the raw (uncentred) teacher logits over all `2·B` rows, `[1, K]` Float, no grad.

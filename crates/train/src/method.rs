@@ -16,6 +16,7 @@ use crate::grad_scaler::{GradScaler, ScalerOptions};
 use crate::init_from::{init_student, InitReport};
 use crate::input::Normalizer;
 use crate::loss::koleo::koleo_term;
+use crate::loss::stats::{self, KOLEO};
 use crate::loss::{DinoLoss, LossError, LossStats};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
@@ -368,16 +369,17 @@ impl DinoMethod {
         // The step's one host sync: the loss for the finiteness check, with the diagnostics
         // (and the KoLeo term) computed on the device beside it (a sync costs the same for 1
         // value or 5).
+        let (other_values, other_names): (Vec<&Tensor>, Vec<(&str, f64)>) = koleo
+            .iter()
+            .map(|k| (k, (KOLEO, self.koleo_weight)))
+            .unzip();
         let values = self
             .loss
-            .stats_tensor_with_koleo(&dino, koleo.as_ref(), &targets)?;
-        let mut stats = self.loss.read_stats(&values, &targets)?;
+            .stats_tensor_with(&dino, &other_values, &targets)?;
+        let mut stats = self.loss.read_stats_with(&values, &targets, &other_names)?;
         self.clock_mark(Phase::Statistics);
         // Every rank logs, checks and stops on the loss of the global batch.
-        stats.loss = dist.mean_scalar(stats.loss)?;
-        if koleo.is_some() {
-            stats.koleo = dist.mean_scalar(stats.koleo)?;
-        }
+        mean_losses_over_ranks(&mut stats, dist)?;
         check_finite(stats.loss, epoch, step)?;
         let loss = match koleo {
             Some(k) => dino.f_add(&k)?,
@@ -433,7 +435,7 @@ impl DinoMethod {
         values.sort_by_key(|&(pair, _)| pair);
         let loss = self.loss.combine(values.into_iter().map(|(_, t)| t))?;
         let mut stats = self.loss.stats(&loss, &targets)?;
-        stats.loss = dist.mean_scalar(stats.loss)?;
+        mean_losses_over_ranks(&mut stats, dist)?;
         check_finite(stats.loss, epoch, step)?;
         Ok(stats)
     }
@@ -566,6 +568,22 @@ impl DinoMethod {
             centers: self.loss.centering_states(),
         })
     }
+}
+
+/// Each term's loss replaced by its mean over the ranks (one small all-reduce per term; nothing
+/// for a single process), and the total by their sum, in order: every rank logs, checks and
+/// stops on the loss of the global batch. The teacher diagnostics (entropies, KL, center norm)
+/// stay this rank's.
+fn mean_losses_over_ranks(stats: &mut LossStats, dist: &Dist) -> anyhow::Result<()> {
+    if dist.world_size == 1 {
+        return Ok(());
+    }
+    for term in &mut stats.terms {
+        let mean = dist.mean_scalar(term.loss())?;
+        term.set(stats::LOSS, mean);
+    }
+    *stats = LossStats::from_terms(std::mem::take(&mut stats.terms));
+    Ok(())
 }
 
 /// Whether a variable of a [`MultiCropWrapper`] store belongs to its backbone (`backbone.*`).

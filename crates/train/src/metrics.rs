@@ -87,10 +87,12 @@ pub fn check_finite(loss: f64, epoch: usize, step: usize) -> Result<(), NonFinit
 }
 
 /// The one record of a training step: what the trainer hands the run logger each step and
-/// what a `"kind": "step"` JSONL line holds. The loss diagnostics are [`LossStats`], flattened so
-/// the JSON keys stay those of every earlier `metrics.jsonl` (`epoch`, `step`, `global_step`,
-/// `loss`, `lr`, `wd`, `momentum`, `teacher_temp`, `teacher_entropy`, `teacher_mean_entropy`,
-/// `kl`, `center_norm`, `images_per_s`, `data_wait_fraction`).
+/// what a `"kind": "step"` JSONL line holds: `epoch`, `step`, `global_step`, `lr`, `wd`,
+/// `momentum`, `images_per_s`, `data_wait_fraction`, and the loss statistics ([`LossStats`],
+/// flattened): the total `loss` and each term's statistics as `"term/statistic"` keys
+/// (`dino/loss`, `dino/teacher_entropy`, `dino/kl`, `dino/teacher_mean_entropy`,
+/// `dino/center_norm`, `dino/teacher_temp`, `koleo/loss`, …). Lines written before the terms
+/// had names (`teacher_entropy`, `kl`, … at the top level) read as the same statistics.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepRecord {
     /// Epoch (0-based).
@@ -99,7 +101,8 @@ pub struct StepRecord {
     pub step: usize,
     /// Global iteration (schedule index).
     pub global_step: usize,
-    /// Loss (of the global batch, averaged over ranks) and the teacher diagnostics (nats).
+    /// Loss (of the global batch, averaged over ranks) and its named terms with their
+    /// statistics (nats).
     #[serde(flatten)]
     pub stats: LossStats,
     /// Learning rate.
@@ -172,8 +175,6 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// Steps averaged.
     pub steps: usize,
-    /// Mean loss (official `train_loss`).
-    pub loss: f64,
     /// Learning rate at the epoch's last step (official `train_lr` is the epoch mean; both kept).
     pub lr_last: f64,
     /// Mean learning rate (official `train_lr`).
@@ -182,16 +183,11 @@ pub struct EpochRecord {
     pub wd: f64,
     /// Mean teacher momentum.
     pub momentum: f64,
-    /// Teacher temperature of the epoch.
-    pub teacher_temp: f64,
-    /// Mean teacher entropy (nats).
-    pub teacher_entropy: f64,
-    /// Mean batch-mean teacher entropy (nats).
-    pub teacher_mean_entropy: f64,
-    /// Mean KL (nats).
-    pub kl: f64,
-    /// Center norm at the last step.
-    pub center_norm: f64,
+    /// The mean loss (official `train_loss`) and each term's statistics over the epoch's steps
+    /// ([`LossStats::epoch_summary`]: means, and the last step's teacher temperature and center
+    /// norm), under the keys of the step lines (`loss`, `dino/teacher_entropy`, `dino/kl`, …).
+    #[serde(flatten)]
+    pub stats: LossStats,
     /// Mean images per second.
     pub images_per_s: f64,
     /// Mean data-wait fraction.
@@ -206,7 +202,8 @@ pub struct EpochRecord {
 impl EpochRecord {
     /// The summary of `epoch` from its step records, in order: means of the per-step values
     /// (summed from 0 in step order, then divided by the count), and the last step's learning
-    /// rate, teacher temperature and center norm; zeros when `steps` is empty. `extra` holds
+    /// rate, teacher temperature and center norm (statistics of the terms by name, see
+    /// [`LossStats::epoch_summary`]); zeros and no terms when `steps` is empty. `extra` holds
     /// the mean train accuracy as [`TRAIN_TOP1`] when the steps have one (supervised), and is
     /// empty otherwise; epoch hooks such as the online k-NN add theirs.
     pub fn from_steps(epoch: usize, steps: &[StepRecord], elapsed_s: f64) -> Self {
@@ -216,16 +213,11 @@ impl EpochRecord {
         Self {
             epoch,
             steps: steps.len(),
-            loss: mean(|r| r.stats.loss),
             lr_last: last.lr,
             lr: mean(|r| r.lr),
             wd: mean(|r| r.wd),
             momentum: mean(|r| r.momentum),
-            teacher_temp: last.stats.teacher_temp,
-            teacher_entropy: mean(|r| r.stats.teacher_entropy),
-            teacher_mean_entropy: mean(|r| r.stats.teacher_mean_entropy),
-            kl: mean(|r| r.stats.kl),
-            center_norm: last.stats.center_norm,
+            stats: LossStats::epoch_summary(steps.iter().map(|r| &r.stats)),
             images_per_s: mean(|r| r.images_per_s),
             data_wait_fraction: mean(|r| r.data_wait_fraction),
             elapsed_s,
@@ -387,34 +379,117 @@ pub fn step_records(records: Vec<Record>) -> Vec<StepRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::stats::{
+        dino_term, CENTER_NORM, DINO, KL, KOLEO, LOSS, TEACHER_ENTROPY, TEACHER_MEAN_ENTROPY,
+        TEACHER_TEMP,
+    };
+    use crate::loss::TermStats;
 
     /// A step line as every `metrics.jsonl` before the one-record refactor wrote it.
     const OLD_STEP_LINE: &str = r#"{"kind":"step","epoch":1,"step":2,"global_step":12,"loss":10.5,"lr":0.0001,"wd":0.04,"momentum":0.996,"teacher_temp":0.04,"teacher_entropy":3.25,"teacher_mean_entropy":4.0,"kl":7.25,"center_norm":0.5,"images_per_s":120.0,"data_wait_fraction":0.125}"#;
 
-    fn keys(v: &serde_json::Value) -> Vec<String> {
-        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-        k.sort();
-        k
-    }
+    /// A KoLeo step line and an epoch line as `metrics.jsonl` was written before the terms had
+    /// names (the format of the KoLeo merge, main at efb2e85).
+    const OLD_KOLEO_LINE: &str = r#"{"kind":"step","epoch":0,"step":0,"global_step":0,"loss":8.5,"teacher_entropy":7.5,"kl":0.75,"teacher_mean_entropy":7.6,"center_norm":0.0,"teacher_temp":0.04,"koleo":0.25,"lr":0.0,"wd":0.04,"momentum":0.99,"images_per_s":50.0,"data_wait_fraction":0.01}"#;
+    const OLD_EPOCH_LINE: &str = r#"{"kind":"epoch","epoch":0,"steps":3,"loss":9.0,"lr_last":0.0003,"lr":0.0002,"wd":0.04,"momentum":0.99,"teacher_temp":0.04,"teacher_entropy":7.0,"teacher_mean_entropy":7.5,"kl":2.0,"center_norm":0.25,"images_per_s":10.0,"data_wait_fraction":0.5,"elapsed_s":2.5,"extra":{"knn_top1":31.5}}"#;
 
     #[test]
-    fn step_lines_keep_their_keys_and_old_files_still_read() {
+    fn old_lines_read_as_named_terms_and_new_lines_name_every_statistic() {
         let Record::Step(r) = serde_json::from_str::<Record>(OLD_STEP_LINE).unwrap() else {
             panic!("not a step record");
         };
         assert_eq!((r.epoch, r.step, r.global_step), (1, 2, 12));
-        assert_eq!(
-            (r.stats.loss, r.stats.kl, r.stats.teacher_temp),
-            (10.5, 7.25, 0.04)
-        );
+        assert_eq!(r.stats.loss, 10.5);
+        assert_eq!(r.stats.terms.len(), 1, "{:?}", r.stats);
+        assert_eq!(r.stats.get(DINO, LOSS), Some(10.5));
+        assert_eq!(r.stats.get(DINO, KL), Some(7.25));
+        assert_eq!(r.stats.get(DINO, TEACHER_ENTROPY), Some(3.25));
+        assert_eq!(r.stats.get(DINO, TEACHER_MEAN_ENTROPY), Some(4.0));
+        assert_eq!(r.stats.get(DINO, CENTER_NORM), Some(0.5));
+        assert_eq!(r.stats.get(DINO, TEACHER_TEMP), Some(0.04));
         assert_eq!(
             (r.lr, r.images_per_s, r.data_wait_fraction),
             (1e-4, 120.0, 0.125)
         );
+        // Written again: the total and every DINO statistic under its "dino/" key, the same
+        // values, and nothing else changed.
         let old: serde_json::Value = serde_json::from_str(OLD_STEP_LINE).unwrap();
-        let new = serde_json::to_value(Record::Step(r)).unwrap();
-        assert_eq!(keys(&new), keys(&old));
-        assert_eq!(new, old, "the same values under the same keys");
+        let new = serde_json::to_value(Record::Step(r.clone())).unwrap();
+        let mut renamed = old.as_object().unwrap().clone();
+        for stat in [
+            TEACHER_ENTROPY,
+            KL,
+            TEACHER_MEAN_ENTROPY,
+            CENTER_NORM,
+            TEACHER_TEMP,
+        ] {
+            let v = renamed.remove(stat).unwrap();
+            renamed.insert(format!("dino/{stat}"), v);
+        }
+        renamed.insert("dino/loss".into(), old["loss"].clone());
+        assert_eq!(new, serde_json::Value::Object(renamed));
+        let line = serde_json::to_string(&Record::Step(r.clone())).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Record>(&line).unwrap(),
+            Record::Step(r)
+        );
+
+        // KoLeo: the old total was DINO's loss plus the KoLeo term.
+        let Record::Step(k) = serde_json::from_str::<Record>(OLD_KOLEO_LINE).unwrap() else {
+            panic!("not a step record");
+        };
+        assert_eq!(k.stats.loss, 8.5);
+        assert_eq!(k.stats.get(DINO, LOSS), Some(8.25));
+        assert_eq!(k.stats.get(DINO, KL), Some(0.75));
+        assert_eq!(k.stats.get(KOLEO, LOSS), Some(0.25));
+        let line = serde_json::to_string(&Record::Step(k)).unwrap();
+        assert!(line.contains(r#""koleo/loss":0.25"#), "{line}");
+        assert!(
+            !line.contains("weight"),
+            "an unknown weight is not written: {line}"
+        );
+
+        let Record::Epoch(e) = serde_json::from_str::<Record>(OLD_EPOCH_LINE).unwrap() else {
+            panic!("not an epoch record");
+        };
+        assert_eq!((e.epoch, e.steps, e.stats.loss), (0, 3, 9.0));
+        assert_eq!(e.stats.get(DINO, KL), Some(2.0));
+        assert_eq!(e.stats.get(DINO, CENTER_NORM), Some(0.25));
+        assert_eq!(e.extra.get("knn_top1"), Some(&31.5));
+        let again = serde_json::to_string(&Record::Epoch(e.clone())).unwrap();
+        assert!(again.contains(r#""dino/kl":2.0"#), "{again}");
+        assert_eq!(
+            serde_json::from_str::<Record>(&again).unwrap(),
+            Record::Epoch(e)
+        );
+    }
+
+    #[test]
+    fn a_weighted_term_round_trips_with_its_weight() {
+        let stats = LossStats::from_terms(vec![
+            dino_term(8.0, 7.0, 7.5, 0.5, 0.04),
+            TermStats::new(KOLEO, 0.1, -0.5),
+        ]);
+        assert_eq!(stats.loss, 7.5);
+        let r = StepRecord {
+            stats,
+            ..StepRecord::default()
+        };
+        let line = serde_json::to_string(&Record::Step(r.clone())).unwrap();
+        for key in [
+            r#""loss":7.5"#,
+            r#""dino/loss":8.0"#,
+            r#""dino/kl":1.0"#,
+            r#""koleo/loss":-0.5"#,
+            r#""koleo/weight":0.1"#,
+        ] {
+            assert!(line.contains(key), "{key} in {line}");
+        }
+        assert!(!line.contains("dino/weight"), "{line}");
+        assert_eq!(
+            serde_json::from_str::<Record>(&line).unwrap(),
+            Record::Step(r)
+        );
     }
 
     #[test]
@@ -423,28 +498,38 @@ mod tests {
             epoch: 0,
             step: i,
             global_step: i,
-            stats: LossStats {
+            stats: LossStats::from_terms(vec![dino_term(
                 loss,
-                teacher_temp: i as f64,
-                center_norm: 10.0 + i as f64,
-                ..LossStats::default()
-            },
+                1.0,
+                2.0,
+                10.0 + i as f64,
+                i as f64,
+            )]),
             lr: 1e-4 * (i + 1) as f64,
             ..StepRecord::default()
         };
         let steps: Vec<StepRecord> = (0..3).map(|i| step(i, 10.0 - i as f64)).collect();
         let e = EpochRecord::from_steps(0, &steps, 2.5);
-        assert_eq!((e.steps, e.loss, e.elapsed_s), (3, 9.0, 2.5));
+        assert_eq!((e.steps, e.stats.loss, e.elapsed_s), (3, 9.0, 2.5));
         assert!((e.lr - 2e-4).abs() < 1e-15 && (e.lr_last - 3e-4).abs() < 1e-15);
-        assert_eq!((e.teacher_temp, e.center_norm), (2.0, 12.0));
+        // The DINO term's statistics by name: means, and the last temperature and center norm.
+        assert_eq!(e.stats.get(DINO, TEACHER_TEMP), Some(2.0));
+        assert_eq!(e.stats.get(DINO, CENTER_NORM), Some(12.0));
+        assert_eq!(e.stats.get(DINO, LOSS), Some(9.0));
+        assert_eq!(e.stats.get(DINO, KL), Some(8.0));
+        assert_eq!(e.stats.get(DINO, TEACHER_MEAN_ENTROPY), Some(2.0));
         // The mean is the running sum from 0 in step order, as the trainer always computed it.
         let losses = [0.1, 0.2, 0.3];
         let steps: Vec<StepRecord> = losses.iter().map(|&l| step(0, l)).collect();
         assert_eq!(
-            EpochRecord::from_steps(0, &steps, 0.0).loss.to_bits(),
+            EpochRecord::from_steps(0, &steps, 0.0).stats.loss.to_bits(),
             ((0.0 + 0.1 + 0.2 + 0.3) / 3.0f64).to_bits()
         );
         let empty = EpochRecord::from_steps(4, &[], 0.0);
-        assert_eq!((empty.steps, empty.loss.to_bits()), (0, 0.0f64.to_bits()));
+        assert_eq!(
+            (empty.steps, empty.stats.loss.to_bits()),
+            (0, 0.0f64.to_bits())
+        );
+        assert!(empty.stats.terms.is_empty());
     }
 }

@@ -62,11 +62,7 @@ impl EpochHook for OnlineKnn {
         every > 0 && (epoch + 1) % every == 0
     }
 
-    fn run(
-        &mut self,
-        epoch: usize,
-        method: &dyn TrainMethod,
-    ) -> anyhow::Result<BTreeMap<String, f64>> {
+    fn run(&mut self, epoch: usize, method: &TrainMethod) -> anyhow::Result<BTreeMap<String, f64>> {
         let cfg = &self.cfg;
         let e = &cfg.eval;
         let sets = &self.sets;

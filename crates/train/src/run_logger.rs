@@ -10,6 +10,8 @@
 
 use crate::collapse::{CollapseConfig, CollapseMonitor};
 use crate::curves::plot_curves;
+use crate::loss::stats::{DINO, KL, TEACHER_ENTROPY};
+use crate::loss::LossStats;
 use crate::metrics::TRAIN_TOP1;
 use crate::metrics::{
     read_jsonl, step_records, EpochRecord, MetricsWriter, StepRecord, StepTiming,
@@ -28,11 +30,7 @@ pub trait EpochHook {
     ///
     /// # Errors
     /// Whatever the hook cannot do; it stops the run.
-    fn run(
-        &mut self,
-        epoch: usize,
-        method: &dyn TrainMethod,
-    ) -> anyhow::Result<BTreeMap<String, f64>>;
+    fn run(&mut self, epoch: usize, method: &TrainMethod) -> anyhow::Result<BTreeMap<String, f64>>;
 }
 
 /// What the logger saw over this invocation.
@@ -171,12 +169,12 @@ impl RunLogger {
                 out.history.push(record.clone());
                 if out.bar.is_hidden() {
                     tracing::info!(
-                        "epoch {}/{} step {}/{} loss {:.4} lr {:.2e} {images_per_s:.1} img/s since start, data wait {:.0}%",
+                        "epoch {}/{} step {}/{} loss {} lr {:.2e} {images_per_s:.1} img/s since start, data wait {:.0}%",
                         epoch + 1,
                         self.epochs,
                         step + 1,
                         self.niter,
-                        record.stats.loss,
+                        loss_with_terms(&record.stats),
                         record.lr,
                         100.0 * self.data_wait.as_secs_f64() / since_start
                     );
@@ -209,10 +207,10 @@ impl RunLogger {
     ///
     /// # Errors
     /// A hook fails, or `metrics.jsonl` cannot be written.
-    pub fn end_epoch(&mut self, epoch: usize, method: &dyn TrainMethod) -> anyhow::Result<()> {
+    pub fn end_epoch(&mut self, epoch: usize, method: &TrainMethod) -> anyhow::Result<()> {
         let elapsed = self.epoch_start.elapsed().as_secs_f64();
         let mut rec = EpochRecord::from_steps(epoch, &self.epoch_steps, elapsed);
-        self.last_epoch_loss = rec.loss;
+        self.last_epoch_loss = rec.stats.loss;
         self.epoch_steps.clear();
         self.epoch_start = Instant::now();
         let Some(out) = self.out.as_mut() else {
@@ -225,16 +223,20 @@ impl RunLogger {
         if let Err(e) = plot_curves(&out.curves, &out.history, Some(self.ln_k), 900, 600) {
             tracing::warn!("could not draw curves.png: {e}");
         }
-        let diagnostics = match rec.extra.get(TRAIN_TOP1) {
-            Some(top1) => format!("train top-1 {top1:.2}%"),
-            None => format!(
-                "teacher entropy {:.3}, KL {:.3}",
-                rec.teacher_entropy, rec.kl
-            ),
-        };
+        let mut diagnostics = String::new();
+        if let Some(top1) = rec.extra.get(TRAIN_TOP1) {
+            diagnostics = format!(", train top-1 {top1:.2}%");
+        }
+        // The DINO term's teacher diagnostics, by name.
+        if let (Some(h), Some(kl)) = (
+            rec.stats.get(DINO, TEACHER_ENTROPY),
+            rec.stats.get(DINO, KL),
+        ) {
+            diagnostics = format!(", teacher entropy {h:.3}, KL {kl:.3}");
+        }
         tracing::info!(
-            "epoch {epoch} done: loss {:.4}, {diagnostics}, {:.1} img/s in this epoch",
-            rec.loss,
+            "epoch {epoch} done: loss {}{diagnostics}, {:.1} img/s in this epoch",
+            loss_with_terms(&rec.stats),
             rec.images_per_s
         );
         Ok(())
@@ -250,7 +252,9 @@ impl RunLogger {
         let last_loss = if self.epoch_steps.is_empty() {
             self.last_epoch_loss
         } else {
-            EpochRecord::from_steps(0, &self.epoch_steps, 0.0).loss
+            EpochRecord::from_steps(0, &self.epoch_steps, 0.0)
+                .stats
+                .loss
         };
         RunTotals {
             steps: self.steps,
@@ -261,6 +265,21 @@ impl RunLogger {
             collapse_warnings: self.warnings,
         }
     }
+}
+
+/// The total loss for a log line, with each term's value beside it when there are several
+/// (`8.1234 (dino 8.0000, koleo 0.1234)`).
+fn loss_with_terms(stats: &LossStats) -> String {
+    let total = format!("{:.4}", stats.loss);
+    if stats.terms.len() < 2 {
+        return total;
+    }
+    let terms: Vec<String> = stats
+        .terms
+        .iter()
+        .map(|t| format!("{} {:.4}", t.name, t.loss()))
+        .collect();
+    format!("{total} ({})", terms.join(", "))
 }
 
 fn progress_bar(enabled: bool, total: usize) -> indicatif::ProgressBar {
@@ -282,7 +301,7 @@ fn progress_bar(enabled: bool, total: usize) -> indicatif::ProgressBar {
 mod tests {
     use super::*;
     use crate::distributed::Dist;
-    use crate::loss::LossStats;
+    use crate::loss::TermStats;
     use crate::metrics::{Record, StepTiming};
 
     /// A tiny model: the logger only needs a method to hand its hooks.
@@ -306,7 +325,7 @@ mod tests {
         fn due(&self, epoch: usize) -> bool {
             epoch == 1
         }
-        fn run(&mut self, _: usize, _: &dyn TrainMethod) -> anyhow::Result<BTreeMap<String, f64>> {
+        fn run(&mut self, _: usize, _: &TrainMethod) -> anyhow::Result<BTreeMap<String, f64>> {
             Ok(BTreeMap::from([("probe".to_string(), 0.5)]))
         }
     }
@@ -316,10 +335,7 @@ mod tests {
             epoch,
             step,
             global_step: epoch * 3 + step,
-            stats: LossStats {
-                loss,
-                ..LossStats::default()
-            },
+            stats: LossStats::from_terms(vec![TermStats::new(DINO, 1.0, loss)]),
             ..StepRecord::default()
         }
     }
@@ -334,14 +350,16 @@ mod tests {
             serde_json::to_string(&Record::Step(record(0, 0, 9.0))).unwrap() + "\n",
         )
         .unwrap();
-        let method = crate::method::DinoMethod::new(
-            &cfg,
-            4,
-            tch::Device::Cpu,
-            dino_model::ComputePrecision::Fp32,
-            &Dist::single(),
-        )
-        .unwrap();
+        let method = TrainMethod::Dino(Box::new(
+            crate::method::DinoMethod::new(
+                &cfg,
+                4,
+                tch::Device::Cpu,
+                dino_model::ComputePrecision::Fp32,
+                &Dist::single(),
+            )
+            .unwrap(),
+        ));
         let hooks: Vec<Box<dyn EpochHook>> = vec![Box::new(Probe)];
         let mut log = RunLogger::open(&cfg, dir.path(), 3, 6, true, false, hooks).unwrap();
         let timing = StepTiming {
@@ -373,7 +391,7 @@ mod tests {
             .collect();
         assert_eq!(records.len(), 1 + 5 + 2);
         assert_eq!(
-            (epochs[0].epoch, epochs[0].steps, epochs[0].loss),
+            (epochs[0].epoch, epochs[0].steps, epochs[0].stats.loss),
             (1, 3, 4.0)
         );
         // The hook ran at the end of epoch 1 only, its value in that epoch's record.

@@ -115,7 +115,7 @@ impl<'a> Checkpointer<'a> {
     /// The checkpoint cannot be written.
     pub fn after_step(
         &mut self,
-        method: &dyn TrainMethod,
+        method: &TrainMethod,
         epoch: usize,
         step: usize,
     ) -> anyhow::Result<()> {
@@ -132,7 +132,7 @@ impl<'a> Checkpointer<'a> {
     /// The checkpoint cannot be written.
     pub fn at_stop(
         &mut self,
-        method: &dyn TrainMethod,
+        method: &TrainMethod,
         epoch: usize,
         step: usize,
     ) -> anyhow::Result<()> {
@@ -165,7 +165,7 @@ impl<'a> Checkpointer<'a> {
     /// (`epoch`, `step`).
     fn write(
         &mut self,
-        method: &dyn TrainMethod,
+        method: &TrainMethod,
         epoch: usize,
         step: usize,
         numbered: Option<&str>,

@@ -41,7 +41,8 @@ use crate::checkpoint::{CheckpointTensors, LoadedCheckpoint};
 use crate::distributed::Dist;
 use crate::grad_scaler::{GradScaler, ScalerOptions};
 use crate::input::Normalizer;
-use crate::loss::LossStats;
+use crate::loss::stats::CROSS_ENTROPY;
+use crate::loss::{LossStats, TermStats};
 use crate::method::seed_iteration;
 use crate::metrics::check_finite;
 use crate::optim::{Optimizer, StepOutcome};
@@ -296,11 +297,8 @@ impl SupervisedMethod {
     }
 }
 
-/// The step's record fields for the loss and accuracy: the cross-entropy as `loss`, the DINO
-/// teacher diagnostics zero (there is no teacher).
+/// The step's loss statistics: one term, [`CROSS_ENTROPY`], whose value is the total (there is
+/// no teacher, so no DINO diagnostics).
 pub fn loss_stats(s: &SupervisedStats) -> LossStats {
-    LossStats {
-        loss: s.loss,
-        ..LossStats::default()
-    }
+    LossStats::from_terms(vec![TermStats::new(CROSS_ENTROPY, 1.0, s.loss)])
 }

@@ -1,6 +1,6 @@
 //! The DINO training loop (official `train_dino` + `train_one_epoch`, `main_dino.py`; dinov2's
 //! `do_train`), read top to bottom in [`train`]: join the job, open the data, build the method
-//! of `method.objective` ([`build_method`]: [`crate::method::DinoMethod`], student, teacher,
+//! of `method.objective` ([`TrainMethod::new`]: [`crate::method::DinoMethod`], student, teacher,
 //! loss, optimizer; or the supervised baseline, [`crate::supervised::SupervisedMethod`]), resume
 //! if asked, then per iteration: schedules → [`TrainMethod::forward_backward`] →
 //! [`TrainMethod::optimizer_step`] → [`TrainMethod::update_teacher`] → one record to the
@@ -11,7 +11,7 @@ use crate::accumulation::{optimizer_steps, Window};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::distributed::Dist;
 use crate::metrics::{NonFiniteLoss, StepRecord, StepTiming};
-use crate::objective::{build_method, StepStats, TrainMethod};
+use crate::objective::{StepStats, TrainMethod};
 use crate::online_knn::OnlineKnn;
 use crate::run_logger::{EpochHook, RunLogger};
 use crate::runtime::{apply_threads, Threads};
@@ -123,7 +123,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     } else {
         None
     };
-    let mut method = build_method(
+    let mut method = TrainMethod::new(
         cfg,
         data.transform.n_crops(),
         data.n_classes,
@@ -144,8 +144,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     // The official lr rule uses the effective batch of an optimizer step:
     // lr · batch_size_per_gpu · accum_steps · world_size / 256.
     let schedules = Schedules::new(cfg, niter, dist.world_size)?;
-    let (mut epoch, mut step) =
-        start_run(cfg, opts.resume, &out_dir, method.as_mut(), niter, &dist)?;
+    let (mut epoch, mut step) = start_run(cfg, opts.resume, &out_dir, &mut method, niter, &dist)?;
 
     if opts.resume && dist.is_main() {
         // Steps past the checkpoint were logged by the interrupted invocation and are run
@@ -235,15 +234,15 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             )
         };
         logger.log_step(record, &timing)?;
-        checkpointer.after_step(method.as_ref(), epoch, step)?;
+        checkpointer.after_step(&method, epoch, step)?;
         if step + 1 == niter {
-            logger.end_epoch(epoch, method.as_ref())?;
+            logger.end_epoch(epoch, &method)?;
         }
         (epoch, step) = next_position(epoch, step, niter);
     }
     // A stop before the end (max_steps, inside an epoch or after an epoch whose save was skipped
     // by checkpoint.latest_every_epochs) keeps its position, so --resume continues from there.
-    checkpointer.at_stop(method.as_ref(), epoch, step)?;
+    checkpointer.at_stop(&method, epoch, step)?;
     // Nobody leaves while rank 0 may still be writing the checkpoint the others would resume.
     dist.barrier()?;
     let totals = logger.finish();
@@ -407,7 +406,7 @@ fn start_run(
     cfg: &Config,
     resume: bool,
     out_dir: &Path,
-    method: &mut dyn TrainMethod,
+    method: &mut TrainMethod,
     niter: usize,
     dist: &Dist,
 ) -> anyhow::Result<(usize, usize)> {

@@ -3,20 +3,14 @@
 //! control): crates/cli/tests/collapse_cli.rs.
 
 use dino_train::collapse::{CollapseConfig, CollapseKind, CollapseMonitor};
+use dino_train::loss::stats::{dino_term, KL};
 use dino_train::loss::LossStats;
 
 /// Statistics of one step from the teacher entropy and KL as fractions of ln K (the loss is
 /// their sum, the cross-entropy identity); `batch_h` is the batch-mean entropy / ln K.
 fn stats(ln_k: f64, h: f64, kl: f64, batch_h: f64) -> LossStats {
-    LossStats {
-        loss: (h + kl) * ln_k,
-        teacher_entropy: h * ln_k,
-        kl: kl * ln_k,
-        teacher_mean_entropy: batch_h * ln_k,
-        center_norm: 1.0,
-        teacher_temp: 0.04,
-        koleo: 0.0,
-    }
+    let dino = dino_term((h + kl) * ln_k, h * ln_k, batch_h * ln_k, 1.0, 0.04);
+    LossStats::from_terms(vec![dino.with(KL, kl * ln_k)])
 }
 
 /// Feeds `seq` (one item per global step from 0) and returns the warnings as (step, kind).

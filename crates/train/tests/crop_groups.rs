@@ -160,13 +160,23 @@ fn per_group_backward_with_sinkhorn_knopp_gives_the_joint_gradients() {
 fn koleo_adds_its_term_to_the_step() {
     let ((l_plain, g_plain, _), s_plain) = step_with(false, &[]);
     let ((l_koleo, g_koleo, _), s_koleo) = step_with(false, &["loss.koleo_weight=0.1"]);
-    assert_eq!(s_plain.koleo, 0.0);
-    assert!(s_koleo.koleo.is_finite() && s_koleo.koleo != 0.0);
+    use dino_train::loss::stats::{DINO, KL, KOLEO, LOSS, TEACHER_ENTROPY};
+    let names = |s: &dino_train::loss::LossStats| -> Vec<String> {
+        s.terms.iter().map(|t| t.name.clone()).collect()
+    };
+    assert_eq!(names(&s_plain), [DINO]);
+    assert_eq!(names(&s_koleo), [DINO, KOLEO]);
+    let koleo = s_koleo.get(KOLEO, LOSS).unwrap();
+    assert!(koleo.is_finite() && koleo != 0.0);
+    assert_eq!(s_koleo.term(KOLEO).unwrap().weight, 0.1);
     // The first step's gradients differ, so the second step's DINO term differs a little: the
     // relation is checked within the step.
-    assert!((s_koleo.dino_loss() - (l_koleo - s_koleo.koleo)).abs() < 1e-12);
-    assert!((s_koleo.kl - (s_koleo.dino_loss() - s_koleo.teacher_entropy)).abs() < 1e-9);
-    assert!((s_plain.kl - (l_plain - s_plain.teacher_entropy)).abs() < 1e-9);
+    let dino = s_koleo.get(DINO, LOSS).unwrap();
+    assert_eq!(l_koleo, dino + koleo, "the total is the sum of the terms");
+    let kl = |s: &dino_train::loss::LossStats| s.get(DINO, KL).unwrap();
+    let h = |s: &dino_train::loss::LossStats| s.get(DINO, TEACHER_ENTROPY).unwrap();
+    assert!((kl(&s_koleo) - (dino - h(&s_koleo))).abs() < 1e-9);
+    assert!((kl(&s_plain) - (l_plain - h(&s_plain))).abs() < 1e-9);
     let backbone_differs = g_plain
         .iter()
         .zip(&g_koleo)

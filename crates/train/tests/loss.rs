@@ -5,6 +5,9 @@ use crate::common;
 
 use common::{assert_close, npy, run_reference, values};
 use dino_config::LossConfig;
+use dino_train::loss::stats::{
+    CENTER_NORM, DINO, KL, TEACHER_ENTROPY, TEACHER_MEAN_ENTROPY, TEACHER_TEMP,
+};
 use dino_train::loss::{DinoLoss, LossError};
 use tch::{Kind, Tensor};
 
@@ -70,28 +73,31 @@ fn parity(k: usize, b: usize, n_crops: usize, steps: usize) {
         let s = out.stats;
         assert_close(
             "entropy",
-            &[s.teacher_entropy],
+            &[s.get(DINO, TEACHER_ENTROPY).unwrap()],
             &want("entropy"),
             1e-5,
             1e-5,
         );
         // KL = loss − H in f32: cancellation costs a few ulps of the loss.
-        assert_close("kl", &[s.kl], &want("kl"), 1e-4, 1e-4);
+        assert_close("kl", &[s.get(DINO, KL).unwrap()], &want("kl"), 1e-4, 1e-4);
         assert_close(
             "mean entropy",
-            &[s.teacher_mean_entropy],
+            &[s.get(DINO, TEACHER_MEAN_ENTROPY).unwrap()],
             &want("mean_entropy"),
             1e-5,
             1e-5,
         );
         assert_close(
             "center norm",
-            &[s.center_norm],
+            &[s.get(DINO, CENTER_NORM).unwrap()],
             &want("center_norm"),
             1e-6,
             1e-5,
         );
-        assert_eq!(s.teacher_temp, loss_fn.teacher_temp(epoch).unwrap());
+        assert_eq!(
+            s.get(DINO, TEACHER_TEMP).unwrap(),
+            loss_fn.teacher_temp(epoch).unwrap()
+        );
     }
 }
 
@@ -124,11 +130,16 @@ fn hand_computed_two_views() {
         out.stats.loss
     );
     let h = 0.5 * (2f64.ln() - (0.75 * 0.75f64.ln() + 0.25 * 0.25f64.ln()));
-    assert!((out.stats.teacher_entropy - h).abs() < 1e-6);
+    assert!((out.stats.get(DINO, TEACHER_ENTROPY).unwrap() - h).abs() < 1e-6);
     let kl = 0.5 * (0.5 * (0.25f64 / 0.16).ln() + (2f64.ln() - (h * 2.0 - 2f64.ln())));
-    assert!((out.stats.kl - kl).abs() < 1e-6, "{} vs {kl}", out.stats.kl);
+    assert!(
+        (out.stats.get(DINO, KL).unwrap() - kl).abs() < 1e-6,
+        "{} vs {kl}",
+        out.stats.get(DINO, KL).unwrap()
+    );
     assert_eq!(
-        out.stats.center_norm, 0.0,
+        out.stats.get(DINO, CENTER_NORM).unwrap(),
+        0.0,
         "the step uses the previous (zero) center"
     );
     // c = 0.9·0 + 0.1·mean(teacher rows) = [0.1 · 0.02 ln 3, 0].
@@ -221,10 +232,10 @@ fn center_restore_and_uniform_loss_is_ln_k() {
     let out = loss_fn.forward(&s, &t, 0).unwrap();
     let ln_k = (k as f64).ln();
     assert!((out.stats.loss - ln_k).abs() < 1e-5);
-    assert!((out.stats.teacher_entropy - ln_k).abs() < 1e-5);
-    assert!((out.stats.teacher_mean_entropy - ln_k).abs() < 1e-5);
-    assert!(out.stats.kl.abs() < 1e-5);
-    assert!((out.stats.center_norm - (k as f64).sqrt()).abs() < 1e-5);
+    assert!((out.stats.get(DINO, TEACHER_ENTROPY).unwrap() - ln_k).abs() < 1e-5);
+    assert!((out.stats.get(DINO, TEACHER_MEAN_ENTROPY).unwrap() - ln_k).abs() < 1e-5);
+    assert!(out.stats.get(DINO, KL).unwrap().abs() < 1e-5);
+    assert!((out.stats.get(DINO, CENTER_NORM).unwrap() - (k as f64).sqrt()).abs() < 1e-5);
     // forward leaves the center alone; batch_center + update_center moves it.
     assert_eq!(values(loss_fn.center()), vec![1.0; k]);
     let bc = DinoLoss::batch_center(&t).unwrap();

@@ -3,6 +3,7 @@
 //! warnings: `collapse.rs`.
 
 use dino_train::curves::{plot_curves, text_available, PANEL_COLORS};
+use dino_train::loss::stats::{dino_term, KL};
 use dino_train::loss::LossStats;
 use dino_train::metrics::{
     check_finite, read_jsonl, step_records, EpochRecord, MetricsWriter, Record, StepRecord,
@@ -15,15 +16,8 @@ fn step(i: usize, loss: f64) -> StepRecord {
         epoch: i / 10,
         step: i % 10,
         global_step: i,
-        stats: LossStats {
-            loss,
-            teacher_temp: 0.04,
-            teacher_entropy: 3.0 - 0.01 * i as f64,
-            teacher_mean_entropy: 6.0,
-            kl: 1.0 + 0.125 * (i % 4) as f64,
-            center_norm: 0.5,
-            koleo: 0.0,
-        },
+        stats: LossStats::from_terms(vec![dino_term(loss, 3.0 - 0.01 * i as f64, 6.0, 0.5, 0.04)
+            .with(KL, 1.0 + 0.125 * (i % 4) as f64)]),
         lr: 1e-4 * (i as f64 + 1.0),
         wd: 0.04,
         momentum: 0.996,
@@ -98,7 +92,7 @@ fn jsonl_round_trip_append_and_truncated_tail() {
     assert_eq!(recs[3], Record::Epoch(epoch.clone()));
     // Means over the epoch.
     assert_eq!(epoch.steps, 3);
-    assert!((epoch.loss - 9.0).abs() < 1e-12);
+    assert!((epoch.stats.loss - 9.0).abs() < 1e-12);
     assert!((epoch.lr - 2e-4).abs() < 1e-15);
     assert!((epoch.lr_last - 3e-4).abs() < 1e-15);
     assert!((epoch.images_per_s - 101.0).abs() < 1e-12);

@@ -7,6 +7,7 @@ use crate::common;
 use common::{assert_close, npy, run_reference, values};
 use dino_config::{Centering, LossConfig};
 use dino_train::loss::sinkhorn::{sinkhorn_knopp, SINKHORN_ITERATIONS};
+use dino_train::loss::stats::{CENTER_NORM, DINO, TEACHER_ENTROPY};
 use dino_train::loss::{DinoLoss, LossError};
 use tch::{Kind, Tensor};
 
@@ -150,8 +151,11 @@ fn dino_loss_with_sinkhorn_targets() {
         1e-6,
         0.0,
     );
-    assert_eq!(out.stats.center_norm, values(&loss_fn.center().norm())[0]);
+    assert_eq!(
+        out.stats.get(DINO, CENTER_NORM).unwrap(),
+        values(&loss_fn.center().norm())[0]
+    );
     assert_eq!(values(loss_fn.center())[0], 5.0);
-    let h = out.stats.teacher_entropy;
+    let h = out.stats.get(DINO, TEACHER_ENTROPY).unwrap();
     assert!(h.is_finite() && h > 0.0 && h < (k as f64).ln());
 }
