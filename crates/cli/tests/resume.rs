@@ -190,6 +190,41 @@ fn sinkhorn_knopp_run_resumes_bitwise() {
     assert_eq!(center.1.abs().max().double_value(&[]), 0.0);
 }
 
+/// DINOv2's backbone options all on (issue #29): registers, LayerScale, SwiGLU and the
+/// antialiased position resize; their variables are trained, kept by the EMA teacher and the
+/// optimizer, saved, and the run resumes bitwise.
+#[test]
+fn dinov2_backbone_options_run_resumes_bitwise() {
+    let (_tmp, t) = kill_and_resume(
+        "",
+        &[
+            "model.num_register_tokens=2",
+            "model.layerscale_init=1e-5",
+            "model.ffn=swiglu",
+            "model.pos_interpolation=antialias",
+        ],
+    );
+    for name in [
+        "register_tokens",
+        "blocks.0.ls1.gamma",
+        "blocks.0.ls2.gamma",
+        "mlp.w12.weight",
+    ] {
+        for side in ["student.backbone.", "teacher.backbone."] {
+            assert!(
+                t.iter()
+                    .any(|(n, _)| n.starts_with(side) && n.ends_with(name)),
+                "{side}…{name} not saved"
+            );
+        }
+        assert!(
+            t.iter()
+                .any(|(n, _)| n.starts_with("optim.") && n.ends_with(name)),
+            "no optimizer state for {name}"
+        );
+    }
+}
+
 #[test]
 fn lars_run_resumes_bitwise() {
     let (_tmp, t) = kill_and_resume("", &["optim.optimizer=lars", "optim.lr=0.3"]);

@@ -243,6 +243,57 @@ pub struct ModelConfig {
     /// implementation choice: the official code computes every token and drops all but CLS);
     /// ignored by a ResNet. Default true.
     pub cls_only_last_block: bool,
+    /// Learned register tokens (Darcet et al., "Vision Transformers Need Registers", ICLR 2024),
+    /// placed right after CLS with no position embedding (dinov2
+    /// `models/vision_transformer.py`, `prepare_tokens_with_masks`), left out of attention
+    /// maps, patch features, video segmentation and token export. Default 0 (DINO v1, and
+    /// dinov2 `ssl_default_config.yaml` `student.num_register_tokens: 0`); the DINOv2 `_reg`
+    /// backbones use 4 (`hub/backbones.py`, `dinov2_vits14_reg`). ViT only.
+    pub num_register_tokens: usize,
+    /// LayerScale (Touvron et al. 2021): a learned per-channel gain `gamma` on both residual
+    /// branches of every block, initialised to this value (dinov2 `layers/layer_scale.py`,
+    /// `layers/block.py` `ls1`, `ls2`). 0 turns it off, as dinov2's `init_values=None or 0 =>
+    /// no layerscale` (`models/vision_transformer.py`); default 0 (DINO v1). DINOv2 trains with
+    /// 1e-5 (`ssl_default_config.yaml` `student.layerscale: 1.0e-05`). ViT only.
+    pub layerscale_init: f64,
+    /// The blocks' feed-forward network: `"mlp"` (Linear → GELU → Linear, DINO v1 and dinov2
+    /// `student.ffn_layer: "mlp"`, the default) or `"swiglu"` (dinov2 `layers/swiglu_ffn.py`
+    /// `SwiGLUFFNFused`: `w3(silu(x₁) · x₂)` with `[x₁, x₂] = w12(x)`, hidden width
+    /// `(int(embed_dim · mlp_ratio · 2/3) + 7) // 8 · 8`; the ViT-g/14 recipe,
+    /// `configs/train/vitg14.yaml` `ffn_layer: swiglufused`). ViT only.
+    pub ffn: Ffn,
+    /// How the position table is resized for a patch grid other than its own (dinov2
+    /// `models/vision_transformer.py` `interpolate_pos_encoding`): `"exact_size"` (bicubic to
+    /// the grid's size, the default, as before this key), `"scale_factor"` (bicubic with scale
+    /// factors `(g + 0.1) / g₀`: DINO v1's `interpolate_pos_encoding` and DINOv2's plain models,
+    /// `interpolate_offset: 0.1`, `interpolate_antialias: false`) or `"antialias"` (antialiased
+    /// bicubic to the grid's size: DINOv2's register models, `hub/backbones.py` `_reg`:
+    /// `interpolate_antialias=True, interpolate_offset=0.0`). ViT only.
+    pub pos_interpolation: PosInterpolation,
+}
+
+/// `model.ffn`: the feed-forward network of each ViT block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Ffn {
+    /// `fc1` → GELU → `fc2`, hidden `embed_dim · mlp_ratio` (DINO v1; default).
+    #[default]
+    Mlp,
+    /// DINOv2's fused SwiGLU: `w12` → SiLU-gated product → `w3`, hidden width rounded to 8.
+    Swiglu,
+}
+
+/// `model.pos_interpolation`: how the position table is resized to another patch grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PosInterpolation {
+    /// Bicubic to the explicit grid size (default).
+    #[default]
+    ExactSize,
+    /// Bicubic with scale factors `(g + 0.1) / g₀` (DINO v1; DINOv2 `interpolate_offset: 0.1`).
+    ScaleFactor,
+    /// Antialiased bicubic to the explicit grid size (DINOv2 register models, offset 0).
+    Antialias,
 }
 
 impl ModelConfig {
@@ -269,6 +320,10 @@ impl Default for ModelConfig {
             layer_norm_eps: 1e-6,
             cifar_stem: false,
             cls_only_last_block: true,
+            num_register_tokens: 0,
+            layerscale_init: 0.0,
+            ffn: Ffn::Mlp,
+            pos_interpolation: PosInterpolation::ExactSize,
         }
     }
 }

@@ -230,6 +230,43 @@ pub fn check_augmentation(a: &AugmentationConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The DINOv2 backbone options (`num_register_tokens`, `layerscale_init`, `ffn`,
+/// `pos_interpolation`): a ViT's only, so a ResNet refuses each one set away from its default;
+/// LayerScale's initial gain is finite and not negative (0 = off).
+fn check_vit_options(m: &ModelConfig) -> R {
+    non_negative("model.layerscale_init", m.layerscale_init)?;
+    if !m.arch.is_resnet() {
+        return Ok(());
+    }
+    let d = ModelConfig::default();
+    let set: [(&str, bool); 4] = [
+        (
+            "model.num_register_tokens",
+            m.num_register_tokens != d.num_register_tokens,
+        ),
+        (
+            "model.layerscale_init",
+            m.layerscale_init != d.layerscale_init,
+        ),
+        ("model.ffn", m.ffn != d.ffn),
+        (
+            "model.pos_interpolation",
+            m.pos_interpolation != d.pos_interpolation,
+        ),
+    ];
+    match set.iter().find(|(_, on)| *on) {
+        Some((key, _)) => Err(ConfigError::invalid(
+            key,
+            format!(
+                "is a Vision Transformer option (DINOv2's backbone), and {} has no tokens or \
+                 transformer blocks: leave it at its default or pick a ViT arch",
+                m.arch.name()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn validate(c: &Config) -> R {
     // [method]
     if c.method.objective == Objective::Supervised && c.data.format == DataFormat::Flat {
@@ -270,6 +307,7 @@ pub(crate) fn validate(c: &Config) -> R {
             ),
         ));
     }
+    check_vit_options(m)?;
     if !resnet {
         if !(1..=64).contains(&m.patch_size) {
             return Err(ConfigError::invalid(

@@ -11,7 +11,14 @@ Accepted inputs (facebookresearch/dino):
     official MultiCropWrapper replaces `fc` by identity;
   * full training checkpoints `checkpoint.pth` with `student` / `teacher` entries, whose keys carry
     `module.` (DistributedDataParallel) and `backbone.` / `head.` (MultiCropWrapper) prefixes;
-  * any bare state dict in either naming.
+  * any bare state dict in either naming;
+  * DINOv2's torch.hub backbone files (`dinov2_vits14_pretrain.pth`,
+    `dinov2_vits14_reg4_pretrain.pth`, ...: dinov2 `hub/backbones.py`): the same ViT names plus
+    `register_tokens`, `blocks.N.ls1.gamma` / `ls2.gamma` (LayerScale), `mlp.w12` / `mlp.w3`
+    (SwiGLU) and `mask_token` (iBOT's masked-patch token, dropped and reported as skipped: no
+    backbone here reads it until iBOT). The ViT's shape and options are recognised from the
+    tensors (see `recognise_vit`), printed under "model" and stored in the file's metadata as
+    `dino_model` (JSON of `[model]` keys).
 
 Output keys are those of the Rust `MultiCropWrapper`: `backbone.<official ViT key>` and, when the
 source has a head, `head.<official DINOHead key>`. Floating tensors are written as float32.
@@ -112,6 +119,47 @@ def convert(sd):
     return tensors, layout, sorted(stripped), sorted(skipped)
 
 
+def recognise_vit(t):
+    """The `[model]` keys of a backbone's ViT from its tensors (names without `backbone.`), or
+    None when it is not a ViT. Heads are not stored in a state dict: every DINO and DINOv2 ViT
+    has 64-wide heads (vit_small 6 x 64, vit_base 12 x 64, vit_large 16 x 64, vit_giant2 24 x 64),
+    so num_heads = embed_dim / 64 (at least 1). The position interpolation follows the hub
+    builders (dinov2 `hub/backbones.py`): antialiased with offset 0 for the register models, the
+    0.1-offset scale factors otherwise."""
+    if "cls_token" not in t or "patch_embed.proj.weight" not in t:
+        return None
+    dim, _, patch, _ = t["patch_embed.proj.weight"].shape
+    depth = 1 + max(int(k.split(".")[1]) for k in t if k.startswith("blocks."))
+    rows = t["pos_embed"].shape[1] - 1
+    grid = int(round(rows ** 0.5))
+    if grid * grid != rows:
+        fail(f"pos_embed has {rows} patch entries, not a square grid")
+    registers = t["register_tokens"].shape[1] if "register_tokens" in t else 0
+    if "blocks.0.mlp.w12.weight" in t:
+        ffn, hidden = "swiglu", t["blocks.0.mlp.w3.weight"].shape[1]
+        # SwiGLUFFNFused: hidden = (int(dim * ratio * 2 / 3) + 7) // 8 * 8; the ratio is 4 in
+        # every dinov2 arch: check that it gives this width.
+        ratio = 4.0
+        if (int(int(dim * ratio) * 2 / 3) + 7) // 8 * 8 != hidden:
+            fail(f"SwiGLU hidden width {hidden} is not the mlp_ratio 4 width of dim {dim}")
+    else:
+        ffn = "mlp"
+        ratio = t["blocks.0.mlp.fc1.weight"].shape[0] / dim
+    layerscale = "blocks.0.ls1.gamma" in t
+    model = {
+        "arch": "custom", "patch_size": int(patch), "embed_dim": int(dim), "depth": depth,
+        "num_heads": max(1, int(dim) // 64), "mlp_ratio": float(ratio),
+        "qkv_bias": "blocks.0.attn.qkv.bias" in t, "img_size": int(grid * patch),
+        "num_register_tokens": int(registers), "ffn": ffn,
+        # The gains are loaded from the file; the init only switches the variables on
+        # (DINOv2's training value, ssl_default_config.yaml student.layerscale).
+        "layerscale_init": 1e-5 if layerscale else 0.0,
+    }
+    if registers or layerscale or ffn == "swiglu":
+        model["pos_interpolation"] = "antialias" if registers else "scale_factor"
+    return model
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--from", dest="src", required=True)
@@ -129,13 +177,21 @@ def main(argv=None):
     if not isinstance(sd, dict):
         fail(f"entry {used!r} is a {type(sd).__name__}, not a state dict")
     tensors, layout, stripped, skipped = convert(sd)
-    write_safetensors(a.out, tensors, {"format": "pt", "dino_source_key": used or "",
-                                       "dino_layout": layout})
+    for k in ("backbone.mask_token",):
+        if k in tensors:
+            del tensors[k]
+            skipped.append(f"{k[len('backbone.'):]} (DINOv2's iBOT mask token; unused here)")
+    model = recognise_vit({k[len("backbone."):]: v for k, v in tensors.items()
+                           if k.startswith("backbone.")})
+    meta = {"format": "pt", "dino_source_key": used or "", "dino_layout": layout}
+    if model is not None:
+        meta["dino_model"] = json.dumps(model, sort_keys=True)
+    write_safetensors(a.out, tensors, meta)
     print(json.dumps({
         "key": used, "layout": layout, "tensors": len(tensors),
         "backbone": sum(k.startswith("backbone.") for k in tensors),
         "head": sum(k.startswith("head.") for k in tensors),
-        "stripped": stripped, "skipped": skipped,
+        "stripped": stripped, "skipped": skipped, "model": model,
     }))
 
 

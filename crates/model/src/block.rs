@@ -2,25 +2,78 @@
 
 use crate::attention::Attention;
 use crate::layers::{LayerNorm, Linear};
+use dino_config::Ffn;
 use tch::{nn, TchError, Tensor};
 
-/// `Linear(D, hidden) → GELU (exact erf) → Linear(hidden, D)`; names `fc1`, `fc2`.
+/// The feed-forward network of a block (`model.ffn`).
 #[derive(Debug)]
-pub(crate) struct Mlp {
-    pub(crate) fc1: Linear,
-    pub(crate) fc2: Linear,
+pub(crate) enum Mlp {
+    /// `Linear(D, hidden) → GELU (exact erf) → Linear(hidden, D)`; names `fc1`, `fc2` (DINO v1
+    /// `Mlp`).
+    Gelu { fc1: Linear, fc2: Linear },
+    /// DINOv2's `SwiGLUFFNFused` (`layers/swiglu_ffn.py`): `w12` `Linear(D, 2·hidden)`, split
+    /// in halves x₁, x₂, `silu(x₁) · x₂`, then `w3` `Linear(hidden, D)`; `hidden` is already the
+    /// rounded SwiGLU width ([`crate::VitConfig::ffn_hidden`]).
+    SwiGlu { w12: Linear, w3: Linear },
 }
 
 impl Mlp {
-    pub(crate) fn new(p: &nn::Path, dim: i64, hidden: i64) -> Result<Self, TchError> {
-        Ok(Self {
-            fc1: Linear::new(&(p / "fc1"), dim, hidden, true)?,
-            fc2: Linear::new(&(p / "fc2"), hidden, dim, true)?,
+    pub(crate) fn new(p: &nn::Path, dim: i64, hidden: i64, ffn: Ffn) -> Result<Self, TchError> {
+        Ok(match ffn {
+            Ffn::Mlp => Self::Gelu {
+                fc1: Linear::new(&(p / "fc1"), dim, hidden, true)?,
+                fc2: Linear::new(&(p / "fc2"), hidden, dim, true)?,
+            },
+            Ffn::Swiglu => Self::SwiGlu {
+                w12: Linear::new(&(p / "w12"), dim, 2 * hidden, true)?,
+                w3: Linear::new(&(p / "w3"), hidden, dim, true)?,
+            },
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        self.fc2.forward(&self.fc1.forward(x)?.f_gelu("none")?)
+        match self {
+            Self::Gelu { fc1, fc2 } => fc2.forward(&fc1.forward(x)?.f_gelu("none")?),
+            Self::SwiGlu { w12, w3 } => {
+                let x12 = w12.forward(x)?.f_chunk(2, -1)?;
+                w3.forward(&x12[0].f_silu()?.f_mul(&x12[1])?)
+            }
+        }
+    }
+
+    /// The official `_init_weights` of every Linear layer, in module order.
+    pub(crate) fn init_trunc_normal(&mut self) -> Result<(), TchError> {
+        let (a, b) = match self {
+            Self::Gelu { fc1, fc2 } => (fc1, fc2),
+            Self::SwiGlu { w12, w3 } => (w12, w3),
+        };
+        a.init_trunc_normal()?;
+        b.init_trunc_normal()
+    }
+}
+
+/// LayerScale (dinov2 `layers/layer_scale.py`): `x · gamma`, `gamma` `[D]` initialised to a
+/// constant; the variable is `gamma` under `ls1` / `ls2`.
+#[derive(Debug)]
+pub(crate) struct LayerScale {
+    gamma: Tensor,
+}
+
+impl LayerScale {
+    /// `None` when `init` is 0 (dinov2: `init_values=None or 0 => no layerscale`).
+    pub(crate) fn new(p: &nn::Path, dim: i64, init: f64) -> Result<Option<Self>, TchError> {
+        if init == 0.0 {
+            return Ok(None);
+        }
+        let gamma = p.f_var("gamma", &[dim], nn::Init::Const(init))?;
+        Ok(Some(Self { gamma }))
+    }
+
+    fn apply(ls: &Option<Self>, x: Tensor) -> Result<Tensor, TchError> {
+        match ls {
+            Some(l) => x.f_mul(&l.gamma),
+            None => Ok(x),
+        }
     }
 }
 
@@ -40,19 +93,32 @@ pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Result<Tensor, TchError>
     x.f_div_scalar(keep)?.f_mul(&mask)
 }
 
-/// `x + DropPath(Attn(LN₁(x)))`, then `x + DropPath(MLP(LN₂(x)))`.
+/// `x + DropPath(LS₁(Attn(LN₁(x))))`, then `x + DropPath(LS₂(MLP(LN₂(x))))`; LS is LayerScale
+/// when `model.layerscale_init` > 0, else the identity (DINO v1's block). Stochastic depth stays
+/// v1's per-sample mask on both branches (dinov2 drops a subset of the batch instead above a
+/// rate of 0.1: the same expectation, other draws).
 #[derive(Debug)]
 pub(crate) struct Block {
     norm1: LayerNorm,
     pub(crate) attn: Attention,
+    ls1: Option<LayerScale>,
     norm2: LayerNorm,
     pub(crate) mlp: Mlp,
+    ls2: Option<LayerScale>,
     drop_path: f64,
 }
 
+/// The per-block options of DINOv2 (`model.layerscale_init`, `model.ffn`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockOptions {
+    pub(crate) layerscale_init: f64,
+    pub(crate) ffn: Ffn,
+}
+
 impl Block {
-    /// Variables are created in PyTorch's registration order (norm1, attn, norm2, mlp) so the
-    /// default-init draws line up with the official module.
+    /// Variables are created in PyTorch's registration order (norm1, attn, ls1, norm2, mlp,
+    /// ls2) so the default-init draws line up with the official modules.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         p: &nn::Path,
         dim: i64,
@@ -61,19 +127,22 @@ impl Block {
         qkv_bias: bool,
         eps: f64,
         drop_path: f64,
+        opts: BlockOptions,
     ) -> Result<Self, TchError> {
         Ok(Self {
             norm1: LayerNorm::new(&(p / "norm1"), dim, eps)?,
             attn: Attention::new(&(p / "attn"), dim, num_heads, qkv_bias)?,
+            ls1: LayerScale::new(&(p / "ls1"), dim, opts.layerscale_init)?,
             norm2: LayerNorm::new(&(p / "norm2"), dim, eps)?,
-            mlp: Mlp::new(&(p / "mlp"), dim, mlp_hidden)?,
+            mlp: Mlp::new(&(p / "mlp"), dim, mlp_hidden, opts.ffn)?,
+            ls2: LayerScale::new(&(p / "ls2"), dim, opts.layerscale_init)?,
             drop_path,
         })
     }
 
     /// `[B, N, D]` → `[B, N, D]` (fused attention kernel).
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        let y = self.attn.forward(&self.norm1.forward(x)?)?;
+        let y = LayerScale::apply(&self.ls1, self.attn.forward(&self.norm1.forward(x)?)?)?;
         let x = x.f_add(&drop_path(&y, self.drop_path, train)?)?;
         self.mlp_residual(&x, train)
     }
@@ -86,7 +155,7 @@ impl Block {
     /// the same `[B, 1, 1]` shape as [`Block::forward`], so from the same generator state both
     /// paths drop the same samples.
     pub(crate) fn forward_cls(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        let y = self.attn.forward_cls(&self.norm1.forward(x)?)?;
+        let y = LayerScale::apply(&self.ls1, self.attn.forward_cls(&self.norm1.forward(x)?)?)?;
         let x = x
             .f_narrow(1, 0, 1)?
             .f_add(&drop_path(&y, self.drop_path, train)?)?;
@@ -97,12 +166,12 @@ impl Block {
     /// probabilities `[B, heads, N, N]`.
     pub(crate) fn forward_with_attn(&self, x: &Tensor) -> Result<(Tensor, Tensor), TchError> {
         let (y, attn) = self.attn.forward_with_attn(&self.norm1.forward(x)?)?;
-        let x = x.f_add(&y)?;
+        let x = x.f_add(&LayerScale::apply(&self.ls1, y)?)?;
         Ok((self.mlp_residual(&x, false)?, attn))
     }
 
     fn mlp_residual(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        let y = self.mlp.forward(&self.norm2.forward(x)?)?;
+        let y = LayerScale::apply(&self.ls2, self.mlp.forward(&self.norm2.forward(x)?)?)?;
         x.f_add(&drop_path(&y, self.drop_path, train)?)
     }
 

@@ -16,6 +16,7 @@ use crate::error::WeightsError;
 use crate::pos_embed::PosInterp;
 use crate::python::{run_script, Script};
 use crate::vit::VitConfig;
+use dino_config::Ffn;
 use std::path::{Path, PathBuf};
 use tch::nn;
 
@@ -110,6 +111,13 @@ pub fn export_backbone_with(
     if vit.pos_interp != PosInterp::ExactSize {
         return Err(err(
             "only the exact-size position interpolation (the default) can be exported".into(),
+        ));
+    }
+    if vit.num_register_tokens != 0 || vit.layerscale_init != 0.0 || vit.ffn != Ffn::Mlp {
+        return Err(err(
+            "the DINOv2 backbone options (model.num_register_tokens, model.layerscale_init, \
+             model.ffn) cannot be exported yet: the exported graph is the DINO v1 ViT"
+                .into(),
         ));
     }
     let dir = tempfile::tempdir().map_err(|e| err(format!("temporary folder: {e}")))?;

@@ -28,6 +28,12 @@ pub struct ImportReport {
     pub skipped: Vec<String>,
     /// The Python interpreter that ran the conversion.
     pub python: PathBuf,
+    /// The ViT recognised from the tensors, as `[model]` keys (`patch_size`, `embed_dim`,
+    /// `depth`, `num_heads`, `mlp_ratio`, `qkv_bias`, `img_size`, `num_register_tokens`,
+    /// `layerscale_init`, `ffn` and, for a DINOv2 file, `pos_interpolation`); also stored in the
+    /// output's metadata as `dino_model`. `None` for a ResNet. See
+    /// [`ImportReport::config_overrides`].
+    pub model: Option<serde_json::Value>,
 }
 
 impl ImportReport {
@@ -63,6 +69,13 @@ impl ImportReport {
             self.tensors,
             self.backbone_tensors
         );
+        let sets = self.config_overrides();
+        if !sets.is_empty() {
+            text.push_str(&format!(
+                " Recognised a ViT; load it with these model keys: {}.",
+                sets.join(" ")
+            ));
+        }
         if !self.skipped.is_empty() {
             text.push_str(&format!(
                 " Left out {} entries that hold no tensor: {}.",
@@ -71,6 +84,27 @@ impl ImportReport {
             ));
         }
         text
+    }
+}
+
+impl ImportReport {
+    /// The recognised ViT as a `[model]` section (the other keys at their defaults); `None` for
+    /// a ResNet.
+    pub fn model_config(&self) -> Option<dino_config::ModelConfig> {
+        serde_json::from_value(self.model.clone()?).ok()
+    }
+
+    /// The recognised model as `--set` overrides (`model.patch_size=14`, `model.ffn="swiglu"`,
+    /// …), sorted by key; empty for a ResNet.
+    pub fn config_overrides(&self) -> Vec<String> {
+        let Some(serde_json::Value::Object(m)) = &self.model else {
+            return Vec::new();
+        };
+        let mut keys: Vec<_> = m.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        keys.into_iter()
+            .map(|(k, v)| format!("model.{k}={v}"))
+            .collect()
     }
 }
 
@@ -123,6 +157,7 @@ pub fn import_official(
         stripped_prefixes: strs("stripped"),
         skipped: strs("skipped"),
         python,
+        model: Some(v["model"].clone()).filter(|m| m.is_object()),
     })
 }
 
@@ -141,6 +176,7 @@ mod tests {
             stripped_prefixes: vec!["module.".into()],
             skipped: vec!["epoch".into()],
             python: PathBuf::from("python3"),
+            model: None,
         };
         let text = r.describe(Path::new("ck.pth"), Path::new("ck.safetensors"));
         assert_eq!(

@@ -68,6 +68,8 @@ pub mod pos_embed;
 pub mod python;
 /// torchvision's ResNets (`fc` = identity).
 pub mod resnet;
+/// The ViT's output tokens by name (CLS, registers, patches).
+pub mod tokens;
 /// The Vision Transformer.
 pub mod vit;
 /// safetensors I/O under the official names.
@@ -86,6 +88,7 @@ pub use multicrop_wrapper::MultiCropWrapper;
 pub use pos_embed::PosInterp;
 pub use python::find_python;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
+pub use tokens::{cls_attention_over_patches, Tokens};
 pub use vit::{VisionTransformer, VitConfig};
 pub use weights::{
     check_safetensors, load_safetensors, load_safetensors_with_prefix, save_safetensors, LoadReport,

@@ -29,8 +29,23 @@ pub enum PosInterp {
     /// Bicubic to the explicit output size (DINOv2 behaviour; default).
     #[default]
     ExactSize,
-    /// Bicubic with the official v1 scale factors (g + 0.1)/g₀.
+    /// Bicubic with the official v1 scale factors (g + 0.1)/g₀ (also DINOv2's plain models,
+    /// `interpolate_offset: 0.1`).
     OfficialScaleFactor,
+    /// Antialiased bicubic to the explicit output size (DINOv2's register models:
+    /// `interpolate_antialias=True, interpolate_offset=0.0`, dinov2 `hub/backbones.py`).
+    Antialias,
+}
+
+impl PosInterp {
+    /// The mode `model.pos_interpolation` names.
+    pub fn from_config(p: dino_config::PosInterpolation) -> Self {
+        match p {
+            dino_config::PosInterpolation::ExactSize => Self::ExactSize,
+            dino_config::PosInterpolation::ScaleFactor => Self::OfficialScaleFactor,
+            dino_config::PosInterpolation::Antialias => Self::Antialias,
+        }
+    }
 }
 
 /// The position embedding `[1, 1 + gh·gw, D]` for a `gh × gw` patch grid, from the stored
@@ -64,6 +79,9 @@ pub fn interpolate_pos_embed(
         .f_permute([0, 3, 1, 2])?;
     let resized = match mode {
         PosInterp::ExactSize => grid.f_upsample_bicubic2d([gh, gw], false, None, None)?,
+        PosInterp::Antialias => {
+            grid.f_internal_upsample_bicubic2d_aa([gh, gw], false, None, None)?
+        }
         PosInterp::OfficialScaleFactor => {
             let (fh, fw) = ((gh as f64 + 0.1) / g0 as f64, (gw as f64 + 0.1) / g0 as f64);
             // torch.nn.functional.interpolate: size = floor(in * factor), kernel gets the factor.

@@ -7,12 +7,13 @@
 //! (`patch_embed.proj.weight`, `cls_token`, `pos_embed`, `blocks.{i}.attn.qkv.weight`, …,
 //! `norm.bias`).
 
-use crate::block::Block;
+use crate::block::{Block, BlockOptions};
 use crate::error::ModelError;
 use crate::init::{default_bias, default_weight, trunc_normal_, TRUNC_NORMAL_STD};
 use crate::layers::LayerNorm;
 use crate::pos_embed::{interpolate_pos_embed, PosInterp};
-use dino_config::{check_vit_shape, ModelConfig, VitShape};
+use crate::tokens::{cls_attention_over_patches, Tokens};
+use dino_config::{check_vit_shape, Ffn, ModelConfig, VitShape};
 use tch::{nn, Tensor};
 
 /// Sizes of a [`VisionTransformer`]. Build it from the run configuration with
@@ -38,8 +39,18 @@ pub struct VitConfig {
     pub img_size: i64,
     /// LayerNorm epsilon (official named configs: 1e-6).
     pub layer_norm_eps: f64,
-    /// How the position table is resized to other grids (default exact size).
+    /// How the position table is resized to other grids (default exact size;
+    /// `model.pos_interpolation`).
     pub pos_interp: PosInterp,
+    /// Register tokens R after CLS, without position embedding (`model.num_register_tokens`;
+    /// 0 = DINO v1, DINOv2 `_reg` models 4). Variable `register_tokens` `[1, R, D]`.
+    pub num_register_tokens: i64,
+    /// LayerScale's initial gain on both residual branches (`model.layerscale_init`; 0 = off,
+    /// DINO v1; DINOv2 1e-5). Variables `blocks.{i}.ls1.gamma`, `blocks.{i}.ls2.gamma` `[D]`.
+    pub layerscale_init: f64,
+    /// The blocks' feed-forward network (`model.ffn`): `mlp.fc1`/`mlp.fc2` or SwiGLU's
+    /// `mlp.w12`/`mlp.w3`.
+    pub ffn: Ffn,
 }
 
 impl VitConfig {
@@ -62,7 +73,10 @@ impl VitConfig {
             drop_path_rate: m.drop_path_rate,
             img_size: m.img_size as i64,
             layer_norm_eps: m.layer_norm_eps,
-            pos_interp: PosInterp::ExactSize,
+            pos_interp: PosInterp::from_config(m.pos_interpolation),
+            num_register_tokens: m.num_register_tokens as i64,
+            layerscale_init: m.layerscale_init,
+            ffn: m.ffn,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -96,6 +110,9 @@ impl VitConfig {
             img_size: d.img_size as i64,
             layer_norm_eps: d.layer_norm_eps,
             pos_interp: PosInterp::ExactSize,
+            num_register_tokens: 0,
+            layerscale_init: 0.0,
+            ffn: Ffn::Mlp,
         }
     }
 
@@ -113,6 +130,17 @@ impl VitConfig {
     /// MLP hidden width, `int(embed_dim * mlp_ratio)` as in the official code.
     pub fn mlp_hidden(&self) -> i64 {
         (self.embed_dim as f64 * self.mlp_ratio) as i64
+    }
+
+    /// The hidden width the blocks' feed-forward network actually has: [`VitConfig::mlp_hidden`]
+    /// for the MLP; for SwiGLU dinov2's `SwiGLUFFNFused` rule, `(int(h · 2/3) + 7) // 8 · 8`
+    /// with `h = mlp_hidden()` (1536 → 1024 for ViT-S, 6144 → 4096 for ViT-g).
+    pub fn ffn_hidden(&self) -> i64 {
+        let h = self.mlp_hidden();
+        match self.ffn {
+            Ffn::Mlp => h,
+            Ffn::Swiglu => ((h as f64 * 2.0 / 3.0) as i64 + 7) / 8 * 8,
+        }
     }
 
     /// Per-block stochastic-depth rates, linear from 0 to `drop_path_rate`
@@ -164,6 +192,7 @@ pub struct VisionTransformer {
     patch_bias: Tensor,
     cls_token: Tensor,
     pos_embed: Tensor,
+    register_tokens: Option<Tensor>,
     blocks: Vec<Block>,
     norm: LayerNorm,
 }
@@ -185,6 +214,15 @@ impl VisionTransformer {
         let patch_bias = default_bias(&pe, "bias", d, 3 * ps * ps)?;
         let mut cls_token = p.f_zeros("cls_token", &[1, 1, d])?;
         let mut pos_embed = p.f_zeros("pos_embed", &[1, 1 + g * g, d])?;
+        let r = cfg.num_register_tokens;
+        let mut register_tokens = match r {
+            0 => None,
+            _ => Some(p.f_zeros("register_tokens", &[1, r, d])?),
+        };
+        let opts = BlockOptions {
+            layerscale_init: cfg.layerscale_init,
+            ffn: cfg.ffn,
+        };
         let blocks_p = p / "blocks";
         let mut blocks = cfg
             .drop_path_rates()
@@ -195,10 +233,11 @@ impl VisionTransformer {
                     &(&blocks_p / i),
                     d,
                     cfg.num_heads,
-                    cfg.mlp_hidden(),
+                    cfg.ffn_hidden(),
                     cfg.qkv_bias,
                     cfg.layer_norm_eps,
                     dp,
+                    opts,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -207,11 +246,14 @@ impl VisionTransformer {
         // `self.apply(_init_weights)` over the Linear layers in module order.
         trunc_normal_(&mut pos_embed, TRUNC_NORMAL_STD)?;
         trunc_normal_(&mut cls_token, TRUNC_NORMAL_STD)?;
+        if let Some(reg) = register_tokens.as_mut() {
+            // dinov2 `init_weights`: `nn.init.normal_(self.register_tokens, std=1e-6)`.
+            let _ = tch::no_grad(|| reg.f_normal_(0.0, 1e-6))?;
+        }
         for b in blocks.iter_mut() {
             b.attn.qkv.init_trunc_normal()?;
             b.attn.proj.init_trunc_normal()?;
-            b.mlp.fc1.init_trunc_normal()?;
-            b.mlp.fc2.init_trunc_normal()?;
+            b.mlp.init_trunc_normal()?;
         }
         Ok(Self {
             cfg: cfg.clone(),
@@ -219,6 +261,7 @@ impl VisionTransformer {
             patch_bias,
             cls_token,
             pos_embed,
+            register_tokens,
             blocks,
             norm,
         })
@@ -267,7 +310,9 @@ impl VisionTransformer {
         Ok((height / p, width / p))
     }
 
-    /// Patch embedding + CLS + position embedding: `[B, 3, H, W]` → `[B, 1 + N, D]`.
+    /// Patch embedding + CLS + position embedding, then the register tokens right after CLS
+    /// (no position embedding: dinov2 `prepare_tokens_with_masks`): `[B, 3, H, W]` →
+    /// `[B, 1 + R + N, D]`.
     fn prepare_tokens(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let size = x.size();
         if size.len() != 4 || size[1] != 3 || !crate::init::is_float(x.kind()) {
@@ -291,11 +336,21 @@ impl VisionTransformer {
             .f_flatten(2, 3)?
             .f_transpose(1, 2)?;
         let cls = self.cls_token.f_expand([b, 1, self.cfg.embed_dim], false)?;
-        Ok(Tensor::f_cat(&[cls, patches], 1)?.f_add(&pos)?)
+        let t = Tensor::f_cat(&[cls, patches], 1)?.f_add(&pos)?;
+        let Some(reg) = &self.register_tokens else {
+            return Ok(t);
+        };
+        let n = t.size()[1];
+        let reg = reg.f_expand([b, self.cfg.num_register_tokens, self.cfg.embed_dim], false)?;
+        Ok(Tensor::f_cat(
+            &[t.f_narrow(1, 0, 1)?, reg, t.f_narrow(1, 1, n - 1)?],
+            1,
+        )?)
     }
 
-    /// All tokens after the final LayerNorm: `[B, 3, H, W]` → `[B, 1 + N, D]`, CLS first, then
-    /// the patches row by row. `train` enables stochastic depth.
+    /// All tokens after the final LayerNorm: `[B, 3, H, W]` → `[B, 1 + R + N, D]`, CLS first,
+    /// then the R register tokens, then the patches row by row. Callers outside this crate read
+    /// them by name through [`VisionTransformer::forward_features`]. `train` enables stochastic depth.
     ///
     /// # Errors
     /// [`ModelError::BadInput`], [`ModelError::NotPatchMultiple`], [`ModelError::Torch`].
@@ -305,6 +360,22 @@ impl VisionTransformer {
             t = b.forward(&t, train)?;
         }
         Ok(self.norm.forward(&t)?)
+    }
+
+    /// The normalised tokens by name (DINOv2 `forward_features`): `cls` `[B, D]`, `registers`
+    /// `[B, R, D]`, `patches` `[B, N, D]` (N = (H/p)·(W/p), row by row). `train` enables
+    /// stochastic depth.
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::forward_tokens`].
+    pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tokens, ModelError> {
+        let seq = self.forward_tokens(x, train)?;
+        Ok(Tokens::split(&seq, self.num_register_tokens())?)
+    }
+
+    /// Register tokens R between CLS and the patches (0 for DINO v1).
+    pub fn num_register_tokens(&self) -> i64 {
+        self.cfg.num_register_tokens
     }
 
     /// The normalised CLS token `[B, D]` (the official `forward`; DINO's feature).
@@ -336,9 +407,10 @@ impl VisionTransformer {
         Ok(self.norm.forward(&cls)?.f_select(1, 0)?)
     }
 
-    /// Attention probabilities of the last block, `[B, heads, 1 + N, 1 + N]`, computed in
-    /// inference mode through the explicit softmax path (official `get_last_selfattention`).
-    /// Row 0 is the CLS query; columns 1.. are the patches row by row.
+    /// Attention probabilities of the last block, `[B, heads, T, T]` with T = 1 + R + N,
+    /// computed in inference mode through the explicit softmax path (official
+    /// `get_last_selfattention`). Row 0 is the CLS query; then R register rows, then the
+    /// patches row by row. An attention map reads [`VisionTransformer::last_cls_attention`].
     ///
     /// # Errors
     /// As [`VisionTransformer::forward_tokens`].
@@ -351,7 +423,38 @@ impl VisionTransformer {
         Ok(last.forward_with_attn(&t)?.1)
     }
 
-    /// The token sequences `[B, 1 + N, D]` output by each of the last `n` blocks, each passed
+    /// The CLS query's attention over the patch keys in the last block, `[B, heads, N]`
+    /// (N = gh · gw, row by row; registers left out, not renormalised): what an attention map
+    /// shows. Inference mode, explicit softmax path (official `get_last_selfattention`, row 0,
+    /// patch columns).
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::forward_tokens`].
+    pub fn last_cls_attention(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let attn = self.last_selfattention(x)?;
+        Ok(cls_attention_over_patches(
+            &attn,
+            self.num_register_tokens(),
+        )?)
+    }
+
+    /// [`VisionTransformer::intermediate_layers`] by name: the tokens of each of the last `n`
+    /// blocks through the final LayerNorm, oldest first, each split into `cls` `[B, D]`,
+    /// `registers` `[B, R, D]` and `patches` `[B, N, D]` (DINOv2 `get_intermediate_layers`
+    /// with `return_class_token`). What the linear probe, token export and video segmentation
+    /// read.
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::intermediate_layers`].
+    pub fn intermediate_features(&self, x: &Tensor, n: usize) -> Result<Vec<Tokens>, ModelError> {
+        let r = self.num_register_tokens();
+        self.intermediate_layers(x, n)?
+            .iter()
+            .map(|t| Ok(Tokens::split(t, r)?))
+            .collect()
+    }
+
+    /// The token sequences `[B, 1 + R + N, D]` output by each of the last `n` blocks, each passed
     /// through the final LayerNorm (official `get_intermediate_layers`), oldest first; inference
     /// mode. The linear probe concatenates their CLS tokens.
     ///

@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 
 use dino_data::transforms::TransformError;
-use dino_model::{ModelError, VisionTransformer};
+use dino_model::{cls_attention_over_patches, ModelError, VisionTransformer};
 use image::{Rgb, RgbImage};
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -139,9 +139,35 @@ impl AttentionMaps {
                 "{h}×{w} patches need [heads, {tokens}, {tokens}], got {size:?}"
             )));
         }
-        let rows = attn
-            .f_select(1, 0)?
-            .f_narrow(1, 1, tokens - 1)?
+        // The official layout has no registers.
+        Self::from_cls_attention(&cls_attention_over_patches(&attn, 0)?, h, w)
+    }
+
+    /// Maps from the CLS query's attention over the patches of one image, `[heads, h·w]` or
+    /// `[1, heads, h·w]` (what [`VisionTransformer::last_cls_attention`] returns for a batch of
+    /// one: registers already left out), any float kind and device.
+    ///
+    /// # Errors
+    /// [`AttentionError::Shape`] when the shape does not match `h × w` patches.
+    pub fn from_cls_attention(attn: &Tensor, h: usize, w: usize) -> Result<Self, AttentionError> {
+        let rows = match attn.size()[..] {
+            [1, _, _] => attn.f_squeeze_dim(0)?,
+            [_, _] => attn.shallow_clone(),
+            _ => {
+                return Err(AttentionError::Shape(format!(
+                    "expected [heads, N] or [1, heads, N], got {:?}",
+                    attn.size()
+                )))
+            }
+        };
+        let size = rows.size();
+        if size[1] != (h * w) as i64 || size[0] < 1 {
+            return Err(AttentionError::Shape(format!(
+                "{h}×{w} patches need [heads, {}], got {size:?}",
+                h * w
+            )));
+        }
+        let rows = rows
             .f_to_device(Device::Cpu)?
             .f_to_kind(Kind::Float)?
             .f_contiguous()?;
@@ -298,8 +324,8 @@ pub fn attention_of(
     let patch = u32::try_from(backbone.config().patch_size).unwrap_or(0);
     let seen = AttentionImage::prepare(img, fit, patch)?;
     let x = seen.to_tensor(mean, std)?.f_to_device(device)?;
-    let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
-    let maps = AttentionMaps::from_last_block(&attn.f_to_device(Device::Cpu)?, seen.h, seen.w)?;
+    let attn = tch::no_grad(|| backbone.last_cls_attention(&x))?;
+    let maps = AttentionMaps::from_cls_attention(&attn, seen.h, seen.w)?;
     Ok((seen, maps))
 }
 

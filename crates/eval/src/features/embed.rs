@@ -112,24 +112,20 @@ pub fn embed_dataset(
         Ok(match opts.kind {
             FeatureKind::Cls if !opts.patch_tokens => (backbone.forward_t(x, false)?, None),
             FeatureKind::Cls => {
-                let tokens = backbone.forward_tokens(x, false)?;
-                let patches = tokens.f_narrow(1, 1, tokens.size()[1] - 1)?;
-                (tokens.f_select(1, 0)?, Some(patches))
+                let tokens = backbone.forward_features(x, false)?;
+                (tokens.cls, Some(tokens.patches))
             }
             FeatureKind::ClsMultiScale => {
                 let patches = match opts.patch_tokens {
-                    true => {
-                        let tokens = backbone.forward_tokens(x, false)?;
-                        Some(tokens.f_narrow(1, 1, tokens.size()[1] - 1)?)
-                    }
+                    true => Some(backbone.forward_features(x, false)?.patches),
                     false => None,
                 };
                 (multi_scale_cls(whole, x)?, patches)
             }
             FeatureKind::LastBlocks { n, avgpool } => {
-                let layers = backbone.intermediate_layers(x, n)?;
+                let layers = backbone.intermediate_features(x, n)?;
                 let patches = match (opts.patch_tokens, layers.last()) {
-                    (true, Some(last)) => Some(last.f_narrow(1, 1, last.size()[1] - 1)?),
+                    (true, Some(last)) => Some(last.patches.shallow_clone()),
                     _ => None,
                 };
                 (

@@ -287,7 +287,8 @@ pub fn plan_tokens(
 }
 
 /// The tokens `[B, L, T, D]` of `x` `[B, 3, S, S]` (normalized crops) for `layout`: the ViT's
-/// [`dino_model::VisionTransformer::intermediate_layers`] stacked on dim 1 and cut to the kind;
+/// [`dino_model::VisionTransformer::intermediate_features`] cut to the kind (registers left
+/// out; `all` is CLS then the patches) and stacked on dim 1;
 /// a ResNet's pooled feature as `[B, 1, 1, D]`.
 ///
 /// # Errors
@@ -305,14 +306,17 @@ pub fn batch_tokens(
             return Ok(f.f_view([b, 1, 1, -1])?);
         }
     };
-    let layers = vit.intermediate_layers(x, layout.layers)?;
-    let all = Tensor::f_stack(&layers, 1)?;
-    let t = all.size()[2];
-    Ok(match layout.token_kind {
-        TokenKind::Cls => all.f_narrow(2, 0, 1)?,
-        TokenKind::Patch => all.f_narrow(2, 1, t - 1)?,
-        TokenKind::All => all,
-    })
+    // Registers are left out of every kind: `all` is CLS then the patches.
+    let layers = vit
+        .intermediate_features(x, layout.layers)?
+        .iter()
+        .map(|t| match layout.token_kind {
+            TokenKind::Cls => t.cls.f_unsqueeze(1),
+            TokenKind::Patch => Ok(t.patches.shallow_clone()),
+            TokenKind::All => t.cls_and_patches(),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Tensor::f_stack(&layers, 1)?)
 }
 
 /// Where the rows go, batch by batch.

@@ -57,8 +57,8 @@ pub fn frame_attention(
         w: (width / patch) as usize,
     };
     let x = seen.to_tensor(mean, std)?.f_to_device(device)?;
-    let attn = tch::no_grad(|| backbone.last_selfattention(&x))?;
-    AttentionMaps::from_last_block(&attn.f_to_device(Device::Cpu)?, seen.h, seen.w)
+    let attn = tch::no_grad(|| backbone.last_cls_attention(&x))?;
+    AttentionMaps::from_cls_attention(&attn, seen.h, seen.w)
 }
 
 /// Temporal smoothing of the maps: each head's map becomes the mean of its maps over the current

@@ -160,9 +160,9 @@ pub fn frame_features(
     let x = Tensor::f_from_slice(&chw)?
         .f_view([1, 3, i64::from(size.1), i64::from(size.0)])?
         .f_to_device(device)?;
-    let tokens = tch::no_grad(|| backbone.intermediate_layers(&x, 1))?;
+    let tokens = tch::no_grad(|| backbone.intermediate_features(&x, 1))?;
     let last = tokens.into_iter().next().expect("one layer asked for");
-    Ok(last.f_get(0)?.f_narrow(0, 1, last.size()[1] - 1)?)
+    Ok(last.patches.f_get(0)?)
 }
 
 /// A sequence checked and its annotations read, ready to segment.
