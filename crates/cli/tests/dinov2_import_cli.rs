@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
+use crate::common;
 use common::dino;
 use common::tiny::{make_images, tensors};
 use tch::Tensor;

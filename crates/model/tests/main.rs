@@ -57,6 +57,7 @@ fn alone_here(marker: &str) -> bool {
 
 mod batchnorm;
 mod cls_only_block;
+mod dinov2_parity;
 mod export;
 mod gpu;
 mod init_seed;

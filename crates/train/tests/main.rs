@@ -64,6 +64,7 @@ mod collapse;
 mod crop_groups;
 mod koleo;
 mod loss;
+mod loss_terms;
 mod metrics;
 mod optim;
 mod optim_flat;
