@@ -260,12 +260,18 @@ mod tests {
         ] {
             let err = Config::from_toml_str(preset, &["optim.epochs=2", set]).unwrap_err();
             assert_eq!(Some(err.key()), set.split('=').next(), "{err}");
-            assert!(err.to_string().contains("must not exceed optim.epochs (2)"), "{err}");
+            assert!(
+                err.to_string().contains("must not exceed optim.epochs (2)"),
+                "{err}"
+            );
         }
         // A value that fits is the user's, scaled or not.
-        let c = Config::from_toml_str(preset, &["optim.epochs=2", "schedule.warmup_epochs=1"])
-            .unwrap();
-        assert_eq!((c.schedule.warmup_epochs, c.schedule.freeze_last_layer), (1, 2));
+        let c =
+            Config::from_toml_str(preset, &["optim.epochs=2", "schedule.warmup_epochs=1"]).unwrap();
+        assert_eq!(
+            (c.schedule.warmup_epochs, c.schedule.freeze_last_layer),
+            (1, 2)
+        );
     }
 
     /// Issue #33 item 10: a list as a shell user types it, and errors without Rust type names.

@@ -436,10 +436,7 @@ pub(crate) fn validate(c: &Config) -> R {
         if epochs > o.epochs {
             return Err(ConfigError::invalid(
                 key,
-                format!(
-                    "must not exceed optim.epochs ({}), got {epochs}",
-                    o.epochs
-                ),
+                format!("must not exceed optim.epochs ({}), got {epochs}", o.epochs),
             ));
         }
     }
