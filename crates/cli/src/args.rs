@@ -18,6 +18,17 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// The resolved, validated config (defaults ← file ← overrides).
     pub fn load(&self, extra: &[String]) -> anyhow::Result<Config> {
+        if let Some(p) = &self.config {
+            if let Some(found) = preset_from_repo_root(p) {
+                anyhow::bail!(
+                    "cannot read config file {}: no such file here ({}); the presets are paths \
+                     from the repository root: --config {}",
+                    p.display(),
+                    std::env::current_dir().unwrap_or_default().display(),
+                    crate::train::shell_word(&found.display().to_string())
+                );
+            }
+        }
         let sets: Vec<&str> = extra
             .iter()
             .chain(self.set.iter())
@@ -53,4 +64,18 @@ pub fn log_notes(notes: &[String]) {
 /// A path as a TOML string value for `--set` (quotes and backslashes escaped by `toml`).
 pub fn toml_str(p: &std::path::Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
+}
+
+/// For a relative `--config` path that does not exist here but does from the repository root
+/// the binary was built in (`<root>/target/<profile>/dino`): that file. The README's commands
+/// (`--config configs/imagenette_cpu.toml`) are run from the root; a user elsewhere gets the
+/// path to pass.
+fn preset_from_repo_root(path: &std::path::Path) -> Option<PathBuf> {
+    if !path.is_relative() || path.exists() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+    let root = exe.parent()?.parent()?.parent()?;
+    let found = root.join(path);
+    found.is_file().then_some(found)
 }

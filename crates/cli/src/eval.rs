@@ -201,7 +201,7 @@ pub struct KnnArgs {
     /// Which feature of the backbone the neighbours are found with.
     #[arg(long, value_enum, default_value = "cls")]
     feature: KnnFeature,
-    /// Print the report as JSON.
+    /// Print the report as JSON (each score's `top5` is null with fewer than 5 classes).
     #[arg(long)]
     json: bool,
 }
@@ -287,8 +287,17 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
     for note in report.capped_notes() {
         eprintln!("note: {note}");
     }
+    // With fewer than 5 classes every class is in the top 5 (as soon as it got a vote): the
+    // number says nothing, so it is not shown (null in JSON), as the linear probe's top-5.
+    let top5_counts = report.num_classes >= 5;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&stated.json(&report)?)?);
+        let mut v = stated.json(&report)?;
+        if !top5_counts {
+            for s in v["scores"].as_array_mut().into_iter().flatten() {
+                s["top5"] = serde_json::Value::Null;
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "weighted k-NN ({:?} features, {}, T = {}), {} train / {} val images:",
@@ -299,10 +308,12 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
             report.n_test
         );
         for s in &report.scores {
-            println!(
-                "  {:>3}-NN  top-1 {:6.2}%  top-5 {:6.2}%",
-                s.k, s.top1, s.top5
-            );
+            let top5 = if top5_counts {
+                format!("{:6.2}%", s.top5)
+            } else {
+                format!("n/a ({} classes)", report.num_classes)
+            };
+            println!("  {:>3}-NN  top-1 {:6.2}%  top-5 {top5}", s.k, s.top1);
         }
     }
     Ok(())

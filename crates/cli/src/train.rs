@@ -19,7 +19,8 @@ pub struct TrainArgs {
     /// the CLS feature and cross-entropy on the dataset's labels.
     #[arg(long, value_parser = ["dino", "supervised"])]
     objective: Option<String>,
-    /// Continue the run in DIR from its latest checkpoint, with the configuration stored there.
+    /// Continue the run in DIR from its latest checkpoint, with the configuration stored there
+    /// (the run's checkpoint.safetensors is taken as its folder).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Start student and teacher from FILE: a `dino import` file (official weights) or one of
@@ -98,6 +99,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
     }
     a.config.set = user_sets;
+    if let Some(path) = a.resume.take() {
+        a.resume = Some(resume_folder(&path)?);
+    }
     let cfg = if let Some(dir) = &a.resume {
         anyhow::ensure!(
             a.config.config.is_none() && a.data.is_none(),
@@ -226,6 +230,64 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The run folder `dino train --resume PATH` continues: PATH itself when it is not a file; for
+/// a weights file inside a run folder (`runs/X/checkpoint.safetensors`, as `--checkpoint`
+/// takes it for the evaluations) that folder, said in one log line.
+///
+/// # Errors
+/// A file outside any run folder, and a folder that does not exist (naming the run folders
+/// beside it), each in one line saying what to pass.
+fn resume_folder(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let shown = shell_word(&path.display().to_string());
+    if path.is_file() {
+        let dir = crate::run_weights::run_folder_of(path)
+            .filter(|d| d.join("config.toml").is_file())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--resume takes a run folder (the folder of `dino train` holding config.toml \
+                     and checkpoint.safetensors), and {shown} is a file outside any: pass the \
+                     run folder it came from, or start a new run from its weights with \
+                     --init-from {shown}"
+                )
+            })?;
+        let folder = shell_word(&dir.display().to_string());
+        if path.file_name() == Some(std::ffi::OsStr::new("checkpoint.safetensors")) {
+            tracing::info!(
+                "{shown} is the latest checkpoint of run folder {folder}: resuming that run"
+            );
+        } else {
+            tracing::warn!(
+                "{shown} is in run folder {folder}: resuming that run from its latest checkpoint \
+                 ({folder}/checkpoint.safetensors), not from this file (--init-from {shown} \
+                 starts a new run from its weights)"
+            );
+        }
+        return Ok(dir);
+    }
+    if !path.exists() {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let mut runs: Vec<String> = std::fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("config.toml").is_file())
+            .map(|e| shell_word(&e.path().display().to_string()))
+            .collect();
+        runs.sort();
+        anyhow::ensure!(
+            runs.is_empty(),
+            "--resume {shown}: no such run folder; the run folders in {} are {} (the first line \
+             of `dino train` names the one it writes)",
+            parent.display(),
+            runs.join(", ")
+        );
+    }
+    Ok(path.to_path_buf())
 }
 
 /// `word` as one shell word: unchanged when it holds only safe characters, else single-quoted.

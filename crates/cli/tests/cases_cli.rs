@@ -190,7 +190,8 @@ fn k_above_the_bank_is_capped_with_a_note() {
 }
 
 /// shared/cases/knn-top5-zero-vote: val/a is blue, so its 2 neighbours are class c and class a
-/// gets no vote: not a top-5 hit.
+/// gets no vote: not a top-5 hit. Two more training classes far from blue (the case's 3 classes
+/// would make top-5 "n/a": it is reported from 5 classes on) leave the neighbours unchanged.
 #[test]
 fn a_zero_vote_class_is_no_top5_hit() {
     let tmp = tempfile::tempdir().unwrap();
@@ -199,10 +200,13 @@ fn a_zero_vote_class_is_no_top5_hit() {
     png(&train.join("b/0.png"), GREEN, 0);
     png(&train.join("c/0.png"), BLUE, 0);
     png(&train.join("c/1.png"), BLUE, 1);
+    png(&train.join("d/0.png"), [220, 220, 20], 0);
+    png(&train.join("e/0.png"), [220, 20, 220], 0);
     png(&val.join("a/0.png"), BLUE, 2);
     png(&val.join("b/0.png"), GREEN, 2);
     png(&val.join("c/0.png"), BLUE, 3);
     let r = json(&knn(&train, &val, &["--k", "1,2"]));
+    assert_eq!(r["num_classes"], 5, "{r}");
     for i in 0..2 {
         let (t1, t5) = (
             r["scores"][i]["top1"].as_f64().unwrap(),

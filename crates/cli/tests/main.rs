@@ -25,6 +25,7 @@ mod export_cli;
 mod faults_cli;
 mod feature_space_cli;
 mod first_hour;
+mod first_hour_2;
 mod init_from_cli;
 mod non_finite_cli;
 mod resume;

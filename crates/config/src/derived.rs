@@ -1,7 +1,7 @@
-//! Defaults that follow other keys when the user leaves them unset, so that a small run is not
-//! refused for a default it never chose, and an evaluation runs at the size the model trained
-//! at. A key the user set (preset file or `--set`) is never changed: the validation then
-//! refuses a conflicting value with its key and the reason.
+//! Values that follow other keys, so that a small run is not refused for a default or a
+//! preset value it never chose, and an evaluation runs at the size the model trained at. A key
+//! set on the command line (`--set`) is never changed: the validation then refuses a
+//! conflicting value with its key and the reason.
 
 use crate::Config;
 
@@ -47,17 +47,22 @@ fn run_name(path: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-/// Fills the keys of `cfg` that follow others when `table` (the user's document) leaves them
-/// unset, and returns one note per value that differs from its fixed default, in the words a
-/// log line shows:
+/// Fills the keys of `cfg` that follow others when the user leaves them unset, and returns one
+/// note per value that differs from what the defaults and the config file gave, in the words a
+/// log line shows. `table` is the whole document (config file and overrides), `cli` the
+/// overrides alone (`--set` and the flags that stand for one):
 ///
-/// - `eval.crop_size` follows `augmentation.global_crops_size` (a model trained on 48-px
-///   crops is evaluated at 48, not at the official 224; `eval.resize_ratio` stays the official
-///   256/224, so the resize side is crop × 256/224 as `Resize(256) + CenterCrop(224)`);
-/// - `schedule.warmup_epochs` (official 10) is capped at `optim.epochs`;
-/// - `eval.n_last_blocks` (official 4) is capped at the ViT's depth;
+/// - `eval.crop_size` follows `augmentation.global_crops_size` when `table` leaves it unset (a
+///   model trained on 48-px crops is evaluated at 48, not at the official 224;
+///   `eval.resize_ratio` stays the official 256/224, so the resize side is crop × 256/224 as
+///   `Resize(256) + CenterCrop(224)`);
+/// - the keys bounded by the run ([`BOUNDED`]: warm-up and freezing epochs at most
+///   `optim.epochs`, `eval.n_last_blocks` at most the ViT's depth) are scaled down to the bound
+///   when their value came from the defaults or the config file (a preset written for 100
+///   epochs run with `--epochs 2`); a value given on the command line is left for the
+///   validation to refuse, with its key and the reason;
 /// - `checkpoint.output_dir` is `runs/<data folder name>` when `data.path` is given.
-pub(crate) fn apply(cfg: &mut Config, table: &toml::Table) -> Vec<String> {
+pub(crate) fn apply(cfg: &mut Config, table: &toml::Table, cli: &toml::Table) -> Vec<String> {
     let mut notes = Vec::new();
     if !is_set(table, "eval", "crop_size") {
         let side = cfg.augmentation.global_crops_size;
@@ -69,13 +74,25 @@ pub(crate) fn apply(cfg: &mut Config, table: &toml::Table) -> Vec<String> {
         }
         cfg.eval.crop_size = side;
     }
-    if !is_set(table, "schedule", "warmup_epochs") && cfg.schedule.warmup_epochs > cfg.optim.epochs
-    {
-        notes.push(format!(
-            "schedule.warmup_epochs = {} (unset: the default {} capped at optim.epochs = {})",
-            cfg.optim.epochs, cfg.schedule.warmup_epochs, cfg.optim.epochs
-        ));
-        cfg.schedule.warmup_epochs = cfg.optim.epochs;
+    for b in BOUNDED {
+        let Some(limit) = (b.limit)(cfg) else {
+            continue;
+        };
+        let value = (b.get)(cfg);
+        if value <= limit || is_set(cli, b.section, b.key) {
+            continue;
+        }
+        let key = format!("{}.{}", b.section, b.key);
+        let bound = b.bound.replace("{}", &limit.to_string());
+        notes.push(if is_set(table, b.section, b.key) {
+            format!(
+                "{key} = {limit} (the config file's {value} capped at {bound}: it was not set \
+                 on the command line)"
+            )
+        } else {
+            format!("{key} = {limit} (unset: the default {value} capped at {bound})")
+        });
+        (b.set)(cfg, limit);
     }
     if !is_set(table, "checkpoint", "output_dir") {
         if let Some(name) = run_name(&cfg.data.path) {
@@ -86,20 +103,69 @@ pub(crate) fn apply(cfg: &mut Config, table: &toml::Table) -> Vec<String> {
             cfg.checkpoint.output_dir = dir;
         }
     }
-    let depth = cfg.model.dims().1;
-    if !cfg.model.arch.is_resnet()
-        && !is_set(table, "eval", "n_last_blocks")
-        && cfg.eval.n_last_blocks > depth
-        && depth > 0
-    {
-        notes.push(format!(
-            "eval.n_last_blocks = {depth} (unset: the default {} capped at the model depth {depth})",
-            cfg.eval.n_last_blocks
-        ));
-        cfg.eval.n_last_blocks = depth;
-    }
     notes
 }
+
+/// A key whose value must not exceed a bound the run sets (`validate` refuses it above).
+struct Bounded {
+    section: &'static str,
+    key: &'static str,
+    /// The bound in a log line's words, `{}` standing for its value.
+    bound: &'static str,
+    /// The bound, `None` where the key does not apply (`n_last_blocks` on a ResNet).
+    limit: fn(&Config) -> Option<usize>,
+    get: fn(&Config) -> usize,
+    set: fn(&mut Config, usize),
+}
+
+/// Every key bounded by the run's length or the model's depth: the warm-ups and freezes (in
+/// epochs, at most `optim.epochs`; the official schedules assert the same) and the blocks the
+/// linear probe concatenates (at most the ViT's depth).
+const BOUNDED: [Bounded; 5] = [
+    Bounded {
+        section: "schedule",
+        key: "warmup_epochs",
+        bound: "optim.epochs = {}",
+        limit: |c| Some(c.optim.epochs),
+        get: |c| c.schedule.warmup_epochs,
+        set: |c, v| c.schedule.warmup_epochs = v,
+    },
+    Bounded {
+        section: "loss",
+        key: "warmup_teacher_temp_epochs",
+        bound: "optim.epochs = {}",
+        limit: |c| Some(c.optim.epochs),
+        get: |c| c.loss.warmup_teacher_temp_epochs,
+        set: |c, v| c.loss.warmup_teacher_temp_epochs = v,
+    },
+    Bounded {
+        section: "schedule",
+        key: "freeze_last_layer",
+        bound: "optim.epochs = {}",
+        limit: |c| Some(c.optim.epochs),
+        get: |c| c.schedule.freeze_last_layer,
+        set: |c, v| c.schedule.freeze_last_layer = v,
+    },
+    Bounded {
+        section: "schedule",
+        key: "freeze_backbone_epochs",
+        bound: "optim.epochs = {}",
+        limit: |c| Some(c.optim.epochs),
+        get: |c| c.schedule.freeze_backbone_epochs,
+        set: |c, v| c.schedule.freeze_backbone_epochs = v,
+    },
+    Bounded {
+        section: "eval",
+        key: "n_last_blocks",
+        bound: "the model depth {}",
+        limit: |c| {
+            let depth = c.model.dims().1;
+            (!c.model.arch.is_resnet() && depth > 0).then_some(depth)
+        },
+        get: |c| c.eval.n_last_blocks,
+        set: |c, v| c.eval.n_last_blocks = v,
+    },
+];
 
 #[cfg(test)]
 mod tests {
@@ -143,6 +209,69 @@ mod tests {
         assert_eq!(err.key(), "schedule.warmup_epochs");
         let err = Config::from_toml_str(small, &["eval.n_last_blocks=4"]).unwrap_err();
         assert_eq!(err.key(), "eval.n_last_blocks");
+    }
+
+    /// A preset written for a long run, run short (`--epochs 2`) or shallow: every bounded key
+    /// that came from the file is scaled with a note naming the file's value; the same value
+    /// given with `--set` is refused with its key.
+    #[test]
+    fn preset_values_are_scaled_and_set_values_refused() {
+        let preset = "[optim]\nepochs = 100\n[schedule]\nwarmup_epochs = 10\n\
+                      freeze_last_layer = 5\nfreeze_backbone_epochs = 4\n\
+                      [loss]\nwarmup_teacher_temp_epochs = 30\n[eval]\nn_last_blocks = 4\n";
+        let (c, notes) = Config::from_toml_str_noted(preset, &[]).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(c.loss.warmup_teacher_temp_epochs, 30);
+        let (c, notes) = Config::from_toml_str_noted(
+            preset,
+            &["optim.epochs=2", "model.arch=custom", "model.depth=3"],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.schedule.warmup_epochs,
+                c.loss.warmup_teacher_temp_epochs,
+                c.schedule.freeze_last_layer,
+                c.schedule.freeze_backbone_epochs,
+                c.eval.n_last_blocks
+            ),
+            (2, 2, 2, 2, 3)
+        );
+        assert!(
+            notes.contains(
+                &"schedule.warmup_epochs = 2 (the config file's 10 capped at optim.epochs = 2: \
+                  it was not set on the command line)"
+                    .to_string()
+            ),
+            "{notes:?}"
+        );
+        assert!(
+            notes.iter().any(|n| n.starts_with(
+                "eval.n_last_blocks = 3 (the config file's 4 capped at the model depth 3"
+            )),
+            "{notes:?}"
+        );
+        assert_eq!(notes.len(), 5, "{notes:?}");
+        for set in [
+            "schedule.warmup_epochs=3",
+            "loss.warmup_teacher_temp_epochs=3",
+            "schedule.freeze_last_layer=3",
+            "schedule.freeze_backbone_epochs=3",
+        ] {
+            let err = Config::from_toml_str(preset, &["optim.epochs=2", set]).unwrap_err();
+            assert_eq!(Some(err.key()), set.split('=').next(), "{err}");
+            assert!(
+                err.to_string().contains("must not exceed optim.epochs (2)"),
+                "{err}"
+            );
+        }
+        // A value that fits is the user's, scaled or not.
+        let c =
+            Config::from_toml_str(preset, &["optim.epochs=2", "schedule.warmup_epochs=1"]).unwrap();
+        assert_eq!(
+            (c.schedule.warmup_epochs, c.schedule.freeze_last_layer),
+            (1, 2)
+        );
     }
 
     /// Issue #33 item 10: a list as a shell user types it, and errors without Rust type names.

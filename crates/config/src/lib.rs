@@ -82,10 +82,13 @@ impl Config {
         Self::from_toml_str_noted(text, overrides).map(|(cfg, _)| cfg)
     }
 
-    /// As [`Config::from_toml_str`], with one note per default that followed another key
-    /// because the user left it unset (`eval.crop_size` from `augmentation.global_crops_size`,
-    /// `schedule.warmup_epochs` capped at `optim.epochs`, `eval.n_last_blocks` at the depth), for
-    /// the caller to log. A key the user set is never changed.
+    /// As [`Config::from_toml_str`], with one note per value that followed another key, for
+    /// the caller to log: `eval.crop_size` from `augmentation.global_crops_size` when unset, and
+    /// the keys bounded by the run (`schedule.warmup_epochs`, `loss.warmup_teacher_temp_epochs`,
+    /// `schedule.freeze_last_layer` and `schedule.freeze_backbone_epochs` at most
+    /// `optim.epochs`, `eval.n_last_blocks` at most the depth) capped when their value came from
+    /// the defaults or `text`. A key given in `overrides` is never changed: a conflicting one is
+    /// refused.
     ///
     /// # Errors
     /// As [`Config::from_toml_str`].
@@ -98,8 +101,12 @@ impl Config {
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
                     message: e.to_string(),
                 })?;
+        // The overrides alone too: a bounded key given there is refused when it conflicts,
+        // one from the file or the defaults scaled to fit (`derived::apply`).
+        let mut cli = toml::Table::new();
         for ov in overrides {
             apply_override(&mut table, ov)?;
+            apply_override(&mut cli, ov)?;
         }
         let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
             .map_err(|e| {
@@ -109,7 +116,7 @@ impl Config {
                 reason: plain_words(e.into_inner().message().trim()),
             }
         })?;
-        let notes = derived::apply(&mut cfg, &table);
+        let notes = derived::apply(&mut cfg, &table, &cli);
         cfg.validate()?;
         Ok((cfg, notes))
     }

@@ -280,8 +280,8 @@ fn malformed_configs_name_the_key() {
             "DINO loss option",
         ),
         (
-            "[schedule]\nwarmup_epochs = 200\n",
-            &[],
+            "",
+            &["schedule.warmup_epochs=200"],
             "schedule.warmup_epochs",
             "optim.epochs",
         ),

@@ -465,6 +465,19 @@ pub(crate) fn validate(c: &Config) -> R {
             ),
         ));
     }
+    // Freezing for more epochs than the run has is freezing for the whole run: the same bound
+    // as the warm-up, so a preset's value is scaled and a `--set` one refused alike.
+    for (key, epochs) in [
+        ("schedule.freeze_last_layer", s.freeze_last_layer),
+        ("schedule.freeze_backbone_epochs", s.freeze_backbone_epochs),
+    ] {
+        if epochs > o.epochs {
+            return Err(ConfigError::invalid(
+                key,
+                format!("must not exceed optim.epochs ({}), got {epochs}", o.epochs),
+            ));
+        }
+    }
     prob("schedule.momentum_teacher", s.momentum_teacher)?;
     prob("schedule.momentum_teacher_end", s.momentum_teacher_end)?;
 

@@ -3,6 +3,7 @@
 //! <file>::`. A new test file gets its `mod <file>;` line below; `every_test_file_is_a_module`
 //! fails naming a file without one.
 
+mod config_md;
 mod dinov2_options;
 mod dinov2_preset;
 
