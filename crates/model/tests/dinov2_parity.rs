@@ -88,7 +88,10 @@ fn recognised(report: &dino_model::ImportReport) -> VitConfig {
     // The overrides say the same as the section.
     let sets = report.config_overrides();
     let mut expected = vec![format!("model.embed_dim={}", m.embed_dim)];
-    expected.push(format!("model.num_register_tokens={}", m.num_register_tokens));
+    expected.push(format!(
+        "model.num_register_tokens={}",
+        m.num_register_tokens
+    ));
     for e in expected {
         assert!(sets.contains(&e), "{e} not in {sets:?}");
     }
