@@ -561,7 +561,7 @@ fn train_says_what_it_does_in_the_users_words() {
     assert!(err.contains("epoch 2/2 step 3/3 loss"), "{err}");
     assert!(
         err.contains(
-            "checkpoint.output_dir = \"runs/photos\" (unset: named after the data folder)"
+            "checkpoint.output_dir = \"runs/photos\" (named after --data; --output DIR to choose)"
         ),
         "{err}"
     );
