@@ -4,8 +4,8 @@
 //! file's tests: `cargo test -p dino-distributed --test distributed <file>::`.
 //!
 //! A new test file gets its `mod <file>;` line below; `every_test_file_is_a_module` fails naming a
-//! file without one. Tests of all files run in parallel threads of one process: a test must not
-//! change the environment or the working directory.
+//! file without one. Tests of all files share one process (and its threads when `RUST_TEST_THREADS` > 1;
+//! `.cargo/config.toml` sets 1): a test must not change the environment or the working directory.
 
 mod multiprocess;
 
@@ -13,23 +13,8 @@ mod multiprocess;
 /// never be compiled or run, silently. Fails naming each such file.
 #[test]
 fn every_test_file_is_a_module() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let declared: Vec<&str> = include_str!("main.rs")
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("mod ")?.strip_suffix(';'))
-        .collect();
-    let mut missing: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_owned()))
-        .filter(|stem| stem != "main" && !declared.contains(&stem.as_str()))
-        .collect();
-    missing.sort();
-    assert!(
-        missing.is_empty(),
-        "tests/{{{}}}.rs not declared in {}/main.rs: add `mod <file>;` there",
-        missing.join(","),
-        dir.display()
+    dino_test_support::check_every_test_file_is_a_module(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests")),
+        include_str!("main.rs"),
     );
 }
