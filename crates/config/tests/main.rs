@@ -11,8 +11,13 @@ mod dinov2_preset;
 /// never be compiled or run, silently. Fails naming each such file.
 #[test]
 fn every_test_file_is_a_module() {
-    dino_test_support::check_every_test_file_is_a_module(
+    let missing = dino_test_support::undeclared_test_files(
         std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests")),
         include_str!("main.rs"),
+    );
+    assert!(
+        missing.is_empty(),
+        "tests/{{{}}}.rs not declared in tests/main.rs: add `mod <file>;` there",
+        missing.join(",")
     );
 }

@@ -1,13 +1,14 @@
 //! What every dino crate's one integration-test binary (`tests/main.rs`, issue #28 item 5)
-//! shares, as a dev-dependency: [`check_every_test_file_is_a_module`] and [`alone!`].
+//! shares, as a dev-dependency: [`undeclared_test_files`] and [`alone!`].
 
 use std::path::Path;
 
-/// Fails naming each `tests/*.rs` file of `tests_dir` that `main_rs` (the text of that folder's
-/// `main.rs`) does not declare with a `mod <file>;` line: with `autotests = false` such a file
-/// would never be compiled or run, silently. Call from a `#[test]` with
-/// `concat!(env!("CARGO_MANIFEST_DIR"), "/tests")` and `include_str!("main.rs")`.
-pub fn check_every_test_file_is_a_module(tests_dir: &Path, main_rs: &str) {
+/// The `tests/*.rs` files of `tests_dir` (their stems, sorted) that `main_rs` (the text of that
+/// folder's `main.rs`) does not declare with a `mod <file>;` line: with `autotests = false` such a
+/// file would never be compiled or run, silently. Called by each binary's
+/// `every_test_file_is_a_module` with `concat!(env!("CARGO_MANIFEST_DIR"), "/tests")` and
+/// `include_str!("main.rs")`, which asserts the list is empty.
+pub fn undeclared_test_files(tests_dir: &Path, main_rs: &str) -> Vec<String> {
     let declared: Vec<&str> = main_rs
         .lines()
         .filter_map(|l| l.trim().strip_prefix("mod ")?.strip_suffix(';'))
@@ -20,12 +21,7 @@ pub fn check_every_test_file_is_a_module(tests_dir: &Path, main_rs: &str) {
         .filter(|stem| stem != "main" && !declared.contains(&stem.as_str()))
         .collect();
     missing.sort();
-    assert!(
-        missing.is_empty(),
-        "tests/{{{}}}.rs not declared in {}/main.rs: add `mod <file>;` there",
-        missing.join(","),
-        tests_dir.display()
-    );
+    missing
 }
 
 /// Runs the calling test in a process of its own: the first line of a test whose assertion
