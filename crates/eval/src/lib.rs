@@ -14,7 +14,7 @@
 //! | [`video`] | attention over frames (`video_generation.py`), video object segmentation by label propagation, the DAVIS layout and its J&F | `video/{attention, render, segmentation, davis, davis_metrics, davis_segment, synth}.rs` |
 //!
 //! Every evaluation takes its features as a [`features::FeatureSet`] (or rows checked by the same
-//! [`features::non_finite_rows`]) and returns a serialisable report or writes files; the `dino`
+//! [`features::check_rows`]) and returns a serialisable report or writes files; the `dino`
 //! binary only parses, calls and prints. Devices follow the input tensors.
 //!
 //! Weighted k-NN on a few hand-made features:
