@@ -231,7 +231,7 @@ pub struct VideoSeqArgs {
     /// Folder of photos (searched recursively).
     #[arg(long = "from")]
     from: PathBuf,
-    /// DAVIS root to write into (JPEGImages/480p/<name>, Annotations/480p/<name>).
+    /// DAVIS root to write into (`JPEGImages/480p/<name>`, `Annotations/480p/<name>`).
     #[arg(long)]
     out: PathBuf,
     /// Sequence name (its folders must not exist yet).

@@ -21,7 +21,7 @@ pub enum VideoCmd {
     Attention(AttentionArgs),
     /// Video object segmentation on a DAVIS-2017 folder: the first frame's annotation propagated
     /// with the last block's patch features (official eval_video_segmentation.py); predictions
-    /// as palette PNGs (OUT/<sequence>/<frame>.png) and J, F, J&F-mean on the annotated frames.
+    /// as palette PNGs (`OUT/<sequence>/<frame>.png`) and J, F, J&F-mean on the annotated frames.
     Segment(crate::video_segment::SegmentArgs),
 }
 

@@ -15,12 +15,12 @@ use std::path::PathBuf;
 pub struct SegmentArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// DAVIS root: JPEGImages/<resolution>/<sequence>/*.jpg and
-    /// Annotations/<resolution>/<sequence>/*.png (palette PNGs; the first frame's is required,
+    /// DAVIS root: `JPEGImages/<resolution>/<sequence>/*.jpg` and
+    /// `Annotations/<resolution>/<sequence>/*.png` (palette PNGs; the first frame's is required,
     /// later ones are ground truth, scored except on the last frame as the toolkit does).
     #[arg(long)]
     davis: PathBuf,
-    /// Sequences (repeatable; default: every folder of JPEGImages/<resolution>).
+    /// Sequences (repeatable; default: every folder of `JPEGImages/<resolution>`).
     #[arg(long)]
     sequence: Vec<String>,
     /// Resolution folder name.
@@ -43,7 +43,8 @@ pub struct SegmentArgs {
     /// Softmax temperature of the cosine affinities (official 0.1, a constant in the code).
     #[arg(long, default_value_t = SegmentConfig::default().temperature)]
     temperature: f64,
-    /// Output folder: OUT/<sequence>/ per sequence (each must not exist yet) and OUT/scores.json.
+    /// Output folder: `OUT/<sequence>/` per sequence (each must not exist yet) and
+    /// `OUT/scores.json`.
     #[arg(long)]
     out: PathBuf,
 }

@@ -11,7 +11,7 @@
 //! - [`rng`] — the per-sample random streams that make everything seed-determined;
 //! - [`batch`] — [`MultiCropBatch`](batch::MultiCropBatch), view-major `u8` CHW crops;
 //! - [`loader`] — [`Loader`](loader::Loader), the producer thread + rayon pool + channel;
-//! - [`bench`], [`preview`] — throughput report and crop picture for the CLI;
+//! - [`bench`](mod@bench), [`preview`] — throughput report and crop picture for the CLI;
 //! - [`video`] — frames of a video file (through `ffmpeg`) or a frames folder, one at a time,
 //!   fitted to the patch grid; MP4 / GIF output;
 //! - [`error`] — [`DataError`](error::DataError).

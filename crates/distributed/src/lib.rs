@@ -4,9 +4,9 @@
 //! Launch one process per worker with `torchrun` or `dino launch` ([`env::launch`]), or set
 //! torchrun's variables yourself (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
 //! `MASTER_PORT`); each reads them with [`DistEnv::from_env`] and joins with
-//! [`ProcessGroup::new`]. Both sides of that environment contract live in [`env`]. Semantics follow
-//! torch.distributed: every rank calls the same collectives in the same order. A dead or missing
-//! peer gives an error within the configured timeout, never a hang.
+//! [`ProcessGroup::new`]. Both sides of that environment contract live in [`env`](mod@env).
+//! Semantics follow torch.distributed: every rank calls the same collectives in the same order. A
+//! dead or missing peer gives an error within the configured timeout, never a hang.
 //!
 //! The collectives are implemented by libtorch itself; this crate is a small C++ shim
 //! (`csrc/dist.cpp`, compiled by `build.rs`) and the safe API below.

@@ -27,6 +27,10 @@
 //!
 //! Kept from the official code: features are L2-normalised first (eps 1e-12, like
 //! `F.normalize`), and for `k < 5` the "top-5" only looks at the first `k` ranks.
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`KnnConfig::chunk_size`]: crate::knn::KnnConfig::chunk_size
+//! [`KnnScore::capped_from`]: crate::knn::KnnScore::capped_from
 
 use crate::features::{check_train_eval, FeatureSet, FeaturesError};
 use dino_config::EvalConfig;

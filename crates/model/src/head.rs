@@ -160,8 +160,8 @@ pub fn is_last_layer(name: &str) -> bool {
 /// Official `utils.get_params_groups`: a trainable variable is weight-decayed unless its name
 /// ends in `.bias` or it is 1-D. Not decayed here: every `*.bias`, every LayerNorm/BatchNorm
 /// `weight` (`norm1`, `norm2`, `norm`, BN `mlp.{i}.weight`). Decayed: Linear/conv weights,
-/// `cls_token` [1,1,D], `pos_embed` [1,1+N,D] (3-D, so the official code decays them) and
-/// `last_layer.weight_g` [K,1] when trainable.
+/// `cls_token` `[1,1,D]`, `pos_embed` `[1,1+N,D]` (3-D, so the official code decays them) and
+/// `last_layer.weight_g` `[K,1]` when trainable.
 pub fn is_regularized(name: &str, shape: &[i64]) -> bool {
     !(name.ends_with(".bias") || shape.len() == 1)
 }

@@ -1,7 +1,7 @@
 //! Reading and writing weights as safetensors under the official PyTorch state-dict names.
 //!
-//! A [`VarStore`] built with [`crate::MultiCropWrapper::new`] at the root has exactly the keys
-//! of the official `MultiCropWrapper.state_dict()` (`backbone.…`, `head.…`); a bare
+//! A [`tch::nn::VarStore`] built with [`crate::MultiCropWrapper::new`] at the root has exactly
+//! the keys of the official `MultiCropWrapper.state_dict()` (`backbone.…`, `head.…`); a bare
 //! [`crate::VisionTransformer`] at the root has the keys of the official backbone's state dict
 //! (`cls_token`, `blocks.0.norm1.weight`, …). A PyTorch state dict written as safetensors
 //! therefore loads with no renaming table. Official `.pth` checkpoints are converted first by

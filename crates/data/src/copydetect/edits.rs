@@ -1,8 +1,11 @@
 //! The strong edits of the copy-detection benchmark, after the "strong" set of Copydays
 //! (Jégou et al. 2008; DINO paper Table 4): crops, rescales, blur, rotations, colour changes,
 //! text and patch overlays; the JPEG re-compression at quality 10–50 is done when the copy is
-//! saved ([`super::generate`]). Every edit draws its parameters from the caller's generator, so
-//! a copy depends on its seed alone.
+//! saved ([`copydetect::generate`]). Every edit draws its parameters from the caller's
+//! generator, so a copy depends on its seed alone.
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`copydetect::generate`]: crate::copydetect::generate
 
 use crate::transforms::{blur, color};
 use image::{imageops, RgbImage};

@@ -38,7 +38,7 @@ impl Cifar10Bin {
     /// `batches.meta.txt` when present.
     ///
     /// Errors: unknown split, no batch file, a file size that is not a whole number of
-    /// [`RECORD`]-byte records, or a label byte above 9.
+    /// 3073-byte records (a label byte and 32×32×3 pixel bytes), or a label byte above 9.
     pub fn open(dir: &Path, split: &str) -> Result<Self, DataError> {
         let names: Vec<String> = match split {
             "train" => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),

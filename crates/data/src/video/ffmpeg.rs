@@ -75,10 +75,10 @@ pub struct Probe {
     pub width: u32,
     /// Frame height in pixels, as decoded.
     pub height: u32,
-    /// Frames per second (the stream's average rate, else its base rate below
-    /// [`MAX_STREAM_FPS`]), when the container gives one; `None` for a still picture stored as
-    /// a video stream (an MP3's or M4A's cover art: `attached_pic`, whose only "rate" is the
-    /// 90 kHz time base).
+    /// Frames per second (the stream's average rate, else its base rate when below 1000 fps:
+    /// above that it is a container's time base), when the container gives one; `None` for a
+    /// still picture stored as a video stream (an MP3's or M4A's cover art: `attached_pic`,
+    /// whose only "rate" is the 90 kHz time base).
     pub fps: Option<f64>,
     /// Number of frames, when the container records it (AVI and MP4 do; some streams do not).
     pub frames: Option<usize>,

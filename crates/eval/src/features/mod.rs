@@ -2,6 +2,10 @@
 //! `[N, D]`, labels `[N]`, optional patch tokens and image paths) is the one input every
 //! evaluation takes, and [`FeatureSet::new`] (with its variants) the one place their shapes,
 //! label kind and finiteness are checked.
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`FeatureSet`]: crate::features::FeatureSet
+//! [`FeatureSet::new`]: crate::features::FeatureSet::new
 
 /// Features of a whole dataset through a frozen backbone (the official `extract_features`).
 pub mod embed;

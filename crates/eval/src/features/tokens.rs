@@ -24,6 +24,18 @@
 //! - [`PerImageWriter`]: one `.npy` `[L, T, D]` per image in a folder (named after the image, see
 //!   [`per_image_names`]), plus `index.json` (the layout and, per image, file, path and label);
 //! - [`MemorySink`]: the whole array in memory (tests, small sets).
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`TokenKind::Cls`]: crate::features::tokens::TokenKind::Cls
+//! [`TokenKind::Patch`]: crate::features::tokens::TokenKind::Patch
+//! [`TokenKind::All`]: crate::features::tokens::TokenKind::All
+//! [`TokenSink`]: crate::features::tokens::TokenSink
+//! [`NpyTokenWriter`]: crate::features::tokens::NpyTokenWriter
+//! [`TokenLayout`]: crate::features::tokens::TokenLayout
+//! [`SafetensorsTokenWriter`]: crate::features::tokens::SafetensorsTokenWriter
+//! [`PerImageWriter`]: crate::features::tokens::PerImageWriter
+//! [`per_image_names`]: crate::features::tokens::per_image_names
+//! [`MemorySink`]: crate::features::tokens::MemorySink
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};

@@ -5,6 +5,9 @@
 //!
 //! Before ranking, the descriptors are PCA-whitened as the official code does, with a
 //! [`Whitening`] learned on a separate set of distractor images that is never searched.
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`Whitening`]: crate::retrieval::copydetect::Whitening
 
 use crate::features::check_rows;
 use crate::retrieval::{retrieval_eval, RetrievalError, RetrievalReport};

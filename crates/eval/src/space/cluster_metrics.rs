@@ -6,6 +6,9 @@
 //! clusters to classes, solved by Kuhn–Munkres).
 //!
 //! All work on a [`Contingency`] table built once from the two labellings.
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`Contingency`]: crate::space::cluster_metrics::Contingency
 
 use crate::space::cluster::ClusterError;
 use pathfinding::kuhn_munkres::kuhn_munkres;

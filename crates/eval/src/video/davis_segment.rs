@@ -7,6 +7,9 @@
 //!
 //! Checks come first ([`prepare_sequence`]): the layout, every annotation's values and sizes,
 //! and a video of at least two frames, before a model is loaded or a file written.
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`prepare_sequence`]: crate::video::davis_segment::prepare_sequence
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,12 @@
 //! One frame is in memory at a time (plus the smoothing window of maps), so memory does not grow
 //! with the video's length. The caller picks the folder (the CLI renders into a staging folder
 //! and moves the outputs into place only when every frame is done).
+//!
+// Full paths: rustdoc resolves these from the parent module, as `mod` has an outer doc too.
+//! [`frame_attention`]: crate::video::attention::frame_attention
+//! [`MapSmoother`]: crate::video::attention::MapSmoother
+//! [`shown`]: crate::video::attention::shown
+//! [`side_by_side`]: crate::video::attention::side_by_side
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
