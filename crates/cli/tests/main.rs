@@ -18,6 +18,8 @@ mod cli_surface;
 mod collapse_cli;
 mod copydetect_cli;
 mod crop_groups_cli;
+mod dinov2_distributed;
+mod dinov2_embed_cli;
 mod dinov2_import_cli;
 mod distributed;
 mod eval_cli;
