@@ -47,7 +47,8 @@ impl FileModel {
     }
 
     /// The keys of `user_sets` (`--set key=value` as given, shortcuts included) that contradict
-    /// the file in the resolved `cfg`: `(key, the file's value, the value used)`, by key.
+    /// the file in the resolved `cfg`: `(key, the file's value, the value used)`, by key (for
+    /// the network's shape, the shape keys the user set, joined).
     /// A key counts only when the user set it (the preset's `[model]` yields to the file
     /// silently); `arch`, `embed_dim`, `depth` and `num_heads` contradict when the resolved
     /// width, depth or heads differ (`vit_small` is the file's `custom` 384 × 12 × 6).
@@ -62,14 +63,17 @@ impl FileModel {
         };
         let used = serde_json::to_value(&cfg.model).unwrap_or_default();
         let mut out = Vec::new();
-        let dims_differ = file_model.dims() != cfg.model.dims();
-        let dims_set = DIMS_KEYS.iter().any(|k| set_by_user(k));
-        if dims_differ && dims_set {
+        let dims_set: Vec<&str> = DIMS_KEYS.into_iter().filter(|k| set_by_user(k)).collect();
+        if file_model.dims() != cfg.model.dims() && !dims_set.is_empty() {
             let show = |m: &ModelConfig| {
                 let (w, d, h) = m.dims();
                 format!("{} (width {w}, depth {d}, {h} heads)", m.arch.name())
             };
-            out.push(("arch".to_string(), show(&file_model), show(&cfg.model)));
+            out.push((
+                dims_set.join(", model."),
+                show(&file_model),
+                show(&cfg.model),
+            ));
         }
         for (key, value) in &self.stored.0 {
             if DIMS_KEYS.contains(&key.as_str()) || !set_by_user(key) {

@@ -21,6 +21,7 @@ mod crop_groups_cli;
 mod dinov2_distributed;
 mod dinov2_embed_cli;
 mod dinov2_import_cli;
+mod dinov2_resume;
 mod distributed;
 mod eval_cli;
 mod export_cli;
