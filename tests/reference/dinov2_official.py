@@ -19,22 +19,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dinov2_ref import write_safetensors  # noqa: E402
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def to_tensor(img):
-    t = torch.tensor(list(img.getdata()), dtype=torch.float32).view(img.height, img.width, 3)
-    t = t.permute(2, 0, 1) / 255.0
-    return (t - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
-
-
-def center_crop(img, side):
-    s = min(img.size)
-    img = img.resize((round(img.width * 256 / s), round(img.height * 256 / s)), Image.BICUBIC)
-    left, top = (img.width - side) // 2, (img.height - side) // 2
-    return img.crop((left, top, left + side, top + side))
+from dinov2_ref import center_crop, photo_paths, to_tensor, write_safetensors  # noqa: E402
 
 
 def main():
@@ -49,10 +34,7 @@ def main():
     torch.manual_seed(0)
     model = (dinov2_vits14_reg if a.reg else dinov2_vits14)(pretrained=False).eval()
     torch.save(model.state_dict(), f"{a.out}/hub.pth")
-    paths = []
-    for root, _, files in sorted(os.walk(a.images)):
-        paths += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(".jpg")]
-    paths = paths[: a.count]
+    paths = photo_paths(a.images, a.count)
     imgs = [Image.open(p).convert("RGB") for p in paths]
     out = {}
     for i, prep in enumerate([lambda im: center_crop(im, 224),
@@ -63,7 +45,7 @@ def main():
         out.update({f"x{i}": x, f"cls{i}": f["x_norm_clstoken"],
                     f"patch{i}": f["x_norm_patchtokens"]})
     write_safetensors(f"{a.out}/tokens.safetensors", out)
-    print(json.dumps({"images": len(imgs), "reg": a.reg,
+    print(json.dumps({"images": len(imgs), "paths": paths, "reg": a.reg,
                       "params": sum(p.numel() for p in model.parameters())}))
 
 

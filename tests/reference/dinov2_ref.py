@@ -11,8 +11,11 @@ Builds a small random network with the torch.hub backbone's state-dict names (`c
   * `hub.pth`: the state dict as the hub file holds it (torch.save of a plain dict);
   * `tokens.safetensors`: inputs `x{i}` [B, 3, H, W] and the normalized outputs `cls{i}` [B, D],
     `reg{i}` [B, R, D], `patch{i}` [B, N, D] for each size, in inference mode; also
-    `attn{i}` [B, heads, N], the last block's CLS attention over the patch keys.
-Prints one JSON line with the shape it used.
+    `attn{i}` [B, heads, N], the last block's CLS attention over the patch keys;
+  * with --images DIR, `photos.safetensors`: `cls` [N, D] and `patch` [N, P, D] of real photos
+    through the evaluation transform (`crates/cli/tests/dinov2_embed_cli.rs` compares
+    `dino embed` of the imported file with them).
+Prints one JSON line with the shape it used (and the photos' paths, in order).
 """
 import argparse
 import json
@@ -41,6 +44,38 @@ def write_safetensors(path, tensors):
             f.write(c)
 
 
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def to_tensor(img):
+    """A PIL RGB image as the ImageNet-normalized float tensor [3, H, W] (torchvision's
+    ToTensor + Normalize, the evaluation transform of eval_knn.py / dinov2)."""
+    import numpy as np
+    t = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+    return (t - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+
+
+def center_crop(img, side, resize=256):
+    """Resize(resize, bicubic) on the short side, then CenterCrop(side), as the evaluation."""
+    from PIL import Image
+    s = min(img.size)
+    img = img.resize((round(img.width * resize / s), round(img.height * resize / s)),
+                     Image.BICUBIC)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
+def photo_paths(folder, count):
+    """The first `count` JPEGs under `folder` in ImageFolder order (class folders by name, files
+    by name within each)."""
+    import os
+    paths = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        paths += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(".jpg")]
+    return paths[:count]
+
+
 def make_weights(a, g):
     """Random weights (scaled so every part of the network matters) under the hub names."""
     d, p, r = a.dim, a.patch, a.registers
@@ -48,38 +83,44 @@ def make_weights(a, g):
     if a.ffn == "swiglu":
         hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
 
+    # --hub-init: token and layer weights 5x smaller (std 0.04 against the official init's
+    # trunc_normal 0.02), so real photos give features about as smooth in the pixels as the hub
+    # models' (the default's larger weights make every part count on random inputs, and amplify
+    # a resize's rounding: mean cosine 0.87 on photos against 0.9999 with this flag).
+    big = 0.2 if a.hub_init else 1.0
+
     def rnd(*shape, std=0.02):
         return torch.randn(*shape, generator=g) * std
 
     grid = a.img_size // p
     sd = {
-        "cls_token": rnd(1, 1, d, std=0.5),
-        "pos_embed": rnd(1, 1 + grid * grid, d, std=0.5),
+        "cls_token": rnd(1, 1, d, std=0.5 * big),
+        "pos_embed": rnd(1, 1 + grid * grid, d, std=0.5 * big),
         "mask_token": rnd(1, d),
         "patch_embed.proj.weight": rnd(d, 3, p, p, std=0.05),
         "patch_embed.proj.bias": rnd(d),
     }
     if r:
-        sd["register_tokens"] = rnd(1, r, d, std=0.5)
+        sd["register_tokens"] = rnd(1, r, d, std=0.5 * big)
     for i in range(a.depth):
         b = f"blocks.{i}."
         sd[b + "norm1.weight"] = 1 + rnd(d, std=0.1)
         sd[b + "norm1.bias"] = rnd(d, std=0.1)
-        sd[b + "attn.qkv.weight"] = rnd(3 * d, d, std=0.2)
+        sd[b + "attn.qkv.weight"] = rnd(3 * d, d, std=0.2 * big)
         sd[b + "attn.qkv.bias"] = rnd(3 * d, std=0.1)
-        sd[b + "attn.proj.weight"] = rnd(d, d, std=0.2)
+        sd[b + "attn.proj.weight"] = rnd(d, d, std=0.2 * big)
         sd[b + "attn.proj.bias"] = rnd(d, std=0.1)
         sd[b + "norm2.weight"] = 1 + rnd(d, std=0.1)
         sd[b + "norm2.bias"] = rnd(d, std=0.1)
         if a.ffn == "swiglu":
-            sd[b + "mlp.w12.weight"] = rnd(2 * hidden, d, std=0.2)
+            sd[b + "mlp.w12.weight"] = rnd(2 * hidden, d, std=0.2 * big)
             sd[b + "mlp.w12.bias"] = rnd(2 * hidden, std=0.1)
-            sd[b + "mlp.w3.weight"] = rnd(d, hidden, std=0.2)
+            sd[b + "mlp.w3.weight"] = rnd(d, hidden, std=0.2 * big)
             sd[b + "mlp.w3.bias"] = rnd(d, std=0.1)
         else:
-            sd[b + "mlp.fc1.weight"] = rnd(hidden, d, std=0.2)
+            sd[b + "mlp.fc1.weight"] = rnd(hidden, d, std=0.2 * big)
             sd[b + "mlp.fc1.bias"] = rnd(hidden, std=0.1)
-            sd[b + "mlp.fc2.weight"] = rnd(d, hidden, std=0.2)
+            sd[b + "mlp.fc2.weight"] = rnd(d, hidden, std=0.2 * big)
             sd[b + "mlp.fc2.bias"] = rnd(d, std=0.1)
         if a.layerscale:
             # Trained gains are far from their 1e-5 start: use values that make the branches count.
@@ -167,6 +208,14 @@ def main():
     ap.add_argument("--antialias", action="store_true")
     ap.add_argument("--sizes", default="224x224,98x140")
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--images", default=None,
+                    help="also write photos.safetensors: `cls` [N, D] of the first --count "
+                         "JPEGs of this folder at --crop px (resize 256 bicubic, center crop, "
+                         "ImageNet normalization), their paths in the printed JSON")
+    ap.add_argument("--count", type=int, default=16)
+    ap.add_argument("--hub-init", action="store_true",
+                    help="weights near the official init's scale (5x smaller than the default)")
+    ap.add_argument("--crop", type=int, default=224)
     a = ap.parse_args()
     torch.set_default_dtype(torch.float64)  # the reference in double: its own error is nil
     g = torch.Generator().manual_seed(a.seed)
@@ -183,7 +232,16 @@ def main():
         out.update({f"x{i}": x, f"cls{i}": cls, f"reg{i}": reg, f"patch{i}": patch,
                     f"attn{i}": attn})
     write_safetensors(f"{a.out}/tokens.safetensors", out)
-    print(json.dumps({"dim": a.dim, "depth": a.depth, "heads": a.heads, "patch": a.patch,
+    paths = []
+    if a.images:
+        from PIL import Image
+        paths = photo_paths(a.images, a.count)
+        x = torch.stack([to_tensor(center_crop(Image.open(p).convert("RGB"), a.crop))
+                         for p in paths]).double()
+        with torch.no_grad():
+            cls, reg, patch, _ = forward(sd, a, x)
+        write_safetensors(f"{a.out}/photos.safetensors", {"cls": cls, "patch": patch})
+    print(json.dumps({"paths": paths, "dim": a.dim, "depth": a.depth, "heads": a.heads, "patch": a.patch,
                       "img_size": a.img_size, "registers": a.registers,
                       "layerscale": a.layerscale, "ffn": a.ffn, "sizes": a.sizes}))
 

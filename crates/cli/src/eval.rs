@@ -25,7 +25,8 @@ pub use dino_eval::features::source::Source;
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
     /// A run folder of `dino train` (evaluated with the run's own configuration, `--set`
-    /// applied on top), or a `.safetensors` backbone (architecture from --config). Optional for
+    /// applied on top), or a `.safetensors` backbone (architecture from --config, or the model
+    /// keys a `dino import` file carries, over the preset's and under --set). Optional for
     /// `--which random|pixels`, which then take the architecture and crop size from --config.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
@@ -96,9 +97,24 @@ impl ModelArgs {
             _ => run_folder_config(checkpoint, which, preset, &overrides).map_err(blame_set)?,
         };
         let from_run = cfg.is_some();
-        let cfg = match cfg {
-            Some(cfg) => cfg,
-            None => self.config.load(&[])?,
+        // A weights file of `dino import` carries its model keys: between the preset and --set.
+        let file_model = match (&cfg, checkpoint) {
+            (None, Some(file)) => crate::stored_model::FileModel::read(file)?,
+            _ => None,
+        };
+        let cfg = match (cfg, &file_model) {
+            (Some(cfg), _) => cfg,
+            (None, Some(fm)) => {
+                let cfg = self.config.load(&fm.sets()).with_context(|| {
+                    format!(
+                        "with the model keys stored in {}",
+                        checkpoint.unwrap_or(Path::new("")).display()
+                    )
+                })?;
+                fm.report(&cfg, &self.config.set);
+                cfg
+            }
+            (None, None) => self.config.load(&[])?,
         };
         let crop_set = self
             .config

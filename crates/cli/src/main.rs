@@ -21,6 +21,7 @@ mod retrieval;
 mod run_weights;
 mod signals;
 mod stated;
+mod stored_model;
 mod tools;
 mod train;
 mod video;

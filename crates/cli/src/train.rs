@@ -2,7 +2,8 @@
 //! supervised`).
 
 use crate::args::{toml_str, ConfigArgs};
-use std::path::PathBuf;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -25,7 +26,8 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
     /// Start student and teacher from FILE: a `dino import` file (official weights) or one of
     /// our runs (a run folder or its checkpoint.safetensors; the teacher is used). The backbone
-    /// must match the configured model; the head is loaded when its shapes match, else it starts
+    /// must match the configured model (a `dino import` file brings its own model keys, over
+    /// the preset's and under --set); the head is loaded when its shapes match, else it starts
     /// fresh (see schedule.freeze_backbone_epochs). Optimizer, schedules and center start fresh.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     init_from: Option<PathBuf>,
@@ -139,7 +141,25 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
         cfg
     } else {
-        a.config.load(&sets)?
+        // A `dino import` file carries its model keys: over the preset's, under --set.
+        let file_model = match &a.init_from {
+            Some(f) => crate::stored_model::FileModel::read(f)?,
+            None => None,
+        };
+        match &file_model {
+            Some(fm) => {
+                sets.extend(fm.sets());
+                let cfg = a.config.load(&sets).with_context(|| {
+                    format!(
+                        "with the model keys stored in {}",
+                        a.init_from.as_deref().unwrap_or(Path::new("")).display()
+                    )
+                })?;
+                fm.report(&cfg, &a.config.set);
+                cfg
+            }
+            None => a.config.load(&sets)?,
+        }
     };
     if a.config.config.is_none() && a.resume.is_none() && !tch::Cuda::is_available() {
         tracing::warn!(

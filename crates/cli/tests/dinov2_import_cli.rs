@@ -1,9 +1,9 @@
 //! A DINOv2 torch.hub backbone file (issue #29 item 5; made here by the project's reference
 //! `tests/reference/dinov2_ref.py` in the official layout: `register_tokens`, `ls1.gamma`,
 //! SwiGLU `mlp.w12`/`w3`, `mask_token`, no head) goes through `dino import`, which recognises
-//! its shape and options and prints them as `model.*` keys; `dino train --init-from` with those
-//! keys then starts from it with a fresh head, and `schedule.freeze_backbone_epochs` trains the
-//! head alone first.
+//! its shape and options, prints them as `model.*` keys and stores them in the file; `dino train
+//! --init-from` then starts from it with no `--set` (the file's keys are read over the preset's)
+//! with a fresh head, and `schedule.freeze_backbone_epochs` trains the head alone first.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -135,13 +135,16 @@ fn a_dinov2_hub_file_is_imported_recognised_and_continued_with_a_fresh_head() {
     args.push(run.to_str().unwrap().to_string());
     args.extend(["--init-from".into(), file.to_str().unwrap().into()]);
     args.extend(["--no-progress".into(), "--max-steps".into(), "2".into()]);
-    for s in &sets {
-        args.extend(["--set".to_string(), s.clone()]);
-    }
+    // No --set: the imported file carries the model keys it was recognised with.
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = dino(&args);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("carries the model it was imported with")
+            && sets.iter().all(|s| log.contains(s.as_str())),
+        "the file's keys {sets:?} are used and named: {log}"
+    );
     assert!(
         log.contains("the head starts fresh") || log.contains("head starts"),
         "{log}"

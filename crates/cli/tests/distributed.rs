@@ -26,7 +26,7 @@ const DIST_VARS: [&str; 6] = [
     "MASTER_PORT",
 ];
 
-fn dino(args: &[&str]) -> std::process::Output {
+pub(crate) fn dino(args: &[&str]) -> std::process::Output {
     let mut c = Command::new(DINO);
     for v in DIST_VARS {
         c.env_remove(v);
@@ -34,7 +34,7 @@ fn dino(args: &[&str]) -> std::process::Output {
     c.args(args).output().unwrap()
 }
 
-fn ok(out: std::process::Output, what: &str) {
+pub(crate) fn ok(out: std::process::Output, what: &str) {
     assert!(
         out.status.success(),
         "{what} failed:\n{}",
@@ -43,7 +43,7 @@ fn ok(out: std::process::Output, what: &str) {
 }
 
 /// (global_step, loss) of every step record in the run's metrics.
-fn losses(run: &Path) -> Vec<(u64, f64)> {
+pub(crate) fn losses(run: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -62,7 +62,7 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 const COMMON: [&str; 3] = ["--no-progress", "--set", "model.drop_path_rate=0.0"];
 
 /// `dino launch --nproc-per-node 2 -- train` of `cfg` into `out`, batch 4 per process.
-fn launch_two(cfg: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+pub(crate) fn launch_two(cfg: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "launch",
         "--nproc-per-node",

@@ -232,17 +232,31 @@ fn another_architecture_and_resume_are_refused_before_any_training() {
     };
     let data = tmp.path().join("data");
     make_images(&data);
-    // depth 3 and a 4-layer MLP ratio: missing keys and mismatched shapes, all named.
-    let cfg = config(tmp.path(), &data, "mlp_ratio = 2.0", 64);
-    let cfg = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("depth = 2", "depth = 3");
-    let cfg_path = tmp.path().join("deeper.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
+    // depth 3 and a 4-layer MLP ratio: missing keys and mismatched shapes, all named. The
+    // imported file carries its own model keys, which replace a preset's [model]; an explicit
+    // --set wins over them, said in one line, and then the weights do not fit.
+    let cfg_path = config(tmp.path(), &data, "", 64);
     let run = tmp.path().join("never");
-    let out = train(&cfg_path, &run, &file, &[]);
+    let out = train(
+        &cfg_path,
+        &run,
+        &file,
+        &["--set", "model.depth=3", "--set", "model.mlp_ratio=2.0"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("--set overrides the model stored in"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{err}");
+    assert!(
+        warned[0].contains("model.mlp_ratio: the file says 4.0, --set gives 2.0")
+            && warned[0].contains("model.depth: the file says custom (width 192, depth 2")
+            && warned[0].contains("--set gives custom (width 192, depth 3"),
+        "{}",
+        warned[0]
+    );
     assert!(
         err.contains("backbone.blocks.0.mlp.fc1.weight: file [768, 192] vs model [384, 192]"),
         "{err}"

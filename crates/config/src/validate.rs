@@ -1,7 +1,7 @@
 //! Range and cross-section checks, each error naming its key.
 
 use crate::{
-    AugmentationConfig, Centering, Config, ConfigError, DataFormat, ModelConfig, Objective,
+    AugmentationConfig, Centering, Config, ConfigError, DataFormat, Ffn, ModelConfig, Objective,
 };
 
 type R = Result<(), ConfigError>;
@@ -316,6 +316,21 @@ pub(crate) fn validate(c: &Config) -> R {
             ));
         }
         check_vit_shape(&m.vit_shape())?;
+        // dinov2 `SwiGLUFFNFused`: hidden = (int(int(D · r) · 2/3) + 7) // 8 · 8 (as
+        // `VitConfig::ffn_hidden`), which is 0 when int(D · r) is 1: no hidden unit.
+        let mlp_hidden = (m.dims().0 as f64 * m.mlp_ratio) as i64;
+        if m.ffn == Ffn::Swiglu && ((mlp_hidden as f64 * 2.0 / 3.0) as i64 + 7) / 8 * 8 < 1 {
+            return Err(ConfigError::invalid(
+                "model.mlp_ratio",
+                format!(
+                    "{} gives no hidden unit with model.ffn = \"swiglu\" at width {}: DINOv2's \
+                     SwiGLU width is (int(int(width · ratio) · 2/3) + 7) // 8 · 8 = 0; \
+                     width · ratio must be at least 2",
+                    m.mlp_ratio,
+                    m.dims().0
+                ),
+            ));
+        }
         // Stricter than a ViT needs (it floors img_size / patch_size): a config's table is exact.
         multiple_of_patch("model.img_size", m.img_size, m.patch_size)?;
     }
@@ -378,6 +393,17 @@ pub(crate) fn validate(c: &Config) -> R {
                 },
                 c.optim.accum_steps
             ),
+        ));
+    }
+    // KoLeo's neighbours are the other images of this process's batch (per process, as the
+    // official code): at 1 there is none, and the term is 0 with no gradient at every step.
+    if koleo && c.optim.batch_size == 1 {
+        return Err(ConfigError::invalid(
+            "optim.batch_size",
+            "must be at least 2 with loss.koleo_weight > 0: KoLeo pushes each image's CLS away \
+             from its nearest neighbour among the other images of the process's batch, and at \
+             batch 1 there is none (the term would be 0 at every step; under a launcher the \
+             batch is per process)",
         ));
     }
     if c.optim.backward_per_crop_group && koleo {

@@ -31,7 +31,8 @@ pub struct ImportReport {
     /// The ViT recognised from the tensors, as `[model]` keys (`patch_size`, `embed_dim`,
     /// `depth`, `num_heads`, `mlp_ratio`, `qkv_bias`, `img_size`, `num_register_tokens`,
     /// `layerscale_init`, `ffn` and, for a DINOv2 file, `pos_interpolation`); also stored in the
-    /// output's metadata as `dino_model`. `None` for a ResNet. See
+    /// output's metadata as `dino_model` ([`MODEL_METADATA`], read back by
+    /// [`stored_model`]). `None` for a ResNet. See
     /// [`ImportReport::config_overrides`].
     pub model: Option<serde_json::Value>,
 }
@@ -97,14 +98,85 @@ impl ImportReport {
     /// The recognised model as `--set` overrides (`model.patch_size=14`, `model.ffn="swiglu"`,
     /// …), sorted by key; empty for a ResNet.
     pub fn config_overrides(&self) -> Vec<String> {
-        let Some(serde_json::Value::Object(m)) = &self.model else {
-            return Vec::new();
-        };
-        let mut keys: Vec<_> = m.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(b.0));
-        keys.into_iter()
-            .map(|(k, v)| format!("model.{k}={v}"))
-            .collect()
+        match &self.model {
+            Some(serde_json::Value::Object(m)) => model_sets(m),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `[model]` keys as `--set` overrides (`model.k=v`, the value as JSON, which TOML reads the
+/// same for the numbers, booleans and strings a ViT's keys hold), sorted by key.
+fn model_sets(m: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut keys: Vec<_> = m.iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    keys.into_iter()
+        .map(|(k, v)| format!("model.{k}={v}"))
+        .collect()
+}
+
+/// Metadata key under which `dino import` stores the recognised ViT (JSON of `[model]` keys).
+pub const MODEL_METADATA: &str = "dino_model";
+
+/// The `[model]` keys a weights file carries: what `dino import` recognised and stored in the
+/// file's metadata ([`MODEL_METADATA`]), read back by [`stored_model`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModel(pub serde_json::Map<String, serde_json::Value>);
+
+impl StoredModel {
+    /// The keys as `--set` overrides sorted by key (`model.embed_dim=384`, `model.ffn="swiglu"`,
+    /// …): what [`ImportReport::config_overrides`] printed when the file was written.
+    pub fn sets(&self) -> Vec<String> {
+        model_sets(&self.0)
+    }
+
+    /// The keys as a `[model]` section (every other key at its default); `None` when they do
+    /// not form one (a key this version does not know).
+    pub fn model_config(&self) -> Option<dino_config::ModelConfig> {
+        serde_json::from_value(serde_json::Value::Object(self.0.clone())).ok()
+    }
+}
+
+/// The `[model]` keys `dino import` stored in the safetensors file `file` (its header's
+/// `__metadata__`, entry [`MODEL_METADATA`]). `Ok(None)` for a safetensors file without them
+/// (a ResNet, a run's checkpoint, an export, a file imported before the keys were stored).
+/// Only the header is read, not the tensors.
+///
+/// # Errors
+/// [`WeightsError::Io`] when the file cannot be read; [`WeightsError::NotSafetensors`] for a
+/// header that is not safetensors JSON or a `dino_model` entry that is not a JSON object.
+pub fn stored_model(file: &Path) -> Result<Option<StoredModel>, WeightsError> {
+    use std::io::Read;
+    let shown = file.display().to_string();
+    let bad = |what: String| WeightsError::NotSafetensors {
+        path: shown.clone(),
+        what,
+        hint: String::new(),
+    };
+    let io = |cause| WeightsError::Io {
+        path: shown.clone(),
+        cause,
+    };
+    let mut f = std::fs::File::open(file).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    // safetensors caps its header at 100 MB; a larger length is not a header.
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return Err(bad(format!("a header length of {len} bytes")));
+    }
+    let mut json = vec![0u8; len as usize];
+    f.read_exact(&mut json).map_err(io)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("header: {e}")))?;
+    let Some(text) = header["__metadata__"][MODEL_METADATA].as_str() else {
+        return Ok(None);
+    };
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => Ok(Some(StoredModel(m))),
+        _ => Err(bad(format!(
+            "metadata {MODEL_METADATA} is not a JSON object of [model] keys: {text}"
+        ))),
     }
 }
 

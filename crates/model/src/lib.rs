@@ -83,7 +83,7 @@ pub use device::{
 pub use error::{ModelError, WeightsError};
 pub use export::{export_backbone, export_backbone_with, ExportFormat, ExportReport};
 pub use head::{is_last_layer, is_regularized, DinoHead};
-pub use import::{import_official, ImportReport};
+pub use import::{import_official, stored_model, ImportReport, StoredModel, MODEL_METADATA};
 pub use multicrop_wrapper::MultiCropWrapper;
 pub use pos_embed::PosInterp;
 pub use python::find_python;
