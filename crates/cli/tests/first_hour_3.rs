@@ -73,18 +73,19 @@ fn every_line_counts_epochs_from_one() {
     assert!(unused < err.find("epoch 1/3 step 1/4").unwrap(), "{err}");
 
     let err = train(&["--resume", s(&run), "--max-steps", "6"]);
+    let resumed = format!(
+        "resumed {}: continuing at epoch 2/3 step 3/4 (6 of 12 steps done)",
+        run.display()
+    );
     for line in [
-        &format!(
-            "resumed {}: continuing at epoch 2/3 step 3/4 (6 of 12 steps done)",
-            run.display()
-        ),
+        resumed.as_str(),
         "epoch 2/3 step 3/4 loss",
         "epoch 2/3 done: loss",
         "epoch 3/3 done: loss",
         "trained 6 steps this session; run 12 of 12 steps (epoch 3/3, step 4/4)",
         "(mean of epoch 3)",
     ] {
-        assert!(err.contains(line.as_str()), "{line:?} not in:\n{err}");
+        assert!(err.contains(line), "{line:?} not in:\n{err}");
     }
     for zero in ["epoch 0", "epoch=", "step 0/", "step=0"] {
         assert!(!err.contains(zero), "{zero:?} in:\n{err}");

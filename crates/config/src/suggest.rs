@@ -2,7 +2,7 @@
 //! `optim.batch_size`?"), from the keys of the default configuration: the same name in another
 //! section first (`optim.warmup_epochs` → `schedule.warmup_epochs`), then the closest spelling
 //! by normalized Damerau–Levenshtein similarity (the `strsim` crate), of the whole dotted key or
-//! of the name within its own section.
+//! of the name within its own section (a name that is the other cut short counts as close).
 
 use crate::Config;
 
@@ -46,10 +46,13 @@ pub fn nearest_key(key: &str) -> Option<String> {
         .map(|k| {
             let whole = strsim::normalized_damerau_levenshtein(key, k);
             let (k_section, k_name) = k.rsplit_once('.').unwrap_or(("", k));
-            let within = if k_section == section {
-                strsim::normalized_damerau_levenshtein(name, k_name)
-            } else {
+            let within = if k_section != section {
                 0.0
+            } else if k_name.len() >= 3 && (name.starts_with(k_name) || k_name.starts_with(name)) {
+                // `optimizer` for `optim`, `epoch` for `epochs`: one is the other cut short.
+                0.9
+            } else {
+                strsim::normalized_damerau_levenshtein(name, k_name)
             };
             (whole.max(within), k)
         })

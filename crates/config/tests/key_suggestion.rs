@@ -13,10 +13,10 @@ fn reason(text: &str, sets: &[&str]) -> (String, String) {
 
 #[test]
 fn an_unknown_key_names_the_nearest_valid_one() {
-    for (text, sets, key, near) in [
+    let cases: [(&str, &[&str], &str, &str); 7] = [
         (
             "[optim]\nbach_size = 8\n",
-            &[][..],
+            &[],
             "optim.bach_size",
             "optim.batch_size",
         ),
@@ -48,7 +48,8 @@ fn an_unknown_key_names_the_nearest_valid_one() {
         ),
         // A misspelt section.
         ("[optimizer]\nlr = 0.1\n", &[], "optimizer", "optim"),
-    ] {
+    ];
+    for (text, sets, key, near) in cases {
         let (got_key, why) = reason(text, sets);
         assert_eq!(got_key, key, "{why}");
         assert!(
