@@ -138,15 +138,24 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
             a.threshold,
         )?);
         eprintln!(
-            "{stem}: {}×{} patches, {} files in {}",
+            "{stem}: {} rows × {} columns of patches, {} files in {}",
             seen.h,
             seen.w,
             files.len(),
             dir.display()
         );
+        let tile = crate::attention_panel::tile_scale(seen.w as u32 * patch);
+        let mut tiles = vec!["photo".to_string(), "mean".to_string()];
+        tiles.extend((0..maps.heads.len()).map(|i| format!("head {i}")));
+        tiles.push("mask".to_string());
         index.push(serde_json::json!({
             "folder": stem,
             "grid": [seen.h, seen.w],
+            "panel": {
+                "file": "panel.png",
+                "tiles": tiles,
+                "tile_size": [seen.w as u32 * patch * tile, seen.h as u32 * patch * tile],
+            },
             "files": files
                 .iter()
                 .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -164,6 +173,11 @@ pub fn run(a: AttentionArgs) -> anyhow::Result<()> {
         "image_size": image_size,
         "square": a.square,
         "threshold": a.threshold,
+        "grid": "[rows, columns] of patches",
+        "mask": format!(
+            "the fewest patches holding {:.0} % of the mean map's attention mass",
+            a.threshold * 100.0
+        ),
         "images": index,
     });
     std::fs::write(&index_path, serde_json::to_string_pretty(&index)?)

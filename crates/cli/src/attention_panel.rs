@@ -1,8 +1,9 @@
 //! One picture per image for `dino attention`: photo | mean map | each head | mask, side by
 //! side, each tile named under it; under each map its colour scale (viridis, each map drawn from
 //! its own minimum to its maximum attention) with those two values at its ends; on the mask,
-//! the kept patches' outline. Tiles smaller than [`MIN_TILE`] px are enlarged (nearest
-//! neighbour, whole patches stay sharp) so that the text fits. Built from the files
+//! the kept patches' outline; under all, a legend of two lines saying what the mask keeps and
+//! what the scales measure. Tiles smaller than [`MIN_TILE`] px are enlarged (nearest
+//! neighbour, whole patches stay sharp) so that the maps and the text can be read. Built from the files
 //! `dino_eval::attention::write_maps` wrote and the maps themselves.
 
 use anyhow::Context;
@@ -16,16 +17,19 @@ use std::path::{Path, PathBuf};
 pub const GAP: u32 = 4;
 /// Height of each map's colour scale, in pixels.
 pub const BAR: u32 = 10;
-/// Height of a row of text (tile names; the scale's end values), in pixels.
-pub const TEXT: u32 = 14;
-/// Tiles narrower than this are enlarged by a whole factor to at least this width.
-pub const MIN_TILE: u32 = 96;
+/// Height of a row of text (tile names; the scale's end values; each legend line), in pixels.
+pub const TEXT: u32 = 18;
+/// Lines of the legend under the scales.
+pub const LEGEND_LINES: u32 = 2;
+/// Tiles narrower than this are enlarged by a whole factor to at least this width (a 48-px
+/// image of 6 × 6 patches becomes 192 px, 32 px a patch: readable at a glance).
+pub const MIN_TILE: u32 = 160;
 /// Width of the mask's outline, inside the kept patches, in panel pixels.
 pub const OUTLINE_WIDTH: u32 = 2;
 /// The outline's colour.
 pub const OUTLINE: Rgb<u8> = Rgb([255, 255, 255]);
 /// Font size of the text, in pixels.
-const FONT_PX: f64 = 12.0;
+const FONT_PX: f64 = 14.0;
 
 /// The whole factor a `w`-px-wide tile is enlarged by in the panel.
 pub fn tile_scale(w: u32) -> u32 {
@@ -38,7 +42,8 @@ pub fn tile_scale(w: u32) -> u32 {
 ///
 /// Layout (tiles `s·w × s·h` for `w × h` images, `s` = [`tile_scale`]): the tiles with [`GAP`]
 /// between them; [`GAP`], a row of names ([`TEXT`]); [`GAP`], each map's scale ([`BAR`]);
-/// [`GAP`], a row with each scale's minimum (left) and maximum (right). Without a font (see
+/// [`GAP`], a row with each scale's minimum (left) and maximum (right); [`GAP`], the legend
+/// ([`LEGEND_LINES`] rows of [`TEXT`]). Without a font (see
 /// `dino_train::curves::text_available`) the text rows stay blank.
 ///
 /// # Errors
@@ -77,7 +82,12 @@ pub fn write_panel(
     let names_y = th + GAP;
     let bar_y = names_y + TEXT + GAP;
     let values_y = bar_y + BAR + GAP;
-    let mut panel = RgbImage::from_pixel(n * tw + (n - 1) * GAP, values_y + TEXT, Rgb([255; 3]));
+    let legend_y = values_y + TEXT + GAP;
+    let mut panel = RgbImage::from_pixel(
+        n * tw + (n - 1) * GAP,
+        legend_y + LEGEND_LINES * TEXT,
+        Rgb([255; 3]),
+    );
     for (i, tile) in tiles.iter().enumerate() {
         let big = imageops::resize(tile, tw, th, imageops::FilterType::Nearest);
         imageops::replace(&mut panel, &big, i64::from(x_of(i as u32)), 0);
@@ -128,7 +138,25 @@ pub fn write_panel(
             x0,
             names_y,
             HPos::Left,
-            format!("kept: {:.0}%", threshold * 100.0),
+            format!("mask {:.0}%", threshold * 100.0),
+        ));
+        texts.push((
+            0,
+            legend_y,
+            HPos::Left,
+            format!(
+                "mask: the fewest patches holding {:.0} % of the mean map's attention mass, \
+                 outlined in white (the rest tinted)",
+                threshold * 100.0
+            ),
+        ));
+        texts.push((
+            0,
+            legend_y + TEXT,
+            HPos::Left,
+            "maps: the CLS token's attention over the patches (last block); each scale runs \
+             from its map's minimum to its maximum"
+                .to_string(),
         ));
         for (i, values) in map_values.iter().enumerate() {
             let (lo, hi) = values
@@ -209,10 +237,11 @@ mod tests {
 
     #[test]
     fn small_tiles_are_enlarged_to_at_least_min_tile() {
-        assert_eq!(tile_scale(16), 6);
-        assert_eq!(tile_scale(32), 3);
-        assert_eq!(tile_scale(48), 2);
-        assert_eq!(tile_scale(100), 1);
+        assert_eq!(tile_scale(16), 10);
+        assert_eq!(tile_scale(32), 5);
+        assert_eq!(tile_scale(48), 4);
+        assert_eq!(tile_scale(100), 2);
+        assert_eq!(tile_scale(160), 1);
         assert_eq!(tile_scale(224), 1);
     }
 }

@@ -64,7 +64,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let r = dino_model::export_backbone_with(emb.variables(), &vit, format, &a.out, &metadata)?;
     eprintln!(
         "wrote {} ({:?}, {} parameters): images [B, 3, H, W] normalised, H and W multiples of \
-         {} -> CLS [B, {}]\npreprocess as the model was evaluated: RGB, shorter side resized \
+         {} -> CLS [B, {}] after the final LayerNorm, not L2-normalized (divide each row by its \
+         norm for the rows `dino embed` writes)\npreprocess as the model was evaluated: RGB, shorter side resized \
          to {} (bicubic), centre crop {} x {}, values / 255, then (x - mean) / std with mean \
          {:?}, std {:?} (also in the file's metadata)",
         r.out.display(),

@@ -203,14 +203,18 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
         let (name, number) = crate::signals::received().unwrap_or(("SIGINT", libc::SIGINT));
         let dir = &summary.output_dir;
-        eprintln!(
-            "{name}: stopped at epoch {}/{}, step {}/{} (global step {}) after {} steps; \
-             checkpoint written to {}\nresume with:\n  dino train --resume {}",
-            summary.epoch + 1,
-            cfg.optim.epochs,
+        let (e, st) = last_step_done(
+            summary.epoch,
             summary.step_in_epoch,
             summary.steps_per_epoch,
+        );
+        eprintln!(
+            "{name}: stopped at epoch {e}/{}, step {st}/{} (global step {} of {}) after {} steps \
+             this session; checkpoint written to {}\nresume with:\n  dino train --resume {}",
+            cfg.optim.epochs,
+            summary.steps_per_epoch,
             summary.epoch * summary.steps_per_epoch + summary.step_in_epoch,
+            cfg.optim.epochs * summary.steps_per_epoch,
             summary.steps,
             dir.join("checkpoint.safetensors").display(),
             shell_word(&dir.display().to_string())
@@ -227,9 +231,21 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             summary.output_dir.display()
         );
     } else {
+        let niter = summary.steps_per_epoch;
+        let done = summary.epoch * niter + summary.step_in_epoch;
+        let (e, st) = last_step_done(summary.epoch, summary.step_in_epoch, niter);
+        let last = if st == niter {
+            format!("mean of epoch {e}")
+        } else {
+            format!("mean of epoch {e}'s {st} steps so far")
+        };
         eprintln!(
-            "trained {} steps on {} in {}{}: loss {:.4} → {:.4}, {:.1} images/s over the run{}, data wait {:.1}%, run folder {}",
+            "trained {} steps this session; run {done} of {} steps (epoch {e}/{}, step {st}/{niter}); \
+             on {} in {}{}: loss {:.4} (this session's first step) → {:.4} ({last}), {:.1} \
+             images/s this session{}, data wait {:.1}%, run folder {}",
             summary.steps,
+            cfg.optim.epochs * niter,
+            cfg.optim.epochs,
             summary.device,
             summary.precision,
             if summary.world_size > 1 {
@@ -250,6 +266,17 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The last step done before resume position (`epoch`, `step`) (0-based, `step` steps of
+/// `epoch` done; `niter` steps an epoch) as the progress lines number it, 1-based
+/// `(epoch, step)`: position (3, 0) is step `niter` of epoch 3, not step 0 of epoch 4.
+fn last_step_done(epoch: usize, step: usize, niter: usize) -> (usize, usize) {
+    if step == 0 && epoch > 0 {
+        (epoch, niter)
+    } else {
+        (epoch + 1, step)
+    }
 }
 
 /// The run folder `dino train --resume PATH` continues: PATH itself when it is not a file; for

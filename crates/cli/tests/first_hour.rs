@@ -317,7 +317,7 @@ fn sigint_leaves_a_checkpoint_and_a_resume_line() {
     let (epoch, step) = (at / 12 + 1, at % 12);
     assert!(
         err.contains(&format!(
-            "SIGINT: stopped at epoch {epoch}/200, step {step}/12 (global step {at})"
+            "SIGINT: stopped at epoch {epoch}/200, step {step}/12 (global step {at} of 2400)"
         )),
         "{err}"
     );
@@ -649,6 +649,10 @@ fn export_infers_the_format_and_states_the_preprocessing() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("(TorchScript"), "{err}");
     assert!(
+        err.contains("after the final LayerNorm, not L2-normalized"),
+        "{err}"
+    );
+    assert!(
         err.contains(
             "preprocess as the model was evaluated: RGB, shorter side resized to 32 \
                       (bicubic), centre crop 32 x 32, values / 255, then (x - mean) / std"
@@ -712,23 +716,27 @@ fn attention_folders_are_named_after_the_images() {
     assert_eq!(index["images"][0]["folder"], "a_000");
     assert_eq!(index["images"][1]["grid"], serde_json::json!([4, 4]));
     assert!(!index["images"][0]["files"].as_array().unwrap().is_empty());
-    // One panel per image: photo | mean | 2 heads | mask, the 16-px tiles enlarged 6 times (to
-    // at least 96 px) with 4-px gaps; under them 4 px, a row of names (14 px), 4 px, each map's
-    // colour scale (10 px), 4 px, a row with the scale's end values (14 px).
+    // One panel per image: photo | mean | 2 heads | mask, the 16-px tiles enlarged 10 times (to
+    // at least 160 px) with 4-px gaps; under them 4 px, a row of names (18 px), 4 px, each map's
+    // colour scale (10 px), 4 px, a row with the scale's end values (18 px), 4 px, two legend
+    // lines (18 px each).
     let panel = image::open(out_dir.join("a_000/panel.png"))
         .unwrap()
         .to_rgb8();
     assert_eq!(
         panel.dimensions(),
-        (5 * 96 + 4 * 4, 96 + 4 + 14 + 4 + 10 + 4 + 14)
+        (5 * 160 + 4 * 4, 160 + 4 + 18 + 4 + 10 + 4 + 18 + 4 + 2 * 18)
     );
     let photo = image::open(out_dir.join("a_000/img.png"))
         .unwrap()
         .to_rgb8();
-    assert_eq!(panel.get_pixel(3 * 6 + 2, 5 * 6 + 3), photo.get_pixel(3, 5));
-    // The mean map's scale (x 100..196) runs from viridis' dark end to its bright end.
-    let bar_y = 96 + 4 + 14 + 4 + 5;
-    let (dark, bright) = (panel.get_pixel(100, bar_y), panel.get_pixel(195, bar_y));
+    assert_eq!(
+        panel.get_pixel(3 * 10 + 2, 5 * 10 + 3),
+        photo.get_pixel(3, 5)
+    );
+    // The mean map's scale (x 164..324) runs from viridis' dark end to its bright end.
+    let bar_y = 160 + 4 + 18 + 4 + 5;
+    let (dark, bright) = (panel.get_pixel(164, bar_y), panel.get_pixel(323, bar_y));
     assert!(
         dark[2] > dark[1] && bright[0] > 200 && bright[1] > 200,
         "{dark:?} {bright:?}"
@@ -736,14 +744,14 @@ fn attention_folders_are_named_after_the_images() {
     // Text in the names row under the photo and in the values row under the mean map.
     if Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file() {
         let inked = |x0: u32, y0: u32| {
-            (x0..x0 + 96)
-                .flat_map(|x| (y0..y0 + 14).map(move |y| (x, y)))
+            (x0..x0 + 160)
+                .flat_map(|x| (y0..y0 + 18).map(move |y| (x, y)))
                 .any(|(x, y)| panel.get_pixel(x, y)[0] < 128)
         };
-        assert!(inked(0, 96 + 4), "the tile names");
-        assert!(inked(100, 96 + 4 + 14 + 4 + 10 + 4), "the scale's values");
+        assert!(inked(0, 160 + 4), "the tile names");
+        assert!(inked(164, 160 + 4 + 18 + 4 + 10 + 4), "the scale's values");
     }
-    // The mask tile (x from 400) outlines the kept patches: white just inside a kept patch's
+    // The mask tile (x from 656) outlines the kept patches: white just inside a kept patch's
     // edge with a dropped neighbour, not in the dropped patch beyond it nor at a kept centre.
     let attn = tch::Tensor::read_npy(out_dir.join("a_000/attn.npy")).unwrap();
     assert_eq!(attn.size(), [2, 4, 4]);
@@ -755,14 +763,14 @@ fn attention_folders_are_named_after_the_images() {
     let white = image::Rgb([255u8, 255, 255]);
     let mut edges = 0;
     for r in 0..4u32 {
-        let y = r * 24 + 12;
+        let y = r * 40 + 20;
         for c in 0..4u32 {
             let i = (r * 4 + c) as usize;
             if keep[i] {
-                assert_ne!(*panel.get_pixel(400 + c * 24 + 12, y), white, "kept centre");
+                assert_ne!(*panel.get_pixel(656 + c * 40 + 20, y), white, "kept centre");
             }
             if c < 3 && keep[i] != keep[i + 1] {
-                let x = 400 + (c + 1) * 24;
+                let x = 656 + (c + 1) * 40;
                 let (inside, outside) = if keep[i] { (x - 1, x) } else { (x, x - 1) };
                 assert_eq!(
                     *panel.get_pixel(inside, y),

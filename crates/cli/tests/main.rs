@@ -29,6 +29,7 @@ mod faults_cli;
 mod feature_space_cli;
 mod first_hour;
 mod first_hour_2;
+mod first_hour_3;
 mod init_from_cli;
 mod non_finite_cli;
 mod resume;

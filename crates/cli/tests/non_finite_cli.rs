@@ -82,7 +82,8 @@ fn non_finite_loss_after_a_checkpoint_names_it_and_its_state() {
                 .unwrap();
         let position = format!(
             "resume position: epoch {}, step {}",
-            meta["epoch"], meta["step_in_epoch"]
+            meta["epoch"].as_u64().unwrap() + 1,
+            meta["step_in_epoch"].as_u64().unwrap() + 1
         );
         assert!(err.contains(&position), "{position} not in {err}");
         assert!(

@@ -27,6 +27,7 @@ mod batchnorm;
 mod derived;
 mod error;
 mod sections;
+mod suggest;
 mod validate;
 
 pub use batchnorm::{
@@ -111,9 +112,15 @@ impl Config {
         let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
             .map_err(|e| {
             let key = e.path().to_string();
+            let mut reason = plain_words(e.into_inner().message().trim());
+            if reason.starts_with("unknown field") {
+                if let Some(near) = suggest::nearest_key(&key) {
+                    reason = format!("did you mean `{near}`? ({reason})");
+                }
+            }
             ConfigError::Invalid {
                 key: if key == "." { String::new() } else { key },
-                reason: plain_words(e.into_inner().message().trim()),
+                reason,
             }
         })?;
         let notes = derived::apply(&mut cfg, &table, &cli);

@@ -6,6 +6,7 @@
 mod config_md;
 mod dinov2_options;
 mod dinov2_preset;
+mod key_suggestion;
 mod v2_combinations;
 
 /// Every `tests/*.rs` file is a module of this binary: a file left out of the list above would

@@ -108,6 +108,13 @@ pub struct CheckpointMeta {
     /// Empty in checkpoints written before it was recorded.
     #[serde(default)]
     pub precision: String,
+    /// Written inside an epoch (`step_in_epoch` > 0): the running sums of that epoch's summary
+    /// over its `step_in_epoch` steps done, so that a resumed run's epoch summary covers the
+    /// whole epoch ([`crate::epoch_sums`]). Absent at epoch boundaries and in checkpoints
+    /// written before it was recorded (their resumed epoch is summarised over the steps after
+    /// the resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_sums: Option<crate::epoch_sums::EpochSums>,
 }
 
 fn one() -> usize {
@@ -131,6 +138,7 @@ impl CheckpointMeta {
             versions: BTreeMap::new(),
             metrics: serde_json::Value::Null,
             precision: String::new(),
+            epoch_sums: None,
         }
     }
 

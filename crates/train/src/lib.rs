@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod collapse;
 pub mod curves;
 pub mod distributed;
+pub mod epoch_sums;
 pub mod grad_scaler;
 /// `dino train --init-from`: student and teacher from an imported or earlier run's weights.
 pub mod init_from;

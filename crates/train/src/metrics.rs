@@ -60,9 +60,11 @@ pub const TRAIN_TOP1: &str = "train_top1";
 /// "Loss is nan, stopping training").
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "loss is {value} at epoch {epoch}, step {step}: stopping. Usual causes: learning rate too \
-     high, fp16 overflow (use fp32/bf16), a too small out_dim or teacher temperature; gradient \
-     clipping (optim.clip_grad) helps"
+    "loss is {value} at epoch {}, step {} (1-based): stopping. Usual causes: learning rate \
+     too high, fp16 overflow (use fp32/bf16), a too small out_dim or teacher temperature; \
+     gradient clipping (optim.clip_grad) helps",
+    .epoch + 1,
+    .step + 1
 )]
 pub struct NonFiniteLoss {
     /// Epoch (0-based).
@@ -207,32 +209,11 @@ impl EpochRecord {
     /// the mean train accuracy as [`TRAIN_TOP1`] when the steps have one (supervised), and is
     /// empty otherwise; epoch hooks such as the online k-NN add theirs.
     pub fn from_steps(epoch: usize, steps: &[StepRecord], elapsed_s: f64) -> Self {
-        let n = steps.len().max(1) as f64;
-        let mean = |f: fn(&StepRecord) -> f64| steps.iter().fold(0.0, |sum, r| sum + f(r)) / n;
-        let last = steps.last().cloned().unwrap_or_default();
-        Self {
-            epoch,
-            steps: steps.len(),
-            lr_last: last.lr,
-            lr: mean(|r| r.lr),
-            wd: mean(|r| r.wd),
-            momentum: mean(|r| r.momentum),
-            stats: LossStats::epoch_summary(steps.iter().map(|r| &r.stats)),
-            images_per_s: mean(|r| r.images_per_s),
-            data_wait_fraction: mean(|r| r.data_wait_fraction),
-            elapsed_s,
-            extra: mean_train_top1(steps)
-                .map(|a| BTreeMap::from([(TRAIN_TOP1.to_string(), a)]))
-                .unwrap_or_default(),
-        }
+        // One computation for a whole epoch and for one carried across a resume.
+        let mut sums = crate::epoch_sums::EpochSums::new(epoch);
+        steps.iter().for_each(|r| sums.add(r));
+        sums.record(elapsed_s)
     }
-}
-
-/// Mean of the steps' [`StepRecord::train_top1`] over the steps that have one, `None` when none
-/// has (DINO).
-fn mean_train_top1(steps: &[StepRecord]) -> Option<f64> {
-    let values: Vec<f64> = steps.iter().filter_map(|r| r.train_top1).collect();
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// Removes from `path` (a run's `metrics.jsonl`, when it exists) the records past a resume

@@ -84,7 +84,8 @@ impl EpochHook for OnlineKnn {
             tracing::info!("online k-NN: {note}");
         }
         tracing::info!(
-            "epoch {epoch} online k-NN (teacher): {}",
+            "epoch {} online k-NN (teacher): {}",
+            epoch + 1,
             report
                 .scores
                 .iter()

@@ -10,12 +10,11 @@
 
 use crate::collapse::{CollapseConfig, CollapseMonitor};
 use crate::curves::plot_curves;
+use crate::epoch_sums::EpochSums;
 use crate::loss::stats::{DINO, KL, TEACHER_ENTROPY};
 use crate::loss::LossStats;
 use crate::metrics::TRAIN_TOP1;
-use crate::metrics::{
-    read_jsonl, step_records, EpochRecord, MetricsWriter, StepRecord, StepTiming,
-};
+use crate::metrics::{read_jsonl, step_records, MetricsWriter, StepRecord, StepTiming};
 use crate::objective::TrainMethod;
 use dino_config::{Config, Objective};
 use std::collections::BTreeMap;
@@ -69,7 +68,9 @@ pub struct RunLogger {
     epochs: usize,
     log_every: usize,
     ln_k: f64,
-    epoch_steps: Vec<StepRecord>,
+    /// The running epoch's sums, carried over from the checkpoint on a resume inside an
+    /// epoch ([`RunLogger::continue_epoch`]).
+    epoch_sums: EpochSums,
     epoch_start: Instant,
     run_start: Instant,
     steps: usize,
@@ -132,7 +133,7 @@ impl RunLogger {
             epochs: cfg.optim.epochs,
             log_every: cfg.runtime.log_every,
             ln_k: (cfg.head.out_dim as f64).ln(),
-            epoch_steps: Vec::new(),
+            epoch_sums: EpochSums::new(0),
             epoch_start: Instant::now(),
             run_start: Instant::now(),
             steps: 0,
@@ -147,6 +148,21 @@ impl RunLogger {
     /// Steps logged by this invocation.
     pub fn steps(&self) -> usize {
         self.steps
+    }
+
+    /// Continues the epoch whose earlier steps `sums` holds (a resume inside an epoch, the
+    /// sums read from the checkpoint): its summary then covers all of its steps, those of
+    /// earlier invocations included.
+    pub fn continue_epoch(&mut self, sums: EpochSums) {
+        self.epoch_sums = sums;
+    }
+
+    /// The running epoch's sums so far, its wall time up to now included (saved in a
+    /// checkpoint written inside an epoch).
+    pub fn epoch_sums(&self) -> EpochSums {
+        let mut sums = self.epoch_sums.clone();
+        sums.elapsed_s.0 += self.epoch_start.elapsed().as_secs_f64();
+        sums
     }
 
     /// Logs one step: its record, and the timing its throughput came from.
@@ -198,7 +214,10 @@ impl RunLogger {
             ));
             out.bar.inc(1);
         }
-        self.epoch_steps.push(record);
+        if self.epoch_sums.epoch != record.epoch || self.epoch_sums.steps == 0 {
+            self.epoch_sums = EpochSums::new(record.epoch);
+        }
+        self.epoch_sums.add(&record);
         Ok(())
     }
 
@@ -209,9 +228,10 @@ impl RunLogger {
     /// A hook fails, or `metrics.jsonl` cannot be written.
     pub fn end_epoch(&mut self, epoch: usize, method: &TrainMethod) -> anyhow::Result<()> {
         let elapsed = self.epoch_start.elapsed().as_secs_f64();
-        let mut rec = EpochRecord::from_steps(epoch, &self.epoch_steps, elapsed);
+        let mut rec = self.epoch_sums.record(elapsed);
+        rec.epoch = epoch;
         self.last_epoch_loss = rec.stats.loss;
-        self.epoch_steps.clear();
+        self.epoch_sums = EpochSums::new(epoch + 1);
         self.epoch_start = Instant::now();
         let Some(out) = self.out.as_mut() else {
             return Ok(());
@@ -235,7 +255,9 @@ impl RunLogger {
             diagnostics = format!(", teacher entropy {h:.3}, KL {kl:.3}");
         }
         tracing::info!(
-            "epoch {epoch} done: loss {}{diagnostics}, {:.1} img/s in this epoch",
+            "epoch {}/{} done: loss {}{diagnostics}, {:.1} img/s in this epoch",
+            epoch + 1,
+            self.epochs,
             loss_with_terms(&rec.stats),
             rec.images_per_s
         );
@@ -249,12 +271,10 @@ impl RunLogger {
             out.bar.finish_and_clear();
         }
         let wall = self.run_start.elapsed().as_secs_f64().max(1e-9);
-        let last_loss = if self.epoch_steps.is_empty() {
+        let last_loss = if self.epoch_sums.steps == 0 {
             self.last_epoch_loss
         } else {
-            EpochRecord::from_steps(0, &self.epoch_steps, 0.0)
-                .stats
-                .loss
+            self.epoch_sums.record(0.0).stats.loss
         };
         RunTotals {
             steps: self.steps,
@@ -302,7 +322,7 @@ mod tests {
     use super::*;
     use crate::distributed::Dist;
     use crate::loss::TermStats;
-    use crate::metrics::{Record, StepTiming};
+    use crate::metrics::{EpochRecord, Record, StepTiming};
 
     /// A tiny model: the logger only needs a method to hand its hooks.
     fn tiny_config(dir: &Path) -> Config {

@@ -13,6 +13,7 @@
 //!   from exactly there.
 
 use crate::checkpoint::{self, CheckpointMeta};
+use crate::epoch_sums::EpochSums;
 use crate::objective::TrainMethod;
 use dino_config::Config;
 use std::path::{Path, PathBuf};
@@ -109,7 +110,8 @@ impl<'a> Checkpointer<'a> {
         }
     }
 
-    /// After step `step` of `epoch`: writes what the policy asks for.
+    /// After step `step` of `epoch`: writes what the policy asks for. `sums` holds the running
+    /// epoch's summary sums up to this step (kept in a checkpoint written inside the epoch).
     ///
     /// # Errors
     /// The checkpoint cannot be written.
@@ -118,15 +120,17 @@ impl<'a> Checkpointer<'a> {
         method: &TrainMethod,
         epoch: usize,
         step: usize,
+        sums: &EpochSums,
     ) -> anyhow::Result<()> {
         if let Some(((e, s), numbered)) = self.due_after_step(epoch, step) {
-            self.write(method, e, s, numbered.as_deref())?;
+            self.write(method, e, s, numbered.as_deref(), sums)?;
         }
         Ok(())
     }
 
     /// When the run stops at resume position (`epoch`, `step`): writes the latest checkpoint
-    /// unless this invocation did no step or already wrote that position.
+    /// unless this invocation did no step or already wrote that position; `sums` as for
+    /// [`Checkpointer::after_step`].
     ///
     /// # Errors
     /// The checkpoint cannot be written.
@@ -135,9 +139,10 @@ impl<'a> Checkpointer<'a> {
         method: &TrainMethod,
         epoch: usize,
         step: usize,
+        sums: &EpochSums,
     ) -> anyhow::Result<()> {
         if self.due_at_stop(epoch, step) {
-            self.write(method, epoch, step, None)?;
+            self.write(method, epoch, step, None, sums)?;
         }
         Ok(())
     }
@@ -162,13 +167,14 @@ impl<'a> Checkpointer<'a> {
     }
 
     /// Writes the latest checkpoint (and the `numbered` copy) for resume position
-    /// (`epoch`, `step`).
+    /// (`epoch`, `step`), with `sums` when they are that position's epoch so far.
     fn write(
         &mut self,
         method: &TrainMethod,
         epoch: usize,
         step: usize,
         numbered: Option<&str>,
+        sums: &EpochSums,
     ) -> anyhow::Result<()> {
         if !self.enabled {
             return Ok(());
@@ -180,6 +186,8 @@ impl<'a> Checkpointer<'a> {
         meta.data_position = (step * cfg.optim.step_batch_size() * self.world_size) as u64;
         meta.world_size = self.world_size;
         meta.seed = cfg.runtime.seed;
+        meta.epoch_sums =
+            (step > 0 && sums.epoch == epoch && sums.steps == step).then(|| sums.clone());
         meta.versions
             .insert("dino".into(), env!("CARGO_PKG_VERSION").into());
         meta.versions

@@ -190,7 +190,9 @@ impl SupervisedMethod {
             .find(|&&l| !(0..self.n_classes).contains(&l))
         {
             anyhow::bail!(
-                "label {bad} in epoch {epoch}, step {step} is outside the classifier's {} classes",
+                "label {bad} in epoch {}, step {} is outside the classifier's {} classes",
+                epoch + 1,
+                step + 1,
                 self.n_classes
             );
         }

@@ -10,6 +10,7 @@
 use crate::accumulation::{optimizer_steps, Window};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::distributed::Dist;
+use crate::epoch_sums::EpochSums;
 use crate::metrics::{NonFiniteLoss, StepRecord, StepTiming};
 use crate::objective::{StepStats, TrainMethod};
 use crate::online_knn::OnlineKnn;
@@ -117,6 +118,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             cfg.optim.epochs,
             out_dir.display()
         );
+        if let Some(note) = unused_images_note(cfg, data.dataset.len(), niter, dist.world_size) {
+            tracing::info!("{note}");
+        }
     }
     let knn = if dist.is_main() {
         OnlineKnn::open(cfg)?
@@ -144,7 +148,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     // The official lr rule uses the effective batch of an optimizer step:
     // lr · batch_size_per_gpu · accum_steps · world_size / 256.
     let schedules = Schedules::new(cfg, niter, dist.world_size)?;
-    let (mut epoch, mut step) = start_run(cfg, opts.resume, &out_dir, &mut method, niter, &dist)?;
+    let (mut epoch, mut step, carried) =
+        start_run(cfg, opts.resume, &out_dir, &mut method, niter, &dist)?;
 
     if opts.resume && dist.is_main() {
         // Steps past the checkpoint were logged by the interrupted invocation and are run
@@ -169,6 +174,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let remaining = opts.max_steps.map_or(remaining, |m| remaining.min(m));
     let (main, progress) = (dist.is_main(), opts.progress);
     let mut logger = RunLogger::open(cfg, &out_dir, niter, remaining, main, progress, hooks)?;
+    if let Some(sums) = carried {
+        logger.continue_epoch(sums);
+    }
 
     let accum = cfg.optim.accum_steps.max(1);
     let mut interrupted = false;
@@ -234,7 +242,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             )
         };
         logger.log_step(record, &timing)?;
-        checkpointer.after_step(&method, epoch, step)?;
+        checkpointer.after_step(&method, epoch, step, &logger.epoch_sums())?;
         if step + 1 == niter {
             logger.end_epoch(epoch, &method)?;
         }
@@ -242,7 +250,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     }
     // A stop before the end (max_steps, inside an epoch or after an epoch whose save was skipped
     // by checkpoint.latest_every_epochs) keeps its position, so --resume continues from there.
-    checkpointer.at_stop(&method, epoch, step)?;
+    checkpointer.at_stop(&method, epoch, step, &logger.epoch_sums())?;
     // Nobody leaves while rank 0 may still be writing the checkpoint the others would resume.
     dist.barrier()?;
     let totals = logger.finish();
@@ -384,6 +392,37 @@ impl TrainData {
     }
 }
 
+/// What an epoch leaves out under `data.drop_last = true` (the official loader's
+/// `drop_last=True`): `n` images, `niter` optimizer steps of `optim.batch_size ·
+/// optim.accum_steps` images on each of `world_size` processes; `None` when every image is
+/// used or `drop_last` is off.
+pub fn unused_images_note(
+    cfg: &Config,
+    n: usize,
+    niter: usize,
+    world_size: usize,
+) -> Option<String> {
+    let global = cfg.optim.step_batch_size() * world_size;
+    let unused = n.saturating_sub(niter * global);
+    if !cfg.data.drop_last || unused == 0 {
+        return None;
+    }
+    let batch = if global == cfg.optim.batch_size {
+        format!("batch {global}")
+    } else {
+        format!(
+            "batch {} × {} micro-batches × {world_size} processes = {global} images a step",
+            cfg.optim.batch_size,
+            cfg.optim.accum_steps.max(1)
+        )
+    };
+    Some(format!(
+        "{unused} of {n} images unused per epoch: {batch}, drop_last as the official loader \
+         (a different subset each epoch, the order being shuffled; data.drop_last = false uses \
+         them in a smaller last batch)"
+    ))
+}
+
 /// The size of an epoch's last micro-batch when it is smaller than `optim.batch_size` and used
 /// (`data.drop_last = false` with `shard_len` not a multiple of the batch; with
 /// `optim.accum_steps` > 1 only when it falls inside the epoch's last whole window, see
@@ -401,7 +440,9 @@ fn last_micro_batch(
 }
 
 /// Resumes from the latest checkpoint in `out_dir` (`resume`), or refuses a folder that already
-/// holds one; then rank 0 stores the run's config there. Returns the start position.
+/// holds one; then rank 0 stores the run's config there. Returns the start position and, for a
+/// resume inside an epoch, the sums of that epoch's steps done (when the checkpoint has them
+/// for this position).
 fn start_run(
     cfg: &Config,
     resume: bool,
@@ -409,8 +450,8 @@ fn start_run(
     method: &mut TrainMethod,
     niter: usize,
     dist: &Dist,
-) -> anyhow::Result<(usize, usize)> {
-    let (mut epoch, mut step) = (0usize, 0usize);
+) -> anyhow::Result<(usize, usize, Option<EpochSums>)> {
+    let (mut epoch, mut step, mut carried) = (0usize, 0usize, None);
     if resume {
         let ck = checkpoint::load_latest(out_dir)
             .with_context(|| format!("resuming from {}", out_dir.display()))?;
@@ -432,8 +473,18 @@ fn start_run(
             dist,
             niter,
         );
+        // A resume at another step (another world size or batch) sums the epoch afresh.
+        carried = ck
+            .meta
+            .epoch_sums
+            .clone()
+            .filter(|s| step > 0 && s.epoch == epoch && s.steps == step);
         if dist.is_main() {
-            tracing::info!(epoch, step, dir = %out_dir.display(), "resumed");
+            tracing::info!(
+                "resumed {}: {}",
+                out_dir.display(),
+                resume_position(epoch, step, niter, cfg.optim.epochs)
+            );
         }
     } else if checkpoint::load_latest(out_dir).is_ok() {
         bail!(
@@ -452,7 +503,7 @@ fn start_run(
     if epoch >= cfg.optim.epochs {
         tracing::info!("training already finished ({} epochs)", cfg.optim.epochs);
     }
-    Ok((epoch, step))
+    Ok((epoch, step, carried))
 }
 
 /// A non-finite loss, or a BatchNorm that got one value per channel, stops the run with what the
@@ -483,12 +534,30 @@ fn explain_stop(
         // dino_config::check_batchnorm refuses what the configuration and the dataset size
         // show before training; this is what got past it (e.g. a library caller's batch).
         return anyhow::anyhow!(
-            "epoch {epoch}, step {step}: {e:#}. This step's batch is too small for the network's \
+            "epoch {}, step {}: {e:#}. This step's batch is too small for the network's \
              BatchNorm: use model.cifar_stem = true, larger crops, a larger optim.batch_size or \
-             more local crops, or data.drop_last = true. Nothing of this step was saved. {note}."
+             more local crops, or data.drop_last = true. Nothing of this step was saved. {note}.",
+            epoch + 1,
+            step + 1
         );
     }
     anyhow::anyhow!("{e}. {note}.")
+}
+
+/// Where a run resumed at position (`epoch`, `step`) (0-based, `step` steps of `epoch` done)
+/// stands, in the 1-based numbering of the progress lines (`epoch e/E step s/S`): the next
+/// step to train and the run's steps done.
+pub fn resume_position(epoch: usize, step: usize, niter: usize, epochs: usize) -> String {
+    let done = epoch * niter + step;
+    let total = epochs * niter;
+    if done >= total {
+        return format!("all {total} steps of {epochs} epochs done");
+    }
+    format!(
+        "continuing at epoch {}/{epochs} step {}/{niter} ({done} of {total} steps done)",
+        epoch + 1,
+        step + 1
+    )
 }
 
 /// The optimizer step within the resumed epoch for this run's world size and images per
@@ -513,12 +582,13 @@ fn resume_step(
     if meta.data_position % global_batch != 0 && dist.is_main() {
         tracing::warn!(
             "the checkpoint was written by {} process(es) at {} images per process and step, \
-             and this run has {} at {}: resuming epoch {} at step {step} (sample {} of {} saved)",
+             and this run has {} at {}: resuming epoch {} at step {} (sample {} of {} saved)",
             meta.world_size,
             saved_step_batch,
             world_size,
             step_batch,
-            meta.epoch,
+            meta.epoch + 1,
+            step + 1,
             step as u64 * global_batch,
             meta.data_position
         );
@@ -562,16 +632,20 @@ fn resume_note(dir: &Path) -> String {
     let (e, s) = (ck.meta.epoch, ck.meta.step_in_epoch);
     if finite {
         format!(
-            "The latest checkpoint, {files} (resume position: epoch {e}, step {s}), was written \
+            "The latest checkpoint, {files} (resume position: epoch {}, step {}), was written \
              before this step and holds finite values: `dino train --resume {}` continues from \
              it (add --set KEY=VALUE to change the cause)",
+            e + 1,
+            s + 1,
             dir.display()
         )
     } else {
         format!(
-            "The latest checkpoint, {files} (resume position: epoch {e}, step {s}), already holds \
+            "The latest checkpoint, {files} (resume position: epoch {}, step {}), already holds \
              NaN or infinite values: resuming from it would fail the same way; start the run \
-             again with the cause changed"
+             again with the cause changed",
+            e + 1,
+            s + 1
         )
     }
 }
@@ -591,7 +665,7 @@ mod tests {
         });
         let msg = explain_stop(e, tmp.path(), &Dist::single(), (3, 17)).to_string();
         for part in [
-            "epoch 3, step 17",
+            "epoch 4, step 18",
             "backbone.layer4.0.bn1",
             "one value per channel",
             "model.cifar_stem = true",

@@ -59,7 +59,8 @@ fn non_finite_loss_names_epoch_and_step() {
     for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let err = check_finite(bad, 3, 17).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("epoch 3, step 17"), "{msg}");
+        // 1-based in the message, as the progress lines; 0-based in the fields.
+        assert!(msg.contains("epoch 4, step 18"), "{msg}");
         assert_eq!((err.epoch, err.step), (3, 17));
     }
 }
