@@ -6,6 +6,7 @@
 mod config_md;
 mod dinov2_options;
 mod dinov2_preset;
+mod ibot_options;
 
 /// Every `tests/*.rs` file is a module of this binary: a file left out of the list above would
 /// never be compiled or run, silently. Fails naming each such file.
