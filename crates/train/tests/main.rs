@@ -18,6 +18,7 @@ mod checkpoint;
 mod cls_only_method;
 mod collapse;
 mod crop_groups;
+mod ibot_loss;
 mod koleo;
 mod loss;
 mod loss_terms;
