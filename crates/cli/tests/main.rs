@@ -26,6 +26,7 @@ mod faults_cli;
 mod feature_space_cli;
 mod first_hour;
 mod first_hour_2;
+mod ibot_cli;
 mod init_from_cli;
 mod non_finite_cli;
 mod resume;

@@ -35,7 +35,7 @@ fn train(args: &[&str]) {
 /// uninterrupted and once killed with SIGKILL after its first mid-epoch checkpoint and resumed;
 /// asserts both end bitwise equal and returns the folder (runs `full` and `killed`) and the
 /// final tensors.
-fn kill_and_resume(
+pub(crate) fn kill_and_resume(
     runtime_extra: &str,
     sets: &[&str],
 ) -> (tempfile::TempDir, Vec<(String, tch::Tensor)>) {
