@@ -11,7 +11,11 @@ Builds a small random network with the torch.hub backbone's state-dict names (`c
   * `hub.pth`: the state dict as the hub file holds it (torch.save of a plain dict);
   * `tokens.safetensors`: inputs `x{i}` [B, 3, H, W] and the normalized outputs `cls{i}` [B, D],
     `reg{i}` [B, R, D], `patch{i}` [B, N, D] for each size, in inference mode; also
-    `attn{i}` [B, heads, N], the last block's CLS attention over the patch keys;
+    `attn{i}` [B, heads, N], the last block's CLS attention over the patch keys. With --masks
+    also `mask_token` [1, D], random patch masks `masks{i}` [B, N] (1.0 = masked, about a third
+    of the patches, none in the first crop) and the outputs `mcls{i}`, `mpatch{i}` of the network
+    whose masked patch embeddings are replaced by `mask_token` before CLS and the position table
+    are added (dinov2 `prepare_tokens_with_masks`, iBOT's student);
   * with --images DIR, `photos.safetensors`: `cls` [N, D] and `patch` [N, P, D] of real photos
     through the evaluation transform (`crates/cli/tests/dinov2_embed_cli.rs` compares
     `dino embed` of the imported file with them).
@@ -152,12 +156,14 @@ def pos_table(sd, a, h, w):
     return torch.cat([pos[:, :1], out], dim=1)
 
 
-def forward(sd, a, x):
+def forward(sd, a, x, masks=None):
     d, heads = a.dim, a.heads
     eps = 1e-6
     b, _, h, w = x.shape
     t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=a.patch)
     t = t.flatten(2).transpose(1, 2)
+    if masks is not None:
+        t = torch.where(masks.unsqueeze(-1), sd["mask_token"].unsqueeze(0), t)
     t = torch.cat([sd["cls_token"].expand(b, -1, -1), t], dim=1) + pos_table(sd, a, h, w)
     if a.registers:
         t = torch.cat([t[:, :1], sd["register_tokens"].expand(b, -1, -1), t[:, 1:]], dim=1)
@@ -216,6 +222,7 @@ def main():
     ap.add_argument("--hub-init", action="store_true",
                     help="weights near the official init's scale (5x smaller than the default)")
     ap.add_argument("--crop", type=int, default=224)
+    ap.add_argument("--masks", action="store_true")
     a = ap.parse_args()
     torch.set_default_dtype(torch.float64)  # the reference in double: its own error is nil
     g = torch.Generator().manual_seed(a.seed)
@@ -231,6 +238,14 @@ def main():
             cls, reg, patch, attn = forward(sd, a, x)
         out.update({f"x{i}": x, f"cls{i}": cls, f"reg{i}": reg, f"patch{i}": patch,
                     f"attn{i}": attn})
+        if a.masks:
+            n = (h // a.patch) * (w // a.patch)
+            masks = torch.rand(a.batch, n, generator=g) < 1 / 3
+            masks[0] = False
+            with torch.no_grad():
+                mcls, _, mpatch, _ = forward(sd, a, x, masks)
+            out.update({f"masks{i}": masks.double(), f"mcls{i}": mcls, f"mpatch{i}": mpatch,
+                        "mask_token": sd["mask_token"]})
     write_safetensors(f"{a.out}/tokens.safetensors", out)
     paths = []
     if a.images:

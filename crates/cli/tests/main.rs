@@ -30,6 +30,7 @@ mod feature_space_cli;
 mod first_hour;
 mod first_hour_2;
 mod first_hour_3;
+mod ibot_cli;
 mod init_from_cli;
 mod non_finite_cli;
 mod resume;

@@ -67,6 +67,8 @@ pub struct Config {
     /// What the network is trained for: DINO self-distillation (default) or the supervised
     /// baseline.
     pub method: MethodConfig,
+    /// DINOv2's iBOT masked-patch loss and its masks (off by default).
+    pub ibot: IbotConfig,
 }
 
 impl Config {

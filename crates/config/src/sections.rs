@@ -872,3 +872,61 @@ pub struct MethodConfig {
     /// `dino` (default) or `supervised` (see [`Objective`]; `dino train --objective`).
     pub objective: Objective,
 }
+
+/// `[ibot]`: DINOv2's iBOT masked-image-modelling term (Zhou et al. 2022; dinov2
+/// `loss/ibot_patch_loss.py`, `train/ssl_meta_arch.py`, masks from `data/masking.py` and
+/// `data/collate.py`). Off by default (`loss_weight = 0`: DINO v1, no masks drawn, no
+/// `mask_token`); its DINOv2 values live in `configs/dinov2_vits14.toml`. ViT and
+/// `method.objective = "dino"` only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IbotConfig {
+    /// Weight of the iBOT patch loss: cross-entropy between the teacher's prototypes of each
+    /// masked patch of the unmasked global crops and the student's of the same patch of the
+    /// masked crops. 0 (default) = DINO v1, no term, no masks; DINOv2: 1.0
+    /// (`ibot.loss_weight` in `dinov2/configs/ssl_default_config.yaml`).
+    pub loss_weight: f64,
+    /// Fraction of the batch's global crops that get a mask (`int(2·B · p)` of the 2·B crops,
+    /// dinov2 `data/collate.py`); DINOv2 and default 0.5 (`ibot.mask_sample_probability`).
+    pub mask_sample_probability: f64,
+    /// `[min, max]` of the masked fraction of the patches: the masked crops' ratios are spread
+    /// over it (crop i of n draws from the i-th of n equal sub-intervals, then the crops are
+    /// shuffled; dinov2 `data/collate.py`). DINOv2 and default [0.1, 0.5]
+    /// (`ibot.mask_ratio_min_max`).
+    pub mask_ratio_min_max: [f64; 2],
+    /// Run the masked patch tokens through a head of their own (`ibot_head.*`, sized by the
+    /// `head_*` keys below) instead of the DINO head (`head.*`). Default false
+    /// (`ibot.separate_head: false`).
+    pub separate_head: bool,
+    /// Prototypes of the separate iBOT head (`ibot.head_n_prototypes: 65536`); used only with
+    /// `separate_head`, as is the iBOT center's width.
+    pub head_out_dim: usize,
+    /// Hidden width of the separate iBOT head's MLP (`ibot.head_hidden_dim: 2048`).
+    pub head_hidden_dim: usize,
+    /// Bottleneck width of the separate iBOT head (`ibot.head_bottleneck_dim: 256`).
+    pub head_bottleneck_dim: usize,
+    /// Layers of the separate iBOT head's MLP (`ibot.head_nlayers: 3`).
+    pub head_nlayers: usize,
+}
+
+impl Default for IbotConfig {
+    fn default() -> Self {
+        Self {
+            loss_weight: 0.0,
+            mask_sample_probability: 0.5,
+            mask_ratio_min_max: [0.1, 0.5],
+            separate_head: false,
+            head_out_dim: 65536,
+            head_hidden_dim: 2048,
+            head_bottleneck_dim: 256,
+            head_nlayers: 3,
+        }
+    }
+}
+
+impl IbotConfig {
+    /// Whether the iBOT term is on (`loss_weight > 0`, as dinov2's `do_ibot`).
+    pub fn enabled(&self) -> bool {
+        self.loss_weight > 0.0
+    }
+}

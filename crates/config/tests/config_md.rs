@@ -108,6 +108,7 @@ fn generate(source: &str) -> String {
         ("eval", "EvalConfig"),
         ("runtime", "RuntimeConfig"),
         ("method", "MethodConfig"),
+        ("ibot", "IbotConfig"),
     ];
     let mut md = String::from(
         "# Configuration keys\n\n\

@@ -50,7 +50,12 @@ fn the_dinov2_preset_holds_the_official_values() {
     assert!(!h.use_bn); // layers/dino_head.py use_bn=False
     assert!(!h.norm_last_layer); // layers/dino_head.py: weight_g trained
     assert_eq!(l.koleo_weight, 0.1); // dino.koleo_loss_weight
-                                     // teacher.*
+    let i = &c.ibot; // ibot.* (issue #31)
+    assert_eq!(i.loss_weight, 1.0); // ibot.loss_weight
+    assert_eq!(i.mask_sample_probability, 0.5); // ibot.mask_sample_probability
+    assert_eq!(i.mask_ratio_min_max, [0.1, 0.5]); // ibot.mask_ratio_min_max
+    assert!(!i.separate_head); // ibot.separate_head: the DINO head is shared
+                               // teacher.*
     assert_eq!(l.warmup_teacher_temp, 0.04); // teacher.warmup_teacher_temp
     assert_eq!(l.teacher_temp, 0.07); // teacher.teacher_temp
     assert_eq!(l.warmup_teacher_temp_epochs, 30); // teacher.warmup_teacher_temp_epochs

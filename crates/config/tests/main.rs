@@ -6,6 +6,7 @@
 mod config_md;
 mod dinov2_options;
 mod dinov2_preset;
+mod ibot_options;
 mod key_suggestion;
 mod v2_combinations;
 

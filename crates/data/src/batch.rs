@@ -16,7 +16,11 @@ use image::RgbImage;
 /// - `locals`: `[n_local, B, 3, Hl, Wl]`, `Hl = Wl = local_size` (empty when `n_local = 0`);
 /// - `labels`: `[B]` class indices (0 for unlabeled data);
 /// - `indices`: `[B]` dataset indices actually used (a replacement's index when a sample
-///   failed to load).
+///   failed to load);
+/// - `masks`: `[2, B, gh · gw]` iBOT patch masks of the global crops, view-major like
+///   `globals`, each row-major over the `mask_grid = [gh, gw]` patch grid (`true` = masked,
+///   the student sees its `mask_token` there); empty, with `mask_grid = [0, 0]`, when iBOT is
+///   off ([`crate::masking`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultiCropBatch {
     /// Epoch this batch belongs to.
@@ -40,6 +44,10 @@ pub struct MultiCropBatch {
     pub labels: Vec<i64>,
     /// `[B]` dataset indices.
     pub indices: Vec<u64>,
+    /// `[gh, gw]`: the patch grid of the global crops' masks (`[0, 0]` without masks).
+    pub mask_grid: [usize; 2],
+    /// `[2, B, gh · gw]` iBOT masks of the global crops, view-major (empty without masks).
+    pub masks: Vec<bool>,
 }
 
 impl MultiCropBatch {
@@ -63,7 +71,19 @@ impl MultiCropBatch {
             locals: vec![0; n_local * batch_size * crop_len(local_size)],
             labels: vec![0; batch_size],
             indices: vec![0; batch_size],
+            mask_grid: [0, 0],
+            masks: Vec::new(),
         }
+    }
+
+    /// Whether the batch carries iBOT masks.
+    pub fn has_masks(&self) -> bool {
+        !self.masks.is_empty()
+    }
+
+    /// Patches per global crop of the masks (`gh · gw`; 0 without masks).
+    pub fn mask_patches(&self) -> usize {
+        self.mask_grid[0] * self.mask_grid[1]
     }
 
     /// Bytes of one global crop, `3 * Hg * Wg`.

@@ -132,6 +132,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport, DataError> {
             shuffle: true,
             max_failed_fraction: opts.data_config.max_failed_fraction,
             shard: Shard::WHOLE,
+            masking: None,
         },
     )?;
     let next = || {

@@ -10,6 +10,7 @@
 //! - [`transforms`], [`augmentation`] — the augmentation ops and the per-image multi-crop;
 //! - [`rng`] — the per-sample random streams that make everything seed-determined;
 //! - [`batch`] — [`MultiCropBatch`](batch::MultiCropBatch), view-major `u8` CHW crops;
+//! - [`masking`] — iBOT's block masks of the global crops (DINOv2), carried in the batch;
 //! - [`loader`] — [`Loader`](loader::Loader), the producer thread + rayon pool + channel;
 //! - [`bench`](mod@bench), [`preview`] — throughput report and crop picture for the CLI;
 //! - [`video`] — frames of a video file (through `ffmpeg`) or a frames folder, one at a time,
@@ -57,6 +58,7 @@ pub mod dataset;
 pub mod decode;
 pub mod error;
 pub mod loader;
+pub mod masking;
 pub mod preview;
 // Augmentation.
 pub mod augmentation;

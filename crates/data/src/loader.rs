@@ -40,6 +40,7 @@ use crate::augmentation::DataAugmentationDino;
 use crate::batch::{write_chw, MultiCropBatch};
 use crate::dataset::Dataset;
 use crate::error::DataError;
+use crate::masking::{batch_masks, MaskingOptions};
 use crate::rng::{rng_for, ChaCha8Rng, Stream};
 
 /// How many replacement draws one position gets before the batch fails (a dataset that is
@@ -72,6 +73,8 @@ pub struct LoaderOptions {
     /// Which part of every epoch this process reads in data-parallel training
     /// ([`Shard::WHOLE`] on one process).
     pub shard: Shard,
+    /// iBOT's masks of the global crops ([`crate::masking`]); `None` (iBOT off) draws none.
+    pub masking: Option<MaskingOptions>,
 }
 
 /// One rank's share of every epoch, as `torch.utils.data.DistributedSampler` deals it: the
@@ -131,7 +134,7 @@ impl Default for LoaderOptions {
 impl LoaderOptions {
     /// Options from a run config: `optim.batch_size`, `runtime.seed`, `0..optim.epochs`,
     /// `runtime.data_threads`, `runtime.prefetch_batches`, `data.drop_last`,
-    /// `data.max_failed_fraction`.
+    /// `data.max_failed_fraction`, and iBOT's masks when `ibot.loss_weight > 0`.
     pub fn from_config(cfg: &dino_config::Config) -> Self {
         Self {
             batch_size: cfg.optim.batch_size,
@@ -144,6 +147,7 @@ impl LoaderOptions {
             shuffle: true,
             max_failed_fraction: cfg.data.max_failed_fraction,
             shard: Shard::WHOLE,
+            masking: MaskingOptions::from_config(cfg),
         }
     }
 }
@@ -554,6 +558,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     format!("a loader worker panicked: {what}")
 }
 
+/// The epoch-order positions of this shard's samples `start..end`.
+fn positions_of(start: usize, end: usize, shard: Shard, len: usize) -> Vec<usize> {
+    (start..end).map(|q| shard.position(q, len)).collect()
+}
+
 impl Shared {
     /// Builds batch `step` of `epoch` on the pool (called from a pool thread).
     fn build(&self, epoch: u64, step: u64, order: &[usize]) -> Built {
@@ -562,9 +571,7 @@ impl Shared {
         let shard = self.opts.shard;
         let start = step as usize * b;
         let end = (start + b).min(shard.len(order.len(), self.opts.drop_last));
-        let positions: Vec<usize> = (start..end)
-            .map(|q| shard.position(q, order.len()))
-            .collect();
+        let positions = positions_of(start, end, shard, order.len());
         let bs = positions.len();
         let t = &self.transform;
         let mut batch = MultiCropBatch::zeroed(
@@ -587,9 +594,12 @@ impl Shared {
         }
         let results: Vec<Result<Packed, DataError>> = slots
             .into_par_iter()
-            .zip(positions)
+            .zip(positions.clone())
             .map(|(mut dst, pos)| self.sample(epoch, pos, order[pos], &mut dst))
             .collect();
+        if let Some(m) = &self.opts.masking {
+            self.mask(&mut batch, m, &positions);
+        }
         let mut failed = Vec::new();
         for (b, r) in results.into_iter().enumerate() {
             let (label, index, fails) = r?;
@@ -600,6 +610,16 @@ impl Shared {
         self.stats.samples.fetch_add(bs as u64, Ordering::Relaxed);
         add_ns(&self.stats.batch_ns, t0);
         Ok((batch, failed))
+    }
+
+    /// Draws the iBOT masks of `batch`'s 2·B global crops ([`crate::masking::batch_masks`]);
+    /// `positions` = each image's place in the epoch order.
+    fn mask(&self, batch: &mut MultiCropBatch, m: &MaskingOptions, positions: &[usize]) {
+        let shard = self.opts.shard;
+        let plan_index = batch.step * shard.world_size as u64 + shard.rank as u64;
+        batch.masks = batch_masks(m, self.opts.seed, batch.epoch, plan_index, positions);
+        let (gh, gw) = m.generator.grid();
+        batch.mask_grid = [gh, gw];
     }
 
     /// Loads, augments and packs the sample at `pos` of the epoch (dataset index `index`),

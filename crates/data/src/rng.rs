@@ -17,6 +17,11 @@ pub enum Stream {
     Replace = 3,
     /// Anything else a caller needs (e.g. preview selection).
     Other = 4,
+    /// One global crop's iBOT mask (`index = 2 · epoch position + view`).
+    Mask = 5,
+    /// Which of a batch's global crops get which iBOT mask ratio (`index = step · world size +
+    /// rank`).
+    MaskPlan = 6,
 }
 
 /// A ChaCha8 generator for `(seed, epoch, index, stream)`.

@@ -37,6 +37,7 @@ fn opts(threads: usize) -> LoaderOptions {
         shuffle: true,
         max_failed_fraction: 0.0,
         shard: Shard::WHOLE,
+        masking: None,
     }
 }
 

@@ -14,6 +14,7 @@ mod augment_stats;
 mod bench_preview;
 mod copydetect;
 mod datasets;
+mod ibot_masking;
 mod loader;
 mod nasty_files;
 mod pillow_parity;

@@ -32,6 +32,15 @@ impl BackboneConfig {
         })
     }
 
+    /// The same backbone with (or without) iBOT's `mask_token` (a ViT's; a ResNet is
+    /// unchanged, and the config refuses iBOT for it).
+    pub fn with_mask_token(self, on: bool) -> Self {
+        match self {
+            Self::Vit(v) => Self::Vit(v.with_mask_token(on)),
+            r => r,
+        }
+    }
+
     /// The teacher's (and evaluation's) version: the official code gives stochastic depth to
     /// the student's ViT only; a ResNet is unchanged.
     pub fn without_drop_path(self) -> Self {

@@ -51,6 +51,11 @@ pub struct VitConfig {
     /// The blocks' feed-forward network (`model.ffn`): `mlp.fc1`/`mlp.fc2` or SwiGLU's
     /// `mlp.w12`/`mlp.w3`.
     pub ffn: Ffn,
+    /// A learned `mask_token` `[1, D]` (zeros at init, dinov2 `models/vision_transformer.py`)
+    /// that replaces the embeddings of masked patches ([`VisionTransformer::forward_features_masked`]):
+    /// iBOT's student (`ibot.loss_weight > 0`; the teacher has the variable too, as in dinov2,
+    /// and never uses it). Off for DINO v1: no variable.
+    pub mask_token: bool,
 }
 
 impl VitConfig {
@@ -77,6 +82,7 @@ impl VitConfig {
             num_register_tokens: m.num_register_tokens as i64,
             layerscale_init: m.layerscale_init,
             ffn: m.ffn,
+            mask_token: false,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -113,7 +119,14 @@ impl VitConfig {
             num_register_tokens: 0,
             layerscale_init: 0.0,
             ffn: Ffn::Mlp,
+            mask_token: false,
         }
+    }
+
+    /// The same network with (or without) a `mask_token` (iBOT).
+    pub fn with_mask_token(mut self, on: bool) -> Self {
+        self.mask_token = on;
+        self
     }
 
     /// The same network with another stochastic-depth rate (0 for the teacher).
@@ -193,6 +206,7 @@ pub struct VisionTransformer {
     cls_token: Tensor,
     pos_embed: Tensor,
     register_tokens: Option<Tensor>,
+    mask_token: Option<Tensor>,
     blocks: Vec<Block>,
     norm: LayerNorm,
 }
@@ -242,6 +256,12 @@ impl VisionTransformer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let norm = LayerNorm::new(&(p / "norm"), d, cfg.layer_norm_eps)?;
+        // dinov2 registers `mask_token` last, as zeros it keeps (no draw: the other weights
+        // are those of a network without it).
+        let mask_token = match cfg.mask_token {
+            true => Some(p.f_zeros("mask_token", &[1, d])?),
+            false => None,
+        };
         // Then the official re-initialisation, in its order: pos_embed, cls_token, and
         // `self.apply(_init_weights)` over the Linear layers in module order.
         trunc_normal_(&mut pos_embed, TRUNC_NORMAL_STD)?;
@@ -262,6 +282,7 @@ impl VisionTransformer {
             cls_token,
             pos_embed,
             register_tokens,
+            mask_token,
             blocks,
             norm,
         })
@@ -314,6 +335,17 @@ impl VisionTransformer {
     /// (no position embedding: dinov2 `prepare_tokens_with_masks`): `[B, 3, H, W]` →
     /// `[B, 1 + R + N, D]`.
     fn prepare_tokens(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        self.prepare_tokens_masked(x, None)
+    }
+
+    /// [`Self::prepare_tokens`] with the embeddings of the patches `masks` sets (`[B, N]` bool,
+    /// row-major over the patch grid) replaced by `mask_token` before CLS and the position
+    /// embedding are added (dinov2 `prepare_tokens_with_masks`).
+    fn prepare_tokens_masked(
+        &self,
+        x: &Tensor,
+        masks: Option<&Tensor>,
+    ) -> Result<Tensor, ModelError> {
         let size = x.size();
         if size.len() != 4 || size[1] != 3 || !crate::init::is_float(x.kind()) {
             return Err(ModelError::BadInput {
@@ -335,6 +367,25 @@ impl VisionTransformer {
             )?
             .f_flatten(2, 3)?
             .f_transpose(1, 2)?;
+        let patches = match masks {
+            None => patches,
+            Some(m) => {
+                let token = self.mask_token.as_ref().ok_or_else(|| {
+                    ModelError::Config("masks given to a ViT built without a mask_token".into())
+                })?;
+                let n = patches.size()[1];
+                if m.size() != [b, n] || m.kind() != tch::Kind::Bool {
+                    return Err(ModelError::Config(format!(
+                        "masks must be bool [{b}, {n}] (crops, patches), got {:?} {:?}",
+                        m.kind(),
+                        m.size()
+                    )));
+                }
+                let token = token.to_kind(patches.kind()).f_unsqueeze(0)?;
+                // where(mask, token, patch): tch's `a.where_self(cond, b)` is torch.where(cond, a, b).
+                token.f_where_self(&m.f_unsqueeze(-1)?, &patches)?
+            }
+        };
         let cls = self.cls_token.f_expand([b, 1, self.cfg.embed_dim], false)?;
         let t = Tensor::f_cat(&[cls, patches], 1)?.f_add(&pos)?;
         let Some(reg) = &self.register_tokens else {
@@ -371,6 +422,34 @@ impl VisionTransformer {
     pub fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tokens, ModelError> {
         let seq = self.forward_tokens(x, train)?;
         Ok(Tokens::split(&seq, self.num_register_tokens())?)
+    }
+
+    /// [`VisionTransformer::forward_features`] of crops whose masked patches (`masks`, bool
+    /// `[B, N]`, row-major over the patch grid; `None` = no mask) are replaced by the
+    /// `mask_token` after the patch embedding (dinov2 `prepare_tokens_with_masks`: iBOT's
+    /// student on its global crops). The full last block always: the iBOT loss reads the patch
+    /// tokens.
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::forward_tokens`]; [`ModelError::Config`] for masks of another
+    /// shape or kind, or masks given to a network built without a `mask_token`.
+    pub fn forward_features_masked(
+        &self,
+        x: &Tensor,
+        masks: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tokens, ModelError> {
+        let mut t = self.prepare_tokens_masked(x, masks)?;
+        for b in &self.blocks {
+            t = b.forward(&t, train)?;
+        }
+        let seq = self.norm.forward(&t)?;
+        Ok(Tokens::split(&seq, self.num_register_tokens())?)
+    }
+
+    /// Whether the network has a `mask_token` (iBOT).
+    pub fn has_mask_token(&self) -> bool {
+        self.mask_token.is_some()
     }
 
     /// Register tokens R between CLS and the patches (0 for DINO v1).

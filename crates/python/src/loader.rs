@@ -380,6 +380,7 @@ impl MultiCropLoader {
             shuffle,
             max_failed_fraction,
             shard: shard(rank, world_size)?,
+            masking: None,
         };
         Self::build(py, data_cfg, &aug, opts, (normalize, return_indices), true)
     }

@@ -6,6 +6,7 @@
 //! features) and [`sinkhorn`] (Sinkhorn-Knopp teacher targets, `loss.centering`). The
 //! statistics of an evaluation are a list of named terms ([`stats`]: `dino`, `koleo`, …).
 
+pub mod ibot;
 pub mod koleo;
 pub mod sinkhorn;
 pub mod stats;
@@ -94,7 +95,13 @@ pub struct DinoLoss {
     teacher_temp_schedule: Vec<f64>,
     center: Tensor,
     centering: Centering,
+    /// DINOv2's iBOT patch term and its center (`ibot.loss_weight > 0`), kept here so its
+    /// centering state travels with DINO's by name.
+    ibot: Option<ibot::IbotPatchLoss>,
 }
+
+/// Checkpoint name of the iBOT center (dinov2's `ibot_patch_loss.center`).
+pub const IBOT_CENTER: &str = "ibot_center";
 
 impl DinoLoss {
     /// `out_dim` = K prototypes, `n_crops` = 2 global + local crops (official `ncrops`),
@@ -130,7 +137,24 @@ impl DinoLoss {
             teacher_temp_schedule,
             center,
             centering: cfg.centering,
+            ibot: None,
         })
+    }
+
+    /// This loss with DINOv2's iBOT patch term ([`ibot::IbotPatchLoss`]) beside DINO's.
+    pub fn with_ibot(mut self, term: ibot::IbotPatchLoss) -> Self {
+        self.ibot = Some(term);
+        self
+    }
+
+    /// The iBOT term, when on.
+    pub fn ibot(&self) -> Option<&ibot::IbotPatchLoss> {
+        self.ibot.as_ref()
+    }
+
+    /// The iBOT term, when on, to update its center.
+    pub fn ibot_mut(&mut self) -> Option<&mut ibot::IbotPatchLoss> {
+        self.ibot.as_mut()
     }
 
     /// Number of prototypes K.
@@ -170,14 +194,22 @@ impl DinoLoss {
     }
 
     /// The names of the centering states a checkpoint holds for this loss: `center` (DINO's
-    /// EMA center, kept under Sinkhorn-Knopp too, unchanged, so a run may switch back).
-    pub fn centering_state_names(&self) -> [&'static str; 1] {
-        ["center"]
+    /// EMA center, kept under Sinkhorn-Knopp too, unchanged, so a run may switch back) and,
+    /// with iBOT, `ibot_center`.
+    pub fn centering_state_names(&self) -> Vec<&'static str> {
+        self.centering_states()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
     }
 
     /// The centering states by name, for checkpoints ([`DinoLoss::centering_state_names`]).
     pub fn centering_states(&self) -> Vec<(&'static str, &Tensor)> {
-        vec![("center", &self.center)]
+        let mut states = vec![("center", &self.center)];
+        if let Some(ibot) = &self.ibot {
+            states.push((IBOT_CENTER, ibot.center()));
+        }
+        states
     }
 
     /// Restores the centering state `name` (checkpoint resume).
@@ -185,9 +217,10 @@ impl DinoLoss {
     /// # Errors
     /// An unknown name, or a shape that does not fit (see [`DinoLoss::set_center`]).
     pub fn set_centering_state(&mut self, name: &str, state: &Tensor) -> Result<(), LossError> {
-        match name {
-            "center" => self.set_center(state),
-            other => Err(LossError::Invalid(format!(
+        match (name, self.ibot.as_mut()) {
+            ("center", _) => self.set_center(state),
+            (IBOT_CENTER, Some(ibot)) => ibot.set_center(state),
+            (other, _) => Err(LossError::Invalid(format!(
                 "no centering state named {other:?} in this loss"
             ))),
         }

@@ -15,8 +15,9 @@ use crate::distributed::Dist;
 use crate::grad_scaler::{GradScaler, ScalerOptions};
 use crate::init_from::{init_student, InitReport};
 use crate::input::Normalizer;
+use crate::loss::ibot::{IbotPatchLoss, MaskedPatches};
 use crate::loss::koleo::koleo_term;
-use crate::loss::stats::{self, KOLEO};
+use crate::loss::stats::{self, IBOT, KOLEO};
 use crate::loss::{DinoLoss, LossError, LossStats};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
@@ -24,7 +25,9 @@ use crate::phases::{Phase, PhaseClock, PhaseTimes};
 use crate::teacher::{init_teacher_from_student, FlatEma};
 use dino_config::{Centering, Config};
 use dino_data::batch::MultiCropBatch;
-use dino_model::{with_precision, BackboneConfig, ComputePrecision, MultiCropWrapper, TokenScope};
+use dino_model::{
+    with_precision, BackboneConfig, ComputePrecision, DinoHead, MultiCropWrapper, TokenScope,
+};
 use std::cell::RefCell;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -67,6 +70,12 @@ pub struct DinoMethod {
     center_sum: Option<Tensor>,
     /// `loss.koleo_weight` (0: no KoLeo term).
     koleo_weight: f64,
+    /// iBOT's separate heads (`ibot.separate_head`: student, teacher at `ibot_head.*`); `None`
+    /// with the head shared with DINO or iBOT off.
+    ibot_heads: Option<(DinoHead, DinoHead)>,
+    /// Sum of the iBOT batch centers of the current window's micro-batches that masked any
+    /// patch, and their number.
+    ibot_center_sum: Option<(Tensor, usize)>,
     /// The phase clock of `dino bench train`'s time split (off in training).
     clock: RefCell<Option<PhaseClock>>,
 }
@@ -86,13 +95,28 @@ impl DinoMethod {
         precision: ComputePrecision,
         dist: &Dist,
     ) -> anyhow::Result<Self> {
-        let backbone = BackboneConfig::from_model(&cfg.model)?;
+        let ibot = cfg.ibot.enabled();
+        let backbone = BackboneConfig::from_model(&cfg.model)?.with_mask_token(ibot);
         tch::manual_seed(cfg.runtime.seed as i64);
         let student_vs = nn::VarStore::new(device);
         let student = MultiCropWrapper::new(&student_vs.root(), &backbone, &cfg.head)?;
         let mut teacher_vs = nn::VarStore::new(device);
-        let teacher =
-            MultiCropWrapper::new(&teacher_vs.root(), backbone.without_drop_path(), &cfg.head)?;
+        let teacher = MultiCropWrapper::new(
+            &teacher_vs.root(),
+            backbone.clone().without_drop_path(),
+            &cfg.head,
+        )?;
+        // dinov2 builds `ibot_head` after `dino_head`, in student and teacher alike.
+        let ibot_heads = if ibot && cfg.ibot.separate_head {
+            let head = ibot_head_config(cfg);
+            let d = backbone.embed_dim();
+            Some((
+                DinoHead::new(&(student_vs.root() / "ibot_head"), d, &head)?,
+                DinoHead::new(&(teacher_vs.root() / "ibot_head"), d, &head)?,
+            ))
+        } else {
+            None
+        };
         init_teacher_from_student(&mut teacher_vs, &student_vs)?;
         if dist.world_size > 1 {
             dist.broadcast_from_main(&student_vs)?;
@@ -105,7 +129,18 @@ impl DinoMethod {
         } else {
             None
         };
-        let loss = DinoLoss::new(cfg.head.out_dim, n_crops, &cfg.loss, cfg.optim.epochs)?;
+        let mut loss = DinoLoss::new(cfg.head.out_dim, n_crops, &cfg.loss, cfg.optim.epochs)?;
+        if ibot {
+            let out_dim = match cfg.ibot.separate_head {
+                true => cfg.ibot.head_out_dim,
+                false => cfg.head.out_dim,
+            };
+            loss = loss.with_ibot(IbotPatchLoss::new(
+                out_dim,
+                cfg.ibot.loss_weight,
+                &cfg.loss,
+            )?);
+        }
         let param_names = optimizer.param_names().map(str::to_string).collect();
         Ok(Self {
             student_vs,
@@ -126,9 +161,16 @@ impl DinoMethod {
             freeze_backbone_epochs: cfg.schedule.freeze_backbone_epochs,
             backbone_frozen: false,
             per_crop_group: cfg.optim.backward_per_crop_group,
-            scope: TokenScope::for_cls_loss(cfg.model.cls_only_last_block),
+            // The CLS-only last block (`model.cls_only_last_block`) is off under iBOT: its
+            // patch loss reads the patch tokens of the last block, student's and teacher's.
+            scope: match ibot {
+                true => TokenScope::AllTokens,
+                false => TokenScope::for_cls_loss(cfg.model.cls_only_last_block),
+            },
             center_sum: None,
             koleo_weight: cfg.loss.koleo_weight,
+            ibot_heads,
+            ibot_center_sum: None,
             clock: RefCell::new(None),
         })
     }
@@ -168,6 +210,12 @@ impl DinoMethod {
             }
         }
         Ok(())
+    }
+
+    /// The backbone tokens the step reads ([`TokenScope::AllTokens`] under iBOT, whatever
+    /// `model.cls_only_last_block` says).
+    pub fn token_scope(&self) -> TokenScope {
+        self.scope
     }
 
     /// The device the networks live on.
@@ -225,7 +273,32 @@ impl DinoMethod {
     ) -> anyhow::Result<LossStats> {
         let crops = self.input_crops(batch)?;
         let position = (batch.epoch as usize, batch.step as usize);
-        self.forward_backward_crops(&crops, position, it, window, dist)
+        let masks = self.input_masks(batch)?;
+        self.forward_backward_masked(&crops, masks.as_ref(), position, it, window, dist)
+    }
+
+    /// The iBOT masks of `batch` as a bool `[2·B, N]` tensor on the device (view-major, as
+    /// the global crops), or `None` when the batch has none.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn input_masks(&self, batch: &MultiCropBatch) -> anyhow::Result<Option<Tensor>> {
+        if !batch.has_masks() {
+            return Ok(None);
+        }
+        let n = batch.mask_patches() as i64;
+        let bytes: Vec<u8> = batch.masks.iter().map(|&m| u8::from(m)).collect();
+        let t = Tensor::from_slice(&bytes)
+            .f_reshape([2 * batch.batch_size as i64, n])?
+            .f_to_kind(Kind::Bool)?
+            .f_to_device(self.device)?;
+        Ok(Some(t))
+    }
+
+    /// Whether the iBOT term is on (`ibot.loss_weight > 0`): the step then needs the batch's
+    /// masks.
+    pub fn uses_masks(&self) -> bool {
+        self.loss.ibot().is_some()
     }
 
     /// The crops of `batch` as the networks take them: normalized float on the device (official
@@ -265,6 +338,26 @@ impl DinoMethod {
     pub fn forward_backward_crops(
         &mut self,
         crops: &[Tensor],
+        position: (usize, usize),
+        it: usize,
+        window: Window,
+        dist: &Dist,
+    ) -> anyhow::Result<LossStats> {
+        self.forward_backward_masked(crops, None, position, it, window, dist)
+    }
+
+    /// [`Self::forward_backward_crops`] with the global crops' iBOT masks (`[2·B, N]` bool,
+    /// [`Self::input_masks`]; required when iBOT is on, ignored when it is off): the student
+    /// sees its `mask_token` at the masked patches of its global crops, the teacher the
+    /// unmasked crops, and the iBOT term (`crate::loss::ibot`) joins the DINO loss before
+    /// the one backward; its center moves after the window as DINO's does.
+    ///
+    /// # Errors
+    /// As [`Self::forward_backward`]; iBOT on without masks.
+    pub fn forward_backward_masked(
+        &mut self,
+        crops: &[Tensor],
+        masks: Option<&Tensor>,
         (epoch, step): (usize, usize),
         it: usize,
         window: Window,
@@ -272,6 +365,14 @@ impl DinoMethod {
     ) -> anyhow::Result<LossStats> {
         let Some(globals) = crops.first().map(Tensor::shallow_clone) else {
             anyhow::bail!("no crops: the teacher needs the global crops first");
+        };
+        let masked = match (self.uses_masks(), masks) {
+            (false, _) => None,
+            (true, Some(m)) => Some(MaskedPatches::from_masks(m)?),
+            (true, None) => anyhow::bail!(
+                "ibot.loss_weight > 0 needs the batch's masks (the loader draws them when the \
+                 config has iBOT on)"
+            ),
         };
         seed_iteration(self.seed, window.micro_index(it), dist.rank);
         self.clock_begin();
@@ -281,21 +382,55 @@ impl DinoMethod {
         // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
         // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32. A frozen
         // backbone runs in evaluation mode (see `schedule.freeze_backbone_epochs`).
-        let teacher_out = tch::no_grad(|| {
-            with_precision(precision, device, || {
-                self.teacher
-                    .forward_modes(&[globals], backbone_train, true, scope)
-            })
-        })?
-        .to_kind(Kind::Float);
+        let (teacher_out, teacher_patches) = match &masked {
+            None => (
+                tch::no_grad(|| {
+                    with_precision(precision, device, || {
+                        self.teacher
+                            .forward_modes(&[globals], backbone_train, true, scope)
+                    })
+                })?
+                .to_kind(Kind::Float),
+                None,
+            ),
+            Some(m) => {
+                let (cls, patches) = self.teacher_ibot(&globals, m, backbone_train)?;
+                (cls, Some(patches))
+            }
+        };
         if window.is_first() {
             self.optimizer.zero_grad();
         }
-        let stats = if self.per_crop_group {
-            self.student_backward_per_group(crops, &teacher_out, (epoch, step), window, dist)?
-        } else {
-            self.student_backward_joint(crops, &teacher_out, (epoch, step), window, dist)?
+        let ibot = match (&masked, &teacher_patches, masks) {
+            (Some(m), Some(t), Some(mask)) => Some(IbotStep {
+                masks: mask,
+                masked: m,
+                targets: self.ibot_targets(t, m, epoch, dist)?,
+            }),
+            _ => None,
         };
+        let stats = if self.per_crop_group {
+            self.student_backward_per_group(
+                crops,
+                &teacher_out,
+                ibot.as_ref(),
+                (epoch, step),
+                window,
+                dist,
+            )?
+        } else {
+            self.student_backward_joint(
+                crops,
+                &teacher_out,
+                ibot.as_ref(),
+                (epoch, step),
+                window,
+                dist,
+            )?
+        };
+        if let Some(t) = &teacher_patches {
+            self.ibot_center_add(t)?;
+        }
         // Official update_center: all-reduce of the teacher logits' sum / (2 · global batch),
         // i.e. the mean over ranks of each rank's mean (equal per-rank batches); with
         // accumulation the mean over the window's micro-batches too, once at its end. Under
@@ -317,6 +452,7 @@ impl DinoMethod {
                 dist.average(&mut center)?;
                 self.loss.update_center(&center)?;
             }
+            self.ibot_center_update(dist)?;
             // DDP: the gradient of the global batch mean is the mean of the ranks' gradients.
             if dist.world_size > 1 {
                 dist.average_grads(&mut self.optimizer.grad_buffers(&Default::default())?)?;
@@ -329,10 +465,15 @@ impl DinoMethod {
     /// The student on all crops at once, the loss, one backward (the official step). With
     /// `loss.koleo_weight > 0` the KoLeo term on the student's backbone CLS features of the two
     /// global crops is added to the DINO loss before the one backward.
+    ///
+    /// With iBOT (`ibot`), the student's global crops go through the ViT with their masks, the
+    /// local crops as before, and the masked patch tokens through the head (DINO's, or
+    /// `ibot_head`); the iBOT term joins the sum before the one backward.
     fn student_backward_joint(
         &mut self,
         crops: &[Tensor],
         teacher_out: &Tensor,
+        ibot: Option<&IbotStep>,
         (epoch, step): (usize, usize),
         window: Window,
         dist: &Dist,
@@ -340,12 +481,28 @@ impl DinoMethod {
         let (precision, device, scope) = (self.precision, self.device, self.scope);
         let backbone_train = !self.backbone_frozen;
         // forward_modes' two halves, so the backbone features are at hand for KoLeo.
-        let (features, student_out) = with_precision(precision, device, || {
-            let f = self
-                .student
-                .backbone_features(crops, backbone_train, scope)?;
+        let (features, student_out, student_patches) = with_precision(precision, device, || {
+            let Some(ib) = ibot else {
+                let f = self
+                    .student
+                    .backbone_features(crops, backbone_train, scope)?;
+                let out = self.student.head.forward_t(&f, true)?;
+                return Ok::<_, dino_model::ModelError>((f, out, None));
+            };
+            let (cls, patches) = self.student_masked_globals(&crops[0], ib, backbone_train)?;
+            let f = match crops.get(1..).filter(|l| !l.is_empty()) {
+                None => cls,
+                Some(locals) => Tensor::f_cat(
+                    &[
+                        cls,
+                        self.student
+                            .backbone_features(locals, backbone_train, scope)?,
+                    ],
+                    0,
+                )?,
+            };
             let out = self.student.head.forward_t(&f, true)?;
-            Ok::<_, dino_model::ModelError>((f, out))
+            Ok((f, out, Some(patches)))
         })?;
         let student_out = student_out.to_kind(Kind::Float);
         let sum = |t: &mut Tensor| {
@@ -365,13 +522,21 @@ impl DinoMethod {
         } else {
             None
         };
+        let ibot_term = match (ibot, &student_patches, self.loss.ibot()) {
+            (Some(ib), Some(p), Some(term)) => {
+                Some(term.term(&p.to_kind(Kind::Float), &ib.targets, ib.masked)?)
+            }
+            _ => None,
+        };
         self.clock_mark(Phase::Forward);
         // The step's one host sync: the loss for the finiteness check, with the diagnostics
-        // (and the KoLeo term) computed on the device beside it (a sync costs the same for 1
-        // value or 5).
+        // (and the KoLeo and iBOT terms) computed on the device beside it (a sync costs the
+        // same for 1 value or 5).
+        let ibot_weight = self.loss.ibot().map_or(0.0, IbotPatchLoss::weight);
         let (other_values, other_names): (Vec<&Tensor>, Vec<(&str, f64)>) = koleo
             .iter()
             .map(|k| (k, (KOLEO, self.koleo_weight)))
+            .chain(ibot_term.iter().map(|t| (t, (IBOT, ibot_weight))))
             .unzip();
         let values = self
             .loss
@@ -381,12 +546,132 @@ impl DinoMethod {
         // Every rank logs, checks and stops on the loss of the global batch.
         mean_losses_over_ranks(&mut stats, dist)?;
         check_finite(stats.loss, epoch, step)?;
-        let loss = match koleo {
-            Some(k) => dino.f_add(&k)?,
-            None => dino,
-        };
+        let mut loss = dino;
+        for term in koleo.iter().chain(&ibot_term) {
+            loss = loss.f_add(term)?;
+        }
         self.backward(&loss, window)?;
         Ok(stats)
+    }
+
+    /// The student's masked global crops (`[2·B, 3, H, W]`, masks of `ib`): their backbone CLS
+    /// `[2·B, D]` and the head outputs of their masked patch tokens `[M, K]` (DINO's head, or
+    /// `ibot_head` with `ibot.separate_head`), in the current precision (dinov2
+    /// `ssl_meta_arch.py`: `masks=[masks, None]` for the student's global and local crops).
+    fn student_masked_globals(
+        &self,
+        globals: &Tensor,
+        ib: &IbotStep,
+        backbone_train: bool,
+    ) -> Result<(Tensor, Tensor), dino_model::ModelError> {
+        let vit = self.student.backbone.vit("the iBOT student")?;
+        let tokens = vit.forward_features_masked(globals, Some(ib.masks), backbone_train)?;
+        let patches = ib.masked.select(&tokens.patches)?;
+        let out = match &self.ibot_heads {
+            Some((student, _)) => student.forward_t(&patches, true)?,
+            None => self.student.head.forward_t(&patches, true)?,
+        };
+        Ok((tokens.cls, out))
+    }
+
+    /// The teacher on the unmasked global crops under iBOT: its head outputs of the CLS tokens
+    /// `[2·B, K]` and of the patches the student's masks hide `[M, K]` (Float, no grad; dinov2
+    /// `get_teacher_output`).
+    fn teacher_ibot(
+        &self,
+        globals: &Tensor,
+        masked: &MaskedPatches,
+        backbone_train: bool,
+    ) -> anyhow::Result<(Tensor, Tensor)> {
+        let (precision, device) = (self.precision, self.device);
+        let (cls, patches) = tch::no_grad(|| {
+            with_precision(precision, device, || {
+                let vit = self.teacher.backbone.vit("the iBOT teacher")?;
+                let tokens = vit.forward_features_masked(globals, None, backbone_train)?;
+                let cls = self.teacher.head.forward_t(&tokens.cls, true)?;
+                let p = masked.select(&tokens.patches)?;
+                let patches = match &self.ibot_heads {
+                    Some((_, teacher)) => teacher.forward_t(&p, true)?,
+                    None => self.teacher.head.forward_t(&p, true)?,
+                };
+                Ok::<_, dino_model::ModelError>((cls, patches))
+            })
+        })?;
+        Ok((cls.to_kind(Kind::Float), patches.to_kind(Kind::Float)))
+    }
+
+    /// The iBOT teacher targets of the masked patches at this epoch's teacher temperature
+    /// (Sinkhorn-Knopp over the masked patches of all ranks when `loss.centering` says so).
+    fn ibot_targets(
+        &self,
+        teacher_patches: &Tensor,
+        masked: &MaskedPatches,
+        epoch: usize,
+        dist: &Dist,
+    ) -> anyhow::Result<Tensor> {
+        let term = self.loss.ibot().expect("iBOT is on");
+        let temp = self.loss.teacher_temp(epoch)?;
+        let sum = |t: &mut Tensor| {
+            dist.sum(t)
+                .map_err(|e| LossError::Collective(format!("{e:#}")))
+        };
+        let mut global_count = masked.count as f64;
+        if self.loss.centering() == Centering::SinkhornKnopp && dist.world_size > 1 {
+            let mut c = Tensor::from_slice(&[global_count]).f_to_device(self.device)?;
+            dist.sum(&mut c)?;
+            global_count = c.f_double_value(&[0])?;
+        }
+        Ok(term.targets(teacher_patches, temp, global_count, &sum)?)
+    }
+
+    /// Adds this micro-batch's iBOT batch center (mean of the teacher's masked-patch outputs)
+    /// to the window's sum; a micro-batch that masked nothing adds nothing.
+    fn ibot_center_add(&mut self, teacher_patches: &Tensor) -> anyhow::Result<()> {
+        if self.loss.centering() != Centering::Center {
+            return Ok(());
+        }
+        let k = self.loss.ibot().map_or(0, |t| t.center().size()[1]);
+        let (mut sum, mut n) = self.ibot_center_sum.take().unwrap_or_else(|| {
+            (
+                Tensor::zeros([1, k], (Kind::Float, teacher_patches.device())),
+                0,
+            )
+        });
+        if let Some(c) = IbotPatchLoss::batch_center(teacher_patches)? {
+            sum = sum.f_add(&c)?;
+            n += 1;
+        }
+        self.ibot_center_sum = Some((sum, n));
+        Ok(())
+    }
+
+    /// At the end of a window: the iBOT center moves towards the mean of the window's batch
+    /// centers, over the ranks too (dinov2 `apply_center_update`: the all-reduced sum over
+    /// `world_size`; here over the micro-batches of all ranks that masked a patch, the same
+    /// when every one did). Under Sinkhorn-Knopp it is not used and stays (as DINO's).
+    fn ibot_center_update(&mut self, dist: &Dist) -> anyhow::Result<()> {
+        let Some((sum, n)) = self.ibot_center_sum.take() else {
+            return Ok(());
+        };
+        let (sum, n) = if dist.world_size > 1 {
+            let k = sum.size()[1];
+            let count = Tensor::from_slice(&[n as f32])
+                .f_to_device(sum.device())?
+                .f_reshape([1, 1])?;
+            let mut both = Tensor::f_cat(&[sum, count], 1)?;
+            dist.sum(&mut both)?;
+            let n = both.f_narrow(1, k, 1)?.f_double_value(&[0, 0])?.round() as usize;
+            (both.f_narrow(1, 0, k)?, n)
+        } else {
+            (sum, n)
+        };
+        if n > 0 {
+            let center = sum.f_div_scalar(n as f64)?;
+            if let Some(term) = self.loss.ibot_mut() {
+                term.update_center(&center)?;
+            }
+        }
+        Ok(())
     }
 
     /// The student one view at a time: forward, that view's loss terms (over
@@ -396,10 +681,14 @@ impl DinoMethod {
         &mut self,
         crops: &[Tensor],
         teacher_out: &Tensor,
+        ibot: Option<&IbotStep>,
         (epoch, step): (usize, usize),
         window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
+        if ibot.is_some() {
+            anyhow::bail!("optim.backward_per_crop_group is not implemented with iBOT");
+        }
         let (precision, device, scope) = (self.precision, self.device, self.scope);
         let backbone_train = !self.backbone_frozen;
         let sum = |t: &mut Tensor| {
@@ -567,6 +856,26 @@ impl DinoMethod {
                 .unwrap_or_default(),
             centers: self.loss.centering_states(),
         })
+    }
+}
+
+/// The iBOT side of one step: the masks, the masked patches they give, and the teacher's
+/// targets at those patches `[M, K]`.
+struct IbotStep<'a> {
+    masks: &'a Tensor,
+    masked: &'a MaskedPatches,
+    targets: Tensor,
+}
+
+/// The separate iBOT head's sizes (`ibot.head_*`; no BatchNorm, the last layer as DINO's).
+fn ibot_head_config(cfg: &Config) -> dino_config::HeadConfig {
+    dino_config::HeadConfig {
+        out_dim: cfg.ibot.head_out_dim,
+        hidden_dim: cfg.ibot.head_hidden_dim,
+        bottleneck_dim: cfg.ibot.head_bottleneck_dim,
+        nlayers: cfg.ibot.head_nlayers,
+        use_bn: false,
+        norm_last_layer: cfg.head.norm_last_layer,
     }
 }
 

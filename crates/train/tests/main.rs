@@ -19,6 +19,7 @@ mod cls_only_method;
 mod collapse;
 mod crop_groups;
 mod epoch_sums;
+mod ibot_loss;
 mod koleo;
 mod loss;
 mod loss_terms;

@@ -31,6 +31,23 @@ pub fn sinkhorn_knopp<E: From<TchError>>(
     world_size: usize,
     all_reduce_sum: &dyn Fn(&mut Tensor) -> Result<(), E>,
 ) -> Result<Tensor, E> {
+    let rows = (teacher.size().first().copied().unwrap_or(0) as usize * world_size) as f64;
+    sinkhorn_knopp_rows(teacher, temp, iterations, rows, all_reduce_sum)
+}
+
+/// [`sinkhorn_knopp`] where the processes may hold different numbers of rows (iBOT's masked
+/// patches, dinov2 `iBOTPatchLoss.sinkhorn_knopp_teacher`): `global_rows` is their total (the
+/// all-reduced count), the B of the column normalisation.
+///
+/// # Errors
+/// libtorch errors, or whatever `all_reduce_sum` returns.
+pub fn sinkhorn_knopp_rows<E: From<TchError>>(
+    teacher: &Tensor,
+    temp: f64,
+    iterations: usize,
+    global_rows: f64,
+    all_reduce_sum: &dyn Fn(&mut Tensor) -> Result<(), E>,
+) -> Result<Tensor, E> {
     let _guard = tch::no_grad_guard();
     let size = teacher.size();
     // Q is K × B as in the paper's notation.
@@ -39,7 +56,7 @@ pub fn sinkhorn_knopp<E: From<TchError>>(
         .f_div_scalar(temp)?
         .f_exp()?
         .f_tr()?;
-    let b = (size[0] as usize * world_size) as f64;
+    let b = global_rows;
     let k = size[1] as f64;
     let mut total = q.f_sum(Kind::Float)?.f_reshape([1])?;
     all_reduce_sum(&mut total)?;

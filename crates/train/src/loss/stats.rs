@@ -18,6 +18,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const DINO: &str = "dino";
 /// Name of DINOv2's KoLeo term (`loss.koleo_weight`, [`crate::loss::koleo`]).
 pub const KOLEO: &str = "koleo";
+/// DINOv2's iBOT masked-patch term (`ibot.loss_weight > 0`; its weighted value).
+pub const IBOT: &str = "ibot";
 /// Name of the supervised objective's one term, the cross-entropy against the labels.
 pub const CROSS_ENTROPY: &str = "cross_entropy";
 
