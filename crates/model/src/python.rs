@@ -7,13 +7,18 @@ use std::process::Command;
 
 /// The Python used for conversions and exports: `$DINO_PYTHON` if set; else the first
 /// `.venv/bin/python` found walking up from the running executable's folder (a binary in
-/// `target/release/` finds the repository's `.venv`); else `python3` from `PATH`.
+/// `target/release/` finds the repository's `.venv`), then from the working directory (a binary
+/// copied elsewhere, run from the repository as the README does); else `python3` from `PATH`.
 pub fn find_python() -> PathBuf {
     if let Some(p) = std::env::var_os("DINO_PYTHON") {
         return PathBuf::from(p);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let cwd = std::env::current_dir().ok();
+    for start in exe_dir.iter().chain(cwd.iter()) {
+        for dir in start.ancestors() {
             let cand = dir.join(".venv").join("bin").join("python");
             if cand.is_file() {
                 return cand;
@@ -21,6 +26,23 @@ pub fn find_python() -> PathBuf {
         }
     }
     PathBuf::from("python3")
+}
+
+/// The error of a script that exited with `status`: its last stderr line, and where that line
+/// says a module is missing (a `python3` without torch), how to point at the project's Python.
+fn failure_message(python: &Path, status: &str, stderr: &str) -> String {
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
+    let hint = if last.contains("ModuleNotFoundError") {
+        "; that Python lacks a package the conversion needs: set DINO_PYTHON to the project's \
+         .venv/bin/python, run from the repository, or run scripts/setup.sh"
+    } else {
+        ""
+    };
+    format!("{} exited with {status}: {last}{hint}", python.display())
 }
 
 /// A script of this crate: its file name (other scripts import it by that name) and text.
@@ -54,16 +76,10 @@ pub(crate) fn run_script(
             )
         })?;
     if !output.status.success() {
-        let msg = String::from_utf8_lossy(&output.stderr);
-        let last = msg
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
-        return Err(format!(
-            "{} exited with {}: {last}",
-            python.display(),
-            output.status
+        return Err(failure_message(
+            &python,
+            &output.status.to_string(),
+            &String::from_utf8_lossy(&output.stderr),
         ));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -74,4 +90,26 @@ pub(crate) fn run_script(
         .unwrap_or("");
     let report = serde_json::from_str(line).map_err(|e| format!("bad report {line:?}: {e}"))?;
     Ok((report, python))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_message;
+    use std::path::Path;
+
+    #[test]
+    fn a_missing_module_says_which_python_to_use() {
+        let stderr = "Traceback (most recent call last):\n  File \"x.py\"\nModuleNotFoundError: No module named 'torch'\n";
+        let m = failure_message(Path::new("python3"), "exit status: 1", stderr);
+        assert!(
+            m.starts_with("python3 exited with exit status: 1: ModuleNotFoundError"),
+            "{m}"
+        );
+        assert!(
+            m.contains("DINO_PYTHON") && m.contains("scripts/setup.sh"),
+            "{m}"
+        );
+        let other = failure_message(Path::new("python3"), "exit status: 1", "ValueError: bad\n");
+        assert_eq!(other, "python3 exited with exit status: 1: ValueError: bad");
+    }
 }
