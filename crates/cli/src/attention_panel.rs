@@ -146,7 +146,7 @@ pub fn write_panel(
             HPos::Left,
             format!(
                 "mask: the fewest patches holding {:.0} % of the mean map's attention mass, \
-                 outlined in white (the rest tinted)",
+                 tinted and outlined in white (the rest shown as the photo)",
                 threshold * 100.0
             ),
         ));

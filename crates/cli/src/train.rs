@@ -42,7 +42,8 @@ pub struct TrainArgs {
     /// resnet18, resnet34, resnet50; official `--arch`).
     #[arg(long)]
     arch: Option<String>,
-    /// Stop after this many iterations (smoke tests); the schedules still span the epochs.
+    /// Stop after this many iterations of this session (smoke tests; counted from the resume
+    /// point with --resume); the schedules still span the epochs.
     #[arg(long)]
     max_steps: Option<usize>,
     /// Print plain log lines instead of a progress bar.
@@ -240,10 +241,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             format!("mean of epoch {e}'s {st} steps so far")
         };
         eprintln!(
-            "trained {} steps this session; run {done} of {} steps (epoch {e}/{}, step {st}/{niter}); \
+            "trained {} this session; run {done} of {} steps (epoch {e}/{}, step {st}/{niter}); \
              on {} in {}{}: loss {:.4} (this session's first step) → {:.4} ({last}), {:.1} \
              images/s this session{}, data wait {:.1}%, run folder {}",
-            summary.steps,
+            match summary.steps {
+                1 => "1 step".to_string(),
+                n => format!("{n} steps"),
+            },
             cfg.optim.epochs * niter,
             cfg.optim.epochs,
             summary.device,

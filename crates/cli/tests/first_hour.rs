@@ -462,7 +462,10 @@ fn folder_mistakes_are_named_with_the_fix() {
     let at = err.find(&warn).unwrap_or_else(|| panic!("{err}"));
     assert!(err[at..].contains(&format!("Pass --data {}", root.join("train").display())));
     // Before training: ahead of the summary line.
-    assert!(at < err.find("trained 1 steps").unwrap(), "{err}");
+    assert!(
+        at < err.find("trained 1 step this session").unwrap(),
+        "{err}"
+    );
 }
 
 /// Item 9: on a small set the probe sweeps the lr (DINOv2's grid) and says so, `--lr` fixes

@@ -64,6 +64,7 @@ fn run_name(path: &str) -> Option<String> {
 /// - `checkpoint.output_dir` is `runs/<data folder name>` when `data.path` is given.
 pub(crate) fn apply(cfg: &mut Config, table: &toml::Table, cli: &toml::Table) -> Vec<String> {
     let mut notes = Vec::new();
+    round_crops_to_patch(cfg, table, &mut notes);
     if !is_set(table, "eval", "crop_size") {
         let side = cfg.augmentation.global_crops_size;
         if cfg.eval.crop_size != side {
@@ -104,6 +105,32 @@ pub(crate) fn apply(cfg: &mut Config, table: &toml::Table, cli: &toml::Table) ->
         }
     }
     notes
+}
+
+/// Crop sizes left unset that the ViT's patch does not divide (the official 96-px local crops
+/// under DINOv2's patch 14, a file of `dino import`) round up to the next multiple of the patch
+/// (96 → 98, DINOv2's own local crop size), with a note; a size the config file or `--set` gives
+/// is left for the validation to refuse with its key.
+fn round_crops_to_patch(cfg: &mut Config, table: &toml::Table, notes: &mut Vec<String>) {
+    let patch = cfg.model.patch_size as u32;
+    if cfg.model.arch.is_resnet() || patch == 0 {
+        return;
+    }
+    let a = &mut cfg.augmentation;
+    for (key, size) in [
+        ("global_crops_size", &mut a.global_crops_size),
+        ("local_crops_size", &mut a.local_crops_size),
+    ] {
+        if *size % patch == 0 || is_set(table, "augmentation", key) {
+            continue;
+        }
+        let rounded = size.div_ceil(patch) * patch;
+        notes.push(format!(
+            "augmentation.{key} = {rounded} (unset: the default {size} rounded up to a multiple \
+             of model.patch_size = {patch})"
+        ));
+        *size = rounded;
+    }
 }
 
 /// A key whose value must not exceed a bound the run sets (`validate` refuses it above).
@@ -272,6 +299,37 @@ mod tests {
             (c.schedule.warmup_epochs, c.schedule.freeze_last_layer),
             (1, 2)
         );
+    }
+
+    /// DINOv2's patch 14 with the official crop sizes: the unset local size becomes 98 (DINOv2's
+    /// `local_crops_size`), the global 224 already fits; a size the user gave is refused.
+    #[test]
+    fn unset_crop_sizes_round_up_to_the_patch() {
+        let (c, notes) = Config::from_toml_str_noted("", &["model.patch_size=14"]).unwrap();
+        assert_eq!(
+            (
+                c.augmentation.global_crops_size,
+                c.augmentation.local_crops_size
+            ),
+            (224, 98)
+        );
+        assert_eq!(
+            notes,
+            vec![
+                "augmentation.local_crops_size = 98 (unset: the default 96 rounded up to a \
+                  multiple of model.patch_size = 14)"
+                    .to_string()
+            ]
+        );
+        let (c, notes) = Config::from_toml_str_noted("", &[]).unwrap();
+        assert_eq!(c.augmentation.local_crops_size, 96);
+        assert!(notes.is_empty(), "{notes:?}");
+        let err = Config::from_toml_str(
+            "",
+            &["model.patch_size=14", "augmentation.local_crops_size=96"],
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), "augmentation.local_crops_size");
     }
 
     /// Issue #33 item 10: a list as a shell user types it, and errors without Rust type names.

@@ -73,7 +73,8 @@ impl ImportReport {
         let sets = self.config_overrides();
         if !sets.is_empty() {
             text.push_str(&format!(
-                " Recognised a ViT; load it with these model keys: {}.",
+                " Recognised a ViT with these model keys, stored in the file (every command that \
+                 loads it reads them; a --set of the same key wins): {}.",
                 sets.join(" ")
             ));
         }

@@ -111,11 +111,17 @@ pub fn read_init_weights(
     Ok((file, false, all.into_iter().collect()))
 }
 
+/// iBOT's `mask_token` (zeros at init in dinov2): a file may lack it (a DINO v1 checkpoint, a
+/// run without iBOT, a hub file converted without it) and a model may lack it (iBOT off), so it
+/// is copied when both have it and otherwise left as it is.
+const OPTIONAL_BACKBONE: &str = "backbone.mask_token";
+
 /// Copies the weights of `path` (see [`read_init_weights`]) into the student's variables
 /// `student` (names `backbone.…`, `head.…`): every backbone variable must be in the file with
-/// its shape, and the file must have no other backbone entry; the head is copied when every head
-/// variable is there with its shape, else left as initialised. The caller copies the student
-/// into the teacher.
+/// its shape, and the file must have no other backbone entry (iBOT's `backbone.mask_token`
+/// excepted: copied when both have it, else left as initialised); the head is copied when every
+/// head variable is there with its shape, else left as initialised. The caller copies the
+/// student into the teacher.
 ///
 /// # Errors
 /// [`InitError::Mismatch`] naming (at most ten) mismatched shapes (`name: file [..] vs model
@@ -133,6 +139,7 @@ pub fn init_student(path: &Path, student: &VarStore) -> Result<InitReport, InitE
     let mut problems = Vec::new();
     for name in part("backbone.") {
         match weights.get(&name) {
+            None if name == OPTIONAL_BACKBONE => {}
             None => problems.push(format!("{name}: missing from the file")),
             Some(t) if t.size() != vars[&name].size() => problems.push(format!(
                 "{name}: file {:?} vs model {:?}",
@@ -144,7 +151,10 @@ pub fn init_student(path: &Path, student: &VarStore) -> Result<InitReport, InitE
     }
     for name in weights.keys() {
         let known = name.starts_with("backbone.") || name.starts_with("head.");
-        if !vars.contains_key(name) && (name.starts_with("backbone.") || !known) {
+        if !vars.contains_key(name)
+            && name != OPTIONAL_BACKBONE
+            && (name.starts_with("backbone.") || !known)
+        {
             problems.push(format!("{name}: unexpected (not in the model)"));
         }
     }
@@ -174,7 +184,10 @@ pub fn init_student(path: &Path, student: &VarStore) -> Result<InitReport, InitE
         )),
         Some(_) => None,
     });
-    let mut load = part("backbone.");
+    let mut load: Vec<String> = part("backbone.")
+        .into_iter()
+        .filter(|n| weights.contains_key(n))
+        .collect();
     if head_problem.is_none() {
         load.extend(head.iter().cloned());
     }
@@ -184,7 +197,7 @@ pub fn init_student(path: &Path, student: &VarStore) -> Result<InitReport, InitE
         }
         Ok(())
     })?;
-    let backbone = part("backbone.").len();
+    let backbone = load.iter().filter(|n| n.starts_with("backbone.")).count();
     Ok(InitReport {
         file,
         from_teacher,
@@ -196,4 +209,82 @@ pub fn init_student(path: &Path, student: &VarStore) -> Result<InitReport, InitE
         },
         fresh_head_reason: head_problem.unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::init_student;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind, Tensor};
+
+    fn model(mask_token: bool) -> VarStore {
+        let vs = VarStore::new(Device::Cpu);
+        let p = vs.root();
+        let _ = p.sub("backbone").zeros("w", &[2, 3]);
+        if mask_token {
+            let _ = p.sub("backbone").zeros("mask_token", &[1, 3]);
+        }
+        let _ = p.sub("head").zeros("b", &[4]);
+        vs
+    }
+
+    fn file(dir: &std::path::Path, name: &str, mask_token: bool) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let w = Tensor::arange(6, (Kind::Float, Device::Cpu)).view([2, 3]);
+        let mut entries = vec![("backbone.w", w)];
+        if mask_token {
+            entries.push((
+                "backbone.mask_token",
+                Tensor::ones([1, 3], (Kind::Float, Device::Cpu)),
+            ));
+        }
+        Tensor::write_safetensors(&entries, &path).unwrap();
+        path
+    }
+
+    /// iBOT's mask_token is optional on either side: a file without it initialises an iBOT
+    /// model (its token stays zeros, as dinov2 initialises it), a file with it initialises a
+    /// model without iBOT; every other backbone weight is still required and copied.
+    #[test]
+    fn the_mask_token_is_optional_on_either_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let without = file(dir.path(), "without.safetensors", false);
+        let with = file(dir.path(), "with.safetensors", true);
+        let ibot = model(true);
+        let r = init_student(&without, &ibot).unwrap();
+        assert_eq!(r.backbone, 1);
+        let vars = ibot.variables();
+        assert_eq!(vars["backbone.w"].sum(Kind::Float).double_value(&[]), 15.0);
+        assert_eq!(
+            vars["backbone.mask_token"]
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        let r = init_student(&with, &ibot).unwrap();
+        assert_eq!(r.backbone, 2);
+        assert_eq!(
+            ibot.variables()["backbone.mask_token"]
+                .sum(Kind::Float)
+                .double_value(&[]),
+            3.0
+        );
+        let plain = model(false);
+        let r = init_student(&with, &plain).unwrap();
+        assert_eq!(r.backbone, 1);
+        // Any other backbone name is still checked.
+        let bad = dir.path().join("bad.safetensors");
+        Tensor::write_safetensors(
+            &[(
+                "backbone.v",
+                Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)),
+            )],
+            &bad,
+        )
+        .unwrap();
+        let err = init_student(&bad, &plain).unwrap_err().to_string();
+        assert!(err.contains("backbone.w: missing from the file"), "{err}");
+        assert!(err.contains("backbone.v: unexpected"), "{err}");
+    }
 }
