@@ -6,6 +6,7 @@
 //! features) and [`sinkhorn`] (Sinkhorn-Knopp teacher targets, `loss.centering`). The
 //! statistics of an evaluation are a list of named terms ([`stats`]: `dino`, `koleo`, …).
 
+mod center;
 pub mod ibot;
 pub mod koleo;
 pub mod sinkhorn;
@@ -228,14 +229,7 @@ impl DinoLoss {
 
     /// Replaces the center (checkpoint restore). Errors unless `center` is `[1, K]`.
     pub fn set_center(&mut self, center: &Tensor) -> Result<(), LossError> {
-        if center.size() != [1, self.out_dim as i64] {
-            return Err(LossError::Shape {
-                what: "center",
-                expected: format!("[1, {}]", self.out_dim),
-                got: center.size(),
-            });
-        }
-        self.center = center.f_to_kind(Kind::Float)?.f_detach_copy()?;
+        self.center = center::restored(center, self.out_dim, "center")?;
         Ok(())
     }
 
@@ -590,19 +584,13 @@ impl DinoLoss {
     /// Called after the loss, so each step uses the previous center. The center moves to
     /// `batch_center`'s device.
     pub fn update_center(&mut self, batch_center: &Tensor) -> Result<(), LossError> {
-        if batch_center.size() != [1, self.out_dim as i64] {
-            return Err(LossError::Shape {
-                what: "batch center",
-                expected: format!("[1, {}]", self.out_dim),
-                got: batch_center.size(),
-            });
-        }
-        let m = self.center_momentum;
-        self.center = tch::no_grad(|| -> Result<Tensor, TchError> {
-            let c = self.center.f_to_device(batch_center.device())?;
-            c.f_mul_scalar(m)?
-                .f_add(&batch_center.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 - m)?)
-        })?;
+        self.center = center::ema(
+            &self.center,
+            batch_center,
+            self.center_momentum,
+            self.out_dim,
+            "batch center",
+        )?;
         Ok(())
     }
 

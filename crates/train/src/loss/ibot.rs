@@ -121,14 +121,7 @@ impl IbotPatchLoss {
     /// # Errors
     /// Another shape; libtorch errors.
     pub fn set_center(&mut self, center: &Tensor) -> Result<(), LossError> {
-        if center.size() != [1, self.out_dim as i64] {
-            return Err(LossError::Shape {
-                what: "ibot_center",
-                expected: format!("[1, {}]", self.out_dim),
-                got: center.size(),
-            });
-        }
-        self.center = center.f_to_kind(Kind::Float)?.f_detach_copy()?;
+        self.center = super::center::restored(center, self.out_dim, "ibot_center")?;
         Ok(())
     }
 
@@ -231,19 +224,13 @@ impl IbotPatchLoss {
     /// # Errors
     /// A batch center of another shape; libtorch errors.
     pub fn update_center(&mut self, batch_center: &Tensor) -> Result<(), LossError> {
-        if batch_center.size() != [1, self.out_dim as i64] {
-            return Err(LossError::Shape {
-                what: "iBOT batch center",
-                expected: format!("[1, {}]", self.out_dim),
-                got: batch_center.size(),
-            });
-        }
-        let m = self.center_momentum;
-        self.center = tch::no_grad(|| -> Result<Tensor, TchError> {
-            let c = self.center.f_to_device(batch_center.device())?;
-            c.f_mul_scalar(m)?
-                .f_add(&batch_center.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 - m)?)
-        })?;
+        self.center = super::center::ema(
+            &self.center,
+            batch_center,
+            self.center_momentum,
+            self.out_dim,
+            "iBOT batch center",
+        )?;
         Ok(())
     }
 }
