@@ -8,55 +8,20 @@
 //! must agree within 1e-5 at 224 px (16 × 16 patches from a 37 × 37 table, as the hub's
 //! 518-px files) and at a non-square 98 × 140.
 
+use crate::common::{python, read, repo};
 use dino_config::Ffn;
 use dino_model::{
     import_official, load_safetensors_with_prefix, PosInterp, VisionTransformer, VitConfig,
 };
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::{nn, Device, Kind, Tensor};
 
-const TOL: f64 = 1e-5;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let p = repo().join(".venv/bin/python");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/setup.sh",
-        p.display()
-    );
-    p
-}
-
-/// Runs the reference with `args` into a fresh folder.
+/// Runs `tests/reference/dinov2_ref.py` with `args` into a fresh folder.
 fn reference(args: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(python())
-        .arg(repo().join("tests/reference/dinov2_ref.py"))
-        .args(args)
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .expect("run scripts/setup.sh: the venv python does not start");
-    assert!(
-        out.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
+    crate::common::reference("dinov2_ref.py", args)
 }
 
-fn read(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
+const TOL: f64 = 1e-5;
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());

@@ -3,26 +3,12 @@
 //! features at two image sizes, one of them non-square, within 1e-4.
 
 use dino_model::{export_backbone, ExportFormat, VisionTransformer, VitConfig};
-use std::path::PathBuf;
 use std::process::Command;
 use tch::{nn, Device, Kind, Tensor};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The virtualenv's Python, which runs onnxruntime here. `export_backbone` finds the same one
-/// itself (`dino_model::find_python`: `$DINO_PYTHON`, else the `.venv` above `target/`); the
-/// tests do not set `DINO_PYTHON`, which every test thread of the binary would see.
-fn python() -> PathBuf {
-    let p = repo().join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "run scripts/setup.sh first: {} is missing",
-        p.display()
-    );
-    p
-}
+// The virtualenv's Python runs onnxruntime here. `export_backbone` finds the same one itself
+// (`dino_model::find_python`); the tests do not set `DINO_PYTHON`, which every test thread of the
+// binary would see.
+use crate::common::{python, repo};
 
 /// A small ViT with non-trivial weights (random init) and the sizes the acceptance names.
 fn model() -> (nn::VarStore, VisionTransformer, VitConfig) {

@@ -13,6 +13,7 @@ extern crate dino_test_support;
 
 mod batchnorm;
 mod cls_only_block;
+mod common;
 mod dinov2_parity;
 mod export;
 mod gpu;

@@ -2,16 +2,21 @@
 //! the project virtualenv's torch): initialisation bit for bit, forward outputs to 1e-4, the
 //! official state-dict layout, BatchNorm heads, and the `.pth` importer.
 
+use crate::common::read;
 use dino_config::HeadConfig;
 use dino_model::{
     import_official, load_safetensors, load_safetensors_with_prefix, DinoHead, MultiCropWrapper,
     PosInterp, VisionTransformer, VitConfig, WeightsError,
 };
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Mutex;
 use tch::{nn, Device, Kind, Tensor};
+
+/// Runs `tests/reference/vit_reference.py` with `args` into a fresh folder.
+fn reference(args: &[&str]) -> tempfile::TempDir {
+    crate::common::reference("vit_reference.py", args)
+}
 
 /// Seeding and building share libtorch's global generator: one test at a time.
 static RNG: Mutex<()> = Mutex::new(());
@@ -23,45 +28,6 @@ fn build<T>(f: impl FnOnce() -> T) -> T {
 }
 
 const TOL: f64 = 1e-4;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let p = repo().join(".venv/bin/python");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/setup.sh",
-        p.display()
-    );
-    p
-}
-
-/// Runs the reference script in a fresh temp dir and returns it.
-fn reference(args: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(python())
-        .arg(repo().join("tests/reference/vit_reference.py"))
-        .args(args)
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .expect("run scripts/setup.sh: the venv python does not start");
-    assert!(
-        out.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-fn read(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());

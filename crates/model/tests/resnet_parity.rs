@@ -5,56 +5,25 @@
 //! parameter's gradient and the input's (float64, see `resnet_reference.py` for why), all to
 //! 1e-4; and `dino import` of official DINO ResNet-50 checkpoints made with torchvision.
 
+use crate::common::read;
 use dino_config::HeadConfig;
 use dino_model::{
     import_official, load_safetensors, load_safetensors_with_prefix, Backbone, BackboneConfig,
     MultiCropWrapper, ResNet, ResNetConfig,
 };
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Mutex;
 use tch::{nn, Device, Kind, Tensor};
+
+/// Runs `tests/reference/resnet_reference.py` with `args` into a fresh folder.
+fn reference(args: &[&str]) -> tempfile::TempDir {
+    crate::common::reference("resnet_reference.py", args)
+}
 
 /// Seeding and building share libtorch's global generator: one build at a time.
 static RNG: Mutex<()> = Mutex::new(());
 
 const TOL: f64 = 1e-4;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs the reference script in a fresh temporary folder and returns it.
-fn reference(args: &[&str]) -> tempfile::TempDir {
-    let python = repo().join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(python)
-        .arg(repo().join("tests/reference/resnet_reference.py"))
-        .args(args)
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-fn read(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
