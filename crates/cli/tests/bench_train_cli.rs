@@ -64,6 +64,37 @@ fn bench_train_times_synthetic_and_loader_inputs() {
     );
 }
 
+/// Issue #31 item 3: the step with iBOT on is timed from both inputs (synthetic crops carry
+/// masks drawn as the loader draws them); the iBOT term is in the loss (it differs from the
+/// same bench with iBOT off, on the same crops).
+#[test]
+fn bench_train_times_the_ibot_step() {
+    let (_tmp, cfg) = tiny::tiny_run("");
+    let cfg = cfg.to_str().unwrap();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench", "train", "--config", cfg, "--input", "both", "--json", "--warmup", "0",
+            "--steps", "1",
+        ];
+        args.extend(extra);
+        reports(&ok(&args).stdout)
+    };
+    let on = bench(&["--set", "ibot.loss_weight=1.0"]);
+    let off = bench(&[]);
+    assert_eq!(on.len(), 2);
+    for (a, b) in on.iter().zip(&off) {
+        let (la, lb) = (
+            a["last_loss"].as_f64().unwrap(),
+            b["last_loss"].as_f64().unwrap(),
+        );
+        assert!(
+            la.is_finite() && a["images_per_s"].as_f64().unwrap() > 0.0,
+            "{a}"
+        );
+        assert!((la - lb).abs() > 1e-6, "iBOT on {la} vs off {lb}: {a}");
+    }
+}
+
 #[test]
 fn bench_train_loader_without_data_is_refused() {
     let out = Command::new(DINO)

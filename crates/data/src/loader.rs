@@ -598,7 +598,7 @@ impl Shared {
             .map(|(mut dst, pos)| self.sample(epoch, pos, order[pos], &mut dst))
             .collect();
         if let Some(m) = &self.opts.masking {
-            self.mask(&mut batch, m, &positions);
+            self.mask(&mut batch, m, positions.len(), order.len());
         }
         let mut failed = Vec::new();
         for (b, r) in results.into_iter().enumerate() {
@@ -613,11 +613,27 @@ impl Shared {
     }
 
     /// Draws the iBOT masks of `batch`'s 2·B global crops ([`crate::masking::batch_masks`]);
-    /// `positions` = each image's place in the epoch order.
-    fn mask(&self, batch: &mut MultiCropBatch, m: &MaskingOptions, positions: &[usize]) {
+    /// `bs` images of this rank, an epoch order of `len`. The plan is the global batch's
+    /// (every rank's images at this step, in one process's order), so several processes mask
+    /// exactly as one process with their global batch.
+    fn mask(&self, batch: &mut MultiCropBatch, m: &MaskingOptions, bs: usize, len: usize) {
         let shard = self.opts.shard;
-        let plan_index = batch.step * shard.world_size as u64 + shard.rank as u64;
-        batch.masks = batch_masks(m, self.opts.seed, batch.epoch, plan_index, positions);
+        let w = shard.world_size.max(1);
+        let start = batch.step as usize * self.opts.batch_size;
+        // Rank r's q-th sample is global position q·W + r: image i of every rank, rank by rank.
+        let global: Vec<usize> = (0..bs)
+            .flat_map(|i| {
+                (0..w).map(move |r| {
+                    Shard {
+                        rank: r,
+                        world_size: w,
+                    }
+                    .position(start + i, len)
+                })
+            })
+            .collect();
+        let mine: Vec<usize> = (0..bs).map(|i| i * w + shard.rank).collect();
+        batch.masks = batch_masks(m, self.opts.seed, batch.epoch, batch.step, &global, &mine);
         let (gh, gw) = m.generator.grid();
         batch.mask_grid = [gh, gw];
     }

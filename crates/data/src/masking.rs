@@ -9,10 +9,11 @@
 //! rectangles of random area and aspect ratio until it holds that many patches.
 //!
 //! Randomness (the Python code uses the process-wide `random` module): which crop gets which
-//! sub-interval comes from one stream per batch, `rng_for(seed, epoch, step · world + rank,
-//! MaskPlan)`; each crop's patch count and rectangles from one stream per crop,
-//! `rng_for(seed, epoch, 2 · position + view, Mask)` with `position` the image's place in the
-//! epoch order. Nothing depends on thread count or on which worker builds what.
+//! sub-interval comes from one stream per global batch, `rng_for(seed, epoch, step, MaskPlan)`,
+//! drawn over all processes' crops of the step (the official collate draws it per process);
+//! each crop's patch count and rectangles from one stream per crop, `rng_for(seed, epoch, 2 ·
+//! position + view, Mask)` with `position` the image's place in the epoch order. Nothing depends
+//! on thread count, on which worker builds what, or on how many processes share the batch.
 
 use rand::{Rng, RngCore};
 use rayon::prelude::*;
@@ -197,36 +198,45 @@ impl MaskingOptions {
     }
 }
 
-/// The `[2, B, N]` masks (view-major, row-major grids) of one batch's 2·B global crops, drawn
-/// in parallel on the current rayon pool: the plan from `rng_for(seed, epoch, plan_index,
-/// MaskPlan)`, crop k's count and rectangles from `rng_for(seed, epoch, 2 · positions[k % B] +
-/// k / B, Mask)`, `positions` = each image's place in the epoch order (B = its length). The
-/// result depends on these values only, never on threads.
+/// The `[2, B, N]` masks (view-major, row-major grids) of one process's 2·B global crops,
+/// drawn in parallel on the current rayon pool.
+///
+/// `global` lists the epoch-order positions of step `step`'s images over all processes, in the
+/// order one process with the whole global batch holds them (G of them); `mine[i]` is the index
+/// in `global` of this process's image i (B of them). The plan over the 2·G global crops comes
+/// from `rng_for(seed, epoch, step, MaskPlan)`, crop k's count and rectangles from `rng_for(seed,
+/// epoch, 2 · position + view, Mask)`, so the masks depend on these values only, never on
+/// threads, and the processes' masks together are one process's masks of the global batch (the
+/// official collate draws its plan per process: the same distribution, but not this identity).
+/// One process: `global` = its positions and `mine` = `0..B`.
 pub fn batch_masks(
     m: &MaskingOptions,
     seed: u64,
     epoch: u64,
-    plan_index: u64,
-    positions: &[usize],
+    step: u64,
+    global: &[usize],
+    mine: &[usize],
 ) -> Vec<bool> {
-    let bs = positions.len();
+    let (g, bs) = (global.len(), mine.len());
     let crop_stream = |k: usize| {
-        let index = 2 * positions[k % bs] as u64 + (k / bs) as u64;
+        let index = 2 * global[k % g] as u64 + (k / g) as u64;
         rng_for(seed, epoch, index, Stream::Mask)
     };
-    let mut plan = rng_for(seed, epoch, plan_index, Stream::MaskPlan);
-    let counts = m.patch_counts(2 * bs, &mut plan, crop_stream);
+    let mut plan = rng_for(seed, epoch, step, Stream::MaskPlan);
+    let counts = m.patch_counts(2 * g, &mut plan, crop_stream);
+    // This process's crop k (view k / B, image k % B) is global crop view · G + mine[k % B].
+    let global_crop = |k: usize| (k / bs.max(1)) * g + mine[k % bs.max(1)];
     let n = m.generator.num_patches();
     let mut masks = vec![false; 2 * bs * n];
     masks
         .par_chunks_mut(n.max(1))
-        .zip(counts)
         .enumerate()
-        .for_each(|(k, (dst, count))| {
+        .for_each(|(k, dst)| {
+            let kg = global_crop(k);
             // A masked crop's count was the first draw of its stream; the rectangles follow.
-            let mut rng = crop_stream(k);
+            let mut rng = crop_stream(kg);
             let _ = rng.random::<f64>();
-            dst.copy_from_slice(&m.generator.generate(count, &mut rng));
+            dst.copy_from_slice(&m.generator.generate(counts[kg], &mut rng));
         });
     masks
 }

@@ -156,7 +156,8 @@ fn masks_match_the_reference_statistics_over_10000_draws() {
     );
     for step in 0..BATCHES {
         let positions: Vec<usize> = (step * BATCH..(step + 1) * BATCH).collect();
-        let masks = batch_masks(&opts, 0, 0, step as u64, &positions);
+        let mine: Vec<usize> = (0..BATCH).collect();
+        let masks = batch_masks(&opts, 0, 0, step as u64, &positions, &mine);
         assert_eq!(masks.len(), 2 * BATCH * n);
         let mut counts = Vec::new();
         for (k, m) in masks.chunks(n).enumerate() {
@@ -233,18 +234,83 @@ fn loader_batches(
     threads: usize,
     seed: u64,
 ) -> Vec<MultiCropBatch> {
+    sharded_batches(ds, cfg, threads, seed, 5, Shard::WHOLE)
+}
+
+fn sharded_batches(
+    ds: &Arc<dyn Dataset>,
+    cfg: &Config,
+    threads: usize,
+    seed: u64,
+    batch_size: usize,
+    shard: Shard,
+) -> Vec<MultiCropBatch> {
     let aug: AugmentationConfig = cfg.augmentation.clone();
     let opts = LoaderOptions {
-        batch_size: 5,
+        batch_size,
         seed,
         epochs: 0..2,
         threads,
         drop_last: false,
-        shard: Shard::WHOLE,
+        shard,
         ..LoaderOptions::from_config(cfg)
     };
     let loader = Loader::spawn(ds.clone(), DataAugmentationDino::new(&aug).unwrap(), opts).unwrap();
     loader.map(|b| b.unwrap()).collect()
+}
+
+fn image_folder(dir: &std::path::Path) -> Arc<dyn Dataset> {
+    assert_eq!(common::make_png_folder(dir, &["a", "b"], 6), 12);
+    open_dataset(dir, DataFormat::Auto, "train", &DataConfig::default())
+        .unwrap()
+        .into()
+}
+
+/// Issue #31: two processes of batch 3 mask their global crops exactly as one process of batch
+/// 6 masks the same images (the plan is the global batch's), so data-parallel iBOT can equal one
+/// process. Rank r's image i is the single process's image 2·i + r (`Shard`).
+#[test]
+fn two_ranks_draw_one_process_masks_of_the_global_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = image_folder(dir.path());
+    let cfg = ibot_config();
+    let one = sharded_batches(&ds, &cfg, 1, 11, 6, Shard::WHOLE);
+    let ranks: Vec<Vec<MultiCropBatch>> = (0..2)
+        .map(|rank| {
+            sharded_batches(
+                &ds,
+                &cfg,
+                2,
+                11,
+                3,
+                Shard {
+                    rank,
+                    world_size: 2,
+                },
+            )
+        })
+        .collect();
+    assert_eq!(one.len(), 4); // 12 images, batch 6: 2 steps × 2 epochs
+    let n = 8 * 8;
+    let mut masked = 0;
+    for (s, b) in one.iter().enumerate() {
+        for view in 0..2 {
+            for (r, rank) in ranks.iter().enumerate() {
+                let rb = &rank[s];
+                assert_eq!((rb.epoch, rb.step, rb.batch_size), (b.epoch, b.step, 3));
+                for i in 0..3 {
+                    let j = 2 * i + r;
+                    assert_eq!(rb.indices[i], b.indices[j]);
+                    let got = &rb.masks[(view * 3 + i) * n..][..n];
+                    let want = &b.masks[(view * 6 + j) * n..][..n];
+                    assert_eq!(got, want, "step {s} view {view} rank {r} image {i}");
+                    masked += usize::from(got.iter().any(|&x| x));
+                }
+            }
+        }
+    }
+    // int(2·6 · 0.5) = 6 of each global batch's 12 crops masked, split over the ranks.
+    assert_eq!(masked, 6 * one.len());
 }
 
 #[test]

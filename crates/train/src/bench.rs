@@ -202,7 +202,10 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         .freeze_last_layer
         .min(cfg.optim.epochs.saturating_sub(1));
     let fixed = match opts.input {
-        BenchInput::Synthetic => Some(method.input_crops(&synthetic_batch(cfg))?),
+        BenchInput::Synthetic => {
+            let batch = synthetic_batch(cfg);
+            Some((method.input_crops(&batch)?, method.input_masks(&batch)?))
+        }
         BenchInput::Loader => None,
     };
 
@@ -218,7 +221,7 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
     let split_steps = if on_cpu { 0 } else { opts.steps.min(5) };
     let mut splits = Vec::new();
     let step = StepInputs {
-        fixed: fixed.as_deref(),
+        fixed: fixed.as_ref().map(|(c, m)| (c.as_slice(), m.as_ref())),
         loader: loader.as_ref(),
         schedules: &schedules,
         epoch,
@@ -283,9 +286,10 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
     })
 }
 
-/// What one bench step reads: fixed crops or the loader, and the schedules' position.
+/// What one bench step reads: fixed crops (and their iBOT masks when iBOT is on) or the
+/// loader, and the schedules' position.
 struct StepInputs<'a> {
-    fixed: Option<&'a [Tensor]>,
+    fixed: Option<(&'a [Tensor], Option<&'a Tensor>)>,
     loader: Option<&'a Loader>,
     schedules: &'a Schedules,
     epoch: usize,
@@ -309,8 +313,8 @@ impl StepInputs<'_> {
             };
             let micro = (epoch, step * self.accum + index);
             let stats = match (self.fixed, self.loader) {
-                (Some(crops), _) => {
-                    method.forward_backward_crops(crops, micro, it, window, dist)?
+                (Some((crops, masks)), _) => {
+                    method.forward_backward_masked(crops, masks, micro, it, window, dist)?
                 }
                 (None, Some(loader)) => {
                     let t_wait = Instant::now();
@@ -320,7 +324,15 @@ impl StepInputs<'_> {
                         .context("data loader")?;
                     wait += t_wait.elapsed().as_secs_f64();
                     let crops = method.input_crops(&batch)?;
-                    method.forward_backward_crops(&crops, micro, it, window, dist)?
+                    let masks = method.input_masks(&batch)?;
+                    method.forward_backward_masked(
+                        &crops,
+                        masks.as_ref(),
+                        micro,
+                        it,
+                        window,
+                        dist,
+                    )?
                 }
                 (None, None) => unreachable!("one input is always set"),
             };
@@ -357,7 +369,8 @@ fn phase_medians(splits: &[(f64, PhaseTimes)]) -> PhaseMillis {
 }
 
 /// One batch of `optim.batch_size` images of uniformly random u8 crops at the configured sizes,
-/// from `runtime.seed`.
+/// from `runtime.seed`; with iBOT on, the global crops' masks as the loader draws them for the
+/// first step of an epoch.
 fn synthetic_batch(cfg: &Config) -> MultiCropBatch {
     let aug = &cfg.augmentation;
     let mut batch = MultiCropBatch::zeroed(
@@ -371,6 +384,12 @@ fn synthetic_batch(cfg: &Config) -> MultiCropBatch {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.runtime.seed);
     rng.fill_bytes(&mut batch.globals);
     rng.fill_bytes(&mut batch.locals);
+    if let Some(m) = dino_data::masking::MaskingOptions::from_config(cfg) {
+        let images: Vec<usize> = (0..cfg.optim.batch_size).collect();
+        batch.masks = dino_data::masking::batch_masks(&m, cfg.runtime.seed, 0, 0, &images, &images);
+        let (gh, gw) = m.generator.grid();
+        batch.mask_grid = [gh, gw];
+    }
     batch
 }
 

@@ -11,6 +11,10 @@
 //!   optimizer step: the average of per-rank batch means is the global batch mean;
 //! - the center update uses the average of the per-rank mean teacher logits, i.e. the official
 //!   `sum over all ranks / (2 · global batch)`;
+//! - with iBOT, the masks are drawn for the global batch and each rank takes its images' masks
+//!   (`dino_data::masking::batch_masks`), the iBOT loss divides by the global crop count through
+//!   the gradient average, and the iBOT center moves to the mean over every rank's masked
+//!   patches (sums and counts all-reduced);
 //! - only rank 0 writes checkpoints, metrics and progress.
 
 use anyhow::Context;

@@ -624,37 +624,37 @@ impl DinoMethod {
         Ok(term.targets(teacher_patches, temp, global_count, &sum)?)
     }
 
-    /// Adds this micro-batch's iBOT batch center (mean of the teacher's masked-patch outputs)
-    /// to the window's sum; a micro-batch that masked nothing adds nothing.
+    /// Adds this micro-batch's masked teacher patch outputs (their sum and count) to the
+    /// window's; a micro-batch that masked nothing adds nothing.
     fn ibot_center_add(&mut self, teacher_patches: &Tensor) -> anyhow::Result<()> {
         if self.loss.centering() != Centering::Center {
             return Ok(());
         }
-        let k = self.loss.ibot().map_or(0, |t| t.center().size()[1]);
-        let (mut sum, mut n) = self.ibot_center_sum.take().unwrap_or_else(|| {
-            (
-                Tensor::zeros([1, k], (Kind::Float, teacher_patches.device())),
-                0,
-            )
-        });
-        if let Some(c) = IbotPatchLoss::batch_center(teacher_patches)? {
-            sum = sum.f_add(&c)?;
-            n += 1;
+        if let Some((sum, n)) = IbotPatchLoss::patch_sum(teacher_patches)? {
+            self.ibot_center_sum = Some(match self.ibot_center_sum.take() {
+                None => (sum, n),
+                Some((s, m)) => (s.f_add(&sum)?, m + n),
+            });
         }
-        self.ibot_center_sum = Some((sum, n));
         Ok(())
     }
 
-    /// At the end of a window: the iBOT center moves towards the mean of the window's batch
-    /// centers, over the ranks too (dinov2 `apply_center_update`: the all-reduced sum over
-    /// `world_size`; here over the micro-batches of all ranks that masked a patch, the same
-    /// when every one did). Under Sinkhorn-Knopp it is not used and stays (as DINO's).
+    /// At the end of a window: the iBOT center moves towards the mean of the teacher's outputs
+    /// over every masked patch of the window, on every rank (sums and counts all-reduced), so
+    /// two processes or two micro-batches equal one (dinov2's `apply_center_update` averages
+    /// the ranks' means: the same when every rank masks as many patches). A rank that masked
+    /// nothing still joins the all-reduce. Under Sinkhorn-Knopp it is not used and stays (as
+    /// DINO's).
     fn ibot_center_update(&mut self, dist: &Dist) -> anyhow::Result<()> {
-        let Some((sum, n)) = self.ibot_center_sum.take() else {
+        if self.loss.centering() != Centering::Center || self.loss.ibot().is_none() {
             return Ok(());
+        }
+        let k = self.loss.ibot().map_or(0, |t| t.center().size()[1]);
+        let (sum, n) = match self.ibot_center_sum.take() {
+            Some((sum, n)) => (sum, n),
+            None => (Tensor::zeros([1, k], (Kind::Float, self.device)), 0),
         };
         let (sum, n) = if dist.world_size > 1 {
-            let k = sum.size()[1];
             let count = Tensor::from_slice(&[n as f32])
                 .f_to_device(sum.device())?
                 .f_reshape([1, 1])?;

@@ -199,27 +199,31 @@ impl IbotPatchLoss {
             .f_mul_scalar(self.weight)?)
     }
 
-    /// Mean of the teacher's raw outputs over the masked patches `[M, K]` → `[1, K]` (official
-    /// `reduce_center_update`: `sum(t.mean(1), 0)` of `[1, M, K]`, over `len = 1`); `None`
-    /// when no patch is masked (the official mean of nothing would be NaN and poison the
-    /// center; here the center then stays).
+    /// Sum of the teacher's raw outputs over the masked patches `[M, K]` → (`[1, K]`, M);
+    /// `None` when no patch is masked (the official mean of nothing would be NaN and poison the
+    /// center; here the center then stays). The batch center is the sum over M (official
+    /// `reduce_center_update`: `sum(t.mean(1), 0)` of `[1, M, K]`); with several processes or
+    /// micro-batches, the summed sums over the summed counts (see `update_center`).
     ///
     /// # Errors
     /// libtorch errors.
-    pub fn batch_center(teacher: &Tensor) -> Result<Option<Tensor>, LossError> {
-        if teacher.size().first().copied().unwrap_or(0) == 0 {
+    pub fn patch_sum(teacher: &Tensor) -> Result<Option<(Tensor, usize)>, LossError> {
+        let m = teacher.size().first().copied().unwrap_or(0);
+        if m == 0 {
             return Ok(None);
         }
-        Ok(Some(tch::no_grad(|| {
+        let sum = tch::no_grad(|| {
             teacher
                 .f_to_kind(Kind::Float)?
-                .f_mean_dim(0, true, Kind::Float)
-        })?))
+                .f_sum_dim_intlist(0, true, Kind::Float)
+        })?;
+        Ok(Some((sum, m as usize)))
     }
 
-    /// EMA update `c ← m·c + (1 − m)·batch_center` (official `apply_center_update`, with
-    /// several processes the mean of their batch centers: the all-reduced sum over
-    /// `len · world_size`).
+    /// EMA update `c ← m·c + (1 − m)·batch_center` (official `apply_center_update`). The
+    /// trainer's batch center is the mean over every masked patch of the step, all processes
+    /// and micro-batches together, so any split equals one process; the official code averages
+    /// the processes' own means instead (the same when each masks as many patches).
     ///
     /// # Errors
     /// A batch center of another shape; libtorch errors.
