@@ -85,7 +85,10 @@ def main():
         # Filters or cargo options: the plain command, one lane.
         sys.exit(subprocess.run(["cargo", "test", "--workspace", "--locked", *sys.argv[1:]],
                                 cwd=ROOT).returncode)
+    t_build = time.monotonic()
     bins = test_binaries()
+    print(f"run_tests.py: {len(bins)} test binaries built in {time.monotonic() - t_build:.0f} s",
+          flush=True)
     first = [b for b in bins if (b[0], b[1]) == LANE_1 and b[2] == "test"]
     rest = [b for b in bins if b not in first]
     if len(first) != 1:
