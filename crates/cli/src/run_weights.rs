@@ -57,6 +57,11 @@ pub fn explain_mismatch(err: &SourceError, cfg: &Config) -> Option<String> {
     };
     let (depth, width, patch) = vit_in_file(file, prefix)?;
     let (want_w, want_d, _) = cfg.model.dims();
+    // Same depth, width and patch: the shapes are not the difference; the load error's own
+    // list of missing and unexpected keys says what is.
+    if (depth, width, patch) == (want_d, want_w as i64, cfg.model.patch_size as i64) {
+        return None;
+    }
     let hint = match run_folder_of(file) {
         Some(dir) => format!("pass --checkpoint {} (the run folder)", dir.display()),
         None => format!(

@@ -37,6 +37,50 @@ fn ibot_run_resumes_bitwise() {
         losses.iter().all(|l| l.is_finite() && *l > 0.0),
         "{losses:?}"
     );
+    evaluations_load_an_ibot_run(tmp.path());
+}
+
+/// The evaluations read an iBOT run (its backbones carry the `mask_token` no evaluation uses):
+/// k-NN of the teacher, attention maps of the student, both through the one backbone loader
+/// every evaluation shares (`dino_eval::features::source::load_backbone`). Found on the CIFAR-10
+/// comparison of issue #31 item 5, where every evaluation of an iBOT run failed.
+fn evaluations_load_an_ibot_run(dir: &Path) {
+    let (run, data) = (dir.join("full"), dir.join("data"));
+    let run_cmd = |args: &[&str]| {
+        let out = Command::new(DINO).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (r, d) = (run.to_str().unwrap(), data.to_str().unwrap());
+    run_cmd(&[
+        "eval",
+        "knn",
+        "--checkpoint",
+        r,
+        "--train",
+        d,
+        "--val",
+        d,
+        "--k",
+        "5",
+    ]);
+    let att = dir.join("att");
+    run_cmd(&[
+        "attention",
+        "--checkpoint",
+        r,
+        "--which",
+        "student",
+        "--data",
+        d,
+        "--count",
+        "1",
+        "--out",
+        att.to_str().unwrap(),
+    ]);
 }
 
 #[test]

@@ -169,7 +169,7 @@ impl Pretrained {
     /// [`SourceError::Model`] for a model configuration the backbone cannot be built from.
     pub fn random(config: &Config, device: Device) -> Result<Self, SourceError> {
         tch::manual_seed(config.runtime.seed as i64);
-        let (vs, backbone) = frozen_backbone(config, device, |_| Ok(()))?;
+        let (vs, backbone) = frozen_backbone(config, false, device, |_| Ok(()))?;
         Ok(Self {
             vs,
             backbone,
@@ -178,14 +178,18 @@ impl Pretrained {
     }
 }
 
-/// Builds `config.model`'s backbone (a ViT without stochastic depth, or a ResNet), fills it
-/// with `load`, and freezes it.
+/// Builds `config.model`'s backbone (a ViT without stochastic depth, or a ResNet; with iBOT's
+/// `mask_token` when the weights to load carry one, so an iBOT run loads strictly though no
+/// evaluation masks a patch), fills it with `load`, and freezes it.
 fn frozen_backbone(
     config: &Config,
+    mask_token: bool,
     device: Device,
     load: impl FnOnce(&mut nn::VarStore) -> Result<(), SourceError>,
 ) -> Result<(nn::VarStore, Backbone), SourceError> {
-    let cfg = BackboneConfig::from_model(&config.model)?.without_drop_path();
+    let cfg = BackboneConfig::from_model(&config.model)?
+        .without_drop_path()
+        .with_mask_token(mask_token);
     let mut vs = nn::VarStore::new(device);
     let backbone = Backbone::new(&vs.root(), &cfg)?;
     load(&mut vs)?;
@@ -319,7 +323,10 @@ pub fn load_backbone(
             .to_string();
         (fallback.clone(), path.to_path_buf(), prefix)
     };
-    let (vs, backbone) = frozen_backbone(&config, device, |vs| {
+    let mask_token = Tensor::read_safetensors(&file)
+        .map(|t| t.iter().any(|(n, _)| *n == format!("{prefix}mask_token")))
+        .unwrap_or(false);
+    let (vs, backbone) = frozen_backbone(&config, mask_token, device, |vs| {
         load_safetensors_with_prefix(vs, &file, &prefix, true)
             .map(|_| ())
             .map_err(|source| SourceError::Load {
