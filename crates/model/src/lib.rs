@@ -91,5 +91,6 @@ pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use tokens::{cls_attention_over_patches, Tokens};
 pub use vit::{VisionTransformer, VitConfig};
 pub use weights::{
-    check_safetensors, load_safetensors, load_safetensors_with_prefix, save_safetensors, LoadReport,
+    check_safetensors, load_safetensors, load_safetensors_with_prefix, safetensors_names,
+    save_safetensors, LoadReport,
 };

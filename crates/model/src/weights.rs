@@ -12,6 +12,32 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::{nn::VarStore, Tensor};
 
+/// The tensor names of a safetensors file, read from its header alone (8-byte little-endian
+/// length, then the JSON table; `__metadata__` left out), so asking what a checkpoint holds
+/// does not load its tensors.
+///
+/// # Errors
+/// [`WeightsError::Io`] when the file cannot be read or its header is not a JSON table.
+pub fn safetensors_names(path: &Path) -> Result<Vec<String>, WeightsError> {
+    use std::io::Read;
+    let io = |cause| WeightsError::Io {
+        path: path.display().to_string(),
+        cause,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let table: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    Ok(table
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k != "__metadata__")
+        .collect())
+}
+
 /// Checks from its first bytes that `path` is a safetensors file, so that a PyTorch `.pth`
 /// given by mistake gets an answer that says what it is and how to convert it, instead of the
 /// parser's `HeaderTooLarge` (tch-rs#247).

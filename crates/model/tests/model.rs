@@ -3,8 +3,8 @@
 
 use dino_config::{Arch, HeadConfig, ModelConfig};
 use dino_model::{
-    is_last_layer, is_regularized, load_safetensors, save_safetensors, DinoHead, ModelError,
-    MultiCropWrapper, VisionTransformer, VitConfig, WeightsError,
+    is_last_layer, is_regularized, load_safetensors, safetensors_names, save_safetensors, DinoHead,
+    ModelError, MultiCropWrapper, VisionTransformer, VitConfig, WeightsError,
 };
 use std::sync::Mutex;
 use tch::{nn, Device, Kind, Tensor};
@@ -397,6 +397,31 @@ fn parameter_group_rules_follow_the_official_code() {
     let last: Vec<&String> = v.keys().filter(|k| is_last_layer(k)).collect();
     assert_eq!(last.len(), 2);
     assert_eq!(vs.trainable_variables().len(), v.len());
+}
+
+/// The header alone names the same tensors libtorch reads from the file; a file that is not
+/// safetensors is an error, not an empty list.
+#[test]
+fn safetensors_names_come_from_the_header() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = MultiCropWrapper::new(&vs.root(), small(1, 16), &HeadConfig::default()).unwrap();
+    save_safetensors(&vs, &path).unwrap();
+    let mut names = safetensors_names(&path).unwrap();
+    names.sort();
+    let mut want: Vec<String> = Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    want.sort();
+    assert!(names.iter().any(|n| n.ends_with("cls_token")), "{names:?}");
+    assert_eq!(names, want);
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"\x05\0\0\0\0\0\0\0{nope").unwrap();
+    assert!(safetensors_names(&bad).is_err());
 }
 
 #[test]

@@ -16,7 +16,7 @@ use dino_data::transforms::TransformError;
 use dino_model::{
     load_safetensors_with_prefix, Backbone, BackboneConfig, ModelError, WeightsError,
 };
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device};
 
 use crate::features::embed::{embed_dataset, embed_pixels, EmbedError, EmbedOptions, FeatureKind};
 use crate::features::FeatureSet;
@@ -305,14 +305,7 @@ pub fn load_backbone(
         )
     } else {
         dino_model::check_safetensors(path)?;
-        let names: Vec<String> = Tensor::read_safetensors(path)
-            .map_err(|source| SourceError::Torch {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let names = dino_model::safetensors_names(path)?;
         // The first prefix under which a backbone of this architecture is found (its
         // `cls_token` for a ViT, its `conv1.weight` for a ResNet).
         let marker = BackboneConfig::from_model(&fallback.model)?.marker_key();
@@ -323,9 +316,9 @@ pub fn load_backbone(
             .to_string();
         (fallback.clone(), path.to_path_buf(), prefix)
     };
-    let mask_token = Tensor::read_safetensors(&file)
-        .map(|t| t.iter().any(|(n, _)| *n == format!("{prefix}mask_token")))
-        .unwrap_or(false);
+    // A missing or unreadable file is reported by the load below.
+    let mask_token = dino_model::safetensors_names(&file)
+        .is_ok_and(|names| names.iter().any(|n| *n == format!("{prefix}mask_token")));
     let (vs, backbone) = frozen_backbone(&config, mask_token, device, |vs| {
         load_safetensors_with_prefix(vs, &file, &prefix, true)
             .map(|_| ())
