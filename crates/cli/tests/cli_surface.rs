@@ -8,7 +8,7 @@
 //! intended change, regenerate it:
 //!
 //! ```sh
-//! DINO_CLI_SURFACE_WRITE=1 cargo test -p dino-cli --test cli cli_surface::
+//! DINO_CLI_SURFACE_WRITE=1 cargo test --workspace --test cli cli_surface::
 //! ```
 //!
 //! `DINO_CLI_SURFACE_BIN=/path/to/dino` reads the surface of another build instead.

@@ -487,8 +487,9 @@ pub struct OptimConfig {
     /// its forward is done and only one group's activations are alive: lower peak memory, the
     /// same gradient as the joint backward up to float rounding (stochastic-depth masks are
     /// drawn per forward, so with `model.drop_path_rate > 0` they differ from the joint
-    /// forward's, with the same distribution). DINO only, and not with `head.use_bn`; false:
-    /// one joint backward (official).
+    /// forward's, with the same distribution). DINOv2's terms split the same way: a global
+    /// view's KoLeo and its masked patches' share of the iBOT term go into that view's
+    /// backward. DINO only, and not with `head.use_bn`; false: one joint backward (official).
     pub backward_per_crop_group: bool,
     /// Training epochs (official `--epochs 100`).
     pub epochs: usize,

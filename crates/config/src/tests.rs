@@ -268,12 +268,6 @@ fn malformed_configs_name_the_key() {
             "row and column sums",
         ),
         (
-            "[loss]\nkoleo_weight = 0.1\n[optim]\nbackward_per_crop_group = true\n",
-            &[],
-            "optim.backward_per_crop_group",
-            "KoLeo",
-        ),
-        (
             "[method]\nobjective = \"supervised\"\n[data]\nformat = \"image_folder\"\n[loss]\ncentering = \"sinkhorn_knopp\"\n",
             &[],
             "loss.centering",

@@ -406,13 +406,6 @@ pub(crate) fn validate(c: &Config) -> R {
              batch is per process)",
         ));
     }
-    if c.optim.backward_per_crop_group && koleo {
-        return Err(ConfigError::invalid(
-            "optim.backward_per_crop_group",
-            "is not implemented with loss.koleo_weight > 0: KoLeo reads the student's backbone \
-             CLS tokens, which the per-group backward does not keep",
-        ));
-    }
     check_ibot(c)?;
     if c.loss.warmup_teacher_temp_epochs > c.optim.epochs {
         return Err(ConfigError::invalid(
@@ -631,13 +624,6 @@ fn check_ibot(c: &Config) -> R {
         nonzero("ibot.head_hidden_dim", i.head_hidden_dim)?;
         nonzero("ibot.head_bottleneck_dim", i.head_bottleneck_dim)?;
         nonzero("ibot.head_nlayers", i.head_nlayers)?;
-    }
-    if c.optim.backward_per_crop_group {
-        return Err(ConfigError::invalid(
-            "optim.backward_per_crop_group",
-            "is not implemented with ibot.loss_weight > 0 yet: the per-group backward does not \
-             carry the global crops' masks and patch tokens",
-        ));
     }
     if c.head.use_bn {
         return Err(ConfigError::invalid(

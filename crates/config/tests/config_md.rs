@@ -1,7 +1,7 @@
 //! `docs/CONFIG.md`, the configuration keys for users, is generated from the doc comments of
 //! `src/sections.rs` (each key's meaning and official source, where they are declared) and the
 //! defaults of `Config::default()`; this test regenerates it and fails when the file differs.
-//! `DINO_WRITE_CONFIG_MD=1 cargo test -p dino-config --test config config_md::` rewrites it.
+//! `DINO_WRITE_CONFIG_MD=1 cargo test --workspace --test config config_md::` rewrites it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -114,7 +114,7 @@ fn generate(source: &str) -> String {
         "# Configuration keys\n\n\
          Generated from the doc comments of `crates/config/src/sections.rs` and the defaults of \
          `Config::default()` by `crates/config/tests/config_md.rs` (which fails when this file \
-         is out of date; `DINO_WRITE_CONFIG_MD=1 cargo test -p dino-config --test config config_md::` \
+         is out of date; `DINO_WRITE_CONFIG_MD=1 cargo test --workspace --test config config_md::` \
          rewrites it). Every default is the official DINO value (`facebookresearch/dino`) unless \
          its text says otherwise. A preset file lists only what differs; `--set \
          section.key=value` overrides any key; `dino config show --config PRESET` prints the \
@@ -178,7 +178,7 @@ fn config_md_lists_every_key_and_is_up_to_date() {
     let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         on_disk == md,
-        "docs/CONFIG.md is out of date: DINO_WRITE_CONFIG_MD=1 cargo test -p dino-config --test \
+        "docs/CONFIG.md is out of date: DINO_WRITE_CONFIG_MD=1 cargo test --workspace --test \
          config_md"
     );
 }

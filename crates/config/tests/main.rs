@@ -1,5 +1,5 @@
 //! The integration tests of `dino-config` as one test binary: every `tests/*.rs` file is a
-//! module of it (issue #28 item 5). One file's tests: `cargo test -p dino-config --test config
+//! module of it (issue #28 item 5). One file's tests: `cargo test --workspace --test config
 //! <file>::`. A new test file gets its `mod <file>;` line below; `every_test_file_is_a_module`
 //! fails naming a file without one.
 

@@ -1,7 +1,7 @@
 //! The integration tests of `dino-distributed` as one test binary: every `tests/*.rs` file is a
 //! module of it, so the crate's tests compile and link once, not once per file (issue #28 item 5:
 //! ~60 test binaries, most of them linking libtorch, were most of the test command's time). One
-//! file's tests: `cargo test -p dino-distributed --test distributed <file>::`.
+//! file's tests: `cargo test --workspace --test distributed <file>::`.
 //!
 //! A new test file gets its `mod <file>;` line below; `every_test_file_is_a_module` fails naming a
 //! file without one. Tests of all files share one process (and its threads when `RUST_TEST_THREADS` > 1;

@@ -16,7 +16,7 @@ use crate::grad_scaler::{GradScaler, ScalerOptions};
 use crate::init_from::{init_student, InitReport};
 use crate::input::Normalizer;
 use crate::loss::ibot::{IbotPatchLoss, MaskedPatches};
-use crate::loss::koleo::koleo_term;
+use crate::loss::koleo::{koleo, koleo_term};
 use crate::loss::stats::{self, IBOT, KOLEO};
 use crate::loss::{DinoLoss, LossError, LossStats};
 use crate::metrics::check_finite;
@@ -489,7 +489,8 @@ impl DinoMethod {
                 let out = self.student.head.forward_t(&f, true)?;
                 return Ok::<_, dino_model::ModelError>((f, out, None));
             };
-            let (cls, patches) = self.student_masked_globals(&crops[0], ib, backbone_train)?;
+            let (cls, patches) =
+                self.student_masked_globals(&crops[0], ib.masks, ib.masked, backbone_train)?;
             let f = match crops.get(1..).filter(|l| !l.is_empty()) {
                 None => cls,
                 Some(locals) => Tensor::f_cat(
@@ -554,19 +555,21 @@ impl DinoMethod {
         Ok(stats)
     }
 
-    /// The student's masked global crops (`[2·B, 3, H, W]`, masks of `ib`): their backbone CLS
-    /// `[2·B, D]` and the head outputs of their masked patch tokens `[M, K]` (DINO's head, or
+    /// The student's masked global crops (`[V·B, 3, H, W]`, `masks` `[V·B, N]` and the
+    /// `masked` patches they give; V = 2, or 1 view of the per-group backward): their backbone
+    /// CLS `[V·B, D]` and the head outputs of their masked patch tokens `[M, K]` (DINO's head, or
     /// `ibot_head` with `ibot.separate_head`), in the current precision (dinov2
     /// `ssl_meta_arch.py`: `masks=[masks, None]` for the student's global and local crops).
     fn student_masked_globals(
         &self,
         globals: &Tensor,
-        ib: &IbotStep,
+        masks: &Tensor,
+        masked: &MaskedPatches,
         backbone_train: bool,
     ) -> Result<(Tensor, Tensor), dino_model::ModelError> {
         let vit = self.student.backbone.vit("the iBOT student")?;
-        let tokens = vit.forward_features_masked(globals, Some(ib.masks), backbone_train)?;
-        let patches = ib.masked.select(&tokens.patches)?;
+        let tokens = vit.forward_features_masked(globals, Some(masks), backbone_train)?;
+        let patches = masked.select(&tokens.patches)?;
         let out = match &self.ibot_heads {
             Some((student, _)) => student.forward_t(&patches, true)?,
             None => self.student.head.forward_t(&patches, true)?,
@@ -674,9 +677,13 @@ impl DinoMethod {
         Ok(())
     }
 
-    /// The student one view at a time: forward, that view's loss terms (over
-    /// `n_loss_terms`), backward, so only one group's activations are alive. Each group's
-    /// partial loss is checked (mean over ranks) before its backward.
+    /// The student one view at a time: forward, that view's loss terms, backward, so only one
+    /// view's activations are alive. A view's terms: its DINO pairs (over `n_loss_terms`),
+    /// for a global view its KoLeo (`koleo_weight · KoLeo(view)`, the joint term being the sum
+    /// over the two views) and its iBOT term (its masked patches, weighted and divided by 2·B as
+    /// in the joint term, against the rows of the teacher targets of its patches), so the views'
+    /// terms add up to the joint loss and their gradients to the joint ones up to float
+    /// rounding. Each view's partial loss is checked (mean over ranks) before its backward.
     fn student_backward_per_group(
         &mut self,
         crops: &[Tensor],
@@ -686,9 +693,6 @@ impl DinoMethod {
         window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
-        if ibot.is_some() {
-            anyhow::bail!("optim.backward_per_crop_group is not implemented with iBOT");
-        }
         let (precision, device, scope) = (self.precision, self.device, self.scope);
         let backbone_train = !self.backbone_frozen;
         let sum = |t: &mut Tensor| {
@@ -698,32 +702,97 @@ impl DinoMethod {
         let targets = self
             .loss
             .targets_across(teacher_out, epoch, dist.world_size, &sum)?;
+        let b = targets.batch();
+        let ibot_views = match ibot {
+            Some(ib) => Some(IbotView::split(ib, b)?),
+            None => None,
+        };
         let mut values: Vec<((usize, usize), Tensor)> = Vec::new();
+        let (mut koleo_values, mut ibot_values) = (Vec::new(), Vec::new());
         let mut first_view = 0usize;
-        for view in student_crop_groups(crops, targets.batch())? {
-            let group_out = with_precision(precision, device, || {
-                self.student
-                    .forward_modes(&[view], backbone_train, true, scope)
-            })?
-            .to_kind(Kind::Float);
+        for (v, view) in student_crop_groups(crops, b)?.into_iter().enumerate() {
+            let view_ibot = ibot_views.as_ref().and_then(|vs| vs.get(v));
+            let (features, group_out, patches) = with_precision(precision, device, || {
+                let (f, patches) = match view_ibot {
+                    Some(vi) => {
+                        let (cls, p) = self.student_masked_globals(
+                            &view,
+                            &vi.masks,
+                            &vi.masked,
+                            backbone_train,
+                        )?;
+                        (cls, Some(p))
+                    }
+                    None => (
+                        self.student
+                            .backbone_features(&[view], backbone_train, scope)?,
+                        None,
+                    ),
+                };
+                let out = self.student.head.forward_t(&f, true)?;
+                Ok::<_, dino_model::ModelError>((f, out, patches))
+            })?;
+            let group_out = group_out.to_kind(Kind::Float);
             let terms = self.loss.pair_terms(&group_out, first_view, &targets)?;
-            first_view += (group_out.size()[0] / targets.batch()) as usize;
+            let global = first_view < 2;
+            first_view += (group_out.size()[0] / b) as usize;
             let mut partial_terms = Vec::with_capacity(terms.len());
             for (pair, term) in terms {
                 values.push((pair, term.f_detach()?));
                 partial_terms.push(term);
             }
-            if partial_terms.is_empty() {
-                continue;
+            let mut partial = if partial_terms.is_empty() {
+                None
+            } else {
+                Some(self.loss.combine(partial_terms)?)
+            };
+            let mut add = |t: Tensor| -> anyhow::Result<()> {
+                partial = Some(match partial.take() {
+                    None => t,
+                    Some(p) => p.f_add(&t)?,
+                });
+                Ok(())
+            };
+            if self.koleo_weight > 0.0 && global {
+                let k = koleo(&features)?.f_mul_scalar(self.koleo_weight)?;
+                koleo_values.push(k.f_detach()?);
+                add(k)?;
             }
-            let partial = self.loss.combine(partial_terms)?;
+            if let (Some(vi), Some(p), Some(term)) = (view_ibot, &patches, self.loss.ibot()) {
+                let t = term.term(&p.to_kind(Kind::Float), &vi.targets, &vi.masked)?;
+                ibot_values.push(t.f_detach()?);
+                add(t)?;
+            }
+            let Some(partial) = partial else {
+                continue;
+            };
             check_finite(dist.mean_scalar(partial.f_double_value(&[])?)?, epoch, step)?;
             self.backward(&partial, window)?;
         }
-        // The logged loss: the same terms summed in the joint loss's order (j outer, v inner).
+        // The logged loss: the same terms summed in the joint loss's order (j outer, v inner),
+        // KoLeo and iBOT as the sums of their views' values, read back in one sync.
         values.sort_by_key(|&(pair, _)| pair);
-        let loss = self.loss.combine(values.into_iter().map(|(_, t)| t))?;
-        let mut stats = self.loss.stats(&loss, &targets)?;
+        let dino = self.loss.combine(values.into_iter().map(|(_, t)| t))?;
+        let total = |ts: Vec<Tensor>| -> anyhow::Result<Option<Tensor>> {
+            let mut it = ts.into_iter();
+            let Some(first) = it.next() else {
+                return Ok(None);
+            };
+            Ok(Some(it.try_fold(first, |a, t| a.f_add(&t))?))
+        };
+        let (koleo_total, ibot_total) = (total(koleo_values)?, total(ibot_values)?);
+        let ibot_weight = self.loss.ibot().map_or(0.0, IbotPatchLoss::weight);
+        let (other_values, other_names): (Vec<&Tensor>, Vec<(&str, f64)>) = koleo_total
+            .iter()
+            .map(|k| (k, (KOLEO, self.koleo_weight)))
+            .chain(ibot_total.iter().map(|t| (t, (IBOT, ibot_weight))))
+            .unzip();
+        let stats_values = self
+            .loss
+            .stats_tensor_with(&dino, &other_values, &targets)?;
+        let mut stats = self
+            .loss
+            .read_stats_with(&stats_values, &targets, &other_names)?;
         mean_losses_over_ranks(&mut stats, dist)?;
         check_finite(stats.loss, epoch, step)?;
         Ok(stats)
@@ -865,6 +934,35 @@ struct IbotStep<'a> {
     masks: &'a Tensor,
     masked: &'a MaskedPatches,
     targets: Tensor,
+}
+
+/// One global view's share of an [`IbotStep`] for the per-group backward: its masks
+/// `[B, N]`, its masked patches (weights and `n_crops` of the whole batch) and its rows of
+/// the teacher targets.
+struct IbotView {
+    masks: Tensor,
+    masked: MaskedPatches,
+    targets: Tensor,
+}
+
+impl IbotView {
+    /// The two global views of `ib` (`batch` = B crops each), in crop order.
+    fn split(ib: &IbotStep, batch: i64) -> anyhow::Result<Vec<Self>> {
+        let n_views = ib.masks.size()[0] / batch;
+        let mut offset = 0i64;
+        let mut views = Vec::new();
+        let per_view = MaskedPatches::per_view(ib.masks, n_views)?;
+        for (masks, masked) in ib.masks.f_chunk(n_views, 0)?.into_iter().zip(per_view) {
+            let targets = ib.targets.f_narrow(0, offset, masked.count)?;
+            offset += masked.count;
+            views.push(Self {
+                masks,
+                masked,
+                targets,
+            });
+        }
+        Ok(views)
+    }
 }
 
 /// The separate iBOT head's sizes (`ibot.head_*`; no BatchNorm, the last layer as DINO's).

@@ -8,6 +8,10 @@
 //! rounding differs. We require every gradient within 1e-6 absolute, or within 1e-6 relative to
 //! the largest element of that gradient where that element exceeds 1 (`--nocapture` prints the
 //! measured worst), and the logged loss equal to 1e-6 relative.
+//!
+//! With DINOv2's terms (issue #31 item 3): KoLeo is a term of each global view (the joint
+//! term is their sum) and iBOT's masked-patch term is a sum over patches divided by 2·B, so each
+//! view's share goes into its own backward and the same tolerance holds.
 
 use dino_config::Config;
 use dino_model::ComputePrecision;
@@ -66,6 +70,15 @@ type Step = (f64, Vec<(String, Tensor)>, Tensor);
 
 /// [`step`] with more config overrides; also returns the step's statistics.
 fn step_with(per_group: bool, extra: &[&str]) -> (Step, dino_train::loss::LossStats) {
+    step_masked(per_group, extra, None)
+}
+
+/// [`step_with`] with the global crops' iBOT masks (`[2·5, 16]`, for configs with iBOT on).
+fn step_masked(
+    per_group: bool,
+    extra: &[&str],
+    masks: Option<&Tensor>,
+) -> (Step, dino_train::loss::LossStats) {
     // libtorch's generator is global and the tests of this file run in parallel threads:
     // each step seeds and draws under this lock, or the crops and weights would race.
     let _lock = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,10 +87,10 @@ fn step_with(per_group: bool, extra: &[&str]) -> (Step, dino_train::loss::LossSt
     let mut m = DinoMethod::new(&cfg, 8, Device::Cpu, ComputePrecision::Fp32, &dist).unwrap();
     let c = crops();
     // A first step moves the center, so the second one centres with a non-zero vector.
-    m.forward_backward_crops(&c, (0, 0), 0, Window::SINGLE, &dist)
+    m.forward_backward_masked(&c, masks, (0, 0), 0, Window::SINGLE, &dist)
         .unwrap();
     let stats = m
-        .forward_backward_crops(&c, (0, 1), 1, Window::SINGLE, &dist)
+        .forward_backward_masked(&c, masks, (0, 1), 1, Window::SINGLE, &dist)
         .unwrap();
     let mut grads = Vec::new();
     let mut vars: Vec<(String, Tensor)> = m.student_vs.variables().into_iter().collect();
@@ -183,4 +196,128 @@ fn koleo_adds_its_term_to_the_step() {
         .filter(|((n, _), _)| n.starts_with("backbone."))
         .any(|((_, a), (_, b))| (a - b).abs().max().double_value(&[]) > 1e-9);
     assert!(backbone_differs, "KoLeo reached the backbone's gradients");
+}
+
+/// Each term's logged value of the joint and the per-group step agree (1e-6 relative).
+fn assert_same_terms(a: &dino_train::loss::LossStats, b: &dino_train::loss::LossStats) {
+    use dino_train::loss::stats::LOSS;
+    let names = |s: &dino_train::loss::LossStats| -> Vec<String> {
+        s.terms.iter().map(|t| t.name.clone()).collect()
+    };
+    assert_eq!(names(a), names(b));
+    for t in &a.terms {
+        let (x, y) = (a.get(&t.name, LOSS).unwrap(), b.get(&t.name, LOSS).unwrap());
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+            "{}: joint {x} per group {y}",
+            t.name
+        );
+    }
+}
+
+/// The worst gradient difference between two steps, relative to each gradient's largest
+/// element where it exceeds 1; fails past 1e-6.
+fn assert_same_gradients(g_joint: &[(String, Tensor)], g_group: &[(String, Tensor)]) -> f64 {
+    assert_eq!(g_joint.len(), g_group.len());
+    let mut worst: f64 = 0.0;
+    for ((name, a), (name_b, b)) in g_joint.iter().zip(g_group) {
+        assert_eq!(name, name_b);
+        let scale = a.abs().max().double_value(&[]);
+        let d = (a - b).abs().max().double_value(&[]);
+        worst = worst.max(d / scale.max(1.0));
+        assert!(
+            d <= 1e-6 || d / scale.max(1.0) <= 1e-6,
+            "{name}: gradients differ by {d:e} (largest element {scale:e})"
+        );
+    }
+    worst
+}
+
+/// KoLeo with the per-group backward: each global view's KoLeo goes into that view's
+/// backward; the gradients, the logged DINO and KoLeo terms equal the joint step's.
+#[test]
+fn per_group_backward_with_koleo_gives_the_joint_gradients() {
+    let koleo = ["loss.koleo_weight=0.1"];
+    let ((l_joint, g_joint, c_joint), s_joint) = step_with(false, &koleo);
+    let ((l_group, g_group, c_group), s_group) = step_with(true, &koleo);
+    let worst = assert_same_gradients(&g_joint, &g_group);
+    eprintln!("KoLeo: worst gradient difference {worst:e}");
+    assert_same_terms(&s_joint, &s_group);
+    assert!(((l_joint - l_group) / l_joint).abs() <= 1e-6);
+    assert!(c_joint.equal(&c_group));
+    let ((_, g_plain, _), _) = step_with(true, &[]);
+    let koleo_moved = g_plain
+        .iter()
+        .zip(&g_group)
+        .any(|((_, a), (_, b))| (a - b).abs().max().double_value(&[]) > 1e-7);
+    assert!(koleo_moved, "KoLeo reached the per-group gradients");
+}
+
+/// iBOT masks of the 2·5 global crops (16 patches each): crops 0, 2, 3 of view 1 and 1, 4 of
+/// view 2 masked at random patches (fixed seed), or with `view2 = false` view 2 unmasked (a
+/// view with no masked patch: its iBOT share is empty).
+fn ibot_masks(view2: bool) -> Tensor {
+    let _lock = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(7);
+    let rows: [i64; 10] = if view2 {
+        [1, 0, 1, 1, 0, 0, 1, 0, 0, 1]
+    } else {
+        [1, 0, 1, 1, 0, 0, 0, 0, 0, 0]
+    };
+    let rows = Tensor::from_slice(&rows)
+        .reshape([10, 1])
+        .to_kind(Kind::Bool);
+    let m = Tensor::rand([10, 16], (Kind::Float, Device::Cpu))
+        .lt(0.4)
+        .logical_and(&rows);
+    // Every masked crop masks at least one patch.
+    let diagonal = Tensor::eye(16, (Kind::Bool, Device::Cpu)).narrow(0, 0, 10);
+    m.logical_or(&rows.logical_and(&diagonal))
+}
+
+/// iBOT (issue #31 item 3) with the per-group backward: each global view forwards with its
+/// masks and back-propagates its masked patches' share of the term; the gradients (the
+/// `mask_token`'s included), every logged term and the center equal the joint step's — with
+/// KoLeo, with Sinkhorn-Knopp and a separate iBOT head, and with a view that masks nothing.
+#[test]
+fn per_group_backward_with_ibot_gives_the_joint_gradients() {
+    let cases: [(&[&str], bool); 3] = [
+        (&["ibot.loss_weight=1.0", "loss.koleo_weight=0.1"], true),
+        (
+            &[
+                "ibot.loss_weight=0.5",
+                "loss.centering=\"sinkhorn_knopp\"",
+                "ibot.separate_head=true",
+                "ibot.head_out_dim=40",
+                "ibot.head_hidden_dim=24",
+                "ibot.head_bottleneck_dim=8",
+            ],
+            true,
+        ),
+        (&["ibot.loss_weight=1.0"], false),
+    ];
+    for (extra, view2) in cases {
+        let masks = ibot_masks(view2);
+        let ((l_joint, g_joint, c_joint), s_joint) = step_masked(false, extra, Some(&masks));
+        let ((l_group, g_group, c_group), s_group) = step_masked(true, extra, Some(&masks));
+        let worst = assert_same_gradients(&g_joint, &g_group);
+        eprintln!("{extra:?}: worst gradient difference {worst:e}");
+        assert_same_terms(&s_joint, &s_group);
+        assert!(
+            ((l_joint - l_group) / l_joint).abs() <= 1e-6,
+            "{extra:?}: loss {l_joint} vs {l_group}"
+        );
+        assert!(c_joint.equal(&c_group), "{extra:?}: DINO centers differ");
+        use dino_train::loss::stats::{IBOT, LOSS};
+        let ibot = s_group.get(IBOT, LOSS).expect("the iBOT term is logged");
+        assert!(ibot.is_finite() && ibot > 0.0, "{extra:?}: iBOT {ibot}");
+        let token = g_group
+            .iter()
+            .find(|(n, _)| n.ends_with("mask_token"))
+            .expect("the student has a mask_token");
+        assert!(
+            token.1.abs().max().double_value(&[]) > 0.0,
+            "{extra:?}: the mask_token got a gradient"
+        );
+    }
 }
