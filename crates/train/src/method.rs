@@ -18,7 +18,7 @@ use crate::input::Normalizer;
 use crate::loss::ibot::{IbotPatchLoss, MaskedPatches};
 use crate::loss::koleo::{koleo, koleo_term};
 use crate::loss::stats::{self, IBOT, KOLEO};
-use crate::loss::{DinoLoss, LossError, LossStats};
+use crate::loss::{DinoLoss, LossError, LossStats, TeacherTargets};
 use crate::metrics::check_finite;
 use crate::optim::{frozen_last_layer, Optimizer, StepOutcome};
 use crate::phases::{Phase, PhaseClock, PhaseTimes};
@@ -533,16 +533,8 @@ impl DinoMethod {
         // The step's one host sync: the loss for the finiteness check, with the diagnostics
         // (and the KoLeo and iBOT terms) computed on the device beside it (a sync costs the
         // same for 1 value or 5).
-        let ibot_weight = self.loss.ibot().map_or(0.0, IbotPatchLoss::weight);
-        let (other_values, other_names): (Vec<&Tensor>, Vec<(&str, f64)>) = koleo
-            .iter()
-            .map(|k| (k, (KOLEO, self.koleo_weight)))
-            .chain(ibot_term.iter().map(|t| (t, (IBOT, ibot_weight))))
-            .unzip();
-        let values = self
-            .loss
-            .stats_tensor_with(&dino, &other_values, &targets)?;
-        let mut stats = self.loss.read_stats_with(&values, &targets, &other_names)?;
+        let mut stats =
+            self.read_step_stats(&dino, koleo.as_ref(), ibot_term.as_ref(), &targets)?;
         self.clock_mark(Phase::Statistics);
         // Every rank logs, checks and stops on the loss of the global batch.
         mean_losses_over_ranks(&mut stats, dist)?;
@@ -781,21 +773,31 @@ impl DinoMethod {
             Ok(Some(it.try_fold(first, |a, t| a.f_add(&t))?))
         };
         let (koleo_total, ibot_total) = (total(koleo_values)?, total(ibot_values)?);
-        let ibot_weight = self.loss.ibot().map_or(0.0, IbotPatchLoss::weight);
-        let (other_values, other_names): (Vec<&Tensor>, Vec<(&str, f64)>) = koleo_total
-            .iter()
-            .map(|k| (k, (KOLEO, self.koleo_weight)))
-            .chain(ibot_total.iter().map(|t| (t, (IBOT, ibot_weight))))
-            .unzip();
-        let stats_values = self
-            .loss
-            .stats_tensor_with(&dino, &other_values, &targets)?;
-        let mut stats = self
-            .loss
-            .read_stats_with(&stats_values, &targets, &other_names)?;
+        let mut stats =
+            self.read_step_stats(&dino, koleo_total.as_ref(), ibot_total.as_ref(), &targets)?;
         mean_losses_over_ranks(&mut stats, dist)?;
         check_finite(stats.loss, epoch, step)?;
         Ok(stats)
+    }
+
+    /// The step's statistics in one host sync: the DINO term `dino` and its diagnostics
+    /// against `targets`, with the weighted KoLeo and iBOT values (scalars, when those terms are
+    /// on) appended to the same tensor, read back and named (`koleo`, `ibot`).
+    fn read_step_stats(
+        &self,
+        dino: &Tensor,
+        koleo: Option<&Tensor>,
+        ibot: Option<&Tensor>,
+        targets: &TeacherTargets,
+    ) -> anyhow::Result<LossStats> {
+        let ibot_weight = self.loss.ibot().map_or(0.0, IbotPatchLoss::weight);
+        let (values, names): (Vec<&Tensor>, Vec<(&str, f64)>) = koleo
+            .map(|k| (k, (KOLEO, self.koleo_weight)))
+            .into_iter()
+            .chain(ibot.map(|t| (t, (IBOT, ibot_weight))))
+            .unzip();
+        let all = self.loss.stats_tensor_with(dino, &values, targets)?;
+        Ok(self.loss.read_stats_with(&all, targets, &names)?)
     }
 
     /// Backward of `loss` scaled by the window's `1 / accum_steps` (nothing for one
