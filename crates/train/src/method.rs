@@ -950,11 +950,11 @@ struct IbotView {
 impl IbotView {
     /// The two global views of `ib` (`batch` = B crops each), in crop order.
     fn split(ib: &IbotStep, batch: i64) -> anyhow::Result<Vec<Self>> {
-        let n_views = ib.masks.size()[0] / batch;
+        let n_crops = ib.masks.size()[0];
         let mut offset = 0i64;
         let mut views = Vec::new();
-        let per_view = MaskedPatches::per_view(ib.masks, n_views)?;
-        for (masks, masked) in ib.masks.f_chunk(n_views, 0)?.into_iter().zip(per_view) {
+        for masks in ib.masks.f_split(batch, 0)? {
+            let masked = MaskedPatches::of_view(&masks, n_crops)?;
             let targets = ib.targets.f_narrow(0, offset, masked.count)?;
             offset += masked.count;
             views.push(Self {

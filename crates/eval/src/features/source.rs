@@ -296,13 +296,12 @@ pub fn load_backbone(
     device: Device,
 ) -> Result<Pretrained, SourceError> {
     let network = which.prefix().ok_or(SourceError::Baseline(which))?;
-    let (config, file, prefix) = if path.is_dir() {
+    let (config, file, prefix, names) = if path.is_dir() {
         let cfg = run_config(path, overrides)?;
-        (
-            cfg,
-            path.join("checkpoint.safetensors"),
-            network.to_string(),
-        )
+        let file = path.join("checkpoint.safetensors");
+        // A missing or unreadable file is reported by the load below.
+        let names = dino_model::safetensors_names(&file).unwrap_or_default();
+        (cfg, file, network.to_string(), names)
     } else {
         dino_model::check_safetensors(path)?;
         let names = dino_model::safetensors_names(path)?;
@@ -314,11 +313,9 @@ pub fn load_backbone(
             .find(|p| names.iter().any(|n| *n == format!("{p}{marker}")))
             .unwrap_or("")
             .to_string();
-        (fallback.clone(), path.to_path_buf(), prefix)
+        (fallback.clone(), path.to_path_buf(), prefix, names)
     };
-    // A missing or unreadable file is reported by the load below.
-    let mask_token = dino_model::safetensors_names(&file)
-        .is_ok_and(|names| names.iter().any(|n| *n == format!("{prefix}mask_token")));
+    let mask_token = names.iter().any(|n| *n == format!("{prefix}mask_token"));
     let (vs, backbone) = frozen_backbone(&config, mask_token, device, |vs| {
         load_safetensors_with_prefix(vs, &file, &prefix, true)
             .map(|_| ())

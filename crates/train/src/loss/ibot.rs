@@ -75,33 +75,19 @@ impl MaskedPatches {
         })
     }
 
-    /// The masks `[2·B, N]` cut into `views` equal runs of crops (the global views, `[B, N]`
-    /// each), each with its own indices into that view's `[B · N]` tokens and its count, and
-    /// the weights and `n_crops` (2·B) of the whole batch: the views' terms
-    /// ([`IbotPatchLoss::term`]) then add up to the term of all crops at once, and the teacher
-    /// targets of view v are rows `Σ_{u<v} count_u ..` of the whole batch's (the indices are
-    /// crop-major). Used by `optim.backward_per_crop_group`. One host read per view (its count).
+    /// The masked patches of one view's crops (`view_masks` `[B, N]`, a run of the batch's
+    /// `[2·B, N]` masks) as part of a batch of `n_crops` (2·B) crops: indices into that view's
+    /// `[B · N]` tokens, the crops' own `masks_weight`, and the batch's divisor, so the views'
+    /// terms ([`IbotPatchLoss::term`]) add up to the term of all crops at once; the view's
+    /// teacher targets are its run of the batch's rows (the indices are crop-major). Used by
+    /// `optim.backward_per_crop_group`. One host read (the count).
     ///
     /// # Errors
-    /// As [`MaskedPatches::from_masks`]; a crop count not divisible by `views`.
-    pub fn per_view(masks: &Tensor, views: i64) -> Result<Vec<Self>, LossError> {
-        let s = masks.size();
-        if s.len() != 2 || views <= 0 || s[0] % views != 0 {
-            return Err(LossError::Shape {
-                what: "iBOT masks",
-                expected: format!("bool [{views}·B, N]"),
-                got: s,
-            });
-        }
-        masks
-            .f_chunk(views, 0)?
-            .iter()
-            .map(|m| {
-                let mut view = Self::from_masks(m)?;
-                view.n_crops = s[0];
-                Ok(view)
-            })
-            .collect()
+    /// As [`MaskedPatches::from_masks`].
+    pub fn of_view(view_masks: &Tensor, n_crops: i64) -> Result<Self, LossError> {
+        let mut view = Self::from_masks(view_masks)?;
+        view.n_crops = n_crops;
+        Ok(view)
     }
 
     /// The rows of `tokens` (`[2·B, N, D]`) at the masked patches: `[M, D]`.
