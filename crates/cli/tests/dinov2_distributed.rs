@@ -168,3 +168,18 @@ fn two_processes_match_one_with_ibot() {
         5e-6,
     );
 }
+
+/// The per-view backward with iBOT (issue #31): two processes still equal one. Each rank cuts
+/// its views' masks from the global batch's plan and back-propagates view by view; the
+/// gradients are all-reduced once after the last view, as in the joint step. (KoLeo is left
+/// out: it is computed per process over its own batch, as the official code, so two processes
+/// are not one with it.)
+#[test]
+fn two_processes_match_one_with_ibot_per_view_backward() {
+    one_vs_two(&[
+        "--set",
+        "ibot.loss_weight=1.0",
+        "--set",
+        "optim.backward_per_crop_group=true",
+    ]);
+}
