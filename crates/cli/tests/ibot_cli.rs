@@ -1,7 +1,7 @@
 //! iBOT through the `dino` binary (issue #31): a run with the term on resumes bitwise after
 //! SIGKILL (its `ibot_center` and the `mask_token` saved and restored by name, the masks drawn
-//! again from the seed), and the DINOv2 preset (`configs/dinov2_vits14.toml`, iBOT included)
-//! trains 3 steps on CPU on images made here.
+//! again from the seed; also with the per-view backward), and the DINOv2 preset
+//! (`configs/dinov2_vits14.toml`, iBOT included) trains 3 steps on CPU on images made here.
 
 use std::path::Path;
 use std::process::Command;
@@ -59,6 +59,11 @@ fn per_view_backward_with_ibot_and_koleo_resumes_bitwise() {
         .find(|(n, _)| n == "ibot_center")
         .expect("the iBOT center is saved");
     assert!(center.1.abs().max().double_value(&[]) > 0.0, "it moved");
+    let config = std::fs::read_to_string(tmp.path().join("full/config.toml")).unwrap();
+    assert!(
+        config.contains("backward_per_crop_group = true"),
+        "the run took the per-view path"
+    );
     let losses = ibot_losses(&tmp.path().join("full"));
     assert!(
         !losses.is_empty() && losses.iter().all(|l| l.is_finite() && *l > 0.0),
