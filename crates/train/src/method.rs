@@ -951,6 +951,11 @@ impl IbotView {
     /// The two global views of `ib` (`batch` = B crops each), in crop order.
     fn split(ib: &IbotStep, batch: i64) -> anyhow::Result<Vec<Self>> {
         let n_crops = ib.masks.size()[0];
+        // f_split would make a short last view of a batch that is not two views' crops.
+        anyhow::ensure!(
+            n_crops == 2 * batch,
+            "iBOT masks of {n_crops} crops for two global views of {batch} crops each"
+        );
         let mut offset = 0i64;
         let mut views = Vec::new();
         for masks in ib.masks.f_split(batch, 0)? {
