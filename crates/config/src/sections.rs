@@ -262,6 +262,13 @@ pub struct ModelConfig {
     /// `(int(embed_dim · mlp_ratio · 2/3) + 7) // 8 · 8`; the ViT-g/14 recipe,
     /// `configs/train/vitg14.yaml` `ffn_layer: swiglufused`). ViT only.
     pub ffn: Ffn,
+    /// The attention kernel of the ViT blocks in training and feature extraction: `"sdpa"`
+    /// (libtorch's fused `scaled_dot_product_attention`, default, as the binaries before this
+    /// key) or `"explicit"` (the official code's `q @ kᵀ`, softmax, `@ v`). The same math up to
+    /// float rounding (outputs and gradients within 1e-5, `crates/model/src/attention.rs`);
+    /// attention maps are explicit either way (they need the probabilities). Not an official
+    /// hyper-parameter: an implementation choice, for speed. ViT only.
+    pub attention: AttentionKernel,
     /// How the position table is resized for a patch grid other than its own (dinov2
     /// `models/vision_transformer.py` `interpolate_pos_encoding`): `"exact_size"` (bicubic to
     /// the grid's size, the default, as before this key), `"scale_factor"` (bicubic with scale
@@ -281,6 +288,22 @@ pub enum Ffn {
     Mlp,
     /// DINOv2's fused SwiGLU: `w12` → SiLU-gated product → `w3`, hidden width rounded to 8.
     Swiglu,
+}
+
+/// `model.attention`: how a ViT block computes `softmax(Q·Kᵀ · head_dim^−0.5) · V` in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKernel {
+    /// libtorch's fused `scaled_dot_product_attention` (flash / memory-efficient kernels; no
+    /// `[N, N]` probability tensor kept for backward). Default: the fast path on GPUs and for
+    /// long token sequences.
+    #[default]
+    Sdpa,
+    /// The official code's explicit attention: `q @ kᵀ · scale`, softmax, `@ v`, as three ops.
+    /// Faster on a CPU at the few tokens of the CPU presets (16-17): the CIFAR-10 preset's
+    /// student forward + backward 1.13-1.23x faster on a 2-core AMD EPYC Zen 3
+    /// (docs/BENCHMARKS.md, "The step on an AVX2-only CPU").
+    Explicit,
 }
 
 /// `model.pos_interpolation`: how the position table is resized to another patch grid.
@@ -323,6 +346,7 @@ impl Default for ModelConfig {
             num_register_tokens: 0,
             layerscale_init: 0.0,
             ffn: Ffn::Mlp,
+            attention: AttentionKernel::Sdpa,
             pos_interpolation: PosInterpolation::ExactSize,
         }
     }
@@ -802,6 +826,20 @@ pub struct RuntimeConfig {
     pub device: DeviceRequest,
     /// libtorch intra-op threads; 0 = all cores.
     pub torch_threads: usize,
+    /// On the CPU with two or more libtorch threads, the teacher's forward on the global
+    /// crops runs in a second thread beside the student's forward, the threads shared between
+    /// the two (one each on two cores), instead of both forwards in turn on all threads. Why:
+    /// the small matrices of a CPU-sized ViT keep two threads of one forward well short of
+    /// twice one thread's speed, and two forwards side by side use the cores better
+    /// (docs/BENCHMARKS.md, "The step on an AVX2-only CPU": 1.08x on the CIFAR-10 preset's
+    /// model-bound step, 1.11x end to end, none on ViT-S/16 with small crops, 2-core AMD EPYC
+    /// Zen 3). The same math up to rounding (a reduction split over another number of threads
+    /// rounds differently; every random draw stays on the calling thread, the teacher draws
+    /// none): false gives the serial step's arithmetic bit for bit. Off by default so that a
+    /// run reproduces the figures of docs/RESULTS.md, which were trained without it. Ignored
+    /// on CUDA, with iBOT and with `optim.backward_per_crop_group` (there the teacher's output
+    /// feeds the student's forward or its loss in pieces).
+    pub overlap_teacher: bool,
     /// Augmentation (rayon) threads; 0 = all cores.
     pub data_threads: usize,
     /// Batches the loader may prepare ahead of the trainer (bounded channel capacity).
@@ -822,6 +860,7 @@ impl Default for RuntimeConfig {
             seed: 0,
             device: DeviceRequest::Auto,
             torch_threads: 0,
+            overlap_teacher: false,
             data_threads: 0,
             prefetch_batches: 2,
             precision: Precision::Fp32,

@@ -45,6 +45,9 @@ fn defaults_equal_the_official_dino_values() {
                                         // Not official (an implementation choice): the last block for the CLS token only, the same
                                         // math as VT's full block, whose other tokens the official DINO loss never reads.
     assert!(m.cls_only_last_block);
+    // Not official either: VT's explicit attention is `"explicit"`; the default is libtorch's
+    // fused kernel, the same math, the arithmetic of the binaries before the key.
+    assert_eq!(m.attention, AttentionKernel::Sdpa);
 
     let h = &c.head;
     assert_eq!(h.out_dim, 65536); // MD --out_dim 65536
@@ -107,7 +110,8 @@ fn defaults_equal_the_official_dino_values() {
     assert_eq!(e.linear_batch_size, 128); // LIN --batch_size_per_gpu 128
 
     assert_eq!(c.runtime.seed, 0); // MD --seed 0
-                                   // torch.distributed.constants.default_pg_timeout = timedelta(minutes=30)
+    assert!(!c.runtime.overlap_teacher); // MD: teacher(images[:2]) then student(images), in turn
+                                         // torch.distributed.constants.default_pg_timeout = timedelta(minutes=30)
     assert_eq!(c.runtime.dist_timeout_s, 1800);
     assert!(c.data.drop_last); // MD DataLoader(drop_last=True)
     c.validate().expect("defaults are valid");

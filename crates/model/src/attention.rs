@@ -1,6 +1,7 @@
 //! Multi-head self-attention with one fused qkv projection (official `Attention`).
 
 use crate::layers::Linear;
+use dino_config::AttentionKernel;
 use tch::{nn, TchError, Tensor};
 
 /// `softmax(Q·Kᵀ · head_dim^−0.5) · V` over `num_heads` heads, then an output projection.
@@ -12,6 +13,7 @@ pub(crate) struct Attention {
     pub(crate) proj: Linear,
     num_heads: i64,
     scale: f64,
+    kernel: AttentionKernel,
 }
 
 impl Attention {
@@ -29,7 +31,37 @@ impl Attention {
             proj,
             num_heads,
             scale: (head_dim as f64).powf(-0.5),
+            kernel: AttentionKernel::Sdpa,
         })
+    }
+
+    /// The same attention computed by `kernel` in [`Attention::forward`] and
+    /// [`Attention::forward_cls`] (`model.attention`).
+    pub(crate) fn with_kernel(mut self, kernel: AttentionKernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// `softmax(q·kᵀ · scale) · v` on `[B, heads, Nq, hd]` queries and `[B, heads, N, hd]` keys
+    /// and values, by the configured kernel.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor, TchError> {
+        match self.kernel {
+            AttentionKernel::Sdpa => Tensor::f_scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                None::<Tensor>,
+                0.0,
+                false,
+                self.scale,
+                false,
+            ),
+            AttentionKernel::Explicit => q
+                .f_matmul(&k.f_transpose(-2, -1)?)?
+                .f_mul_scalar(self.scale)?
+                .f_softmax(-1, q.kind())?
+                .f_matmul(v),
+        }
     }
 
     /// `[B, N, D]` → q, k, v each `[B, heads, N, head_dim]`.
@@ -62,20 +94,12 @@ impl Attention {
             .forward(&o.f_transpose(1, 2)?.f_reshape([b, n, c])?)
     }
 
-    /// `[B, N, D]` → `[B, N, D]` through libtorch's fused `scaled_dot_product_attention`
-    /// (the training path: no `[N, N]` probability tensor kept for backward on the fast kernels).
+    /// `[B, N, D]` → `[B, N, D]`, the training path: libtorch's fused
+    /// `scaled_dot_product_attention` (no `[N, N]` probability tensor kept for backward on the
+    /// fast kernels), or the explicit ops under `model.attention = "explicit"`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let (q, k, v, dims) = self.heads(x)?;
-        let o = Tensor::f_scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            self.scale,
-            false,
-        )?;
+        let o = self.attend(&q, &k, &v)?;
         self.merge(&o, dims)
     }
 
@@ -101,15 +125,10 @@ impl Attention {
         let kv = x
             .f_linear(&w.f_narrow(0, c, 2 * c)?, bias(c, 2 * c)?.as_ref())?
             .f_split(c, -1)?;
-        let o = Tensor::f_scaled_dot_product_attention(
+        let o = self.attend(
             &self.per_head(&q, b, 1)?,
             &self.per_head(&kv[0], b, n)?,
             &self.per_head(&kv[1], b, n)?,
-            None::<Tensor>,
-            0.0,
-            false,
-            self.scale,
-            false,
         )?;
         self.merge(&o, [b, 1, c])
     }
@@ -194,6 +213,66 @@ mod tests {
         for (i, (s, r)) in split.iter().zip(&select).enumerate() {
             assert!(s.equal(r), "tensor {i} differs");
             assert!(s.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        }
+    }
+    /// `model.attention = "explicit"` computes the fused kernel's attention: the full path's
+    /// and the CLS-only path's outputs and every gradient (input, qkv and proj weights and
+    /// biases) within 1e-5 of SDPA's, and not bit for bit (the switch reaches the kernel).
+    #[test]
+    fn explicit_kernel_matches_sdpa() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let sdpa = Attention::new(&vs.root(), 96, 4, true).unwrap();
+        let other = nn::VarStore::new(Device::Cpu);
+        let explicit = Attention::new(&other.root(), 96, 4, true)
+            .unwrap()
+            .with_kernel(AttentionKernel::Explicit);
+        // The same weights: the first module's variables.
+        let explicit = Attention {
+            qkv: Linear {
+                weight: sdpa.qkv.weight.shallow_clone(),
+                bias: sdpa.qkv.bias.as_ref().map(Tensor::shallow_clone),
+            },
+            proj: Linear {
+                weight: sdpa.proj.weight.shallow_clone(),
+                bias: sdpa.proj.bias.as_ref().map(Tensor::shallow_clone),
+            },
+            ..explicit
+        };
+        let x0 = Tensor::randn([5, 17, 96], (Kind::Float, Device::Cpu));
+        for cls_only in [false, true] {
+            let run = |a: &Attention| {
+                let x = x0.copy().set_requires_grad(true);
+                let params = [
+                    &a.qkv.weight,
+                    a.qkv.bias.as_ref().unwrap(),
+                    &a.proj.weight,
+                    a.proj.bias.as_ref().unwrap(),
+                ];
+                let y = match cls_only {
+                    true => a.forward_cls(&x).unwrap(),
+                    false => a.forward(&x).unwrap(),
+                };
+                let g = Tensor::ones_like(&y).cumsum(1, Kind::Float);
+                let mut inputs = vec![x.shallow_clone()];
+                inputs.extend(params.iter().map(|p| p.shallow_clone()));
+                let loss = (&y * &g).sum(Kind::Float);
+                let mut out = vec![y.detach()];
+                out.extend(Tensor::run_backward(&[loss], &inputs, false, false));
+                out
+            };
+            let (a, b) = (run(&sdpa), run(&explicit));
+            let mut any_differs = false;
+            for (i, (s, e)) in a.iter().zip(&b).enumerate() {
+                let scale = s.abs().max().double_value(&[]).max(1.0);
+                let d = (s - e).abs().max().double_value(&[]) / scale;
+                assert!(
+                    d <= 1e-5,
+                    "cls_only {cls_only}: tensor {i} differs by {d:e}"
+                );
+                any_differs |= !s.equal(e);
+            }
+            assert!(any_differs, "cls_only {cls_only}: both ran the same kernel");
         }
     }
 }

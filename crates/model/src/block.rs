@@ -2,7 +2,7 @@
 
 use crate::attention::Attention;
 use crate::layers::{LayerNorm, Linear};
-use dino_config::Ffn;
+use dino_config::{AttentionKernel, Ffn};
 use tch::{nn, TchError, Tensor};
 
 /// The feed-forward network of a block (`model.ffn`).
@@ -113,6 +113,7 @@ pub(crate) struct Block {
 pub(crate) struct BlockOptions {
     pub(crate) layerscale_init: f64,
     pub(crate) ffn: Ffn,
+    pub(crate) attention: AttentionKernel,
 }
 
 impl Block {
@@ -131,7 +132,8 @@ impl Block {
     ) -> Result<Self, TchError> {
         Ok(Self {
             norm1: LayerNorm::new(&(p / "norm1"), dim, eps)?,
-            attn: Attention::new(&(p / "attn"), dim, num_heads, qkv_bias)?,
+            attn: Attention::new(&(p / "attn"), dim, num_heads, qkv_bias)?
+                .with_kernel(opts.attention),
             ls1: LayerScale::new(&(p / "ls1"), dim, opts.layerscale_init)?,
             norm2: LayerNorm::new(&(p / "norm2"), dim, eps)?,
             mlp: Mlp::new(&(p / "mlp"), dim, mlp_hidden, opts.ffn)?,

@@ -13,7 +13,7 @@ use crate::init::{default_bias, default_weight, trunc_normal_, TRUNC_NORMAL_STD}
 use crate::layers::LayerNorm;
 use crate::pos_embed::{interpolate_pos_embed, PosInterp};
 use crate::tokens::{cls_attention_over_patches, Tokens};
-use dino_config::{check_vit_shape, Ffn, ModelConfig, VitShape};
+use dino_config::{check_vit_shape, AttentionKernel, Ffn, ModelConfig, VitShape};
 use tch::{nn, Tensor};
 
 /// Sizes of a [`VisionTransformer`]. Build it from the run configuration with
@@ -51,6 +51,9 @@ pub struct VitConfig {
     /// The blocks' feed-forward network (`model.ffn`): `mlp.fc1`/`mlp.fc2` or SwiGLU's
     /// `mlp.w12`/`mlp.w3`.
     pub ffn: Ffn,
+    /// The blocks' attention kernel in the batched forward (`model.attention`): fused SDPA or
+    /// the official explicit `q @ kᵀ`, softmax, `@ v`. Attention maps are explicit either way.
+    pub attention: AttentionKernel,
     /// A learned `mask_token` `[1, D]` (zeros at init, dinov2 `models/vision_transformer.py`)
     /// that replaces the embeddings of masked patches ([`VisionTransformer::forward_features_masked`]):
     /// iBOT's student (`ibot.loss_weight > 0`; the teacher has the variable too, as in dinov2,
@@ -82,6 +85,7 @@ impl VitConfig {
             num_register_tokens: m.num_register_tokens as i64,
             layerscale_init: m.layerscale_init,
             ffn: m.ffn,
+            attention: m.attention,
             mask_token: false,
         };
         cfg.validate()?;
@@ -119,6 +123,7 @@ impl VitConfig {
             num_register_tokens: 0,
             layerscale_init: 0.0,
             ffn: Ffn::Mlp,
+            attention: AttentionKernel::Sdpa,
             mask_token: false,
         }
     }
@@ -236,6 +241,7 @@ impl VisionTransformer {
         let opts = BlockOptions {
             layerscale_init: cfg.layerscale_init,
             ffn: cfg.ffn,
+            attention: cfg.attention,
         };
         let blocks_p = p / "blocks";
         let mut blocks = cfg

@@ -122,6 +122,9 @@ pub struct TrainBenchReport {
     /// `optim.backward_per_crop_group`: the student forwarded and back-propagated one crop
     /// resolution group at a time.
     pub backward_per_crop_group: bool,
+    /// `runtime.overlap_teacher`: the teacher's forward in a second thread beside the
+    /// student's (where it applies: CPU, two or more libtorch threads, no iBOT, joint backward).
+    pub overlap_teacher: bool,
     /// `[2, global_size]`: the global crops per image and their side in pixels.
     pub global_crops: [usize; 2],
     /// `[local_crops_number, local_size]`.
@@ -269,6 +272,7 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         steps: opts.steps,
         accum_steps: accum,
         backward_per_crop_group: cfg.optim.backward_per_crop_group,
+        overlap_teacher: cfg.runtime.overlap_teacher,
         images_per_s: (opts.steps * cfg.optim.batch_size * accum) as f64 / wall,
         step_ms: StepMillis {
             median: sorted[sorted.len() / 2] * 1e3,

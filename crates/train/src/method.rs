@@ -31,6 +31,10 @@ use dino_model::{
 use std::cell::RefCell;
 use tch::{nn, Device, Kind, Tensor};
 
+/// The student's forward on all crops: backbone CLS features `[n_crops·B, D]`, head output
+/// `[n_crops·B, K]`, and under iBOT the head outputs of the masked patches `[M, K]`.
+type StudentForward = (Tensor, Tensor, Option<Tensor>);
+
 /// Everything one DINO training step changes, and how it changes it.
 pub struct DinoMethod {
     /// Student variables (`backbone.*`, `head.*`, the official PyTorch names).
@@ -62,6 +66,8 @@ pub struct DinoMethod {
     /// [`Self::update_teacher`], which the loop calls after them in the same step).
     backbone_frozen: bool,
     per_crop_group: bool,
+    /// Teacher forward beside the student forward, one thread each ([`Self::forward_overlapped`]).
+    overlap_teacher: bool,
     /// The backbone tokens the DINO loss reads (CLS only: `model.cls_only_last_block`), for
     /// student and teacher alike. A method with a patch-token loss (iBOT) would ask for
     /// [`TokenScope::AllTokens`] here.
@@ -161,6 +167,7 @@ impl DinoMethod {
             freeze_backbone_epochs: cfg.schedule.freeze_backbone_epochs,
             backbone_frozen: false,
             per_crop_group: cfg.optim.backward_per_crop_group,
+            overlap_teacher: cfg.runtime.overlap_teacher,
             // The CLS-only last block (`model.cls_only_last_block`) is off under iBOT: its
             // patch loss reads the patch tokens of the last block, student's and teacher's.
             scope: match ibot {
@@ -382,7 +389,18 @@ impl DinoMethod {
         // Under bf16 / fp16 autocast the logits come out bf16 / fp16; the loss (softmax over
         // out_dim prototypes at temperature 0.04-0.1) and the center run in fp32. A frozen
         // backbone runs in evaluation mode (see `schedule.freeze_backbone_epochs`).
+        let overlap = self.overlap_teacher
+            && masked.is_none()
+            && !self.per_crop_group
+            && device == Device::Cpu
+            && tch::get_num_threads() >= 2;
+        let mut student_forward = None;
         let (teacher_out, teacher_patches) = match &masked {
+            None if overlap => {
+                let (t, s) = self.forward_overlapped(crops, globals, backbone_train)?;
+                student_forward = Some(s);
+                (t, None)
+            }
             None => (
                 tch::no_grad(|| {
                     with_precision(precision, device, || {
@@ -419,8 +437,12 @@ impl DinoMethod {
                 dist,
             )?
         } else {
+            let forward = match student_forward {
+                Some((features, out)) => (features, out, None),
+                None => self.student_forward_joint(crops, ibot.as_ref())?,
+            };
             self.student_backward_joint(
-                crops,
+                forward,
                 &teacher_out,
                 ibot.as_ref(),
                 (epoch, step),
@@ -462,49 +484,22 @@ impl DinoMethod {
         Ok(stats)
     }
 
-    /// The student on all crops at once, the loss, one backward (the official step). With
+    /// From the student's forward on all crops at once ([`Self::student_forward_joint`], or
+    /// [`Self::forward_overlapped`]'s): the loss, one backward (the official step). With
     /// `loss.koleo_weight > 0` the KoLeo term on the student's backbone CLS features of the two
     /// global crops is added to the DINO loss before the one backward.
     ///
-    /// With iBOT (`ibot`), the student's global crops go through the ViT with their masks, the
-    /// local crops as before, and the masked patch tokens through the head (DINO's, or
-    /// `ibot_head`); the iBOT term joins the sum before the one backward.
+    /// With iBOT (`ibot`), the iBOT term on the masked patches' head outputs joins the sum
+    /// before the one backward.
     fn student_backward_joint(
         &mut self,
-        crops: &[Tensor],
+        (features, student_out, student_patches): StudentForward,
         teacher_out: &Tensor,
         ibot: Option<&IbotStep>,
         (epoch, step): (usize, usize),
         window: Window,
         dist: &Dist,
     ) -> anyhow::Result<LossStats> {
-        let (precision, device, scope) = (self.precision, self.device, self.scope);
-        let backbone_train = !self.backbone_frozen;
-        // forward_modes' two halves, so the backbone features are at hand for KoLeo.
-        let (features, student_out, student_patches) = with_precision(precision, device, || {
-            let Some(ib) = ibot else {
-                let f = self
-                    .student
-                    .backbone_features(crops, backbone_train, scope)?;
-                let out = self.student.head.forward_t(&f, true)?;
-                return Ok::<_, dino_model::ModelError>((f, out, None));
-            };
-            let (cls, patches) =
-                self.student_masked_globals(&crops[0], ib.masks, ib.masked, backbone_train)?;
-            let f = match crops.get(1..).filter(|l| !l.is_empty()) {
-                None => cls,
-                Some(locals) => Tensor::f_cat(
-                    &[
-                        cls,
-                        self.student
-                            .backbone_features(locals, backbone_train, scope)?,
-                    ],
-                    0,
-                )?,
-            };
-            let out = self.student.head.forward_t(&f, true)?;
-            Ok((f, out, Some(patches)))
-        })?;
         let student_out = student_out.to_kind(Kind::Float);
         let sum = |t: &mut Tensor| {
             dist.sum(t)
@@ -545,6 +540,91 @@ impl DinoMethod {
         }
         self.backward(&loss, window)?;
         Ok(stats)
+    }
+
+    /// The student on all crops at once ([`Self::student_backward_joint`]'s input): its
+    /// backbone CLS features `[n_crops·B, D]` (KoLeo reads them), head output `[n_crops·B, K]`
+    /// and, with iBOT (`ibot`), the head outputs of the masked patch tokens of its global crops
+    /// (those go through the ViT with their masks, the local crops as before, and the masked
+    /// patch tokens through DINO's head or `ibot_head`).
+    fn student_forward_joint(
+        &self,
+        crops: &[Tensor],
+        ibot: Option<&IbotStep>,
+    ) -> anyhow::Result<StudentForward> {
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
+        let backbone_train = !self.backbone_frozen;
+        // forward_modes' two halves, so the backbone features are at hand for KoLeo.
+        Ok(with_precision(precision, device, || {
+            let Some(ib) = ibot else {
+                let f = self
+                    .student
+                    .backbone_features(crops, backbone_train, scope)?;
+                let out = self.student.head.forward_t(&f, true)?;
+                return Ok::<_, dino_model::ModelError>((f, out, None));
+            };
+            let (cls, patches) =
+                self.student_masked_globals(&crops[0], ib.masks, ib.masked, backbone_train)?;
+            let f = match crops.get(1..).filter(|l| !l.is_empty()) {
+                None => cls,
+                Some(locals) => Tensor::f_cat(
+                    &[
+                        cls,
+                        self.student
+                            .backbone_features(locals, backbone_train, scope)?,
+                    ],
+                    0,
+                )?,
+            };
+            let out = self.student.head.forward_t(&f, true)?;
+            Ok((f, out, Some(patches)))
+        })?)
+    }
+
+    /// The teacher's forward on the global crops (no gradient) in a second thread while this
+    /// thread runs the student's forward on all crops, the libtorch threads shared between
+    /// them (half each; one each on two cores); the count is put back for the backward.
+    /// Returns the teacher's output `[2·B, K]` (Float) and the student's backbone CLS features
+    /// `[n_crops·B, D]` and head output `[n_crops·B, K]`.
+    ///
+    /// Why: on a few CPU cores the small matrices of these ViTs keep two threads of one
+    /// forward far from twice as fast as one; two forwards side by side use the cores
+    /// better. The math is the serial path's (the same ops on the same inputs); only the
+    /// rounding of ops whose reductions split by thread count can differ. Every random draw
+    /// (stochastic depth) stays on this thread: the teacher draws none.
+    fn forward_overlapped(
+        &mut self,
+        crops: &[Tensor],
+        globals: Tensor,
+        backbone_train: bool,
+    ) -> anyhow::Result<(Tensor, (Tensor, Tensor))> {
+        let (precision, device, scope) = (self.precision, self.device, self.scope);
+        let threads = tch::get_num_threads();
+        let teacher_threads = threads / 2;
+        // `&mut`, not `&`: a tensor may move to another thread but not be shared by two.
+        let teacher = &mut self.teacher;
+        let student = &mut self.student;
+        tch::set_num_threads(threads - teacher_threads);
+        let (teacher_out, student_out) = std::thread::scope(|s| {
+            let worker = s.spawn(move || {
+                tch::set_num_threads(teacher_threads);
+                tch::no_grad(|| {
+                    with_precision(precision, device, || {
+                        teacher.forward_modes(&[globals], backbone_train, true, scope)
+                    })
+                })
+            });
+            let student_out = with_precision(precision, device, || {
+                let f = student.backbone_features(crops, backbone_train, scope)?;
+                let out = student.head.forward_t(&f, true)?;
+                Ok::<_, dino_model::ModelError>((f, out))
+            });
+            (worker.join(), student_out)
+        });
+        tch::set_num_threads(threads);
+        let teacher_out =
+            teacher_out.map_err(|_| anyhow::anyhow!("the teacher's forward thread panicked"))??;
+        Ok((teacher_out.to_kind(Kind::Float), student_out?))
     }
 
     /// The student's masked global crops (`[V·B, 3, H, W]`, `masks` `[V·B, N]` and the

@@ -4,110 +4,26 @@
 //! exceeds 1), with stochastic depth on; and the switch reaches both networks (their float
 //! rounding changes, which a run with the switch off would not show).
 
+use crate::common::{compare, grads, serial, tiny_dino_config, two_dino_steps};
 use dino_config::Config;
 use dino_data::batch::MultiCropBatch;
 use dino_model::ComputePrecision;
-use dino_train::accumulation::Window;
 use dino_train::distributed::Dist;
-use dino_train::method::DinoMethod;
-use dino_train::optim::Optimizer;
 use dino_train::supervised::SupervisedMethod;
-use std::sync::{Mutex, MutexGuard};
-use tch::{nn, Device, Kind, Tensor};
-
-/// libtorch's generator is process-global: the seeded tests run one at a time.
-static RNG: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
+use tch::{Device, Tensor};
 
 /// Issue #27 item 2's tolerance, as in `crates/model/tests/cls_only_block.rs`.
 const TOL: f64 = 1e-5;
 
 fn config(cls_only: bool) -> Config {
-    Config::with_overrides(&[
-        "model.arch=\"custom\"",
-        "model.embed_dim=32",
-        "model.depth=3",
-        "eval.n_last_blocks=1",
-        "model.num_heads=2",
-        "model.patch_size=4",
-        "model.img_size=16",
-        "model.drop_path_rate=0.3",
-        "head.out_dim=64",
-        "head.hidden_dim=48",
-        "head.bottleneck_dim=16",
-        "augmentation.global_crops_size=16",
-        "augmentation.local_crops_size=8",
-        "augmentation.local_crops_number=2",
-        "optim.batch_size=5",
-        "optim.epochs=2",
-        "schedule.warmup_epochs=0",
-        "schedule.freeze_last_layer=0",
-        &format!("model.cls_only_last_block={cls_only}"),
-    ])
-    .unwrap()
-}
-
-/// The trainable variables' gradients, sorted by name: read from the optimizer, which
-/// has backward write them into its flat group buffers (a variable's `.grad` stays undefined).
-fn grads(vs: &nn::VarStore, optimizer: &Optimizer) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, v)| v.requires_grad())
-        .map(|(n, _)| {
-            let g = optimizer
-                .grad(&n)
-                .unwrap()
-                .expect("every parameter gets a gradient");
-            (n, g.copy())
-        })
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
-}
-
-/// Largest `|a − b| / max(1, max |a|)` over the pairs, and whether any pair differs at all.
-fn compare(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> (f64, String, bool) {
-    assert_eq!(a.len(), b.len());
-    let (mut worst, mut name, mut any) = (0.0f64, String::new(), false);
-    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
-        assert_eq!(na, nb);
-        assert!(ta.defined() && tb.defined(), "{na}: no gradient");
-        any |= !ta.equal(tb);
-        let scale = ta.abs().max().double_value(&[]).max(1.0);
-        let d = (ta - tb).abs().max().double_value(&[]) / scale;
-        if d > worst {
-            (worst, name) = (d, na.clone());
-        }
-    }
-    (worst, name, any)
+    tiny_dino_config(&[&format!("model.cls_only_last_block={cls_only}")])
 }
 
 /// Two DINO forward/backward passes (the second centres with the first's teacher mean): the
-/// loss, the student's gradients and the center.
+/// second loss, the student's gradients and the center.
 fn dino_step(cls_only: bool) -> (f64, Vec<(String, Tensor)>, Tensor) {
-    let cfg = config(cls_only);
-    let dist = Dist::single();
-    let mut m = DinoMethod::new(&cfg, 4, Device::Cpu, ComputePrecision::Fp32, &dist).unwrap();
-    tch::manual_seed(99);
-    let opts = (Kind::Float, Device::Cpu);
-    let crops = [
-        Tensor::randn([10, 3, 16, 16], opts),
-        Tensor::randn([10, 3, 8, 8], opts),
-    ];
-    m.forward_backward_crops(&crops, (0, 0), 0, Window::SINGLE, &dist)
-        .unwrap();
-    let stats = m
-        .forward_backward_crops(&crops, (0, 1), 1, Window::SINGLE, &dist)
-        .unwrap();
-    (
-        stats.loss,
-        grads(&m.student_vs, &m.optimizer),
-        m.loss.center().copy(),
-    )
+    let (losses, grads, center) = two_dino_steps(&config(cls_only));
+    (losses[1], grads, center)
 }
 
 #[test]

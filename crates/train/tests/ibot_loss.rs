@@ -98,27 +98,12 @@ fn matches_reference_value_gradient_targets_and_center() {
 
 fn config(extra: &[&str]) -> Config {
     let mut sets = vec![
-        "model.arch=\"custom\"",
-        "model.embed_dim=32",
         "model.depth=2",
-        "eval.n_last_blocks=1",
-        "model.num_heads=2",
-        "model.patch_size=4",
-        "model.img_size=16",
         "model.drop_path_rate=0.0",
-        "head.out_dim=64",
-        "head.hidden_dim=48",
-        "head.bottleneck_dim=16",
-        "augmentation.global_crops_size=16",
-        "augmentation.local_crops_size=8",
-        "augmentation.local_crops_number=2",
         "optim.batch_size=4",
-        "optim.epochs=2",
-        "schedule.warmup_epochs=0",
-        "schedule.freeze_last_layer=0",
     ];
     sets.extend(extra);
-    Config::with_overrides(&sets).unwrap()
+    common::tiny_dino_config(&sets)
 }
 
 /// Crops `[2·4, 3, 16, 16]`, `[2·4, 3, 8, 8]` and masks `[8, 16]` (crops 0, 3, 5, 6 masked).

@@ -27,6 +27,7 @@ mod metrics;
 mod optim;
 mod optim_flat;
 mod optim_rules;
+mod overlap_teacher;
 mod resnet_method;
 mod schedule;
 mod sinkhorn;

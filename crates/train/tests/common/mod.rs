@@ -1,11 +1,92 @@
 //! Helpers shared by the integration tests: run a reference script of `tests/reference/` with
-//! the project virtualenv's Python and read its `.npy` outputs (parity tests). The tiny training
-//! runs of the `dino` binary's tests are in crates/cli/tests/common.
+//! the project virtualenv's Python and read its `.npy` outputs (parity tests); a tiny DINO
+//! config and the student's gradients, compared at a scaled tolerance (the step-variant tests:
+//! CLS-only block, overlapped teacher). The tiny training runs of the `dino` binary's tests are
+//! in crates/cli/tests/common.
 #![allow(dead_code)]
 
+use dino_config::Config;
+use dino_model::ComputePrecision;
+use dino_train::accumulation::Window;
+use dino_train::distributed::Dist;
+use dino_train::method::DinoMethod;
+use dino_train::optim::Optimizer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tch::Tensor;
+use std::sync::{Mutex, MutexGuard};
+use tch::{nn, Device, Kind, Tensor};
+
+/// libtorch's generator is process-global: the seeded step tests run one at a time.
+static RNG: Mutex<()> = Mutex::new(());
+
+/// The lock every seeded step test holds while it runs.
+pub fn serial() -> MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tiny ViT DINO config (width 32, depth 3, patch 4, 16-px globals and two 8-px locals,
+/// batch 5, stochastic depth 0.3) with `extra` overrides applied after it.
+pub fn tiny_dino_config(extra: &[&str]) -> Config {
+    let mut sets = vec![
+        "model.arch=\"custom\"",
+        "model.embed_dim=32",
+        "model.depth=3",
+        "eval.n_last_blocks=1",
+        "model.num_heads=2",
+        "model.patch_size=4",
+        "model.img_size=16",
+        "model.drop_path_rate=0.3",
+        "head.out_dim=64",
+        "head.hidden_dim=48",
+        "head.bottleneck_dim=16",
+        "augmentation.global_crops_size=16",
+        "augmentation.local_crops_size=8",
+        "augmentation.local_crops_number=2",
+        "optim.batch_size=5",
+        "optim.epochs=2",
+        "schedule.warmup_epochs=0",
+        "schedule.freeze_last_layer=0",
+    ];
+    sets.extend(extra);
+    Config::with_overrides(&sets).unwrap()
+}
+
+/// The trainable variables' gradients, sorted by name: read from the optimizer, which has
+/// backward write them into its flat group buffers (a variable's `.grad` stays undefined).
+pub fn grads(vs: &nn::VarStore, optimizer: &Optimizer) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, v)| v.requires_grad())
+        .map(|(n, _)| {
+            let g = optimizer
+                .grad(&n)
+                .unwrap()
+                .expect("every parameter gets a gradient");
+            (n, g.copy())
+        })
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// Largest `|a − b| / max(1, max |a|)` over the pairs, the name where it is, and whether any
+/// pair differs at all (bitwise).
+pub fn compare(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> (f64, String, bool) {
+    assert_eq!(a.len(), b.len());
+    let (mut worst, mut name, mut any) = (0.0f64, String::new(), false);
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert!(ta.defined() && tb.defined(), "{na}: no gradient");
+        any |= !ta.equal(tb);
+        let scale = ta.abs().max().double_value(&[]).max(1.0);
+        let d = (ta - tb).abs().max().double_value(&[]) / scale;
+        if d > worst {
+            (worst, name) = (d, na.clone());
+        }
+    }
+    (worst, name, any)
+}
 
 /// The project virtualenv's Python; fails (never skips) when it is missing.
 pub fn python() -> PathBuf {
@@ -70,4 +151,30 @@ pub fn assert_close(what: &str, a: &[f64], b: &[f64], atol: f64, rtol: f64) {
             (x - y).abs()
         );
     }
+}
+
+/// Two DINO forward/backward passes of a fresh method built from `cfg` (the second centres with
+/// the first's teacher mean) on seeded crops `[10, 3, 16, 16]` and `[10, 3, 8, 8]` (batch 5 of
+/// [`tiny_dino_config`]): both losses, the student's gradients after the second and the center.
+pub fn two_dino_steps(cfg: &Config) -> (Vec<f64>, Vec<(String, Tensor)>, Tensor) {
+    let dist = Dist::single();
+    let mut m = DinoMethod::new(cfg, 4, Device::Cpu, ComputePrecision::Fp32, &dist).unwrap();
+    tch::manual_seed(99);
+    let opts = (Kind::Float, Device::Cpu);
+    let crops = [
+        Tensor::randn([10, 3, 16, 16], opts),
+        Tensor::randn([10, 3, 8, 8], opts),
+    ];
+    let losses = (0..2)
+        .map(|it| {
+            m.forward_backward_crops(&crops, (0, it), it, Window::SINGLE, &dist)
+                .unwrap()
+                .loss
+        })
+        .collect();
+    (
+        losses,
+        grads(&m.student_vs, &m.optimizer),
+        m.loss.center().copy(),
+    )
 }
