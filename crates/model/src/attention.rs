@@ -215,6 +215,7 @@ mod tests {
             assert!(s.abs().sum(Kind::Float).double_value(&[]) > 0.0);
         }
     }
+
     /// `model.attention = "explicit"` computes the fused kernel's attention: the full path's
     /// and the CLS-only path's outputs and every gradient (input, qkv and proj weights and
     /// biases) within 1e-5 of SDPA's, and not bit for bit (the switch reaches the kernel).

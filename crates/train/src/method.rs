@@ -246,7 +246,9 @@ impl DinoMethod {
     ///
     /// Under `model.cls_only_last_block` (default) teacher and student run their ViT's last
     /// block for the CLS token only ([`TokenScope::ClsOnly`]): the loss reads nothing else, and
-    /// the math is the full block's up to float rounding.
+    /// the math is the full block's up to float rounding. Under `runtime.overlap_teacher` (CPU,
+    /// two or more libtorch threads, no iBOT, joint backward) the teacher's forward runs in a
+    /// second thread beside the student's (`forward_overlapped`).
     ///
     /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`,
     /// micro-batch index, rank), so a resumed run draws the masks an uninterrupted one draws.
