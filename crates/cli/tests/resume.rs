@@ -190,6 +190,30 @@ fn sinkhorn_knopp_run_resumes_bitwise() {
     assert_eq!(center.1.abs().max().double_value(&[]), 0.0);
 }
 
+/// The CPU presets' speed keys (`model.attention = "explicit"`, `runtime.overlap_teacher` on
+/// two libtorch threads, where the overlap applies): killed after a mid-epoch checkpoint and
+/// resumed, the run ends bitwise equal to the uninterrupted one (the overlapped forward draws
+/// nothing off the calling thread).
+#[test]
+fn explicit_attention_and_overlapped_teacher_run_resumes_bitwise() {
+    let (tmp, _t) = kill_and_resume(
+        "",
+        &[
+            "model.attention=explicit",
+            "runtime.overlap_teacher=true",
+            "runtime.torch_threads=2",
+        ],
+    );
+    let config = std::fs::read_to_string(tmp.path().join("full/config.toml")).unwrap();
+    for key in [
+        "attention = \"explicit\"",
+        "overlap_teacher = true",
+        "torch_threads = 2",
+    ] {
+        assert!(config.contains(key), "the run's config lacks {key}");
+    }
+}
+
 /// DINOv2's backbone options all on (issue #29): registers, LayerScale, SwiGLU and the
 /// antialiased position resize; their variables are trained, kept by the EMA teacher and the
 /// optimizer, saved, and the run resumes bitwise.
