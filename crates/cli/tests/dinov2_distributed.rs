@@ -183,3 +183,11 @@ fn two_processes_match_one_with_ibot_per_view_backward() {
         "optim.backward_per_crop_group=true",
     ]);
 }
+
+/// `model.attention = "explicit"` (the CPU presets' kernel): two processes of batch 4 equal one
+/// of batch 8, as with the default kernel. (`runtime.overlap_teacher` does not apply here: each
+/// process gets one libtorch thread of the two cores.)
+#[test]
+fn two_processes_match_one_with_explicit_attention() {
+    one_vs_two(&["--set", "model.attention=explicit"]);
+}
