@@ -63,9 +63,10 @@ def keep_freed_memory():
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
     return (libc.mallopt(m_mmap_threshold, 32 << 20) == 1
-            and libc.mallopt(m_trim_threshold, 1 << 30) == 1)
+            and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+            and libc.mallopt(m_mmap_max, 0) == 1)
 
 
 def alloc_from_argv(argv):
@@ -76,7 +77,7 @@ def alloc_from_argv(argv):
     if __name__ != "__main__" or wanted != "keep":
         return "glibc defaults"
     if keep_freed_memory():
-        return "glibc mmap_threshold=32MiB trim_threshold=1GiB"
+        return "glibc mmap_threshold=32MiB trim_threshold=1GiB mmap_max=0"
     return "glibc defaults (mallopt refused)"
 
 

@@ -7,9 +7,15 @@
 /// frees the same few-MB activation buffers thousands of times; with glibc's defaults, blocks
 /// that size are `mmap`ed, unmapped on free and page-faulted in (zeroed) again on the next step,
 /// which cost 5-10 % of a CPU step (perf: page faults, `clear_page`, heap trimming). This sets
-/// the mmap threshold to its maximum (32 MiB, so activation buffers come from the heap) and
-/// stops trimming the heap below 1 GiB of free space. Call once at start-up, before the first
-/// tensor. Returns whether glibc accepted both settings (always false on other C libraries).
+/// the mmap threshold to its maximum (32 MiB, so activation buffers come from the heap), stops
+/// trimming the heap below 1 GiB of free space, and turns `mmap`ed blocks off altogether
+/// (`M_MMAP_MAX = 0`): glibc caps the threshold at 32 MiB, and the blocks above it — ViT-S/16's
+/// 65536-way last layer alone allocates four 64 MiB tensors a step (its normalized weight for
+/// student and teacher, the weight's gradient and `weight_v`'s) — were still mapped and faulted
+/// in page by page every step: 68,000 page faults and about 10 % of a ViT-S/16 step on the
+/// 2-core AVX2 CPU (docs/BENCHMARKS.md, "The allocator"). Freed blocks of any size now go back
+/// to the heap and are reused. Call once at start-up, before the first tensor. Returns whether
+/// glibc accepted the three settings (always false on other C libraries).
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     let accepted = {
@@ -18,6 +24,7 @@ pub fn keep_freed_memory() -> bool {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
+                && libc::mallopt(libc::M_MMAP_MAX, 0) == 1
         }
     };
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -32,7 +39,7 @@ static ACCEPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// PyTorch side (`dino bench train` reports them, so a comparison shows both).
 pub fn describe() -> &'static str {
     if ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) {
-        "glibc mmap_threshold=32MiB trim_threshold=1GiB"
+        "glibc mmap_threshold=32MiB trim_threshold=1GiB mmap_max=0"
     } else {
         "glibc defaults (mallopt refused)"
     }
