@@ -840,6 +840,21 @@ pub struct RuntimeConfig {
     /// on CUDA, with iBOT and with `optim.backward_per_crop_group` (there the teacher's output
     /// feeds the student's forward or its loss in pieces).
     pub overlap_teacher: bool,
+    /// The student's crop groups (the global and the local crops, two resolutions) go through
+    /// each ViT block together: LayerNorms, projections, MLP and residuals on all their tokens
+    /// in one matrix, the attention within each group (as DINOv2's `forward_features_list`),
+    /// instead of the whole ViT once per group. Why: on the CPU each matrix product pays its
+    /// weight packing and thread wake-up once instead of once per group, and each weight
+    /// gradient is one longer product (docs/BENCHMARKS.md, "Packed crop groups": the ViT-S/16
+    /// student's forward and backward 1.08x on 64 px and 32 px crops, 2-core AMD EPYC Zen 3).
+    /// The same math with the same stochastic-depth draws; the weight gradients sum the
+    /// groups' rows in one product and so round differently (loss and gradients within 1e-5
+    /// of the per-group path): false gives the per-group arithmetic bit for bit. Off by
+    /// default so that a run reproduces the figures of docs/RESULTS.md. Applies to a ViT
+    /// student whose crops come in two or more resolutions; not with
+    /// `optim.backward_per_crop_group` (one group per forward) nor to iBOT's masked global
+    /// crops (they go through the ViT on their own).
+    pub pack_crop_groups: bool,
     /// Augmentation (rayon) threads; 0 = all cores.
     pub data_threads: usize,
     /// Batches the loader may prepare ahead of the trainer (bounded channel capacity).
@@ -861,6 +876,7 @@ impl Default for RuntimeConfig {
             device: DeviceRequest::Auto,
             torch_threads: 0,
             overlap_teacher: false,
+            pack_crop_groups: false,
             data_threads: 0,
             prefetch_batches: 2,
             precision: Precision::Fp32,

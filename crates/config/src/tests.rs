@@ -111,7 +111,8 @@ fn defaults_equal_the_official_dino_values() {
 
     assert_eq!(c.runtime.seed, 0); // MD --seed 0
     assert!(!c.runtime.overlap_teacher); // MD: teacher(images[:2]) then student(images), in turn
-                                         // torch.distributed.constants.default_pg_timeout = timedelta(minutes=30)
+    assert!(!c.runtime.pack_crop_groups); // MD MultiCropWrapper: the backbone once per resolution
+                                          // torch.distributed.constants.default_pg_timeout = timedelta(minutes=30)
     assert_eq!(c.runtime.dist_timeout_s, 1800);
     assert!(c.data.drop_last); // MD DataLoader(drop_last=True)
     c.validate().expect("defaults are valid");

@@ -103,6 +103,36 @@ impl Attention {
         self.merge(&o, dims)
     }
 
+    /// [`Attention::forward`] on the tokens of several crop groups packed row-wise: `x`
+    /// `[T, D]`, group g's `[B_g, N_g, D]` tokens flattened in order (`groups` the (B_g, N_g),
+    /// Σ B_g·N_g = T) → `[T, D]`. The qkv and output projections run on all T rows at once (one
+    /// matrix product each instead of one per group: DINOv2's `forward_features_list` does the
+    /// same with a block-diagonal mask); the attention stays within each group's crops.
+    pub(crate) fn forward_packed(
+        &self,
+        x: &Tensor,
+        groups: &[(i64, i64)],
+    ) -> Result<Tensor, TchError> {
+        let c = x.size2()?.1;
+        let qkv = self.qkv.forward(x)?;
+        let mut out = Vec::with_capacity(groups.len());
+        let mut row = 0;
+        for &(b, n) in groups {
+            let g = qkv
+                .f_narrow(0, row, b * n)?
+                .f_view([b, n, 3 * c])?
+                .f_split(c, -1)?;
+            let o = self.attend(
+                &self.per_head(&g[0], b, n)?,
+                &self.per_head(&g[1], b, n)?,
+                &self.per_head(&g[2], b, n)?,
+            )?;
+            out.push(o.f_transpose(1, 2)?.f_reshape([b * n, c])?);
+            row += b * n;
+        }
+        self.proj.forward(&Tensor::f_cat(&out, 0)?)
+    }
+
     /// The CLS row of [`Attention::forward`]: `[B, N, D]` (token 0 the CLS token) →
     /// `[B, 1, D]`, equal to `forward(x).narrow(1, 0, 1)` up to float rounding. Keys and values
     /// are projected for all N tokens, the query for the CLS token only, and the attention

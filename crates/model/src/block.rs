@@ -3,7 +3,7 @@
 use crate::attention::Attention;
 use crate::layers::{LayerNorm, Linear};
 use dino_config::{AttentionKernel, Ffn};
-use tch::{nn, TchError, Tensor};
+use tch::{nn, Device, Kind, TchError, Tensor};
 
 /// The feed-forward network of a block (`model.ffn`).
 #[derive(Debug)]
@@ -85,13 +85,37 @@ pub fn drop_path(x: &Tensor, rate: f64, train: bool) -> Result<Tensor, TchError>
     if !train || rate == 0.0 {
         return Ok(x.shallow_clone());
     }
-    let keep = 1.0 - rate;
     let mut shape = vec![1i64; x.dim()];
     shape[0] = x.size()[0];
-    // floor(keep + U[0,1)) is 1 with probability keep, exactly as the official code draws it.
-    let mask = (Tensor::f_rand(&shape, (x.kind(), x.device()))? + keep).f_floor()?;
-    x.f_div_scalar(keep)?.f_mul(&mask)
+    let mask = drop_mask(&shape, rate, (x.kind(), x.device()))?;
+    apply_drop_mask(x, &mask, rate)
 }
+
+/// The per-sample keep mask of [`drop_path`] (1 kept, 0 dropped) of `shape` `[B, 1, ..]`:
+/// floor(keep + U[0,1)) is 1 with probability keep, exactly as the official code draws it.
+fn drop_mask(shape: &[i64], rate: f64, options: (Kind, Device)) -> Result<Tensor, TchError> {
+    (Tensor::f_rand(shape, options)? + (1.0 - rate)).f_floor()
+}
+
+/// `x` with the samples (or tokens) `mask` drops zeroed and the rest scaled by 1/(1 − rate);
+/// `mask` broadcasts against `x`.
+fn apply_drop_mask(x: &Tensor, mask: &Tensor, rate: f64) -> Result<Tensor, TchError> {
+    let keep = 1.0 - rate;
+    match x.kind() {
+        // One pass instead of the official two (`x.div(keep) * mask`), forward and backward:
+        // x / (keep / mask) divides a kept sample by keep and a dropped one by +inf, which is
+        // the official result bit for bit in fp32 (a correctly rounded x / keep, or a zero of
+        // x's sign; NaN where the official gives NaN), and so is its gradient g / (keep / mask).
+        // Half precisions keep the official ops: keep / mask in bf16 or fp16 would round keep.
+        Kind::Float | Kind::Double => x.f_div(&mask.f_reciprocal()?.f_mul_scalar(keep)?),
+        _ => x.f_div_scalar(keep)?.f_mul(&mask.f_to_kind(x.kind())?),
+    }
+}
+
+/// The stochastic-depth masks of one block for a crop group: `[B, 1, 1]` keep masks of the
+/// attention and the MLP residual, drawn in that order (as [`Block::forward`] draws them), or
+/// `None` when the block drops nothing.
+pub(crate) type BlockDraws = Option<[Tensor; 2]>;
 
 /// `x + DropPath(LS₁(Attn(LN₁(x))))`, then `x + DropPath(LS₂(MLP(LN₂(x))))`; LS is LayerScale
 /// when `model.layerscale_init` > 0, else the identity (DINO v1's block). Stochastic depth stays
@@ -164,6 +188,59 @@ impl Block {
         self.mlp_residual(&x, train)
     }
 
+    /// Draws this block's stochastic-depth masks for a group of `b` crops (fp32 draws on
+    /// `device`), as [`Block::forward`] on that group would draw them from the same generator
+    /// state: nothing when not training or at rate 0.
+    pub(crate) fn draw(&self, b: i64, train: bool, device: Device) -> Result<BlockDraws, TchError> {
+        if !train || self.drop_path == 0.0 {
+            return Ok(None);
+        }
+        let draw = || drop_mask(&[b, 1, 1], self.drop_path, (Kind::Float, device));
+        Ok(Some([draw()?, draw()?]))
+    }
+
+    /// [`Block::forward`] on the tokens of several crop groups packed row-wise, `x` `[T, D]`
+    /// with T = Σ B_g·N_g (group g's `[B_g, N_g, D]` tokens flattened, in order; `groups` the
+    /// (B_g, N_g)): LayerNorms, projections, MLP and residuals run on all T rows at once, the
+    /// attention within each group ([`Attention::forward_packed`]). `masks`: the attention and
+    /// MLP residuals' keep masks per row `[T, 1]` (each sample's [`Block::draw`] repeated over
+    /// its tokens), `None` without stochastic depth. Row by row the same ops as `forward` on
+    /// each group, so the same result up to the rounding of the larger matrix products.
+    pub(crate) fn forward_packed(
+        &self,
+        x: &Tensor,
+        groups: &[(i64, i64)],
+        masks: Option<&[Tensor; 2]>,
+    ) -> Result<Tensor, TchError> {
+        let drop = |y: Tensor, i: usize| match masks {
+            Some(m) => apply_drop_mask(&y, &m[i], self.drop_path),
+            None => Ok(y),
+        };
+        let y = LayerScale::apply(
+            &self.ls1,
+            self.attn.forward_packed(&self.norm1.forward(x)?, groups)?,
+        )?;
+        let x = x.f_add(&drop(y, 0)?)?;
+        let y = LayerScale::apply(&self.ls2, self.mlp.forward(&self.norm2.forward(&x)?)?)?;
+        x.f_add(&drop(y, 1)?)
+    }
+
+    /// [`Block::forward_cls`] with masks drawn beforehand ([`Block::draw`], `[B, 1, 1]`).
+    pub(crate) fn forward_cls_drawn(
+        &self,
+        x: &Tensor,
+        masks: Option<&[Tensor; 2]>,
+    ) -> Result<Tensor, TchError> {
+        let drop = |y: Tensor, i: usize| match masks {
+            Some(m) => apply_drop_mask(&y, &m[i], self.drop_path),
+            None => Ok(y),
+        };
+        let y = LayerScale::apply(&self.ls1, self.attn.forward_cls(&self.norm1.forward(x)?)?)?;
+        let x = x.f_narrow(1, 0, 1)?.f_add(&drop(y, 0)?)?;
+        let y = LayerScale::apply(&self.ls2, self.mlp.forward(&self.norm2.forward(&x)?)?)?;
+        x.f_add(&drop(y, 1)?)
+    }
+
     /// Inference forward through the explicit attention path; also returns the attention
     /// probabilities `[B, heads, N, N]`.
     pub(crate) fn forward_with_attn(&self, x: &Tensor) -> Result<(Tensor, Tensor), TchError> {
@@ -207,5 +284,44 @@ mod tests {
         );
         assert!(drop_path(&x, 0.25, false).unwrap().equal(&x));
         assert!(drop_path(&x, 0.0, true).unwrap().equal(&x));
+    }
+
+    /// The one-division form equals the official `x.div(keep_prob) * random_tensor` bit for bit,
+    /// forward and backward, signed zeros and non-finite inputs included.
+    #[test]
+    fn drop_path_is_the_official_arithmetic_bit_for_bit() {
+        let keep = 1.0 - 0.1;
+        let shape = [64, 5, 7];
+        let x = Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 3.0;
+        let _ = x.get(0).get(0).fill_(f64::INFINITY);
+        let _ = x.get(1).get(0).fill_(f64::NAN);
+        let _ = x.get(2).get(0).fill_(-0.0);
+        let x = x.set_requires_grad(true);
+        // A non-uniform incoming gradient, negative entries included (signed zeros).
+        let g = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+        let forward_backward = |y: Tensor| {
+            let gx = Tensor::run_backward(&[(&y * &g).sum(Kind::Float)], &[&x], false, false);
+            (y.detach(), gx[0].copy())
+        };
+        tch::manual_seed(3);
+        let ours = forward_backward(drop_path(&x, 0.1, true).unwrap());
+        // The official ops on the same draws.
+        tch::manual_seed(3);
+        let mask = (Tensor::rand([64, 1, 1], (Kind::Float, Device::Cpu)) + keep).floor();
+        let official = forward_backward(x.f_div_scalar(keep).unwrap() * &mask);
+        let dropped = mask.eq(0.0).sum(Kind::Int64).int64_value(&[]);
+        assert!(
+            dropped > 0 && dropped < 64,
+            "both kinds of samples drawn: {dropped} dropped"
+        );
+        let bits = |t: &Tensor| {
+            Vec::<f32>::try_from(t.flatten(0, -1))
+                .unwrap()
+                .into_iter()
+                .map(f32::to_bits)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&ours.0), bits(&official.0), "forward");
+        assert_eq!(bits(&ours.1), bits(&official.1), "gradient");
     }
 }

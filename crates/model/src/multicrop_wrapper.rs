@@ -18,6 +18,10 @@ pub struct MultiCropWrapper {
     pub backbone: Backbone,
     /// The DINO head.
     pub head: DinoHead,
+    /// Whether a ViT takes several resolution groups through its blocks together
+    /// ([`crate::VisionTransformer::forward_groups`], `runtime.pack_crop_groups`) rather than
+    /// one group after another. Off after [`MultiCropWrapper::new`].
+    pub pack_groups: bool,
 }
 
 impl MultiCropWrapper {
@@ -34,7 +38,11 @@ impl MultiCropWrapper {
     ) -> Result<Self, ModelError> {
         let backbone = Backbone::new(&(p / "backbone"), &backbone.into())?;
         let head = DinoHead::new(&(p / "head"), backbone.embed_dim(), head)?;
-        Ok(Self { backbone, head })
+        Ok(Self {
+            backbone,
+            head,
+            pack_groups: false,
+        })
     }
 
     /// Backbone features `[ΣB, D]` (ViT CLS token, ResNet pooled map) of all crops, in input
@@ -58,14 +66,21 @@ impl MultiCropWrapper {
         if crops.is_empty() {
             return Err(ModelError::BadCrops("no crops".into()));
         }
+        let groups = Self::resolution_groups(crops)
+            .into_iter()
+            .map(|group| match group.len() {
+                1 => Ok(crops[group.start].shallow_clone()),
+                _ => Tensor::f_cat(&crops[group], 0),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let (true, true, Some(vit)) =
+            (self.pack_groups, groups.len() > 1, self.backbone.as_vit())
+        {
+            return vit.forward_groups(&groups, train, scope == TokenScope::ClsOnly);
+        }
         let mut feats = Vec::new();
-        for group in Self::resolution_groups(crops) {
-            let group = if group.len() == 1 {
-                crops[group.start].shallow_clone()
-            } else {
-                Tensor::f_cat(&crops[group], 0)?
-            };
-            feats.push(self.backbone.forward_scoped(&group, train, scope)?);
+        for group in &groups {
+            feats.push(self.backbone.forward_scoped(group, train, scope)?);
         }
         Ok(if feats.len() == 1 {
             feats.pop().expect("one group")

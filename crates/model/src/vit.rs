@@ -492,6 +492,84 @@ impl VisionTransformer {
         Ok(self.norm.forward(&cls)?.f_select(1, 0)?)
     }
 
+    /// The normalised CLS tokens `[Σ B_g, D]` of several crop groups (`xs`, each `[B_g, 3, H_g,
+    /// W_g]`, e.g. the global and the local crops), in order: [`VisionTransformer::forward_t`]
+    /// of each group concatenated (or [`VisionTransformer::forward_cls`] with `cls_only`), with
+    /// the groups' tokens packed into one `[Σ B_g·N_g, D]` matrix through every block
+    /// (`Block::forward_packed`: one matrix product per projection for all groups instead of
+    /// one per group, the attention within each group), the CLS-only last block and the final
+    /// norm per group. `runtime.pack_crop_groups` turns it on for the student.
+    ///
+    /// Why: on the CPU the per-call cost of a matrix product (packing the weight, waking the
+    /// threads) is paid once instead of once per group, and the weight gradients are one
+    /// longer product each: ViT-S/16 on 64 px and 32 px crops, student forward and backward,
+    /// 1.08x (docs/BENCHMARKS.md, "Packed crop groups"). The math is the per-group path's,
+    /// row by row the same ops; the weight gradients sum the groups' rows in one product, so
+    /// they round differently (loss and gradients within 1e-5: `tests/cls_only_block.rs`).
+    /// Stochastic depth draws every mask before the first block, group after group and block
+    /// after block, as the per-group path draws them (fp32 draws), so from the same generator
+    /// state both drop the same samples.
+    ///
+    /// # Errors
+    /// As [`VisionTransformer::forward_tokens`].
+    pub fn forward_groups(
+        &self,
+        xs: &[Tensor],
+        train: bool,
+        cls_only: bool,
+    ) -> Result<Tensor, ModelError> {
+        let tokens = xs
+            .iter()
+            .map(|x| self.prepare_tokens(x))
+            .collect::<Result<Vec<_>, _>>()?;
+        let d = self.cfg.embed_dim;
+        let groups: Vec<(i64, i64)> = tokens.iter().map(|t| (t.size()[0], t.size()[1])).collect();
+        let device = tokens[0].device();
+        let draws = groups
+            .iter()
+            .map(|&(b, _)| {
+                self.blocks
+                    .iter()
+                    .map(|blk| blk.draw(b, train, device))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = tokens
+            .iter()
+            .zip(&groups)
+            .map(|(t, &(b, n))| t.f_reshape([b * n, d]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut x = Tensor::f_cat(&rows, 0)?;
+        let packed = self.blocks.len() - usize::from(cls_only);
+        for (i, blk) in self.blocks[..packed].iter().enumerate() {
+            // Each sample's keep mask repeated over its tokens, group after group: `[T, 1]`.
+            let per_row = |k: usize| -> Result<Tensor, tch::TchError> {
+                let rows = draws.iter().zip(&groups).map(|(g, &(b, n))| {
+                    let m = &g[i].as_ref().expect("every group draws for this block")[k];
+                    m.f_expand([b, n, 1], false)?.f_reshape([b * n, 1])
+                });
+                Tensor::f_cat(&rows.collect::<Result<Vec<_>, _>>()?, 0)
+            };
+            let masks = match draws[0][i] {
+                Some(_) => Some([per_row(0)?, per_row(1)?]),
+                None => None,
+            };
+            x = blk.forward_packed(&x, &groups, masks.as_ref())?;
+        }
+        let mut cls = Vec::with_capacity(groups.len());
+        let mut row = 0;
+        for (g, &(b, n)) in groups.iter().enumerate() {
+            let t = x.f_narrow(0, row, b * n)?.f_view([b, n, d])?;
+            let t = match cls_only {
+                true => self.blocks[packed].forward_cls_drawn(&t, draws[g][packed].as_ref())?,
+                false => t,
+            };
+            cls.push(self.norm.forward(&t)?.f_select(1, 0)?);
+            row += b * n;
+        }
+        Ok(Tensor::f_cat(&cls, 0)?)
+    }
+
     /// Attention probabilities of the last block, `[B, heads, T, T]` with T = 1 + R + N,
     /// computed in inference mode through the explicit softmax path (official
     /// `get_last_selfattention`). Row 0 is the CLS query; then R register rows, then the

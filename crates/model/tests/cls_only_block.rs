@@ -172,6 +172,73 @@ fn loss_and_every_gradient_match_the_full_path() {
     }
 }
 
+/// `runtime.pack_crop_groups` (`MultiCropWrapper::pack_groups`, `VisionTransformer::forward_groups`):
+/// the two crop groups through each block together give the per-group path's loss and every
+/// gradient to 1e-5, under the CLS-only last block and the full one, without and with
+/// stochastic depth (the same masks: another seed moves the result far beyond the tolerance),
+/// with register tokens and LayerScale too; the features agree to 1e-5 (in practice bit for bit
+/// on the forward, where only the row count of each product differs).
+#[test]
+fn packed_crop_groups_match_the_per_group_path() {
+    alone!();
+    let _serial = serial();
+    let head = HeadConfig {
+        out_dim: 64,
+        hidden_dim: 32,
+        bottleneck_dim: 16,
+        ..HeadConfig::default()
+    };
+    for (depth, rate, registers) in [(3, 0.0, 0), (4, 0.3, 0), (3, 0.2, 2)] {
+        let mut vit = tiny(depth, rate);
+        if registers > 0 {
+            vit.num_register_tokens = registers;
+            vit.layerscale_init = 0.1;
+        }
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut m = MultiCropWrapper::new(&vs.root(), vit, &head).unwrap();
+        let crops = crops();
+        let targets =
+            (Tensor::randn([40, 64], (Kind::Float, Device::Cpu)) / 0.04).softmax(-1, Kind::Float);
+        for scope in [TokenScope::ClsOnly, TokenScope::AllTokens] {
+            let what = format!("depth {depth}, drop_path {rate}, {registers} registers, {scope:?}");
+            m.pack_groups = false;
+            let (loss, per_group) = loss_and_grads(&vs, &m, &crops, &targets, scope, 7);
+            tch::manual_seed(7);
+            let f_group = m.backbone_features(&crops, true, scope).unwrap().detach();
+            m.pack_groups = true;
+            let (packed_loss, packed) = loss_and_grads(&vs, &m, &crops, &targets, scope, 7);
+            tch::manual_seed(7);
+            let f_packed = m.backbone_features(&crops, true, scope).unwrap().detach();
+            assert_eq!(
+                f_packed.size(),
+                [40, 48],
+                "{what}: CLS of every crop, in order"
+            );
+            let df = scaled_diff(&f_group, &f_packed);
+            assert!(df <= TOL, "{what}: features differ by {df}");
+            assert!(
+                (loss - packed_loss).abs() <= TOL * loss.abs().max(1.0),
+                "{what}: loss {loss} vs {packed_loss}"
+            );
+            let (d, name) = largest_grad_diff(&per_group, &packed);
+            eprintln!("{what}: |Δfeatures| {df:.1e}, largest scaled |Δgrad| {d:.1e} ({name})");
+            assert!(
+                d <= TOL,
+                "{what}: gradient of {name} differs by {d} (scaled)"
+            );
+            if rate > 0.0 {
+                let (other_loss, other) = loss_and_grads(&vs, &m, &crops, &targets, scope, 8);
+                let (d_other, _) = largest_grad_diff(&per_group, &other);
+                assert!(
+                    d_other > 1e3 * TOL && (other_loss - loss).abs() > 10.0 * TOL,
+                    "{what}: other masks must move the result (gradients by {d_other})"
+                );
+            }
+        }
+    }
+}
+
 /// Inference features: the CLS-only path gives the full path's CLS token to 1e-5 on square,
 /// non-square and resized-table inputs, and one block is enough.
 #[test]

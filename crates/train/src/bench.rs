@@ -125,6 +125,8 @@ pub struct TrainBenchReport {
     /// `runtime.overlap_teacher`: the teacher's forward in a second thread beside the
     /// student's (where it applies: CPU, two or more libtorch threads, no iBOT, joint backward).
     pub overlap_teacher: bool,
+    /// `runtime.pack_crop_groups`: the student's crop groups through each ViT block together.
+    pub pack_crop_groups: bool,
     /// `[2, global_size]`: the global crops per image and their side in pixels.
     pub global_crops: [usize; 2],
     /// `[local_crops_number, local_size]`.
@@ -273,6 +275,7 @@ pub fn run_train_bench(cfg: &Config, opts: &TrainBenchOptions) -> anyhow::Result
         accum_steps: accum,
         backward_per_crop_group: cfg.optim.backward_per_crop_group,
         overlap_teacher: cfg.runtime.overlap_teacher,
+        pack_crop_groups: cfg.runtime.pack_crop_groups,
         images_per_s: (opts.steps * cfg.optim.batch_size * accum) as f64 / wall,
         step_ms: StepMillis {
             median: sorted[sorted.len() / 2] * 1e3,

@@ -105,7 +105,8 @@ impl DinoMethod {
         let backbone = BackboneConfig::from_model(&cfg.model)?.with_mask_token(ibot);
         tch::manual_seed(cfg.runtime.seed as i64);
         let student_vs = nn::VarStore::new(device);
-        let student = MultiCropWrapper::new(&student_vs.root(), &backbone, &cfg.head)?;
+        let mut student = MultiCropWrapper::new(&student_vs.root(), &backbone, &cfg.head)?;
+        student.pack_groups = cfg.runtime.pack_crop_groups;
         let mut teacher_vs = nn::VarStore::new(device);
         let teacher = MultiCropWrapper::new(
             &teacher_vs.root(),

@@ -28,6 +28,7 @@ mod optim;
 mod optim_flat;
 mod optim_rules;
 mod overlap_teacher;
+mod pack_crop_groups;
 mod resnet_method;
 mod schedule;
 mod sinkhorn;
