@@ -18,6 +18,8 @@ phase "fmt, ARCHITECTURE check"
 cargo fmt --all --check
 # docs/ARCHITECTURE.md names only paths and `file::item`s that exist (standard-library Python).
 python3 scripts/check_architecture.py
+# docs/BENCHMARKS.md is collected from docs/bench/*.md: the two agree.
+python3 scripts/bench_page.py --check
 phase clippy
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # `cargo test --workspace --locked "$@"`, with the CLI's integration tests in a lane of their own
