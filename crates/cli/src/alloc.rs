@@ -10,10 +10,11 @@
 /// the mmap threshold to its maximum (32 MiB, so activation buffers come from the heap), stops
 /// trimming the heap below 1 GiB of free space, and turns `mmap`ed blocks off altogether
 /// (`M_MMAP_MAX = 0`): glibc caps the threshold at 32 MiB, and the blocks above it — ViT-S/16's
-/// 65536-way last layer alone allocates four 64 MiB tensors a step (its normalized weight for
+/// 65536-way last layer alone allocates about four 64 MiB tensors a step (its normalized weight for
 /// student and teacher, the weight's gradient and `weight_v`'s) — were still mapped and faulted
-/// in page by page every step: 68,000 page faults and about 10 % of a ViT-S/16 step on the
-/// 2-core AVX2 CPU (docs/BENCHMARKS.md, "The allocator"). Freed blocks of any size now go back
+/// in page by page every step: 59,000 page faults per ViT-S/16 small-crop step, about 10 % of
+/// it on a 2-core AMD EPYC Zen 3 (docs/BENCHMARKS.md, "The allocator, a one-pass EMA and packed
+/// crop groups"); none now. Freed blocks of any size go back
 /// to the heap and are reused. Call once at start-up, before the first tensor. Returns whether
 /// glibc accepted the three settings (always false on other C libraries).
 pub fn keep_freed_memory() -> bool {

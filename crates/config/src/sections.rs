@@ -845,8 +845,9 @@ pub struct RuntimeConfig {
     /// in one matrix, the attention within each group (as DINOv2's `forward_features_list`),
     /// instead of the whole ViT once per group. Why: on the CPU each matrix product pays its
     /// weight packing and thread wake-up once instead of once per group, and each weight
-    /// gradient is one longer product (docs/BENCHMARKS.md, "Packed crop groups": the ViT-S/16
-    /// student's forward and backward 1.08x on 64 px and 32 px crops, 2-core AMD EPYC Zen 3).
+    /// gradient is one longer product (docs/BENCHMARKS.md, "The allocator, a one-pass EMA and
+    /// packed crop groups": the ViT-S/16 step on 64 px and 32 px crops 1.02–1.09x per round,
+    /// 2-core AMD EPYC Zen 3).
     /// The same math with the same stochastic-depth draws; the weight gradients sum the
     /// groups' rows in one product and so round differently (loss and gradients within 1e-5
     /// of the per-group path): false gives the per-group arithmetic bit for bit. Off by

@@ -502,8 +502,9 @@ impl VisionTransformer {
     ///
     /// Why: on the CPU the per-call cost of a matrix product (packing the weight, waking the
     /// threads) is paid once instead of once per group, and the weight gradients are one
-    /// longer product each: ViT-S/16 on 64 px and 32 px crops, student forward and backward,
-    /// 1.08x (docs/BENCHMARKS.md, "Packed crop groups"). The math is the per-group path's,
+    /// longer product each: the ViT-S/16 training step on 64 px and 32 px crops 1.02–1.09x per
+    /// round on a 2-core AMD EPYC Zen 3 (docs/BENCHMARKS.md, "The allocator, a one-pass EMA and
+    /// packed crop groups"). The math is the per-group path's,
     /// row by row the same ops; the weight gradients sum the groups' rows in one product, so
     /// they round differently (loss and gradients within 1e-5: `tests/cls_only_block.rs`).
     /// Stochastic depth draws every mask before the first block, group after group and block
