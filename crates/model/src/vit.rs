@@ -504,28 +504,31 @@ impl VisionTransformer {
     /// threads) is paid once instead of once per group, and the weight gradients are one
     /// longer product each: the ViT-S/16 training step on 64 px and 32 px crops 1.02–1.09x per
     /// round on a 2-core AMD EPYC Zen 3 (docs/BENCHMARKS.md, "The allocator, a one-pass EMA and
-    /// packed crop groups"). The math is the per-group path's,
-    /// row by row the same ops; the weight gradients sum the groups' rows in one product, so
-    /// they round differently (loss and gradients within 1e-5: `tests/cls_only_block.rs`).
+    /// packed crop groups"). The math is the per-group path's, row by row the same ops; the
+    /// weight gradients sum the groups' rows in one product, so they round differently (loss
+    /// and gradients within 1e-5: `tests/cls_only_block.rs`).
     /// Stochastic depth draws every mask before the first block, group after group and block
     /// after block, as the per-group path draws them (fp32 draws), so from the same generator
     /// state both drop the same samples.
     ///
     /// # Errors
-    /// As [`VisionTransformer::forward_tokens`].
+    /// As [`VisionTransformer::forward_tokens`]; [`ModelError::BadCrops`] for no groups.
     pub fn forward_groups(
         &self,
         xs: &[Tensor],
         train: bool,
         cls_only: bool,
     ) -> Result<Tensor, ModelError> {
+        let Some(first) = xs.first() else {
+            return Err(ModelError::BadCrops("no crop groups".into()));
+        };
+        let device = first.device();
         let tokens = xs
             .iter()
             .map(|x| self.prepare_tokens(x))
             .collect::<Result<Vec<_>, _>>()?;
         let d = self.cfg.embed_dim;
         let groups: Vec<(i64, i64)> = tokens.iter().map(|t| (t.size()[0], t.size()[1])).collect();
-        let device = tokens[0].device();
         let draws = groups
             .iter()
             .map(|&(b, _)| {

@@ -41,6 +41,17 @@ fn tiny(depth: i64, drop_path: f64) -> VitConfig {
     c
 }
 
+/// A 64-way head on a 32-wide MLP with a 16-wide bottleneck (`use_bn`: BatchNorm in the MLP).
+fn small_head(use_bn: bool) -> HeadConfig {
+    HeadConfig {
+        out_dim: 64,
+        hidden_dim: 32,
+        bottleneck_dim: 16,
+        use_bn,
+        ..HeadConfig::default()
+    }
+}
+
 /// Two global crops of 4 images at 32 px, eight local crops at 16 px (5 tokens each), seeded.
 fn crops() -> Vec<Tensor> {
     tch::manual_seed(123);
@@ -113,13 +124,7 @@ fn largest_grad_diff(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>)
 fn loss_and_every_gradient_match_the_full_path() {
     alone!();
     let _serial = serial();
-    let head = HeadConfig {
-        out_dim: 64,
-        hidden_dim: 32,
-        bottleneck_dim: 16,
-        use_bn: true,
-        ..HeadConfig::default()
-    };
+    let head = small_head(true);
     for (depth, rate) in [(3, 0.0), (2, 0.5), (4, 0.3)] {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -182,12 +187,7 @@ fn loss_and_every_gradient_match_the_full_path() {
 fn packed_crop_groups_match_the_per_group_path() {
     alone!();
     let _serial = serial();
-    let head = HeadConfig {
-        out_dim: 64,
-        hidden_dim: 32,
-        bottleneck_dim: 16,
-        ..HeadConfig::default()
-    };
+    let head = small_head(false);
     for (depth, rate, registers) in [(3, 0.0, 0), (4, 0.3, 0), (3, 0.2, 2)] {
         let mut vit = tiny(depth, rate);
         if registers > 0 {

@@ -249,7 +249,9 @@ impl DinoMethod {
     /// block for the CLS token only ([`TokenScope::ClsOnly`]): the loss reads nothing else, and
     /// the math is the full block's up to float rounding. Under `runtime.overlap_teacher` (CPU,
     /// two or more libtorch threads, no iBOT, joint backward) the teacher's forward runs in a
-    /// second thread beside the student's (`forward_overlapped`).
+    /// second thread beside the student's (`forward_overlapped`); under
+    /// `runtime.pack_crop_groups` the student's global and local crops go through each ViT
+    /// block together (`dino_model::VisionTransformer::forward_groups`).
     ///
     /// Stochastic depth draws from libtorch's generator seeded by (`runtime.seed`,
     /// micro-batch index, rank), so a resumed run draws the masks an uninterrupted one draws.
