@@ -191,3 +191,10 @@ fn two_processes_match_one_with_ibot_per_view_backward() {
 fn two_processes_match_one_with_explicit_attention() {
     one_vs_two(&["--set", "model.attention=explicit"]);
 }
+
+/// `runtime.pack_crop_groups`: two processes of batch 4 equal one of batch 8 with the student's
+/// global and local crops packed through each block (each rank packs its own crops).
+#[test]
+fn two_processes_match_one_with_packed_crop_groups() {
+    one_vs_two(&["--set", "runtime.pack_crop_groups=true"]);
+}

@@ -214,6 +214,16 @@ fn explicit_attention_and_overlapped_teacher_run_resumes_bitwise() {
     }
 }
 
+/// `runtime.pack_crop_groups` (the tiny run has 2 local crops, so the student sees two
+/// resolutions and packs them; stochastic depth at the official 0.1 draws every step): killed
+/// after a mid-epoch checkpoint and resumed, the run ends bitwise equal to the uninterrupted one.
+#[test]
+fn packed_crop_groups_run_resumes_bitwise() {
+    let (tmp, _t) = kill_and_resume("", &["runtime.pack_crop_groups=true"]);
+    let config = std::fs::read_to_string(tmp.path().join("full/config.toml")).unwrap();
+    assert!(config.contains("pack_crop_groups = true"), "{config}");
+}
+
 /// DINOv2's backbone options all on (issue #29): registers, LayerScale, SwiGLU and the
 /// antialiased position resize; their variables are trained, kept by the EMA teacher and the
 /// optimizer, saved, and the run resumes bitwise.
