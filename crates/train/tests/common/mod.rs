@@ -178,3 +178,44 @@ pub fn two_dino_steps(cfg: &Config) -> (Vec<f64>, Vec<(String, Tensor)>, Tensor)
         m.loss.center().copy(),
     )
 }
+
+/// What [`two_dino_steps`] returns: both losses, the student's gradients, the center.
+pub type TwoSteps = (Vec<f64>, Vec<(String, Tensor)>, Tensor);
+
+/// Asserts that `a`, a variant of the step (`what` in messages), gives `reference`'s losses
+/// (within `tol` · max(1, |loss|)), gradients (within `tol`, scaled as [`compare`] scales them)
+/// and center (within `tol`), and that `b`, the same variant run again from the same seed,
+/// equals `a` bit for bit.
+pub fn assert_matches_and_repeats(
+    what: &str,
+    reference: &TwoSteps,
+    a: &TwoSteps,
+    b: &TwoSteps,
+    tol: f64,
+) {
+    let (worst, name, _) = compare(&reference.1, &a.1);
+    let center = (&reference.2 - &a.2).abs().max().double_value(&[]);
+    eprintln!(
+        "{what}: losses {:?} vs {:?}; worst scaled gradient difference {worst:e} ({name}), \
+         center {center:e}",
+        reference.0, a.0
+    );
+    for (r, x) in reference.0.iter().zip(&a.0) {
+        assert!(
+            (r - x).abs() <= tol * r.abs().max(1.0),
+            "{what}: loss {r} vs {x}"
+        );
+    }
+    assert!(
+        worst <= tol,
+        "{what}: {name}: gradients differ by {worst:e} (scaled)"
+    );
+    assert!(center <= tol, "{what}: center differs by {center:e}");
+    assert_eq!(a.0, b.0, "{what}: two runs from one seed");
+    let (_, name, differs) = compare(&a.1, &b.1);
+    assert!(!differs, "{what}: {name}: two steps from one seed differ");
+    assert!(
+        a.2.equal(&b.2),
+        "{what}: the centers of two steps from one seed differ"
+    );
+}
