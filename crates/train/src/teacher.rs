@@ -190,7 +190,8 @@ impl FlatEma {
             let teacher_buf = layout.adopt(&mut vars)?;
             flat_names.extend(layout.segments.iter().map(|seg| seg.name.clone()));
             let longest = layout.chunks().iter().map(|c| c.1).max().unwrap_or(0);
-            let scratch = if layout.chunked() {
+            // fp32 CPU groups take the one-pass loop (`ema_cpu_f32`) and need no scratch.
+            let scratch = if layout.chunked() && layout.kind != tch::Kind::Float {
                 Some(Tensor::f_empty([longest], (layout.kind, layout.device))?)
             } else {
                 None
